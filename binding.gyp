@@ -1,0 +1,28 @@
+{
+  "targets": [
+    {
+      "target_name": "hugetlb_ras",
+      "sources": [
+        "native/addon.cc",
+        "native/access.cc",
+        "native/baseline.cc",
+        "native/engine.cc",
+        "native/errors.cc",
+        "native/fileio.cc",
+        "native/mapping.cc",
+        "native/recovery.cc",
+        "native/registry.cc",
+        "native/signals.cc",
+        "native/simulate.cc",
+        "native/vcpu.cc",
+        "native/worker.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags": ["-Wall", "-Wextra", "-fvisibility=hidden", "-O2"],
+      "cflags_cc": ["-Wall", "-Wextra", "-fvisibility=hidden", "-std=c++17", "-O2", "-fno-exceptions"],
+      "cflags!": ["-fno-exceptions"],
+      "ldflags": ["-pthread"]
+    }
+  ]
+}

@@ -1,0 +1,38 @@
+// Touching guest memory from threads that must survive poison: guarded copies for the JS thread,
+// and the deterministic test pattern shared by fill, verify and the vCPU threads.
+#pragma once
+
+#include <cstdint>
+
+#include "registry.h"
+
+namespace ras::access {
+
+inline uint64_t PatternWord(uint64_t seed, uint64_t offset) {
+  uint64_t z = seed + offset * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+struct Fault {
+  uintptr_t addr = 0;
+  int signal = 0;
+  int code = 0;
+};
+
+// Copy with a poison guard: returns false (and the fault) instead of dying.
+bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault);
+
+struct Verify {
+  uint64_t checked = 0;
+  uint64_t wrong = 0;
+  int64_t first_wrong = -1;
+  uint64_t unreadable_count = 0;  // 4 KiB subpages that could not be read
+};
+// Pattern over [start, start+len): `base` is the region offset of `start`. `unreadable` receives
+// region offsets of subpages that faulted (capped by `max_unreadable`).
+void FillPattern(char* start, uint64_t len, uint64_t base, uint64_t seed);
+Verify VerifyPattern(Region& r, uint64_t seed, uint64_t* unreadable, uint64_t max_unreadable);
+
+}  // namespace ras::access

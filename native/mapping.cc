@@ -1,0 +1,233 @@
+#include "mapping.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "registry.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MADV_HWPOISON
+#define MADV_HWPOISON 100
+#endif
+
+namespace ras::mapping {
+
+namespace {
+constexpr uint64_t k2M = 2ull << 20;
+
+std::mutex g_reserve_mu;
+std::vector<Block> g_reserve;  // each block prefaulted, 2 MiB aligned
+uint64_t g_reserve_target = 0;
+
+uint64_t AlignFor(uint64_t size) { return size < k2M ? kSubpage : k2M; }
+
+// Anonymous memory aligned for THP, with MADV_HUGEPAGE asked for (ignored where THP is off).
+char* MapAligned(uint64_t size, Failure* fail) {
+  uint64_t align = AlignFor(size);
+  uint64_t span = size + align;
+  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return nullptr;
+  }
+  uintptr_t start = (reinterpret_cast<uintptr_t>(raw) + align - 1) & ~(align - 1);
+  uintptr_t raw_end = reinterpret_cast<uintptr_t>(raw) + span;
+  if (start > reinterpret_cast<uintptr_t>(raw)) munmap(raw, start - reinterpret_cast<uintptr_t>(raw));
+  if (raw_end > start + size) munmap(reinterpret_cast<void*>(start + size), raw_end - (start + size));
+  madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE);
+  return reinterpret_cast<char*>(start);
+}
+
+bool Prefault(char* addr, uint64_t size) {
+  if (madvise(addr, size, MADV_POPULATE_WRITE) == 0) return true;
+  for (uint64_t i = 0; i < size; i += kSubpage) addr[i] = 0;  // kernels before 5.14
+  return true;
+}
+}  // namespace
+
+void* MapShared(int fd, uint64_t size, uint64_t offset, Failure* fail) {
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return nullptr;
+  }
+  return p;
+}
+
+void Unmap(void* addr, uint64_t size) { munmap(addr, size); }
+
+bool TakeBlock(uint64_t size, Block* out, Failure* fail) {
+  {
+    std::lock_guard<std::mutex> lock(g_reserve_mu);
+    for (size_t i = 0; i < g_reserve.size(); i++) {
+      Block& b = g_reserve[i];
+      if (b.size < size) continue;
+      // Carve from the front: blocks are 2 MiB aligned and sizes are multiples of the alignment.
+      *out = {b.addr, size, true};
+      b.addr += size;
+      b.size -= size;
+      if (b.size == 0) g_reserve.erase(g_reserve.begin() + static_cast<long>(i));
+      return true;
+    }
+  }
+  char* p = MapAligned(size, fail);
+  if (!p) return false;
+  *out = {p, size, false};
+  return true;
+}
+
+void DropBlock(Block& b) {
+  if (b.addr) munmap(b.addr, b.size);
+  b = Block{};
+}
+
+void SetReserveTarget(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(g_reserve_mu);
+  g_reserve_target = bytes;
+}
+
+uint64_t ReserveBytes() {
+  std::lock_guard<std::mutex> lock(g_reserve_mu);
+  uint64_t total = 0;
+  for (const Block& b : g_reserve) total += b.size;
+  return total;
+}
+
+uint64_t ReserveTarget() {
+  std::lock_guard<std::mutex> lock(g_reserve_mu);
+  return g_reserve_target;
+}
+
+void RefillReserve() {
+  uint64_t have = ReserveBytes();
+  uint64_t target = ReserveTarget();
+  if (have >= target) {
+    if (have > target) ReleaseReserve();  // the target shrank: give it all back, refill next time
+    return;
+  }
+  uint64_t need = (target - have + k2M - 1) & ~(k2M - 1);
+  Failure fail;
+  char* p = MapAligned(need, &fail);
+  if (!p) return;
+  Prefault(p, need);
+  std::lock_guard<std::mutex> lock(g_reserve_mu);
+  g_reserve.push_back({p, need, true});
+}
+
+void ReleaseReserve() {
+  std::lock_guard<std::mutex> lock(g_reserve_mu);
+  for (Block& b : g_reserve) munmap(b.addr, b.size);
+  g_reserve.clear();
+}
+
+bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool keep_lost_accessible,
+            Failure* fail) {
+  if (mprotect(b.addr, b.size, PROT_NONE) != 0) {
+    *fail = {errno, "mprotect"};
+    return false;
+  }
+  void* moved = mremap(b.addr, b.size, b.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
+  if (moved == MAP_FAILED) {
+    *fail = {errno, "mremap"};
+    mprotect(b.addr, b.size, PROT_READ | PROT_WRITE);
+    return false;
+  }
+  b.addr = nullptr;  // it lives at target now
+  char* base = reinterpret_cast<char*>(target);
+  uint64_t subpages = b.size / kSubpage;
+  if (keep_lost_accessible || lost.empty()) {
+    if (mprotect(base, b.size, PROT_READ | PROT_WRITE) != 0) {
+      *fail = {errno, "mprotect"};
+      return false;
+    }
+    return true;
+  }
+  // `lost` is sorted: open every healthy run between lost subpages.
+  uint64_t run = 0;
+  for (size_t i = 0; i <= lost.size(); i++) {
+    uint64_t end = i < lost.size() ? lost[i] : subpages;
+    if (end > run && mprotect(base + run * kSubpage, (end - run) * kSubpage, PROT_READ | PROT_WRITE) != 0) {
+      *fail = {errno, "mprotect"};
+      return false;
+    }
+    run = end + 1;
+  }
+  return true;
+}
+
+bool GuardSubpage(uintptr_t addr, bool hwpoison, Failure* fail) {
+  void* p = reinterpret_cast<void*>(addr & ~(kSubpage - 1));
+  if (hwpoison && madvise(p, kSubpage, MADV_HWPOISON) == 0) return true;
+  if (mprotect(p, kSubpage, PROT_NONE) != 0) {
+    *fail = {errno, "mprotect"};
+    return false;
+  }
+  return true;
+}
+
+bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target, Failure* fail) {
+  // Map (and fault in) the new huge page off to the side first: if the pool is empty this fails
+  // here and the split memory at `target` keeps working.
+  void* fresh = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(file_off));
+  if (fresh == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return false;
+  }
+  void* moved = mremap(fresh, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
+  if (moved != MAP_FAILED) return true;
+  // Kernels without hugetlb mremap: the page is reserved and allocated, so MAP_FIXED cannot fail
+  // for want of one.
+  munmap(fresh, size);
+  void* fixed = mmap(reinterpret_cast<void*>(target), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+                     static_cast<off_t>(file_off));
+  if (fixed == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return false;
+  }
+  return true;
+}
+
+bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail) {
+  void* p = mmap(reinterpret_cast<void*>(target), size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return false;
+  }
+  madvise(p, size, MADV_HUGEPAGE);
+  return true;
+}
+
+double HugeMappedShare(uintptr_t addr, uint64_t len) {
+  FILE* f = fopen("/proc/self/smaps", "re");
+  if (!f) return -1;
+  char line[512];
+  uintptr_t vs = 0, ve = 0;
+  uint64_t huge_kb = 0;
+  bool in = false;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long a, b;
+    if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      vs = a;
+      ve = b;
+      in = vs < addr + len && ve > addr;
+      continue;
+    }
+    unsigned long kb;
+    if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1) {
+      // Only count VMAs fully inside the range: a VMA straddling it would overcount.
+      if (vs >= addr && ve <= addr + len) huge_kb += kb;
+    }
+  }
+  fclose(f);
+  return static_cast<double>(huge_kb * 1024) / static_cast<double>(len);
+}
+
+}  // namespace ras::mapping

@@ -1,0 +1,55 @@
+// Virtual memory: the region's MAP_SHARED mapping, replacement memory (a pre-faulted reserve or
+// fresh THP-friendly anonymous memory), swapping ordinary pages in place of a huge page, and
+// putting a huge page back on reset.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace ras::mapping {
+
+struct Failure {
+  int err = 0;
+  const char* syscall = nullptr;
+};
+
+void* MapShared(int fd, uint64_t size, uint64_t offset, Failure* fail);
+void Unmap(void* addr, uint64_t size);
+
+// Replacement memory for one huge page, aligned to min(size, 2 MiB) so THP can back it.
+struct Block {
+  char* addr = nullptr;
+  uint64_t size = 0;
+  bool from_reserve = false;
+};
+bool TakeBlock(uint64_t size, Block* out, Failure* fail);
+void DropBlock(Block& b);
+
+// The reserve: already-faulted memory kept ready so a recovery does not pay for page faults.
+void SetReserveTarget(uint64_t bytes);
+void RefillReserve();  // call from the worker thread when idle
+uint64_t ReserveBytes();
+uint64_t ReserveTarget();
+void ReleaseReserve();
+
+// Put `b` in place of [target, target+b.size) in one mremap, without any moment where the range is
+// unmapped or shows partial data: the block goes in PROT_NONE (faults there wait for the engine)
+// and then only the healthy runs are opened. `lost` are subpage indices inside the block; with
+// `keep_lost_accessible` (they were MADV_HWPOISONed) they are opened too.
+bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool keep_lost_accessible,
+            Failure* fail);
+
+// Make one 4 KiB page of already-split memory inaccessible (a loss found after the split).
+bool GuardSubpage(uintptr_t addr, bool hwpoison, Failure* fail);
+
+// Map a fresh huge page of the file at `target` (the caller punched the old one out). Fails,
+// leaving the current mapping untouched, if the pool has no page.
+bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target, Failure* fail);
+
+// Fallback when no huge page can be had: fresh zeroed ordinary memory in place, no guards.
+bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail);
+
+// Share of [addr, addr+len) mapped with 2 MiB anonymous pages, from /proc/self/smaps.
+double HugeMappedShare(uintptr_t addr, uint64_t len);
+
+}  // namespace ras::mapping

@@ -1,0 +1,91 @@
+// Typed events of the engine.
+import { EventEmitter } from 'node:events';
+import type { LostCause } from './journal';
+import type { RefuseReason } from './policy';
+
+export interface PoisonEvent {
+  region: string;
+  hostAddress: bigint;
+  offset: number;
+  guestPhysAddr: bigint;
+  hugePageIndex: number;
+  /** BUS_MCEERR_AR (action required: an access consumed it) or _AO (found asynchronously). */
+  kind: 'AR' | 'AO';
+  /** si_addr_lsb as reported; not trusted (x86 KVM reports 12 on huge pages). */
+  reportedLsb: number;
+  /** The page size the engine used: the region's huge page size, or 4096 once it is split. */
+  pageSize: number;
+  /** The memory was already known lost: the VMM should inject an MCE for this frame. */
+  alreadyLost: boolean;
+  threadId: number;
+  /** CLOCK_MONOTONIC nanoseconds when the signal arrived. */
+  timeNs: bigint;
+}
+
+export interface RecoveredEvent {
+  region: string;
+  hugePageIndex: number;
+  hugePageGuestPhysAddr: bigint;
+  /** The 4 KiB guest frames that are gone: inject a machine check for these. */
+  lostGuestPhysAddrs: bigint[];
+  bytesRecovered: number;
+  durationNs: bigint;
+  readCalls: number;
+  usedReserve: boolean;
+  guard: 'hwpoison' | 'guard';
+}
+
+export interface RefusedEvent {
+  region: string;
+  hugePageIndex: number;
+  reason: RefuseReason;
+  message: string;
+  hugePageGuestPhysAddr: bigint;
+  /** The whole huge page is lost. */
+  size: number;
+  errno?: number;
+  syscall?: string;
+}
+
+/** A 4 KiB frame lost after its huge page was split, or known lost from the journal. */
+export interface LostEvent {
+  region: string;
+  guestPhysAddr: bigint;
+  hostAddress: bigint;
+  offset: number;
+  size: number;
+  cause: LostCause;
+}
+
+export interface ResetEvent {
+  region: string;
+  restoredHugePages: number;
+  /** Huge pages that stayed split (fresh 4 KiB memory) because the huge page pool was empty. */
+  stillSplit: number;
+  reason?: string;
+}
+
+export interface RasEventMap {
+  poison: PoisonEvent;
+  recovered: RecoveredEvent;
+  refused: RefusedEvent;
+  lost: LostEvent;
+  reset: ResetEvent;
+  /** Something went wrong off the JS stack (e.g. the journal could not be written). */
+  error: Error;
+}
+
+export class RasEvents extends EventEmitter {
+  override on<K extends keyof RasEventMap>(name: K, listener: (e: RasEventMap[K]) => void): this {
+    return super.on(name, listener);
+  }
+  override once<K extends keyof RasEventMap>(name: K, listener: (e: RasEventMap[K]) => void): this {
+    return super.once(name, listener);
+  }
+  override off<K extends keyof RasEventMap>(name: K, listener: (e: RasEventMap[K]) => void): this {
+    return super.off(name, listener);
+  }
+  override emit<K extends keyof RasEventMap>(name: K, e: RasEventMap[K]): boolean {
+    return super.emit(name, e);
+  }
+}

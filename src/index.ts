@@ -1,0 +1,10 @@
+export { RasEngine, type EngineOptions, type EngineStats, type InjectMode, type InjectOptions } from './engine';
+export { Region, type RegionSpec } from './region';
+export { PoisonError, RasError } from './errors';
+export type { PoisonEvent, RecoveredEvent, RefusedEvent, LostEvent, ResetEvent, RasEventMap } from './events';
+export type { LostPage } from './ledger';
+export type { Consumer, GuardMode, RefuseReason } from './policy';
+export { kernelReadsAroundPoison } from './policy';
+export { startVcpuLoad, type VcpuLoad, type VcpuLoadOptions, type VcpuLoadReport, type VcpuStall, type VcpuMceReport } from './vcpu';
+export { fillPattern, verifyPattern, type PatternCheck } from './pattern';
+export { Journal, readJournal, formatJournal, type JournalReplay, type LostFrame } from './journal';

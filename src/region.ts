@@ -1,0 +1,107 @@
+// A guest RAM region on hugetlbfs, mapped MAP_SHARED by the engine.
+import { checkUint, invalidArg, outOfRange, PoisonError, RasError } from './errors';
+import { isFault, native, type NativeFault } from './native';
+import type { Consumer, RefuseReason } from './policy';
+
+const SIGBUS = 7;
+const BUS_MCEERR_AR = 4;
+const BUS_MCEERR_AO = 5;
+
+export interface RegionSpec {
+  /** Unique name within the engine (also the journal's key). */
+  name: string;
+  /** A file on hugetlbfs; created and sized if missing. */
+  path: string;
+  /** Bytes; a multiple of the huge page size. */
+  size: number;
+  /** Offset in the file; a multiple of the huge page size. */
+  offset?: number;
+  /** Guest physical address of the region's first byte. */
+  guestPhysAddr?: bigint;
+  /** Other processes map the file (share=on): not eligible for recovery. */
+  share?: boolean;
+  /** Devices or processes that map or pin this memory: not eligible for recovery. */
+  consumers?: Consumer[];
+}
+
+export class Region {
+  /** @internal */ closed = false;
+
+  /** @internal */
+  constructor(
+    /** @internal */ readonly id: number,
+    readonly name: string,
+    readonly path: string,
+    readonly address: bigint,
+    readonly size: number,
+    readonly fileOffset: number,
+    readonly hugePageSize: number,
+    readonly guestPhysAddr: bigint,
+    readonly share: boolean,
+    readonly consumers: readonly Consumer[],
+    readonly ineligibleReason: RefuseReason | null,
+    readonly bookkeepingBytes: number,
+  ) {}
+
+  get eligible(): boolean {
+    return this.ineligibleReason === null;
+  }
+
+  get hugePages(): number {
+    return this.size / this.hugePageSize;
+  }
+
+  /** Guarded read: throws PoisonError instead of dying on poisoned or lost memory. */
+  read(offset: number, length: number): Buffer {
+    this.checkRange(offset, length);
+    const r = native.read(this.id, offset, length);
+    if (isFault(r)) throw this.faultError(r);
+    return r as Buffer;
+  }
+
+  /** Guarded write: throws PoisonError instead of dying on poisoned or lost memory. */
+  write(offset: number, bytes: Uint8Array): void {
+    if (!(bytes instanceof Uint8Array)) throw invalidArg('bytes must be a Buffer or Uint8Array');
+    this.checkRange(offset, bytes.length);
+    const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+    const r = native.write(this.id, offset, buf);
+    if (isFault(r)) throw this.faultError(r);
+  }
+
+  /** Guest physical address of a byte offset in this region. */
+  guestPhysAddrOf(offset: number): bigint {
+    return this.guestPhysAddr + BigInt(offset);
+  }
+
+  /** Byte offset in this region of a host virtual address. */
+  offsetOf(hostAddress: bigint): number {
+    return Number(hostAddress - this.address);
+  }
+
+  /** @internal */
+  checkOpen(): void {
+    if (this.closed) throw new RasError('ERR_REGION_CLOSED', `region ${this.name} is unmapped (engine closed)`);
+  }
+
+  /** @internal */
+  checkRange(offset: number, length: number): void {
+    this.checkOpen();
+    checkUint(offset, 'offset');
+    checkUint(length, 'length');
+    if (offset > this.size || length > this.size - offset)
+      throw outOfRange(`offset ${offset} + length ${length} is outside region ${this.name} (size ${this.size})`);
+  }
+
+  /** @internal */
+  faultError(f: NativeFault): Error {
+    const offset = this.offsetOf(f.fault);
+    if (f.signal === SIGBUS && (f.code === BUS_MCEERR_AR || f.code === BUS_MCEERR_AO))
+      return new PoisonError(this.name, offset, this.guestPhysAddrOf(offset), f.fault, f.signal, f.code);
+    return new RasError(
+      'ERR_MEMORY_FAULT',
+      `memory fault (signal ${f.signal}, code ${f.code}) in region ${this.name} at offset 0x${offset.toString(16)}: ` +
+        'was the backing file truncated?',
+      { region: this.name, offset, signal: f.signal, siCode: f.code },
+    );
+  }
+}
