@@ -28,15 +28,31 @@ void FillPattern(char* start, uint64_t len, uint64_t base, uint64_t seed) {
   for (uint64_t i = 0; i < len / 8; i++) w[i] = PatternWord(seed, base + i * 8);
 }
 
+namespace {
+// One subpage against the pattern; a plain function so nothing of it lives across a siglongjmp.
+void CheckSubpage(const uint64_t* w, uint64_t base, uint64_t seed, volatile uint64_t* wrong, volatile int64_t* first) {
+  for (uint64_t i = 0; i < kSubpage / 8; i++) {
+    uint64_t x = w[i] ^ PatternWord(seed, base + i * 8);
+    if (!x) continue;
+    for (int b = 0; b < 8; b++) {
+      if (((x >> (8 * b)) & 0xff) == 0) continue;
+      if (*first < 0) *first = static_cast<int64_t>(base + i * 8 + static_cast<uint64_t>(b));
+      *wrong = *wrong + 1;
+    }
+  }
+}
+}  // namespace
+
 Verify VerifyPattern(Region& r, uint64_t seed, uint64_t* unreadable, uint64_t max_unreadable) {
-  Verify v;
+  // Everything that changes after sigsetjmp is volatile: a siglongjmp would lose it in registers.
+  volatile uint64_t off = 0, checked = 0, wrong = 0, bad = 0;
+  volatile int64_t first = -1;
   sigjmp_buf jb;
   ThreadSlot* slot = ClaimSlot(kSlotJump);
-  if (!slot) return v;
+  if (!slot) return Verify{};
   slot->jump = &jb;
   // Walk 4 KiB at a time; a fault skips that subpage (or the whole huge page while it is not
   // split yet) and the walk resumes behind it.
-  volatile uint64_t off = 0;
   uint64_t size = r.end - r.start;
   if (sigsetjmp(jb, 1) != 0) {
     uintptr_t a = slot->fault_addr.load();
@@ -46,28 +62,22 @@ Verify VerifyPattern(Region& r, uint64_t seed, uint64_t* unreadable, uint64_t ma
     uint64_t skip_to = sub_off + kSubpage;
     if (st != kSplit) skip_to = (static_cast<uint64_t>(page) + 1) << r.huge_shift;
     for (uint64_t s = sub_off; s < skip_to; s += kSubpage) {
-      if (v.unreadable_count < max_unreadable) unreadable[v.unreadable_count] = s;
-      v.unreadable_count++;
+      if (bad < max_unreadable) unreadable[bad] = s;
+      bad = bad + 1;
     }
     off = skip_to;
   }
   while (off < size) {
-    const uint64_t* w = reinterpret_cast<const uint64_t*>(r.start + off);
-    uint64_t base = off;
-    for (uint64_t i = 0; i < kSubpage / 8; i++) {
-      uint64_t x = w[i] ^ PatternWord(seed, base + i * 8);
-      if (x) {
-        for (int b = 0; b < 8; b++) {
-          if (((x >> (8 * b)) & 0xff) == 0) continue;
-          if (v.first_wrong < 0) v.first_wrong = static_cast<int64_t>(base + i * 8 + static_cast<uint64_t>(b));
-          v.wrong++;
-        }
-      }
-    }
-    v.checked += kSubpage;
+    CheckSubpage(reinterpret_cast<const uint64_t*>(r.start + off), off, seed, &wrong, &first);
+    checked = checked + kSubpage;
     off = off + kSubpage;
   }
   ReleaseSlot(slot);
+  Verify v;
+  v.checked = checked;
+  v.wrong = wrong;
+  v.first_wrong = first;
+  v.unreadable_count = bad;
   return v;
 }
 

@@ -1,0 +1,91 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { afterEach } from 'vitest';
+import { RasEngine, type EngineOptions } from '../src/index';
+
+export const DIR = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
+export const DIR_2M = path.join(DIR, '2M');
+export const DIR_1G = path.join(DIR, '1G');
+export const MiB = 1 << 20;
+export const GiB = 1 << 30;
+export const SUB = 4096;
+
+const created: string[] = [];
+const open: RasEngine[] = [];
+
+/** A fresh file name on the 2M (or 1G) hugetlbfs, removed after the test. */
+export function hugeFile(tag: string, dir = DIR_2M): string {
+  const p = path.join(dir, `test-${process.pid}-${tag}-${created.length}`);
+  created.push(p);
+  return p;
+}
+
+export function openEngine(opts: EngineOptions = {}): RasEngine {
+  const e = RasEngine.open({ reserveBytes: 0, ...opts });
+  open.push(e);
+  return e;
+}
+
+afterEach(() => {
+  for (const e of open.splice(0)) e.close();
+  for (const p of created.splice(0)) fs.rmSync(p, { force: true });
+});
+
+export function has1G(): boolean {
+  try {
+    return fs.statfsSync(DIR_1G).bsize === GiB && freeHugePages('1048576kB') > 0;
+  } catch {
+    return false;
+  }
+}
+
+export function freeHugePages(size: '2048kB' | '1048576kB'): number {
+  return Number(fs.readFileSync(`/sys/kernel/mm/hugepages/hugepages-${size}/free_hugepages`, 'utf8'));
+}
+
+/** The smaps entry (KernelPageSize, Rss, AnonHugePages, protection) covering a host address. */
+export function smapsAt(addr: bigint): { start: bigint; end: bigint; perms: string; kernelPageKb: number; fields: Record<string, number> } | undefined {
+  const text = fs.readFileSync('/proc/self/smaps', 'utf8');
+  let cur: { start: bigint; end: bigint; perms: string; kernelPageKb: number; fields: Record<string, number> } | undefined;
+  for (const line of text.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/.exec(line);
+    if (m) {
+      if (cur && addr >= cur.start && addr < cur.end) return cur;
+      cur = { start: BigInt('0x' + m[1]), end: BigInt('0x' + m[2]), perms: m[3], kernelPageKb: 0, fields: {} };
+      continue;
+    }
+    const f = /^(\w+):\s+(\d+) kB/.exec(line);
+    if (f && cur) {
+      cur.fields[f[1]] = Number(f[2]);
+      if (f[1] === 'KernelPageSize') cur.kernelPageKb = Number(f[2]);
+    }
+  }
+  return cur && addr >= cur.start && addr < cur.end ? cur : undefined;
+}
+
+/** Runs a script in a child node process (for what may kill the process). */
+export function runChild(script: string, env: Record<string, string> = {}): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['-e', script], {
+    cwd: path.resolve(__dirname, '..'),
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Random bytes from a seeded generator, so a failure can be replayed. */
+export function seededBytes(seed: number, n: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    b[i] = x & 0xff;
+  }
+  return b;
+}
