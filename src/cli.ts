@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+// hugetlb-ras command line: `demo` (the main job, on an embedded default) and `journal <path>`.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { formatJournal, readJournal } from './journal';
+import { native } from './native';
+import { fillPattern, verifyPattern } from './pattern';
+import { RasEngine } from './engine';
+import { startVcpuLoad } from './vcpu';
+import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
+
+const USAGE = `usage:
+  hugetlb-ras demo [--page-size 2M|1G] [--dir DIR] [--threads N] [--mode auto|simulate|madvise]
+  hugetlb-ras journal PATH`;
+
+interface DemoOptions {
+  pageSize: '2M' | '1G';
+  dir: string;
+  threads: number;
+  mode: 'auto' | 'simulate' | 'madvise';
+}
+
+const hex = (v: bigint | number) => '0x' + v.toString(16);
+const us = (ns: bigint | number) => `${(Number(ns) / 1000).toFixed(0)} us`;
+const bytes = (n: number) => n.toLocaleString('en-US');
+
+function parseDemo(args: string[]): DemoOptions {
+  const o: DemoOptions = { pageSize: '2M', dir: process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras', threads: 4, mode: 'auto' };
+  for (let i = 0; i < args.length; i++) {
+    const v = args[i + 1];
+    switch (args[i]) {
+      case '--page-size':
+        if (v !== '2M' && v !== '1G') throw new Error('--page-size is 2M or 1G');
+        o.pageSize = v;
+        i++;
+        break;
+      case '--dir':
+        o.dir = v;
+        i++;
+        break;
+      case '--threads':
+        o.threads = Number(v);
+        i++;
+        break;
+      case '--mode':
+        if (v !== 'auto' && v !== 'simulate' && v !== 'madvise') throw new Error('--mode is auto, simulate or madvise');
+        o.mode = v;
+        i++;
+        break;
+      default:
+        throw new Error(`unknown option ${args[i]}\n${USAGE}`);
+    }
+  }
+  return o;
+}
+
+async function demo(o: DemoOptions): Promise<number> {
+  const huge = o.pageSize === '1G' ? 1 << 30 : 2 << 20;
+  const size = o.pageSize === '1G' ? huge : 32 * huge; // 64 MiB of 2 MiB pages, or one 1 GiB page
+  const file = path.join(o.dir, o.pageSize, `demo-${process.pid}`);
+  const gpa = 0x1_0000_0000n;
+  const seed = 2024;
+  const engine = RasEngine.open();
+  const poisons: PoisonEvent[] = [];
+  const outcomes: (RecoveredEvent | RefusedEvent)[] = [];
+  engine.on('poison', (e) => poisons.push(e));
+  engine.on('recovered', (e) => outcomes.push(e));
+  engine.on('refused', (e) => outcomes.push(e));
+  try {
+    const region = engine.mapRegion({ name: 'ram0', path: file, size, guestPhysAddr: gpa });
+    const page = o.pageSize === '1G' ? 0 : 5;
+    const offset = page * huge + 0x3000 * 37; // a subpage in the middle of the huge page
+    console.log(`hugetlb-ras demo: Linux ${os.release()}, lost subpages kept out by ${engine.lostPageGuard === 'hwpoison' ? 'MADV_HWPOISON' : 'PROT_NONE guards'}`);
+    console.log(`  region ram0: ${size >> 20} MiB of ${o.pageSize} pages on ${file}, guest physical ${hex(gpa)}`);
+    fillPattern(region, seed);
+    const load = startVcpuLoad(engine, { region, threads: o.threads, seed, window: { offset: page * huge, length: huge } });
+    await new Promise((r) => setTimeout(r, 100));
+    const injected = engine.injectPoison(region, offset, { mode: o.mode });
+    console.log(`  poison (${injected.mode}): host ${hex(injected.hostAddress)}, guest physical ${hex(region.guestPhysAddrOf(offset))}`);
+    await engine.whenIdle({ timeoutMs: 120_000 });
+    await new Promise((r) => setTimeout(r, 100));
+    const report = await load.stop();
+    const limitNs = native.memcpyLimit(huge);
+    for (const p of poisons.filter((p) => !p.alreadyLost).slice(0, 1))
+      console.log(`  SIGBUS ${p.kind} lsb ${p.reportedLsb}, handled with the region's page size (${o.pageSize}), not the lsb`);
+    for (const out of outcomes) {
+      if ('reason' in out) {
+        console.log(`  REFUSED huge page ${out.hugePageIndex}: ${out.reason}: ${out.message}; whole ${out.size >> 20} MiB lost`);
+      } else {
+        console.log(
+          `  recovered huge page ${out.hugePageIndex} in ${us(out.durationNs)} (memcpy of ${o.pageSize} here: ${us(limitNs)}; ` +
+            `${(Number(out.durationNs) / limitNs).toFixed(2)}x), ${bytes(out.bytesRecovered)} bytes back in ${out.readCalls} reads`,
+        );
+        console.log(`  lost 4 KiB frames (inject an MCE for these): ${out.lostGuestPhysAddrs.map(hex).join(', ')}`);
+      }
+    }
+    const stalls = report.stalls.map((s) => Number(s.stallNs)).sort((a, b) => a - b);
+    console.log(
+      `  vCPUs: ${o.threads} threads, ${bytes(report.accesses)} accesses, ${report.wrongBytes} wrong bytes, ` +
+        `${stalls.length} stalls${stalls.length ? ` (max ${us(stalls[stalls.length - 1])})` : ''}, ` +
+        `${report.mceReports.length} MCE reports on lost memory`,
+    );
+    const check = verifyPattern(region, seed);
+    console.log(`  verify: ${bytes(check.checkedBytes)} bytes checked, ${check.wrongBytes} wrong, ${check.unreadableOffsets.length} subpages unreadable`);
+    const reset = await engine.resetRegion(region);
+    console.log(`  guest reset: ${reset.restoredHugePages} huge page(s) restored, ${reset.stillSplit} still split${reset.reason ? ` (${reset.reason})` : ''}`);
+    const expectedLost = outcomes.every((x) => !('reason' in x)) ? 1 : huge / 4096;
+    const ok = check.wrongBytes === 0 && report.wrongBytes === 0 && check.unreadableOffsets.length === expectedLost && outcomes.length === 1;
+    console.log(ok ? 'OK: every healthy byte is back' : 'FAILED: see above');
+    return ok ? 0 : 1;
+  } finally {
+    engine.close();
+    fs.rmSync(file, { force: true });
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === 'demo') return demo(parseDemo(rest));
+  if (cmd === 'journal' && rest.length === 1) {
+    process.stdout.write(formatJournal(readJournal(rest[0])) + '\n');
+    return 0;
+  }
+  console.error(USAGE);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: NodeJS.ErrnoException) => {
+    console.error(`hugetlb-ras: ${err.message}${err.code ? ` [${err.code}]` : ''}`);
+    process.exit(1);
+  },
+);
