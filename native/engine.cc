@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <memory>
@@ -117,6 +118,10 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 
 void RemoveRegion(Region& r) {
   r.live.store(2);
+  // A deleted file's pages die with its last mapping, poisoned ones included (as in the kernel):
+  // a later file that gets the same inode number must not inherit simulated poison.
+  struct stat st;
+  if (fstat(r.fd, &st) == 0 && st.st_nlink == 0) simulate::ForgetFileRange(r.dev, r.ino, 0, UINT64_MAX / 2);
   // Release every thread waiting on this region: the region is gone, they retry and fail as
   // they would without us.
   for (uint32_t p = 0; p < r.pages; p++) FutexWakeAll(&r.Word(p));
@@ -397,7 +402,7 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
     errors::Code(env, "ERR_PAGE_BUSY", "the huge page is already being handled").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known);
+  recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known, nullptr);
   SetPageState(*r, static_cast<uint32_t>(page), out.ok ? kSplit : kLost);
   Napi::Object o = Napi::Object::New(env);
   o.Set("ok", out.ok);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 
@@ -16,11 +17,24 @@
 #ifndef MADV_HWPOISON
 #define MADV_HWPOISON 100
 #endif
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102  // Linux >= 6.13: guard PTE markers, no VMA split, kept by mremap
+#endif
 
 namespace ras::mapping {
 
 namespace {
 constexpr uint64_t k2M = 2ull << 20;
+
+std::atomic<int> g_guard_markers{1};  // cleared the first time the kernel says EINVAL
+
+// Guard one run of subpages without splitting the VMA, where the kernel can.
+bool InstallGuard(char* addr, uint64_t len) {
+  if (!g_guard_markers.load()) return false;
+  if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) return true;
+  if (errno == EINVAL) g_guard_markers.store(0);
+  return false;
+}
 
 std::mutex g_reserve_mu;
 std::vector<Block> g_reserve;  // each block prefaulted, 2 MiB aligned
@@ -45,9 +59,14 @@ char* MapAligned(uint64_t size, Failure* fail) {
   return reinterpret_cast<char*>(start);
 }
 
+// In 32 MiB steps: each step holds mmap_lock only briefly, so a recovery's mremap is not held up.
 bool Prefault(char* addr, uint64_t size) {
-  if (madvise(addr, size, MADV_POPULATE_WRITE) == 0) return true;
-  for (uint64_t i = 0; i < size; i += kSubpage) addr[i] = 0;  // kernels before 5.14
+  constexpr uint64_t kStep = 32ull << 20;
+  for (uint64_t off = 0; off < size; off += kStep) {
+    uint64_t n = size - off < kStep ? size - off : kStep;
+    if (madvise(addr + off, n, MADV_POPULATE_WRITE) != 0)
+      for (uint64_t i = 0; i < n; i += kSubpage) addr[off + i] = 0;  // kernels before 5.14
+  }
   return true;
 }
 }  // namespace
@@ -127,8 +146,32 @@ void ReleaseReserve() {
   g_reserve.clear();
 }
 
-bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool keep_lost_accessible,
+bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
             Failure* fail) {
+  // Best case: the block is complete off to the side (lost subpages hwpoisoned or behind guard
+  // markers, one VMA), so a single mremap replaces the huge page atomically.
+  bool complete = lost_already_poisoned || lost.empty();
+  if (!complete) {
+    complete = true;
+    for (size_t i = 0; i < lost.size() && complete; i++) {
+      size_t j = i;
+      while (j + 1 < lost.size() && lost[j + 1] == lost[j] + 1) j++;
+      complete = InstallGuard(b.addr + static_cast<uint64_t>(lost[i]) * kSubpage, (lost[j] - lost[i] + 1) * kSubpage);
+      i = j;
+    }
+  }
+  if (complete) {
+    void* moved = mremap(b.addr, b.size, b.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
+    if (moved == MAP_FAILED) {
+      *fail = {errno, "mremap"};
+      return false;
+    }
+    b.addr = nullptr;
+    return true;
+  }
+  // Kernels without guard markers: PROT_NONE would split the VMA and mremap moves one VMA only. So
+  // the block goes in PROT_NONE (a thread touching it meanwhile faults and waits for the engine),
+  // then only the healthy runs are opened.
   if (mprotect(b.addr, b.size, PROT_NONE) != 0) {
     *fail = {errno, "mprotect"};
     return false;
@@ -142,13 +185,6 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
   b.addr = nullptr;  // it lives at target now
   char* base = reinterpret_cast<char*>(target);
   uint64_t subpages = b.size / kSubpage;
-  if (keep_lost_accessible || lost.empty()) {
-    if (mprotect(base, b.size, PROT_READ | PROT_WRITE) != 0) {
-      *fail = {errno, "mprotect"};
-      return false;
-    }
-    return true;
-  }
   // `lost` is sorted: open every healthy run between lost subpages.
   uint64_t run = 0;
   for (size_t i = 0; i <= lost.size(); i++) {
@@ -165,6 +201,7 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
 bool GuardSubpage(uintptr_t addr, bool hwpoison, Failure* fail) {
   void* p = reinterpret_cast<void*>(addr & ~(kSubpage - 1));
   if (hwpoison && madvise(p, kSubpage, MADV_HWPOISON) == 0) return true;
+  if (InstallGuard(static_cast<char*>(p), kSubpage)) return true;
   if (mprotect(p, kSubpage, PROT_NONE) != 0) {
     *fail = {errno, "mprotect"};
     return false;

@@ -33,10 +33,10 @@ uint64_t ReserveTarget();
 void ReleaseReserve();
 
 // Put `b` in place of [target, target+b.size) in one mremap, without any moment where the range is
-// unmapped or shows partial data: the block goes in PROT_NONE (faults there wait for the engine)
-// and then only the healthy runs are opened. `lost` are subpage indices inside the block; with
-// `keep_lost_accessible` (they were MADV_HWPOISONed) they are opened too.
-bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool keep_lost_accessible,
+// unmapped or shows partial data or a lost subpage. `lost` (sorted subpage indices in the block) are
+// guarded first (guard markers, Linux >= 6.13) unless `lost_already_poisoned` (MADV_HWPOISON).
+// Older kernels: the block goes in PROT_NONE and only the healthy runs are opened after the move.
+bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
             Failure* fail);
 
 // Make one 4 KiB page of already-split memory inaccessible (a loss found after the split).

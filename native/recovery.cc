@@ -16,32 +16,84 @@
 
 namespace ras::recovery {
 
-namespace {
-constexpr uint64_t kChunk = 8ull << 20;           // large preads: few syscalls
-constexpr uint64_t kParallelFrom = 64ull << 20;   // below this a second thread costs more than it saves
+constexpr uint64_t kChunk = 8ull << 20;  // large preads: few syscalls
+constexpr int kMaxReaders = 16;
 std::atomic<int> g_read_threads{2};
 
-fileio::ReadBack ReadPage(Region& r, uint32_t page, char* dst) {
+// Persistent helper readers: a huge page is read back by several threads at once (one copy
+// stream does not saturate memory). They are started once and woken by a futex, so a 2 MiB
+// recovery does not pay for thread creation.
+struct ReadJob {
+  Region* r = nullptr;
+  uint64_t off = 0;
+  char* dst = nullptr;
+  uint64_t len = 0;
+  uint32_t first_subpage = 0;
+  fileio::ReadBack result;
+};
+
+struct ReaderPool {
+  explicit ReaderPool() = default;
+  std::vector<std::thread> threads;
+  std::atomic<uint32_t> generation{0};
+  std::atomic<uint32_t> pending{0};
+  std::atomic<int> active{0};
+  std::atomic<bool> stop{false};
+  ReadJob jobs[kMaxReaders];
+};
+
+namespace {
+
+void HelperLoop(ReaderPool* pool, int index, int priority) {
+  RaiseThreadPriority(priority);
+  uint32_t seen = 0;
+  for (;;) {
+    uint32_t g = pool->generation.load(std::memory_order_acquire);
+    if (pool->stop.load()) return;
+    if (g == seen) {
+      FutexWait(&pool->generation, g, 100);
+      continue;
+    }
+    seen = g;
+    if (index >= pool->active.load()) continue;
+    ReadJob& j = pool->jobs[index + 1];
+    j.result = fileio::ReadAround(j.r->fd, j.r->dev, j.r->ino, j.off, j.dst, j.len, kChunk, j.first_subpage);
+    if (pool->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) FutexWakeAll(&pool->pending);
+  }
+}
+
+fileio::ReadBack ReadPage(Region& r, uint32_t page, char* dst, ReaderPool* readers) {
   uint64_t off = r.file_offset + (static_cast<uint64_t>(page) << r.huge_shift);
   uint64_t len = r.huge_size;
-  int threads = g_read_threads.load();
-  if (len < kParallelFrom || threads < 2) return fileio::ReadAround(r.fd, r.dev, r.ino, off, dst, len, kChunk, 0);
-  uint64_t part = (len / static_cast<uint64_t>(threads) + kChunk - 1) & ~(kChunk - 1);
-  std::vector<fileio::ReadBack> parts(static_cast<size_t>(threads));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; t++) {
+  int parts = readers ? static_cast<int>(readers->threads.size()) + 1 : 1;
+  if (parts < 2) return fileio::ReadAround(r.fd, r.dev, r.ino, off, dst, len, kChunk, 0);
+  uint64_t part = (len / static_cast<uint64_t>(parts) + kSubpage - 1) & ~(kSubpage - 1);
+  ReaderPool& pool = *readers;
+  int helpers = 0;
+  for (int t = 1; t < parts; t++) {
     uint64_t s = part * static_cast<uint64_t>(t);
     if (s >= len) break;
-    uint64_t n = std::min(part, len - s);
-    pool.emplace_back([&, t, s, n] {
-      parts[static_cast<size_t>(t)] =
-          fileio::ReadAround(r.fd, r.dev, r.ino, off + s, dst + s, n, kChunk, static_cast<uint32_t>(s / kSubpage));
-    });
+    ReadJob& j = pool.jobs[t];
+    j.r = &r;
+    j.off = off + s;
+    j.dst = dst + s;
+    j.len = std::min(part, len - s);
+    j.first_subpage = static_cast<uint32_t>(s / kSubpage);
+    j.result = fileio::ReadBack{};
+    helpers++;
   }
-  parts[0] = fileio::ReadAround(r.fd, r.dev, r.ino, off, dst, std::min(part, len), kChunk, 0);
-  for (std::thread& th : pool) th.join();
-  fileio::ReadBack all;
-  for (fileio::ReadBack& p : parts) {
+  pool.active.store(helpers);
+  pool.pending.store(static_cast<uint32_t>(helpers), std::memory_order_release);
+  pool.generation.fetch_add(1, std::memory_order_acq_rel);
+  FutexWakeAll(&pool.generation);
+  fileio::ReadBack all = fileio::ReadAround(r.fd, r.dev, r.ino, off, dst, std::min(part, len), kChunk, 0);
+  for (;;) {
+    uint32_t p = pool.pending.load(std::memory_order_acquire);
+    if (p == 0) break;
+    FutexWait(&pool.pending, p, 100);
+  }
+  for (int t = 1; t <= helpers; t++) {
+    fileio::ReadBack& p = pool.jobs[t].result;
     all.bytes += p.bytes;
     all.calls += p.calls;
     all.lost.insert(all.lost.end(), p.lost.begin(), p.lost.end());
@@ -51,9 +103,28 @@ fileio::ReadBack ReadPage(Region& r, uint32_t page, char* dst) {
 }
 }  // namespace
 
-void SetReadThreads(int n) { g_read_threads.store(n < 1 ? 1 : n); }
+Readers::~Readers() { Stop(); }
 
-Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost) {
+void Readers::Start(int priority) {
+  if (pool_) return;
+  pool_ = new ReaderPool();
+  int helpers = std::min(g_read_threads.load(), kMaxReaders) - 1;
+  for (int i = 0; i < helpers; i++) pool_->threads.emplace_back(HelperLoop, pool_, i, priority);
+}
+
+void Readers::Stop() {
+  if (!pool_) return;
+  pool_->stop.store(true);
+  pool_->generation.fetch_add(1);
+  FutexWakeAll(&pool_->generation);
+  for (std::thread& t : pool_->threads) t.join();
+  delete pool_;
+  pool_ = nullptr;
+}
+
+void SetReadThreads(int n) { g_read_threads.store(std::max(1, std::min(n, kMaxReaders))); }
+
+Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers) {
   uint64_t t0 = MonotonicNs();
   Outcome out;
   mapping::Block block;
@@ -65,7 +136,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
     return out;
   }
   out.used_reserve = block.from_reserve;
-  fileio::ReadBack rb = ReadPage(r, page, block.addr);
+  fileio::ReadBack rb = ReadPage(r, page, block.addr, readers ? readers->pool_ : nullptr);
   out.reads = rb.calls;
   for (uint32_t s : known_lost) {
     if (std::find(rb.lost.begin(), rb.lost.end(), s) == rb.lost.end()) {

@@ -22,14 +22,27 @@ struct Outcome {
   uint64_t ns = 0;
 };
 
+struct ReaderPool;
+
+// Persistent helper threads that read a huge page back together with the calling thread (one copy
+// stream does not saturate memory). Each recovery lane owns one; started once, woken by a futex.
+class Readers {
+ public:
+  ~Readers();
+  void Start(int priority);  // SetReadThreads() - 1 helpers, at the lane's priority
+  void Stop();
+  ReaderPool* pool_ = nullptr;
+};
+
 // The caller owns the page (state kRecovering). `known_lost`: subpages to treat as lost even if
-// they read back (a journal from before a restart says so).
-Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost);
+// they read back (a journal from before a restart says so). `readers` may be null (one thread).
+Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers);
 
 // A subpage of a split huge page reported after the split: is it lost? (EIO from the file.)
 bool SubpageUnreadable(Region& r, uintptr_t addr);
 
-// How many threads read a huge page back (2 MiB pages use one; 1 GiB pages use this many).
+// How many threads read a huge page back (the lane's thread plus helpers; default 2). Takes
+// effect for lanes started afterwards.
 void SetReadThreads(int n);
 
 }  // namespace ras::recovery

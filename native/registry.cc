@@ -1,6 +1,9 @@
 #include "registry.h"
 
 #include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -161,6 +164,13 @@ void WakeWorker() {
 
 int WorkerEventFd() { return g_event_fd.load(); }
 void SetWorkerEventFd(int fd) { g_event_fd.store(fd); }
+
+void RaiseThreadPriority(int rt_priority) {
+  struct sched_param sp = {};
+  sp.sched_priority = rt_priority;
+  if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) return;
+  setpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()), -5 * rt_priority);
+}
 
 void SetPageState(Region& r, uint32_t page, uint32_t state) {
   std::atomic<uint32_t>& w = r.Word(page);

@@ -143,6 +143,10 @@ extern std::atomic<int> g_paused;
 extern std::atomic<int> g_shutdown;
 extern int g_main_tid;
 
+// Real-time priority where permitted (root / CAP_SYS_NICE), else the best nice value allowed:
+// a stalled vCPU waits for the recovery threads, it must not wait for the scheduler as well.
+void RaiseThreadPriority(int rt_priority);
+
 // Transition a page word to a new state and wake every waiter.
 void SetPageState(Region& r, uint32_t page, uint32_t state);
 

@@ -6,6 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -32,14 +36,31 @@ struct Event {
   uint32_t reason = 0;
   uintptr_t lost_addr = 0;
   uint32_t page_state = 0;  // of the huge page when the worker took the report
+  uint64_t done_ns = 0;     // when the huge page was usable again (vCPUs released)
+};
+
+// Huge pages this large are recovered on the slow lane, so that reading back 1 GiB never holds
+// up a 2 MiB page.
+constexpr uint64_t kSlowLaneFrom = 64ull << 20;
+
+struct SlowJob {
+  Report rep;
+  uint32_t page;
 };
 
 struct State {
-  std::thread thread;
+  std::thread thread;       // the fast lane: drains the handlers' queue, recovers small pages
+  std::thread slow_thread;  // the slow lane: big pages
+  std::thread refill_thread;  // keeps the reserve stocked, at normal priority
   Napi::ThreadSafeFunction tsfn;
   std::atomic<bool> stop{false};
   int efd = -1;
   napi_env env = nullptr;
+  recovery::Readers fast_readers, slow_readers;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<SlowJob> slow_jobs;
+  bool refill_wanted = false;
 };
 State* g_state = nullptr;
 
@@ -57,14 +78,36 @@ void Post(std::vector<Event>& batch) {
   }
 }
 
-void Process(const Report& rep, std::vector<Event>& out) {
+// The decision the TypeScript policy armed for this region, carried out: refuse, or split.
+Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers) {
+  Event e;
+  e.region_id = r.id;
+  e.page = page;
+  e.report = rep;
+  uint32_t reason = r.refuse_reason.load();
+  if (reason != kEligible) {
+    SetPageState(r, page, kLost);
+    e.type = kRefused;
+    e.reason = reason;
+  } else {
+    e.outcome = recovery::SplitHugePage(r, page, {}, readers);
+    SetPageState(r, page, e.outcome.ok ? kSplit : kLost);
+    e.type = e.outcome.ok ? kRecovered : kRefused;
+    e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
+  }
+  e.done_ns = MonotonicNs();
+  return e;
+}
+
+// Returns true when the report was handed to the slow lane (it counts as processed there).
+bool Process(const Report& rep, std::vector<Event>& out) {
   Region& r = Regions()[rep.region_slot];
   if (r.live.load() != 1 || r.id != rep.region_id) {
     Event e;
     e.type = kDropped;
     e.report = rep;
     out.push_back(e);
-    return;
+    return false;
   }
   uint32_t page = r.PageIndex(rep.addr);
   uint32_t st = StateOf(r.Word(page).load());
@@ -78,28 +121,16 @@ void Process(const Report& rep, std::vector<Event>& out) {
 
   if (st == kPending) {
     SetPageState(r, page, kRecovering);
-    Event e;
-    e.region_id = r.id;
-    e.page = page;
-    e.report = rep;
-    uint32_t reason = r.refuse_reason.load();
-    if (reason != kEligible) {
-      SetPageState(r, page, kLost);
-      e.type = kRefused;
-      e.reason = reason;
-    } else {
-      e.outcome = recovery::SplitHugePage(r, page, {});
-      if (e.outcome.ok) {
-        SetPageState(r, page, kSplit);
-        e.type = kRecovered;
-      } else {
-        SetPageState(r, page, kLost);
-        e.type = kRefused;
-        e.reason = e.outcome.refuse;
+    if (r.huge_size >= kSlowLaneFrom && r.refuse_reason.load() == kEligible) {
+      {
+        std::lock_guard<std::mutex> lock(g_state->mu);
+        g_state->slow_jobs.push_back({rep, page});
       }
+      g_state->cv.notify_all();
+      return true;
     }
-    out.push_back(std::move(e));
-    return;
+    out.push_back(Recover(r, page, rep, &g_state->fast_readers));
+    return false;
   }
   if (st == kSplit && (rep.flags & kReportNewSubpageLoss)) {
     Event e;
@@ -109,7 +140,7 @@ void Process(const Report& rep, std::vector<Event>& out) {
     e.report = rep;
     e.lost_addr = rep.addr & ~(kSubpage - 1);
     out.push_back(e);
-    return;
+    return false;
   }
   if (st == kSplit && !(rep.flags & kReportAlreadyLost) && !r.SubpageLost(rep.addr)) {
     // Reported while the page was pending or being recovered: a second poison may have landed
@@ -128,9 +159,50 @@ void Process(const Report& rep, std::vector<Event>& out) {
       out.push_back(e);
     }
   }
+  return false;
+}
+
+void SlowLoop(State* s) {
+  RaiseThreadPriority(1);
+  s->slow_readers.Start(1);
+  std::vector<Event> batch;
+  for (;;) {
+    SlowJob job;
+    {
+      std::unique_lock<std::mutex> lock(s->mu);
+      s->cv.wait(lock, [&] { return s->stop.load() || !s->slow_jobs.empty(); });
+      if (s->stop.load()) break;
+      job = s->slow_jobs.front();
+      s->slow_jobs.pop_front();
+    }
+    Region& r = Regions()[job.rep.region_slot];
+    if (r.live.load() == 1 && r.id == job.rep.region_id) batch.push_back(Recover(r, job.page, job.rep, &s->slow_readers));
+    Post(batch);
+    GlobalCounters().processed.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->refill_wanted = true;
+    }
+    s->cv.notify_all();
+  }
+  s->slow_readers.Stop();
+}
+
+void RefillLoop(State* s) {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(s->mu);
+      s->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return s->stop.load() || s->refill_wanted; });
+      if (s->stop.load()) return;
+      s->refill_wanted = false;
+    }
+    if (!g_paused.load()) mapping::RefillReserve();
+  }
 }
 
 void Loop(State* s) {
+  RaiseThreadPriority(2);
+  s->fast_readers.Start(2);
   std::vector<Event> batch;
   while (!s->stop.load()) {
     struct pollfd pfd = {s->efd, POLLIN, 0};
@@ -141,15 +213,23 @@ void Loop(State* s) {
       (void)ignored;
     }
     Report rep;
+    bool worked = false;
     while (!g_paused.load() && !s->stop.load() && DequeueReport(&rep)) {
-      Process(rep, batch);
-      GlobalCounters().processed.fetch_add(1);
+      worked = true;
+      if (!Process(rep, batch)) GlobalCounters().processed.fetch_add(1);
       // Release JS as soon as a recovery is done; poison-only reports are batched.
       if (batch.size() >= 64 || (!batch.empty() && batch.back().type != kPoison)) Post(batch);
     }
     Post(batch);
-    if (!g_paused.load()) mapping::RefillReserve();
+    if (worked) {
+      {
+        std::lock_guard<std::mutex> lock(s->mu);
+        s->refill_wanted = true;
+      }
+      s->cv.notify_all();
+    }
   }
+  s->fast_readers.Stop();
 }
 
 Napi::Value BigAddr(Napi::Env env, uintptr_t a) { return Napi::BigInt::New(env, static_cast<uint64_t>(a)); }
@@ -177,6 +257,7 @@ void CallJs(Napi::Env env, Napi::Function fn, std::vector<Event>* batch) {
         o.Set("bytes", static_cast<double>(e.outcome.bytes));
         o.Set("reads", e.outcome.reads);
         o.Set("durationNs", Napi::BigInt::New(env, e.outcome.ns));
+        o.Set("doneNs", Napi::BigInt::New(env, e.done_ns));
         o.Set("usedReserve", e.outcome.used_reserve);
         o.Set("hwpoisoned", e.outcome.hwpoisoned);
         o.Set("reason", e.reason);
@@ -211,6 +292,8 @@ bool Start(Napi::Env env, Napi::Function on_events) {
   g_shutdown.store(0);
   g_state = s;
   s->thread = std::thread(Loop, s);
+  s->slow_thread = std::thread(SlowLoop, s);
+  s->refill_thread = std::thread(RefillLoop, s);
   napi_add_env_cleanup_hook(env, CleanupHook, nullptr);
   return true;
 }
@@ -220,9 +303,15 @@ void Stop() {
   if (!s) return;
   napi_remove_env_cleanup_hook(s->env, CleanupHook, nullptr);
   g_shutdown.store(1);
-  s->stop.store(true);
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->stop.store(true);
+  }
+  s->cv.notify_all();
   WakeWorker();
   if (s->thread.joinable()) s->thread.join();
+  if (s->slow_thread.joinable()) s->slow_thread.join();
+  if (s->refill_thread.joinable()) s->refill_thread.join();
   SetWorkerEventFd(-1);
   close(s->efd);
   s->tsfn.Release();

@@ -28,7 +28,7 @@ const BUS_MCEERR_AO = 5;
 export interface EngineOptions {
   /** How lost subpages stay inaccessible: real MADV_HWPOISON, PROT_NONE, or hwpoison where permitted. */
   lostPageGuard?: GuardMode;
-  /** Already-faulted replacement memory kept ready; 'auto': the largest huge page mapped; 0: none. */
+  /** Already-faulted replacement memory kept ready; 'auto': one huge page of each size mapped; 0: none. */
   reserveBytes?: number | 'auto';
   /** Durable ledger of lost frames, replayed on open. */
   journalPath?: string;
@@ -369,6 +369,7 @@ export class RasEngine extends RasEvents {
           lostGuestPhysAddrs: lost.map((o) => region.guestPhysAddrOf(o)),
           bytesRecovered: e.bytes ?? 0,
           durationNs: e.durationNs ?? 0n,
+          totalNs: (e.doneNs ?? e.timeNs) - e.timeNs,
           readCalls: e.reads ?? 0,
           usedReserve: e.usedReserve ?? false,
           guard: e.hwpoisoned ? 'hwpoison' : 'guard',
@@ -491,8 +492,8 @@ export class RasEngine extends RasEvents {
   private applyReserve(): void {
     let target: number;
     if (this.reserveOption === 'auto') {
-      target = 0;
-      for (const r of this.regions.values()) target = Math.max(target, r.hugePageSize);
+      // One huge page of each size in use: the fast and the slow lane may both need one at once.
+      target = [...new Set([...this.regions.values()].map((r) => r.hugePageSize))].reduce((a, b) => a + b, 0);
     } else target = this.reserveOption;
     native.setReserve(target);
   }

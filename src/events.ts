@@ -29,7 +29,10 @@ export interface RecoveredEvent {
   /** The 4 KiB guest frames that are gone: inject a machine check for these. */
   lostGuestPhysAddrs: bigint[];
   bytesRecovered: number;
+  /** Time spent splitting (read back, guard, swap). */
   durationNs: bigint;
+  /** From the first report of this huge page to the moment it was usable again (vCPUs released). */
+  totalNs: bigint;
   readCalls: number;
   usedReserve: boolean;
   guard: 'hwpoison' | 'guard';

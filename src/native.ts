@@ -28,6 +28,8 @@ export interface NativeEvent {
   bytes?: number;
   reads?: number;
   durationNs?: bigint;
+  /** CLOCK_MONOTONIC when the huge page was usable again. */
+  doneNs?: bigint;
   usedReserve?: boolean;
   hwpoisoned?: boolean;
   reason?: number;

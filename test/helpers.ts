@@ -28,8 +28,9 @@ export function openEngine(opts: EngineOptions = {}): RasEngine {
 }
 
 afterEach(() => {
-  for (const e of open.splice(0)) e.close();
+  // Files first: a deleted file's (simulated) poison then dies with the last mapping, as in the kernel.
   for (const p of created.splice(0)) fs.rmSync(p, { force: true });
+  for (const e of open.splice(0)) e.close();
 });
 
 export function has1G(): boolean {
