@@ -90,6 +90,9 @@ Napi::Value FaultObject(Napi::Env env, const access::Fault& f) {
 
 // --- engine lifecycle -------------------------------------------------------------------------
 
+napi_env g_env = nullptr;  // the JS environment whose engines are open
+void EnvCleanup(void*);
+
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsFunction()) {
@@ -111,6 +114,12 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
       errors::Sys(env, e, "sigaction").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    g_env = env;
+    napi_add_env_cleanup_hook(env, EnvCleanup, nullptr);
+  } else if (g_env != static_cast<napi_env>(env)) {
+    errors::Code(env, "ERR_ENGINE_IN_OTHER_THREAD", "an engine is already open in another JS thread of this process")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
   }
   g_open_engines++;
   return env.Undefined();
@@ -134,10 +143,10 @@ void RemoveRegion(Region& r) {
   r.live.store(0);
 }
 
-Napi::Value Shutdown(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (g_open_engines == 0) return env.Undefined();
-  if (--g_open_engines > 0) return env.Undefined();
+// Everything the engines of this process hold: stop the threads, unmap, restore the handlers.
+void ShutdownAll() {
+  if (g_open_engines == 0) return;
+  g_open_engines = 0;
   worker::Stop();  // no report is processed past here
   for (int i = 0; i < kMaxRegions; i++)
     if (Regions()[i].live.load() == 1) RemoveRegion(Regions()[i]);
@@ -148,6 +157,25 @@ Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   }
   g_graveyard.clear();
   g_paused.store(0);
+}
+
+// The JS environment that opened the engines is going away (worker thread ended, process exit)
+// without close(): leave no thread, mapping or signal handler behind.
+void EnvCleanup(void*) {
+  ShutdownAll();
+  g_env = nullptr;
+}
+
+Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_open_engines == 0) return env.Undefined();
+  if (g_open_engines > 1) {
+    g_open_engines--;
+    return env.Undefined();
+  }
+  ShutdownAll();
+  if (g_env) napi_remove_env_cleanup_hook(g_env, EnvCleanup, nullptr);
+  g_env = nullptr;
   return env.Undefined();
 }
 
@@ -544,6 +572,11 @@ Napi::Value SetReserve(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value UseGuardMarkers(const Napi::CallbackInfo& info) {
+  mapping::UseGuardMarkers(info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
 Napi::Value SetReadThreads(const Napi::CallbackInfo& info) {
   uint64_t n;
   if (Uint(info.Env(), info[0], "threads", &n)) recovery::SetReadThreads(static_cast<int>(n > 16 ? 16 : n));
@@ -640,6 +673,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("counters", Napi::Function::New(env, Counters));
   exports.Set("pause", Napi::Function::New(env, Pause));
   exports.Set("setReserve", Napi::Function::New(env, SetReserve));
+  exports.Set("useGuardMarkers", Napi::Function::New(env, UseGuardMarkers));
   exports.Set("setReadThreads", Napi::Function::New(env, SetReadThreads));
   exports.Set("hugeMappedShare", Napi::Function::New(env, HugeMappedShare));
   exports.Set("startVcpuLoad", Napi::Function::New(env, StartVcpu));

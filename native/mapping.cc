@@ -146,6 +146,8 @@ void ReleaseReserve() {
   g_reserve.clear();
 }
 
+void UseGuardMarkers(bool on) { g_guard_markers.store(on ? 1 : 0); }
+
 bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
             Failure* fail) {
   // Best case: the block is complete off to the side (lost subpages hwpoisoned or behind guard

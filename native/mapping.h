@@ -39,6 +39,9 @@ void ReleaseReserve();
 bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
             Failure* fail);
 
+// Tests: force the path of kernels without guard markers (before 6.13).
+void UseGuardMarkers(bool on);
+
 // Make one 4 KiB page of already-split memory inaccessible (a loss found after the split).
 bool GuardSubpage(uintptr_t addr, bool hwpoison, Failure* fail);
 

@@ -166,6 +166,10 @@ int WorkerEventFd() { return g_event_fd.load(); }
 void SetWorkerEventFd(int fd) { g_event_fd.store(fd); }
 
 void RaiseThreadPriority(int rt_priority) {
+  if (rt_priority <= 0) {  // normal scheduling, with a nice value of -rt_priority
+    setpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()), -rt_priority);
+    return;
+  }
   struct sched_param sp = {};
   sp.sched_priority = rt_priority;
   if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) return;

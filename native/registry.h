@@ -143,8 +143,10 @@ extern std::atomic<int> g_paused;
 extern std::atomic<int> g_shutdown;
 extern int g_main_tid;
 
-// Real-time priority where permitted (root / CAP_SYS_NICE), else the best nice value allowed:
-// a stalled vCPU waits for the recovery threads, it must not wait for the scheduler as well.
+// rt_priority > 0: real-time (SCHED_FIFO) where permitted (root / CAP_SYS_NICE), else a better
+// nice value: a stalled vCPU waits for the recovery threads, it must not wait for the scheduler
+// too. Only for short bursts: a real-time thread copying 1 GiB would starve every vCPU on a small
+// host. rt_priority <= 0: normal scheduling with nice -rt_priority.
 void RaiseThreadPriority(int rt_priority);
 
 // Transition a page word to a new state and wake every waiter.

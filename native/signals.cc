@@ -49,6 +49,36 @@ void Chain(int sig, siginfo_t* si, void* uc) {
   syscall(SYS_tgkill, getpid(), Gettid(), sig);
 }
 
+// A fault in a region that nothing explains may be stale: the access happened while the page was
+// inaccessible, but by the time the handler runs the engine has made it accessible again. Retry
+// such a fault once; the same thread faulting again at the same address with the page state
+// unchanged is a genuine fault. Per-thread entries, claimed by CAS on the tid.
+constexpr int kRetryEntries = 256;
+struct RetryEntry {
+  std::atomic<int> tid{0};
+  std::atomic<uintptr_t> addr{0};
+  std::atomic<uint32_t> word{0};
+};
+RetryEntry g_retry[kRetryEntries];
+
+bool FirstUnexplainedFault(int tid, uintptr_t addr, uint32_t word) {
+  RetryEntry* e = nullptr;
+  for (int i = 0; i < kRetryEntries && !e; i++)
+    if (g_retry[i].tid.load(std::memory_order_acquire) == tid) e = &g_retry[i];
+  for (int i = 0; i < kRetryEntries && !e; i++) {
+    int expected = 0;
+    if (g_retry[i].tid.compare_exchange_strong(expected, tid)) e = &g_retry[i];
+  }
+  if (!e) return false;  // no room to remember: do not risk a fault loop
+  if (e->addr.load() == addr && e->word.load() == word) {
+    e->addr.store(0);
+    return false;
+  }
+  e->addr.store(addr);
+  e->word.store(word);
+  return true;
+}
+
 [[noreturn]] void Jump(ThreadSlot* s, uintptr_t addr, int sig, int code) {
   s->fault_addr.store(addr, std::memory_order_relaxed);
   s->fault_signal.store(sig, std::memory_order_relaxed);
@@ -187,7 +217,8 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
     return;
   }
   uint32_t page = r->PageIndex(addr);
-  uint32_t st = StateOf(r->Word(page).load(std::memory_order_acquire));
+  uint32_t word = r->Word(page).load(std::memory_order_acquire);
+  uint32_t st = StateOf(word);
   SimulatedFaultLsb sim = g_sim_hook.load(std::memory_order_acquire);
   int lsb = 0;
   switch (st) {
@@ -208,7 +239,12 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
       break;
   }
   if (lsb == 0) {
-    ThreadSlot* slot = FindSlot(Gettid());
+    int tid = Gettid();
+    if (FirstUnexplainedFault(tid, addr, word)) {
+      errno = saved_errno;
+      return;  // re-execute: a stale fault now succeeds
+    }
+    ThreadSlot* slot = FindSlot(tid);
     if (slot && slot->mode.load() == kSlotJump) Jump(slot, addr, sig, si->si_code);
     Chain(sig, si, uc);
     errno = saved_errno;

@@ -76,14 +76,16 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
   int lsb = static_cast<int>(r.huge_shift);
   if (st == kSplit) {
     // Ordinary pages now: the kernel would take exactly this 4 KiB page away.
+    // The range is known as poison before it becomes inaccessible: a thread faulting in between
+    // must find it.
     if (!r.SubpageLost(sub)) {
-      if (mprotect(reinterpret_cast<void*>(sub), kSubpage, PROT_NONE) != 0) {
-        *syscall = "mprotect";
-        return errno;
-      }
       if (!AddRange(sub, sub + kSubpage, kSubpageShift, r, page_file_off)) {
         *syscall = "simulate";
         return ENOSPC;
+      }
+      if (mprotect(reinterpret_cast<void*>(sub), kSubpage, PROT_NONE) != 0) {
+        *syscall = "mprotect";
+        return errno;
       }
     }
     lsb = kSubpageShift;
@@ -97,13 +99,13 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
       if (!known) g_file_poison.push_back({r.dev, r.ino, off});
     }
     if (st == kNormal) {
-      if (mprotect(reinterpret_cast<void*>(page_addr), r.huge_size, PROT_NONE) != 0) {
-        *syscall = "mprotect";
-        return errno;
-      }
       if (!AddRange(page_addr, page_addr + r.huge_size, lsb, r, page_file_off)) {
         *syscall = "simulate";
         return ENOSPC;
+      }
+      if (mprotect(reinterpret_cast<void*>(page_addr), r.huge_size, PROT_NONE) != 0) {
+        *syscall = "mprotect";
+        return errno;
       }
     }
   }

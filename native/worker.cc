@@ -64,16 +64,22 @@ struct State {
 };
 State* g_state = nullptr;
 
-void CallJs(Napi::Env env, Napi::Function fn, std::vector<Event>* batch);
+struct Batch {
+  std::vector<Event> events;
+  uint32_t generation;
+};
+std::atomic<uint32_t> g_generation{1};  // bumped when a worker stops
+
+void CallJs(Napi::Env env, Napi::Function fn, Batch* batch);
 
 void Post(std::vector<Event>& batch) {
   if (batch.empty()) return;
-  auto* heap = new std::vector<Event>(std::move(batch));
+  auto* heap = new Batch{std::move(batch), g_generation.load()};
   batch.clear();
-  size_t n = heap->size();
-  if (g_state->tsfn.NonBlockingCall(heap, CallJs) == napi_ok) {
-    GlobalCounters().posted.fetch_add(n);
-  } else {
+  size_t n = heap->events.size();
+  GlobalCounters().posted.fetch_add(n);
+  if (g_state->tsfn.NonBlockingCall(heap, CallJs) != napi_ok) {
+    GlobalCounters().delivered.fetch_add(n);
     delete heap;
   }
 }
@@ -163,8 +169,10 @@ bool Process(const Report& rep, std::vector<Event>& out) {
 }
 
 void SlowLoop(State* s) {
-  RaiseThreadPriority(1);
-  s->slow_readers.Start(1);
+  // Big pages take long to read back: at normal priority, so the vCPUs that do not wait for this
+  // page keep running and the fast lane preempts it.
+  RaiseThreadPriority(0);
+  s->slow_readers.Start(0);
   std::vector<Event> batch;
   for (;;) {
     SlowJob job;
@@ -189,6 +197,7 @@ void SlowLoop(State* s) {
 }
 
 void RefillLoop(State* s) {
+  RaiseThreadPriority(-5);  // nice 5: restocking is background work
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(s->mu);
@@ -232,48 +241,81 @@ void Loop(State* s) {
   s->fast_readers.Stop();
 }
 
-Napi::Value BigAddr(Napi::Env env, uintptr_t a) { return Napi::BigInt::New(env, static_cast<uint64_t>(a)); }
-
-void CallJs(Napi::Env env, Napi::Function fn, std::vector<Event>* batch) {
-  if (env != nullptr && fn != nullptr) {
-    Napi::Array arr = Napi::Array::New(env, batch->size());
-    for (size_t i = 0; i < batch->size(); i++) {
-      const Event& e = (*batch)[i];
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("type", e.type);
-      o.Set("regionId", e.report.region_id);
-      o.Set("page", e.page);
-      o.Set("address", BigAddr(env, e.report.addr));
-      o.Set("code", e.report.code);
-      o.Set("lsb", e.report.lsb);
-      o.Set("tid", e.report.tid);
-      o.Set("timeNs", Napi::BigInt::New(env, e.report.time_ns));
-      o.Set("alreadyLost", (e.report.flags & kReportAlreadyLost) != 0);
-      o.Set("pageState", e.page_state);
-      if (e.type == kRecovered || e.type == kRefused) {
-        Napi::Array lost = Napi::Array::New(env, e.outcome.lost.size());
-        for (size_t j = 0; j < e.outcome.lost.size(); j++) lost.Set(static_cast<uint32_t>(j), e.outcome.lost[j]);
-        o.Set("lostSubpages", lost);
-        o.Set("bytes", static_cast<double>(e.outcome.bytes));
-        o.Set("reads", e.outcome.reads);
-        o.Set("durationNs", Napi::BigInt::New(env, e.outcome.ns));
-        o.Set("doneNs", Napi::BigInt::New(env, e.done_ns));
-        o.Set("usedReserve", e.outcome.used_reserve);
-        o.Set("hwpoisoned", e.outcome.hwpoisoned);
-        o.Set("reason", e.reason);
-        o.Set("errno", e.outcome.err);
-        if (e.outcome.syscall) o.Set("syscall", e.outcome.syscall);
-      }
-      if (e.type == kSubpageLost) o.Set("lostAddress", BigAddr(env, e.lost_addr));
-      arr.Set(static_cast<uint32_t>(i), o);
-    }
-    fn.Call({arr});
-    GlobalCounters().delivered.fetch_add(batch->size());
+// Raw N-API on purpose: this also runs while the environment is torn down, when calls into JS
+// fail; node-addon-api would then try to throw, which is fatal at that point. Here a failure just
+// drops the batch.
+struct ObjectBuilder {
+  napi_env env;
+  napi_value obj = nullptr;
+  bool ok;
+  explicit ObjectBuilder(napi_env e) : env(e), ok(napi_create_object(e, &obj) == napi_ok) {}
+  void Put(const char* name, napi_value v, napi_status st) {
+    ok = ok && st == napi_ok && napi_set_named_property(env, obj, name, v) == napi_ok;
   }
-  delete batch;
+  void U32(const char* n, uint32_t v) { napi_value x = nullptr; Put(n, x, napi_create_uint32(env, v, &x)); }
+  void I32(const char* n, int32_t v) { napi_value x = nullptr; Put(n, x, napi_create_int32(env, v, &x)); }
+  void F64(const char* n, double v) { napi_value x = nullptr; Put(n, x, napi_create_double(env, v, &x)); }
+  void Bool(const char* n, bool v) { napi_value x = nullptr; Put(n, x, napi_get_boolean(env, v, &x)); }
+  void Big(const char* n, uint64_t v) { napi_value x = nullptr; Put(n, x, napi_create_bigint_uint64(env, v, &x)); }
+  void Str(const char* n, const char* v) { napi_value x = nullptr; Put(n, x, napi_create_string_utf8(env, v, NAPI_AUTO_LENGTH, &x)); }
+};
+
+bool BuildEvent(napi_env env, const Event& e, napi_value* out) {
+  ObjectBuilder o(env);
+  o.U32("type", static_cast<uint32_t>(e.type));
+  o.U32("regionId", e.report.region_id);
+  o.U32("page", e.page);
+  o.Big("address", static_cast<uint64_t>(e.report.addr));
+  o.I32("code", e.report.code);
+  o.I32("lsb", e.report.lsb);
+  o.I32("tid", e.report.tid);
+  o.Big("timeNs", e.report.time_ns);
+  o.Bool("alreadyLost", (e.report.flags & kReportAlreadyLost) != 0);
+  o.U32("pageState", e.page_state);
+  if (e.type == kRecovered || e.type == kRefused) {
+    napi_value lost = nullptr;
+    bool ok = napi_create_array_with_length(env, e.outcome.lost.size(), &lost) == napi_ok;
+    for (size_t j = 0; ok && j < e.outcome.lost.size(); j++) {
+      napi_value v = nullptr;
+      ok = napi_create_uint32(env, e.outcome.lost[j], &v) == napi_ok &&
+           napi_set_element(env, lost, static_cast<uint32_t>(j), v) == napi_ok;
+    }
+    o.Put("lostSubpages", lost, ok ? napi_ok : napi_generic_failure);
+    o.F64("bytes", static_cast<double>(e.outcome.bytes));
+    o.U32("reads", e.outcome.reads);
+    o.Big("durationNs", e.outcome.ns);
+    o.Big("doneNs", e.done_ns);
+    o.Bool("usedReserve", e.outcome.used_reserve);
+    o.Bool("hwpoisoned", e.outcome.hwpoisoned);
+    o.U32("reason", e.reason);
+    o.I32("errno", e.outcome.err);
+    if (e.outcome.syscall) o.Str("syscall", e.outcome.syscall);
+  }
+  if (e.type == kSubpageLost) o.Big("lostAddress", static_cast<uint64_t>(e.lost_addr));
+  *out = o.obj;
+  return o.ok;
 }
 
-void CleanupHook(void*) { Stop(); }
+void CallJs(Napi::Env env, Napi::Function fn, Batch* batch) {
+  size_t n = batch->events.size();
+  // A batch from a worker that has stopped since (engine closed) has nobody left to tell.
+  if (env != nullptr && fn != nullptr && batch->generation == g_generation.load()) {
+    napi_env e = env;
+    napi_value arr = nullptr;
+    bool ok = napi_create_array_with_length(e, n, &arr) == napi_ok;
+    for (size_t i = 0; ok && i < n; i++) {
+      napi_value v = nullptr;
+      ok = BuildEvent(e, batch->events[i], &v) && napi_set_element(e, arr, static_cast<uint32_t>(i), v) == napi_ok;
+    }
+    napi_value global = nullptr, result = nullptr;
+    if (ok && napi_get_global(e, &global) == napi_ok) {
+      napi_value args[1] = {arr};
+      napi_call_function(e, global, static_cast<napi_value>(fn), 1, args, &result);
+    }
+  }
+  GlobalCounters().delivered.fetch_add(n);
+  delete batch;
+}
 
 }  // namespace
 
@@ -294,14 +336,12 @@ bool Start(Napi::Env env, Napi::Function on_events) {
   s->thread = std::thread(Loop, s);
   s->slow_thread = std::thread(SlowLoop, s);
   s->refill_thread = std::thread(RefillLoop, s);
-  napi_add_env_cleanup_hook(env, CleanupHook, nullptr);
   return true;
 }
 
 void Stop() {
   State* s = g_state;
   if (!s) return;
-  napi_remove_env_cleanup_hook(s->env, CleanupHook, nullptr);
   g_shutdown.store(1);
   {
     std::lock_guard<std::mutex> lock(s->mu);
@@ -314,6 +354,7 @@ void Stop() {
   if (s->refill_thread.joinable()) s->refill_thread.join();
   SetWorkerEventFd(-1);
   close(s->efd);
+  g_generation.fetch_add(1);
   s->tsfn.Release();
   mapping::ReleaseReserve();
   g_state = nullptr;

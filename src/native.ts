@@ -124,6 +124,8 @@ interface Addon {
   pause(paused: boolean): void;
   setReserve(bytes: number, now?: boolean): void;
   setReadThreads(n: number): void;
+  /** Tests: false forces the path of kernels without MADV_GUARD_INSTALL (before 6.13). */
+  useGuardMarkers(on: boolean): void;
   hugeMappedShare(id: number, page: number): number;
   startVcpuLoad(id: number, threads: number, seed: number, writeRatio: number, windowOffset: number, windowLength: number): number;
   stopVcpuLoad(handle: number): NativeVcpuReport;
