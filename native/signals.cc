@@ -178,14 +178,15 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
   bool mce = si->si_code == BUS_MCEERR_AR || si->si_code == BUS_MCEERR_AO;
   int tid = Gettid();
   ThreadSlot* slot = FindSlot(tid);
+  // A recovery thread poisoning memory itself (MADV_HWPOISON on a lost subpage) gets the kernel's
+  // SIGBUS during that call (Linux >= 6.12): it is the engine's own doing, not a new error.
+  if (mce && slot && slot->mode.load() == kSlotSelfPoison) {
+    errno = saved_errno;
+    return;
+  }
   int region_slot = -1;
   Region* r = FindRegion(addr, &region_slot);
   if (!r) {
-    // The worker poisons its own replacement page (MADV_HWPOISON) and may get the signal itself.
-    if (mce && slot && slot->mode.load() == kSlotSelfPoison) {
-      errno = saved_errno;
-      return;
-    }
     Chain(sig, si, uc);
     errno = saved_errno;
     return;

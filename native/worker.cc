@@ -154,8 +154,10 @@ bool Process(const Report& rep, std::vector<Event>& out) {
     if (recovery::SubpageUnreadable(r, rep.addr)) {
       mapping::Failure f;
       uintptr_t sub = rep.addr & ~(kSubpage - 1);
+      r.MarkSubpageLost(sub);  // first: a thread touching it from now on gets an MCE report
+      ThreadSlot* self = ClaimSlot(kSlotSelfPoison);
       mapping::GuardSubpage(sub, r.hwpoison_guard.load() != 0, &f);
-      r.MarkSubpageLost(sub);
+      ReleaseSlot(self);
       Event e;
       e.type = kSubpageLost;
       e.region_id = r.id;
