@@ -71,7 +71,7 @@ async function demo(o: DemoOptions): Promise<number> {
     const region = engine.mapRegion({ name: 'ram0', path: file, size, guestPhysAddr: gpa });
     const page = o.pageSize === '1G' ? 0 : 5;
     const offset = page * huge + 0x3000 * 37; // a subpage in the middle of the huge page
-    console.log(`hugetlb-ras demo: Linux ${os.release()}, lost subpages kept out by ${engine.lostPageGuard === 'hwpoison' ? 'MADV_HWPOISON' : 'PROT_NONE guards'}`);
+    console.log(`hugetlb-ras demo: Linux ${os.release()}, lost subpages kept out by ${engine.lostPageGuard === 'hwpoison' ? 'MADV_HWPOISON' : 'guard pages'}`);
     console.log(`  region ram0: ${size >> 20} MiB of ${o.pageSize} pages on ${file}, guest physical ${hex(gpa)}`);
     fillPattern(region, seed);
     const load = startVcpuLoad(engine, { region, threads: o.threads, seed, window: { offset: page * huge, length: huge } });
