@@ -162,7 +162,13 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
     ThreadSlot* slot = ClaimSlot(kSlotSelfPoison);
     hwpoisoned = true;
     for (uint32_t s : rb.lost) {
-      if (madvise(block.addr + static_cast<uint64_t>(s) * kSubpage, kSubpage, MADV_HWPOISON) != 0) {
+      char* sub = block.addr + static_cast<uint64_t>(s) * kSubpage;
+      // Poisoning a subpage of a mapped THP needs a THP split the kernel may refuse: make it an
+      // ordinary 4 KiB page first (dropping 4 KiB splits the PMD; the write faults a fresh page).
+      madvise(sub, kSubpage, MADV_DONTNEED);
+      *reinterpret_cast<volatile char*>(sub) = 0;
+      if (madvise(sub, kSubpage, MADV_HWPOISON) != 0) {
+        out.hwpoison_errno = errno;
         hwpoisoned = false;
         break;
       }

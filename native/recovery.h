@@ -17,7 +17,8 @@ struct Outcome {
   uint64_t bytes = 0;
   uint32_t reads = 0;
   bool used_reserve = false;
-  bool hwpoisoned = false;  // lost subpages are really poisoned (else PROT_NONE)
+  bool hwpoisoned = false;  // lost subpages are really poisoned (else guard pages)
+  int hwpoison_errno = 0;   // why MADV_HWPOISON failed, when it was asked for and failed
   std::vector<uint32_t> lost;  // subpage indices within the huge page, sorted
   uint64_t ns = 0;
 };

@@ -373,6 +373,7 @@ export class RasEngine extends RasEvents {
           readCalls: e.reads ?? 0,
           usedReserve: e.usedReserve ?? false,
           guard: e.hwpoisoned ? 'hwpoison' : 'guard',
+          ...(e.hwpoisonErrno ? { hwpoisonErrno: -e.hwpoisonErrno } : {}),
         };
         this.emit('recovered', event);
         return;

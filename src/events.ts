@@ -35,7 +35,10 @@ export interface RecoveredEvent {
   totalNs: bigint;
   readCalls: number;
   usedReserve: boolean;
+  /** How the lost subpages are kept inaccessible. */
   guard: 'hwpoison' | 'guard';
+  /** When hwpoison was asked for but MADV_HWPOISON failed (negative errno, as Node's): why. */
+  hwpoisonErrno?: number;
 }
 
 export interface RefusedEvent {

@@ -32,6 +32,8 @@ export interface NativeEvent {
   doneNs?: bigint;
   usedReserve?: boolean;
   hwpoisoned?: boolean;
+  /** errno of a failed MADV_HWPOISON on a lost subpage (it fell back to a guard page). */
+  hwpoisonErrno?: number;
   reason?: number;
   errno?: number;
   syscall?: string;
