@@ -23,6 +23,22 @@ bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault) {
   return true;
 }
 
+uintptr_t FirstKnownUnusable(Region& r, uintptr_t start, uint64_t len) {
+  uintptr_t end = start + len;
+  for (uintptr_t a = start; a < end;) {
+    uint32_t page = r.PageIndex(a);
+    uintptr_t page_end = r.PageAddress(page) + r.huge_size;
+    uint32_t st = StateOf(r.Word(page).load(std::memory_order_acquire));
+    if (st == kPending || st == kRecovering || st == kLost) return a;
+    if (st == kSplit) {
+      for (uintptr_t s = a; s < end && s < page_end; s = (s & ~(kSubpage - 1)) + kSubpage)
+        if (r.SubpageLost(s)) return s;
+    }
+    a = page_end;
+  }
+  return 0;
+}
+
 void FillPattern(char* start, uint64_t len, uint64_t base, uint64_t seed) {
   uint64_t* w = reinterpret_cast<uint64_t*>(start);
   for (uint64_t i = 0; i < len / 8; i++) w[i] = PatternWord(seed, base + i * 8);
@@ -49,7 +65,11 @@ Verify VerifyPattern(Region& r, uint64_t seed, uint64_t* unreadable, uint64_t ma
   volatile int64_t first = -1;
   sigjmp_buf jb;
   ThreadSlot* slot = ClaimSlot(kSlotJump);
-  if (!slot) return Verify{};
+  if (!slot) {
+    Verify none;
+    none.ok = false;
+    return none;
+  }
   slot->jump = &jb;
   // Walk 4 KiB at a time; a fault skips that subpage (or the whole huge page while it is not
   // split yet) and the walk resumes behind it.

@@ -25,6 +25,7 @@ struct Fault {
 bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault);
 
 struct Verify {
+  bool ok = true;  // false: no thread slot was free
   uint64_t checked = 0;
   uint64_t wrong = 0;
   int64_t first_wrong = -1;
@@ -32,6 +33,10 @@ struct Verify {
 };
 // Pattern over [start, start+len): `base` is the region offset of `start`. `unreadable` receives
 // region offsets of subpages that faulted (capped by `max_unreadable`).
+// The first address of [start, start+len) known to be unusable (a huge page being handled or lost,
+// or a lost subpage of a split one), or 0. Lets a write refuse before it changes anything.
+uintptr_t FirstKnownUnusable(Region& r, uintptr_t start, uint64_t len);
+
 void FillPattern(char* start, uint64_t len, uint64_t base, uint64_t seed);
 Verify VerifyPattern(Region& r, uint64_t seed, uint64_t* unreadable, uint64_t max_unreadable);
 

@@ -3,6 +3,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -80,7 +81,14 @@ bool InRange(Napi::Env env, Region& r, uint64_t off, uint64_t len) {
   return true;
 }
 
+Napi::Value NoSlot(Napi::Env env) {
+  errors::Code(env, "ERR_TOO_MANY_THREADS", "no thread slot free for a guarded access (too many vCPU threads)")
+      .ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
 Napi::Value FaultObject(Napi::Env env, const access::Fault& f) {
+  if (f.signal == -1) return NoSlot(env);
   Napi::Object o = Napi::Object::New(env);
   o.Set("fault", Napi::BigInt::New(env, static_cast<uint64_t>(f.addr)));
   o.Set("signal", f.signal);
@@ -207,6 +215,11 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   auto fail = [&](Napi::Error e) {
+    // Leave an existing file as it was: no size we gave it for this failed call.
+    if (!fi.created && fi.file_size > fi.original_size) {
+      int ignored = ftruncate(fi.fd, static_cast<off_t>(fi.original_size));
+      (void)ignored;
+    }
     close(fi.fd);
     if (fi.created) unlink(path.c_str());
     e.ThrowAsJavaScriptException();
@@ -249,6 +262,9 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   o.Set("address", Napi::BigInt::New(env, static_cast<uint64_t>(r.start)));
   o.Set("hugePageSize", static_cast<double>(fi.huge_size));
   o.Set("created", fi.created);
+  o.Set("originalSize", static_cast<double>(fi.original_size));
+  o.Set("dev", static_cast<double>(fi.dev));
+  o.Set("ino", static_cast<double>(fi.ino));
   o.Set("bookkeepingBytes", static_cast<double>(r.pages * sizeof(uint32_t) +
                                                 static_cast<uint64_t>(r.pages) * r.lost_words_per_page * 8 +
                                                 sizeof(Region)));
@@ -295,6 +311,11 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   Napi::Buffer<char> buf = info[2].As<Napi::Buffer<char>>();
   if (!InRange(env, *r, off, buf.Length())) return env.Undefined();
   access::Fault f;
+  // Refuse before writing anything if the range touches memory known to be gone.
+  if (uintptr_t bad = buf.Length() ? access::FirstKnownUnusable(*r, r->start + off, buf.Length()) : 0) {
+    f = {bad, SIGBUS, BUS_MCEERR_AR};
+    return FaultObject(env, f);
+  }
   if (!access::GuardedCopy(reinterpret_cast<void*>(r->start + off), buf.Data(), buf.Length(), &f))
     return FaultObject(env, f);
   return env.Undefined();
@@ -309,6 +330,7 @@ Napi::Value FillPattern(const Napi::CallbackInfo& info) {
   // Fill through a guard so a poisoned page cannot kill the JS thread.
   sigjmp_buf jb;
   ThreadSlot* slot = ClaimSlot(kSlotJump);
+  if (!slot) return NoSlot(env);
   slot->jump = &jb;
   if (sigsetjmp(jb, 1) != 0) {
     f = {slot->fault_addr.load(), slot->fault_signal.load(), slot->fault_code.load()};
@@ -328,6 +350,7 @@ Napi::Value VerifyPattern(const Napi::CallbackInfo& info) {
   constexpr uint64_t kMax = 1 << 20;
   std::unique_ptr<uint64_t[]> bad(new uint64_t[kMax]);
   access::Verify v = access::VerifyPattern(*r, seed, bad.get(), kMax);
+  if (!v.ok) return NoSlot(env);
   Napi::Object o = Napi::Object::New(env);
   o.Set("checkedBytes", static_cast<double>(v.checked));
   o.Set("wrongBytes", static_cast<double>(v.wrong));
@@ -605,6 +628,7 @@ Napi::Value StartVcpu(const Napi::CallbackInfo& info) {
       errors::Code(env, "ERR_OUT_OF_RANGE", "threads must be 1..64").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  if (FreeSlots() < static_cast<int>(threads) + kSlotHeadroom) return NoSlot(env);
   vcpu::Options o;
   o.region = r;
   o.threads = static_cast<int>(threads);

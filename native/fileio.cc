@@ -41,6 +41,7 @@ bool OpenHugetlbFile(const std::string& path, uint64_t min_size, FileInfo* out, 
       *fail = {EINVAL, nullptr, "ERR_NOT_REGULAR_FILE"};
     } else {
       uint64_t size = static_cast<uint64_t>(st.st_size);
+      uint64_t original = size;
       if (size < min_size) {
         if (ftruncate(fd, static_cast<off_t>(min_size)) != 0) {
           *fail = {errno, "ftruncate", nullptr};
@@ -48,7 +49,7 @@ bool OpenHugetlbFile(const std::string& path, uint64_t min_size, FileInfo* out, 
         }
         size = min_size;
       }
-      *out = {fd, static_cast<uint64_t>(sfs.f_bsize), st.st_dev, st.st_ino, size, created};
+      *out = {fd, static_cast<uint64_t>(sfs.f_bsize), st.st_dev, st.st_ino, size, original, created};
       return true;
     }
   }

@@ -15,6 +15,7 @@ struct FileInfo {
   uint64_t huge_size = 0;
   uint64_t dev = 0, ino = 0;
   uint64_t file_size = 0;
+  uint64_t original_size = 0;  // before we grew it
   bool created = false;
 };
 

@@ -129,6 +129,12 @@ void ReleaseSlot(ThreadSlot* s) {
   s->tid.store(0, std::memory_order_release);
 }
 
+int FreeSlots() {
+  int n = 0;
+  for (int i = 0; i < kMaxThreadSlots; i++) n += g_slots[i].tid.load(std::memory_order_acquire) == 0;
+  return n;
+}
+
 ThreadSlot* FindSlot(int tid) {
   for (int i = 0; i < kMaxThreadSlots; i++) {
     if (g_slots[i].tid.load(std::memory_order_acquire) == tid &&

@@ -10,7 +10,9 @@
 namespace ras {
 
 constexpr int kMaxRegions = 64;
-constexpr int kMaxThreadSlots = 256;
+constexpr int kMaxThreadSlots = 1024;
+// vCPU loads may not take the last slots: the JS thread and the recovery threads need one each.
+constexpr int kSlotHeadroom = 16;
 constexpr uint64_t kSubpage = 4096;
 constexpr int kSubpageShift = 12;
 
@@ -81,6 +83,7 @@ struct StallRecord {
   uint64_t ns;
 };
 struct VcpuLog {
+  std::atomic<int> stop{0};  // set to release a vCPU that waits in the handler (engine paused)
   std::atomic<uint32_t> stalls{0};
   StallRecord stall[kMaxStalls];
 };
@@ -130,6 +133,7 @@ Region* FindRegion(uintptr_t addr, int* slot_out);
 ThreadSlot* ClaimSlot(int mode);
 void ReleaseSlot(ThreadSlot* s);
 ThreadSlot* FindSlot(int tid);  // async-signal-safe
+int FreeSlots();
 
 int Gettid();
 uint64_t MonotonicNs();

@@ -87,14 +87,16 @@ bool FirstUnexplainedFault(int tid, uintptr_t addr, uint32_t word) {
 }
 
 // Block (like a vCPU after a KVM exit) until the worker has finished with this huge page.
-void WaitHandled(Region& r, uint32_t page) {
+// Returns false if a vCPU was asked to stop meanwhile.
+bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
   std::atomic<uint32_t>& w = r.Word(page);
   for (;;) {
     uint32_t word = w.load(std::memory_order_acquire);
     uint32_t st = StateOf(word);
-    if (st != kPending && st != kRecovering) return;
-    if (g_shutdown.load(std::memory_order_acquire) || r.live.load(std::memory_order_acquire) != 1) return;
-    FutexWait(&w, word, 100);
+    if (st != kPending && st != kRecovering) return true;
+    if (g_shutdown.load(std::memory_order_acquire) || r.live.load(std::memory_order_acquire) != 1) return true;
+    if (vcpu && vcpu->stop.load(std::memory_order_acquire)) return false;
+    FutexWait(&w, word, 20);
   }
 }
 
@@ -141,7 +143,7 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
       Jump(slot, addr, SIGBUS, code);
     case kSlotVcpu:
       if (lost_now) Jump(slot, addr, SIGBUS, code);  // the vCPU reports an MCE to its guest
-      WaitHandled(r, page);
+      if (!WaitHandled(r, page, slot->vcpu)) Jump(slot, addr, SIGBUS, code);  // told to stop
       if (slot->vcpu) {
         uint32_t n = slot->vcpu->stalls.load(std::memory_order_relaxed);
         if (n < kMaxStalls) {
@@ -164,7 +166,7 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
     Chain(SIGBUS, &si, nullptr);
     return;
   }
-  WaitHandled(r, page);
+  WaitHandled(r, page, nullptr);
 }
 
 void OnSigbus(int sig, siginfo_t* si, void* uc) {

@@ -51,7 +51,7 @@ void Run(Load* load, Thread* t) {
   uint64_t write_threshold = static_cast<uint64_t>(load->opts.write_ratio * 1024.0);
   t->rng = load->opts.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(t->index + 1));
   const uint64_t seed = load->opts.seed;
-  if (sigsetjmp(jb, 1) != 0) {
+  if (sigsetjmp(jb, 1) != 0 && !load->stop.load()) {
     // The access hit lost memory: a VMM would inject an MCE, and the guest offlines the page.
     uintptr_t a = slot->fault_addr.load();
     t->mces.push_back({t->index, a});
@@ -113,6 +113,7 @@ bool Stop(int handle, Report* out) {
     g_loads.erase(it);
   }
   load->stop.store(true);
+  for (auto& t : load->threads) t->log.stop.store(1);  // also those waiting for a paused engine
   for (auto& t : load->threads) t->th.join();
   for (auto& t : load->threads) {
     out->accesses += t->accesses;

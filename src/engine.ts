@@ -1,6 +1,7 @@
 // The engine: owns regions, policy, the ledger, the journal and the events. The native worker
 // thread does the recovery the policy armed; this side records, journals and reports.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { checkUint, invalidArg, outOfRange, RasError } from './errors';
 import { RasEvents, type LostEvent, type RecoveredEvent, type RefusedEvent, type ResetEvent } from './events';
@@ -20,6 +21,7 @@ import {
   type RefuseReason,
 } from './policy';
 import { Region, type RegionSpec } from './region';
+import type { VcpuLoadHandle } from './vcpu';
 
 const HUGETLBFS_MAGIC = 0x958458f6;
 const SUBPAGE = 4096;
@@ -92,7 +94,7 @@ export class RasEngine extends RasEvents {
   private readonly guard: 'hwpoison' | 'guard';
   private readonly readsAround: boolean;
   private readonly reserveOption: number | 'auto';
-  /** @internal */ readonly vcpuLoads = new Set<{ stop(): Promise<unknown> }>();
+  /** @internal */ readonly vcpuLoads = new Set<VcpuLoadHandle>();
 
   private constructor(opts: EngineOptions, journal?: { journal: Journal; replay: JournalReplay }) {
     super();
@@ -110,7 +112,12 @@ export class RasEngine extends RasEvents {
     if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
     const guard = options.lostPageGuard ?? 'auto';
     if (!['auto', 'hwpoison', 'guard'].includes(guard)) throw invalidArg(`lostPageGuard must be auto, hwpoison or guard`);
-    if (options.reserveBytes !== undefined && options.reserveBytes !== 'auto') checkUint(options.reserveBytes, 'reserveBytes');
+    if (options.reserveBytes !== undefined && options.reserveBytes !== 'auto') {
+      checkUint(options.reserveBytes, 'reserveBytes');
+      // It is pre-faulted: more than half the machine would only end in the OOM killer.
+      if (options.reserveBytes > os.totalmem() / 2)
+        throw outOfRange(`reserveBytes ${options.reserveBytes} is more than half of this machine's memory`);
+    }
     if (options.readThreads !== undefined) checkUint(options.readThreads, 'readThreads');
     if (options.kernelReadsAroundPoison !== undefined && typeof options.kernelReadsAroundPoison !== 'boolean')
       throw invalidArg('kernelReadsAroundPoison must be a boolean');
@@ -158,6 +165,7 @@ export class RasEngine extends RasEvents {
       s.consumers,
       reason,
       mapped.bookkeepingBytes,
+      `${mapped.dev}:${mapped.ino}`,
     );
     try {
       this.journal?.checkRegion({
@@ -171,6 +179,7 @@ export class RasEngine extends RasEvents {
     } catch (err) {
       native.unmapRegion(mapped.id);
       if (mapped.created) fs.rmSync(s.path, { force: true });
+      else if (fs.statSync(s.path).size > mapped.originalSize) fs.truncateSync(s.path, mapped.originalSize);
       throw err;
     }
     native.setPolicy(mapped.id, reasonCode(reason), this.guard === 'hwpoison');
@@ -183,6 +192,8 @@ export class RasEngine extends RasEvents {
   /** Unmaps a region (its lost pages are forgotten by the ledger, not by the journal). */
   unmapRegion(region: Region): void {
     this.ownRegion(region);
+    // vCPU threads on it first (they may wait for a paused engine): else they touch unmapped memory.
+    for (const load of [...this.vcpuLoads]) if (load.region === region) load.stopNow();
     native.unmapRegion(region.id);
     region.closed = true;
     this.regions.delete(region.id);
@@ -228,6 +239,7 @@ export class RasEngine extends RasEvents {
 
   /** Resolves when every captured report has been handled and its events emitted. */
   async whenIdle(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
     const deadline = options.timeoutMs === undefined ? Infinity : performance.now() + checkUint(options.timeoutMs, 'timeoutMs');
     for (;;) {
       if (this.closed) return;
@@ -308,8 +320,7 @@ export class RasEngine extends RasEvents {
   /** Unmaps every region, stops the threads and restores the signal handlers. Idempotent. */
   close(): void {
     if (this.closed) return;
-    for (const load of this.vcpuLoads) void load.stop().catch(() => undefined);
-    this.vcpuLoads.clear();
+    for (const load of [...this.vcpuLoads]) load.stopNow();
     for (const r of this.regions.values()) {
       native.unmapRegion(r.id);
       r.closed = true;
@@ -503,6 +514,11 @@ export class RasEngine extends RasEvents {
     if (this.closed) throw new RasError('ERR_ENGINE_CLOSED', 'the engine is closed');
   }
 
+  /** @internal */
+  checkOwns(region: Region): void {
+    this.ownRegion(region);
+  }
+
   private ownRegion(region: Region): void {
     this.checkOpen();
     if (!(region instanceof Region) || this.regions.get(region.id) !== region) {
@@ -547,10 +563,16 @@ export class RasEngine extends RasEvents {
     const huge = st.bsize;
     if (size === 0 || size % huge !== 0) throw new RasError('ERR_SIZE_ALIGNMENT', `size ${size} is not a positive multiple of the huge page size ${huge}`);
     if (offset % huge !== 0) throw new RasError('ERR_SIZE_ALIGNMENT', `offset ${offset} is not a multiple of the huge page size ${huge}`);
-    const real = fs.existsSync(file) ? fs.realpathSync(file) : path.resolve(file);
+    // The same file under another name (a hard link, a symlink) is the same file.
+    let id: string | undefined;
+    try {
+      const st = fs.statSync(file);
+      id = `${st.dev}:${st.ino}`;
+    } catch {
+      /* not there yet: created by the mapping */
+    }
     for (const r of this.regions.values()) {
-      const other = fs.existsSync(r.path) ? fs.realpathSync(r.path) : path.resolve(r.path);
-      if (other === real && offset < r.fileOffset + r.size && r.fileOffset < offset + size)
+      if (id !== undefined && r.fileId === id && offset < r.fileOffset + r.size && r.fileOffset < offset + size)
         throw new RasError('ERR_REGION_OVERLAP', `file range overlaps region ${r.name}`);
     }
     return { name, path: file, size, offset, guestPhysAddr, share, consumers: [...consumers] };

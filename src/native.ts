@@ -8,6 +8,11 @@ export interface NativeMapped {
   address: bigint;
   hugePageSize: number;
   created: boolean;
+  /** The file's size before mapRegion grew it. */
+  originalSize: number;
+  /** Identity of the backing file (a hard link is the same file). */
+  dev: number;
+  ino: number;
   bookkeepingBytes: number;
 }
 

@@ -2,7 +2,7 @@
 // natively at memory speed.
 import { checkUint } from './errors';
 import { isFault, native } from './native';
-import type { Region } from './region';
+import { Region } from './region';
 
 export interface PatternCheck {
   checkedBytes: number;
@@ -14,14 +14,14 @@ export interface PatternCheck {
 }
 
 export function fillPattern(region: Region, seed: number): void {
-  region.checkOpen();
+  Region.check(region);
   checkUint(seed, 'seed');
   const r = native.fillPattern(region.id, seed);
   if (isFault(r)) throw region.faultError(r);
 }
 
 export function verifyPattern(region: Region, seed: number): PatternCheck {
-  region.checkOpen();
+  Region.check(region);
   checkUint(seed, 'seed');
   const r = native.verifyPattern(region.id, seed);
   return {

@@ -41,6 +41,7 @@ export class Region {
     readonly consumers: readonly Consumer[],
     readonly ineligibleReason: RefuseReason | null,
     readonly bookkeepingBytes: number,
+    /** @internal dev:ino of the backing file */ readonly fileId: string,
   ) {}
 
   get eligible(): boolean {
@@ -90,6 +91,13 @@ export class Region {
     checkUint(length, 'length');
     if (offset > this.size || length > this.size - offset)
       throw outOfRange(`offset ${offset} + length ${length} is outside region ${this.name} (size ${this.size})`);
+  }
+
+  /** @internal */
+  static check(region: unknown): Region {
+    if (!(region instanceof Region)) throw invalidArg('region must be a Region returned by mapRegion');
+    region.checkOpen();
+    return region;
   }
 
   /** @internal */

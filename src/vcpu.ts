@@ -1,8 +1,8 @@
 // Native vCPU load threads over a region (see native/vcpu.cc).
 import { checkUint, invalidArg, RasError } from './errors';
-import { native } from './native';
+import { native, type NativeVcpuReport } from './native';
 import { Region } from './region';
-import type { RasEngine } from './engine';
+import { RasEngine } from './engine'; // engine.ts imports only types from here: no cycle at run time
 
 export interface VcpuLoadOptions {
   region: Region;
@@ -42,11 +42,18 @@ export interface VcpuLoad {
   stop(): Promise<VcpuLoadReport>;
 }
 
+/** @internal What the engine needs to stop a load before it unmaps its region. */
+export interface VcpuLoadHandle extends VcpuLoad {
+  readonly region: Region;
+  /** Joins the threads now (also those waiting for a paused engine); idempotent. */
+  stopNow(): void;
+}
+
 export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): VcpuLoad {
+  if (!(engine instanceof RasEngine)) throw invalidArg('engine must be a RasEngine');
   if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
-  const { region } = options;
-  if (!(region instanceof Region)) throw invalidArg('region must be a Region');
-  region.checkOpen();
+  const region = Region.check(options.region);
+  engine.checkOwns(region);
   const threads = checkUint(options.threads, 'threads');
   if (threads < 1 || threads > 64) throw new RasError('ERR_OUT_OF_RANGE', 'threads must be 1..64');
   const seed = checkUint(options.seed, 'seed');
@@ -56,28 +63,28 @@ export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): Vcpu
   region.checkRange(win.offset, win.length);
   if (win.length < 4096) throw new RasError('ERR_OUT_OF_RANGE', 'window must cover at least 4096 bytes');
   const handle = native.startVcpuLoad(region.id, threads, seed, writeRatio, win.offset, win.length);
-  let stopped: Promise<VcpuLoadReport> | undefined;
-  const load: VcpuLoad = {
-    stop() {
-      if (stopped) return stopped;
-      stopped = (async () => {
-        // A vCPU may be waiting for the engine; a paused engine would never release it.
-        if (native.counters().paused) throw new RasError('ERR_ENGINE_PAUSED', 'resume the engine before stopping vCPU load');
-        engine.vcpuLoads.delete(load);
-        const r = native.stopVcpuLoad(handle);
-        const where = (hostAddress: bigint) => {
-          const offset = region.offsetOf(hostAddress);
-          return { hostAddress, offset, guestPhysAddr: region.guestPhysAddrOf(offset) };
-        };
-        return {
-          accesses: r.accesses,
-          wrongBytes: r.wrongBytes,
-          firstWrongOffset: r.firstWrongOffset,
-          stalls: r.stalls.map((s) => ({ thread: s.thread, stallNs: s.stallNs, ...where(s.hostAddress) })),
-          mceReports: r.mceReports.map((m) => ({ thread: m.thread, ...where(m.hostAddress) })),
-        };
-      })();
-      return stopped;
+  let raw: NativeVcpuReport | undefined;
+  const load: VcpuLoadHandle = {
+    region,
+    stopNow() {
+      if (raw) return;
+      raw = native.stopVcpuLoad(handle);
+      engine.vcpuLoads.delete(load);
+    },
+    async stop() {
+      load.stopNow();
+      const r = raw as NativeVcpuReport;
+      const where = (hostAddress: bigint) => {
+        const offset = region.offsetOf(hostAddress);
+        return { hostAddress, offset, guestPhysAddr: region.guestPhysAddrOf(offset) };
+      };
+      return {
+        accesses: r.accesses,
+        wrongBytes: r.wrongBytes,
+        firstWrongOffset: r.firstWrongOffset,
+        stalls: r.stalls.map((s) => ({ thread: s.thread, stallNs: s.stallNs, ...where(s.hostAddress) })),
+        mceReports: r.mceReports.map((m) => ({ thread: m.thread, ...where(m.hostAddress) })),
+      };
     },
   };
   engine.vcpuLoads.add(load);
