@@ -43,6 +43,7 @@ enum RefuseReason : uint32_t {
 
 struct Region {
   std::atomic<int> live{0};  // 0 free, 1 live, 2 being removed
+  std::atomic<int> busy{0};  // recovery lanes working on this region (removal waits for 0)
   uint32_t id = 0;           // unique per registration, so a late report never hits a reused slot
   uintptr_t start = 0;
   uintptr_t end = 0;
@@ -106,7 +107,8 @@ struct Report {
   int32_t code;  // BUS_MCEERR_AR / BUS_MCEERR_AO
   int32_t lsb;
   int32_t tid;
-  uint32_t flags;  // kReportAlreadyLost, kReportNewSubpageLoss
+  uint32_t flags;       // kReportAlreadyLost, kReportNewSubpageLoss
+  uint32_t page_state;  // of the huge page when the signal was captured
 };
 constexpr uint32_t kReportAlreadyLost = 1;
 constexpr uint32_t kReportNewSubpageLoss = 2;

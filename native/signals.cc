@@ -107,9 +107,10 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
   std::atomic<uint32_t>& w = r.Word(page);
   uint32_t flags = 0;
   bool lost_now = false;
+  uint32_t st = kNormal;
   for (;;) {
     uint32_t word = w.load(std::memory_order_acquire);
-    uint32_t st = StateOf(word);
+    st = StateOf(word);
     if (st == kNormal) {
       // First report for this huge page: it is now pending; later reports are merged into it.
       if (!w.compare_exchange_weak(word, NextWord(word, kPending), std::memory_order_acq_rel)) continue;
@@ -129,7 +130,7 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
     }
     break;
   }
-  Report rep = {addr, t0, static_cast<uint32_t>(region_slot), r.id, code, lsb, tid, flags};
+  Report rep = {addr, t0, static_cast<uint32_t>(region_slot), r.id, code, lsb, tid, flags, st};
   EnqueueReport(rep);
   WakeWorker();
 

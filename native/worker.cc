@@ -105,10 +105,26 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
   return e;
 }
 
+// Holds a region against removal while a lane works on it.
+class RegionUse {
+ public:
+  RegionUse(Region& r, uint32_t id) : r_(r) {
+    r_.busy.fetch_add(1, std::memory_order_acq_rel);
+    ok_ = r_.live.load(std::memory_order_acquire) == 1 && r_.id == id;
+  }
+  ~RegionUse() { r_.busy.fetch_sub(1, std::memory_order_acq_rel); }
+  bool ok() const { return ok_; }
+
+ private:
+  Region& r_;
+  bool ok_;
+};
+
 // Returns true when the report was handed to the slow lane (it counts as processed there).
 bool Process(const Report& rep, std::vector<Event>& out) {
   Region& r = Regions()[rep.region_slot];
-  if (r.live.load() != 1 || r.id != rep.region_id) {
+  RegionUse use(r, rep.region_id);
+  if (!use.ok()) {
     Event e;
     e.type = kDropped;
     e.report = rep;
@@ -122,7 +138,7 @@ bool Process(const Report& rep, std::vector<Event>& out) {
   poison.region_id = r.id;
   poison.page = page;
   poison.report = rep;
-  poison.page_state = st;
+  poison.page_state = rep.page_state;  // what the faulting thread met, not what the worker finds later
   out.push_back(poison);
 
   if (st == kPending) {
@@ -186,7 +202,10 @@ void SlowLoop(State* s) {
       s->slow_jobs.pop_front();
     }
     Region& r = Regions()[job.rep.region_slot];
-    if (r.live.load() == 1 && r.id == job.rep.region_id) batch.push_back(Recover(r, job.page, job.rep, &s->slow_readers));
+    {
+      RegionUse use(r, job.rep.region_id);
+      if (use.ok()) batch.push_back(Recover(r, job.page, job.rep, &s->slow_readers));
+    }
     Post(batch);
     GlobalCounters().processed.fetch_add(1);
     {
@@ -225,13 +244,19 @@ void Loop(State* s) {
     }
     Report rep;
     bool worked = false;
+    uint64_t done = 0;  // counted as processed only once their events are posted (whenIdle)
     while (!g_paused.load() && !s->stop.load() && DequeueReport(&rep)) {
       worked = true;
-      if (!Process(rep, batch)) GlobalCounters().processed.fetch_add(1);
+      if (!Process(rep, batch)) done++;
       // Release JS as soon as a recovery is done; poison-only reports are batched.
-      if (batch.size() >= 64 || (!batch.empty() && batch.back().type != kPoison)) Post(batch);
+      if (batch.size() >= 64 || (!batch.empty() && batch.back().type != kPoison)) {
+        Post(batch);
+        GlobalCounters().processed.fetch_add(done);
+        done = 0;
+      }
     }
     Post(batch);
+    GlobalCounters().processed.fetch_add(done);
     if (worked) {
       {
         std::lock_guard<std::mutex> lock(s->mu);
