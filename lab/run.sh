@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Real-kernel test lab: boots Debian kernels under qemu (TCG) with an initramfs that holds
+# node, the built package and lab/guest/*, and runs the hardware-poison cases against real
+# MADV_HWPOISON. See lab/README.md.
+#
+# Environment:
+#   LAB_KERNELS   kernels to boot, by major.minor (default "6.12 6.1"; commas or spaces)
+#   LAB_CASES     cases to run (default: all that apply to the kernel), e.g. "1,2" or "8"
+#   LAB_TIMEOUT   hard limit per boot, seconds (default 600)
+#   LAB_CASE_TIMEOUT  limit per case inside the guest, seconds (default 240)
+#   LAB_MEM       guest memory in MiB (default 5120)
+#   LAB_REFRESH   1: refresh the private trixie package lists even if they are fresh
+#   LAB_VERBOSE   1: print the whole guest console of each boot after it ends
+#   LAB_NO_INSTALL 1: never call apt-get install (fail if a tool is missing)
+set -euo pipefail
+
+LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$LAB_DIR/.." && pwd)"
+CACHE="$LAB_DIR/cache"
+OUT="$LAB_DIR/out"
+
+# shellcheck source=lib/common.sh
+source "$LAB_DIR/lib/common.sh"
+# shellcheck source=lib/kernels.sh
+source "$LAB_DIR/lib/kernels.sh"
+# shellcheck source=lib/initramfs.sh
+source "$LAB_DIR/lib/initramfs.sh"
+# shellcheck source=lib/boot.sh
+source "$LAB_DIR/lib/boot.sh"
+
+LAB_KERNELS="${LAB_KERNELS:-6.12 6.1}"
+LAB_KERNELS="${LAB_KERNELS//,/ }"
+LAB_CASES="${LAB_CASES:-}"
+LAB_CASES="${LAB_CASES// /,}"
+LAB_TIMEOUT="${LAB_TIMEOUT:-600}"
+LAB_CASE_TIMEOUT="${LAB_CASE_TIMEOUT:-240}"
+LAB_MEM="${LAB_MEM:-5120}"
+
+main() {
+  local t0=$SECONDS
+  mkdir -p "$CACHE" "$OUT"
+  log "hugetlb-ras kernel lab: kernels [$LAB_KERNELS], cases [${LAB_CASES:-all}]"
+
+  ensure_host_tools
+  ensure_build
+  build_base_rootfs
+
+  local k rc=0 summaries=()
+  for k in $LAB_KERNELS; do
+    if ! prepare_kernel "$k"; then
+      err "kernel $k: could not be fetched or unpacked"
+      summaries+=("$k")
+      write_failed_result "$k" "kernel $k could not be fetched or unpacked"
+      rc=1
+      continue
+    fi
+    build_initrd "$k"
+    boot_kernel "$k" || true
+    summaries+=("$k")
+  done
+
+  log "all boots done in $((SECONDS - t0)) s"
+  local args=()
+  for k in "${summaries[@]}"; do args+=("$OUT/$k"); done
+  if ! node "$LAB_DIR/summarize.js" --cases "${LAB_CASES}" "${args[@]}"; then rc=1; fi
+  log "total lab time $((SECONDS - t0)) s"
+  return $rc
+}
+
+main "$@"
