@@ -6,6 +6,7 @@
 namespace ras::access {
 
 bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault) {
+  if (len == 0) return true;  // an empty Buffer's data may be null: memcpy(NULL, ..., 0) is UB
   sigjmp_buf jb;
   ThreadSlot* slot = ClaimSlot(kSlotJump);
   if (!slot) {

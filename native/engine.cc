@@ -646,7 +646,9 @@ Napi::Value StartVcpu(const Napi::CallbackInfo& info) {
   o.write_ratio = info[3].As<Napi::Number>().DoubleValue();
   o.window_offset = win_off & ~(kSubpage - 1);
   o.window_len = win_len & ~(kSubpage - 1);
-  return Napi::Number::New(env, vcpu::Start(o));
+  int handle = vcpu::Start(o);
+  if (handle < 0) return NoSlot(env);
+  return Napi::Number::New(env, handle);
 }
 
 Napi::Value StopVcpu(const Napi::CallbackInfo& info) {

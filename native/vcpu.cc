@@ -28,6 +28,8 @@ struct Thread {
 struct Load {
   Options opts;
   std::atomic<bool> stop{false};
+  std::atomic<int> started{0};  // threads that claimed a slot (or failed to)
+  std::atomic<int> failed{0};
   std::vector<std::unique_ptr<Thread>> threads;
 };
 
@@ -39,11 +41,14 @@ void Run(Load* load, Thread* t) {
   ThreadSlot* slot = ClaimSlot(kSlotVcpu);
   if (!slot) {
     t->slot_failed = true;
+    load->failed.fetch_add(1);
+    load->started.fetch_add(1);
     return;
   }
   sigjmp_buf jb;
   slot->jump = &jb;
   slot->vcpu = &t->log;
+  load->started.fetch_add(1);
   Region& r = *load->opts.region;
   uint64_t win_off = load->opts.window_offset;
   uint64_t win_len = load->opts.window_len ? load->opts.window_len : (r.end - r.start) - win_off;
@@ -97,9 +102,19 @@ int Start(const Options& o) {
     raw->threads.push_back(std::move(t));
   }
   for (auto& t : raw->threads) t->th = std::thread(Run, raw, t.get());
-  std::lock_guard<std::mutex> lock(g_mu);
-  int h = g_next++;
-  g_loads[h] = std::move(load);
+  // Every thread holds its slot before this returns, so the next caller counts free slots right.
+  while (raw->started.load() < o.threads) std::this_thread::yield();
+  int h;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    h = g_next++;
+    g_loads[h] = std::move(load);
+  }
+  if (raw->failed.load() > 0) {
+    Report ignored;
+    Stop(h, &ignored);
+    return -1;
+  }
   return h;
 }
 

@@ -33,7 +33,7 @@ struct Report {
   int slot_failures = 0;
 };
 
-int Start(const Options& o);  // handle, or -1
+int Start(const Options& o);  // handle, or -1 when not every thread got a slot
 bool Stop(int handle, Report* out);
 
 }  // namespace ras::vcpu

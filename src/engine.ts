@@ -110,8 +110,8 @@ export class RasEngine extends RasEvents {
   /** Opens the engine: installs the signal handlers and starts the recovery thread. */
   static open(options: EngineOptions = {}): RasEngine {
     if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
-    const guard = options.lostPageGuard ?? 'auto';
-    if (!['auto', 'hwpoison', 'guard'].includes(guard)) throw invalidArg(`lostPageGuard must be auto, hwpoison or guard`);
+    const guard = options.lostPageGuard === undefined ? 'auto' : options.lostPageGuard;
+    if (!['auto', 'hwpoison', 'guard'].includes(guard as string)) throw invalidArg(`lostPageGuard must be auto, hwpoison or guard`);
     if (options.reserveBytes !== undefined && options.reserveBytes !== 'auto') {
       checkUint(options.reserveBytes, 'reserveBytes');
       // It is pre-faulted: more than half the machine would only end in the OOM killer.
@@ -258,6 +258,9 @@ export class RasEngine extends RasEvents {
   /** Guest reset: give huge pages back where the region was split or lost. */
   async resetRegion(region: Region): Promise<ResetEvent> {
     this.ownRegion(region);
+    const c = native.counters();
+    if (c.paused && c.processed < c.captured)
+      throw new RasError('ERR_ENGINE_PAUSED', 'reports are waiting: resume() the engine before a reset');
     await this.whenIdle();
     const states = native.pageStates(region.id);
     let restored = 0;
@@ -328,6 +331,7 @@ export class RasEngine extends RasEvents {
     this.regions.clear();
     this.closed = true;
     engines.delete(this);
+    for (const e of engines) e.applyReserve();
     native.shutdown();
     this.journal?.close();
   }
@@ -502,12 +506,17 @@ export class RasEngine extends RasEvents {
   }
 
   private applyReserve(): void {
-    let target: number;
-    if (this.reserveOption === 'auto') {
-      // One huge page of each size in use: the fast and the slow lane may both need one at once.
-      target = [...new Set([...this.regions.values()].map((r) => r.hugePageSize))].reduce((a, b) => a + b, 0);
-    } else target = this.reserveOption;
+    // The reserve serves the whole process: the largest wish of the open engines.
+    let target = 0;
+    for (const e of engines) target = Math.max(target, e.reserveWish());
     native.setReserve(target);
+  }
+
+  private reserveWish(): number {
+    if (this.closed) return 0;
+    if (this.reserveOption !== 'auto') return this.reserveOption;
+    // One huge page of each size in use: the fast and the slow lane may both need one at once.
+    return [...new Set([...this.regions.values()].map((r) => r.hugePageSize))].reduce((a, b) => a + b, 0);
   }
 
   private checkOpen(): void {

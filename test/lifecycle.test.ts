@@ -8,9 +8,13 @@ describe('cleanup without close()', () => {
       const fs = require('fs');
       const src = "const { RasEngine } = require(process.cwd() + '/dist/src/index.js');" +
         "const e = RasEngine.open(); e.mapRegion({ name: 'w', path: process.env.F, size: 2 << 20 });" +
-        "require('worker_threads').parentPort.postMessage('mapped');";
+        "const { parentPort } = require('worker_threads'); parentPort.postMessage('mapped');" +
+        "parentPort.once('message', () => process.exit(0));";  // ends only after the main thread looked
       const w = new Worker(src, { eval: true });
-      w.on('message', (m) => console.log('worker', m, fs.readFileSync('/proc/self/maps', 'utf8').includes(process.env.F)));
+      w.on('message', (m) => {
+        console.log('worker', m, fs.readFileSync('/proc/self/maps', 'utf8').includes(process.env.F));
+        w.postMessage('done');
+      });
       w.on('exit', () => {
         console.log('after exit mapped', fs.readFileSync('/proc/self/maps', 'utf8').includes(process.env.F));
         const threads = fs.readdirSync('/proc/self/task').length;
