@@ -60,7 +60,10 @@ async function benchSize(label: string, huge: number, dir: string, reps: number,
     bookkeepingBytesPerHugePage: 0,
     reserveBytes: 0,
   };
+  // Engine, naive baseline and limit are measured rep by rep, interleaved, so that the machine's
+  // noise (a shared 2-core host) hits all three alike.
   const engine = RasEngine.open({ reserveBytes: 'auto', lostPageGuard: 'guard' });
+  const naiveEngine = RasEngine.open({ reserveBytes: 0 });
   const file = path.join(dir, `bench-${process.pid}`);
   try {
     const region = engine.mapRegion({ name: 'bench', path: file, size: huge });
@@ -68,14 +71,14 @@ async function benchSize(label: string, huge: number, dir: string, reps: number,
     const got: { last?: RecoveredEvent } = {};
     engine.on('recovered', (e) => (got.last = e));
     for (let rep = 0; rep < reps + 1; rep++) {
+      // --- the engine: full path, vCPUs running, silent poison found by a vCPU
       fillPattern(region, rep + 1);
       await waitReserve(engine);
       res.reserveBytes = engine.stats().reserveBytes;
       const load = startVcpuLoad(engine, { region, threads: vcpus, seed: rep + 1, writeRatio: 0.25 });
       await sleep(20);
       got.last = undefined;
-      // Silent poison: the vCPUs find it, as they would find a real one.
-      engine.injectPoison(region, 4096 * (37 + rep * 11) % huge, { mode: 'simulate', signal: false });
+      engine.injectPoison(region, (4096 * (37 + rep * 11)) % huge, { mode: 'simulate', signal: false });
       for (let i = 0; i < 120_000 && !got.last; i++) await sleep(1);
       await engine.whenIdle({ timeoutMs: 120_000 });
       await sleep(5);
@@ -86,35 +89,29 @@ async function benchSize(label: string, huge: number, dir: string, reps: number,
         throw new Error(`rep ${rep}: recovery incorrect (${JSON.stringify({ wrong: report.wrongBytes, check: check.wrongBytes, unreadable: check.unreadableOffsets.length })})`);
       const share = engine.hugeMappedShare(region, 0);
       await engine.resetRegion(region);
+      // --- the naive baseline on a fresh file with the same poison
+      const f = path.join(dir, `bench-naive-${process.pid}-${rep}`);
+      const nregion = naiveEngine.mapRegion({ name: `naive${rep}`, path: f, size: huge });
+      fillPattern(nregion, 1);
+      naiveEngine.injectPoison(nregion, 4096 * 37, { mode: 'simulate', signal: false });
+      const naive = native.naiveRecover(nregion.id, 0);
+      if (naive.lost !== 1) throw new Error('naive baseline did not see the poisoned subpage');
+      fs.rmSync(f, { force: true });
+      naiveEngine.unmapRegion(nregion);
+      // --- the limit
+      const limit = native.memcpyLimit(huge);
       if (rep === 0) continue; // warm-up
       res.engineTotal.ns.push(Number(last.totalNs));
       res.engineSplit.ns.push(Number(last.durationNs));
       const stalls = report.stalls.map((s) => Number(s.stallNs));
       if (stalls.length) res.vcpuStall.ns.push(Math.max(...stalls));
       res.hugeShare.push(share);
-    }
-  } finally {
-    fs.rmSync(file, { force: true });
-    engine.close();
-  }
-  // Naive baseline and the limit, interleaved rep by rep so machine noise hits both alike.
-  const naiveEngine = RasEngine.open({ reserveBytes: 0 });
-  try {
-    for (let rep = 0; rep < reps + 1; rep++) {
-      const f = path.join(dir, `bench-naive-${process.pid}-${rep}`);
-      const region = naiveEngine.mapRegion({ name: `naive${rep}`, path: f, size: huge });
-      fillPattern(region, 1);
-      naiveEngine.injectPoison(region, 4096 * 37, { mode: 'simulate', signal: false });
-      const naive = native.naiveRecover(region.id, 0);
-      if (naive.lost !== 1) throw new Error('naive baseline did not see the poisoned subpage');
-      const limit = native.memcpyLimit(huge);
-      fs.rmSync(f, { force: true });
-      naiveEngine.unmapRegion(region);
-      if (rep === 0) continue;
       res.naive.ns.push(naive.ns);
       res.limit.ns.push(limit);
     }
   } finally {
+    fs.rmSync(file, { force: true });
+    engine.close();
     naiveEngine.close();
   }
   return res;
@@ -177,10 +174,14 @@ function svg(results: SizeResult[]): string {
     const X = (ns: number) => x0 + ((Math.log10(ns) - lo) / (hi - lo)) * (x1 - x0);
     const top = 20 + pi * panelH;
     parts.push(`<text x="10" y="${top + 12}" font-weight="bold">${r.pageSize} huge page: recovery latency (log scale, ${r.reps} reps; dots = reps, bar = median)</text>`);
-    for (let d = Math.ceil(lo); d <= Math.floor(hi); d++) {
-      const x = X(10 ** d);
-      parts.push(`<line x1="${x}" y1="${top + 20}" x2="${x}" y2="${top + 20 + 5 * rowH}" stroke="#ddd"/>`);
-      parts.push(`<text x="${x}" y="${top + 35 + 5 * rowH}" text-anchor="middle" fill="#555">${fmt(10 ** d)}</text>`);
+    for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) {
+      for (const m of [1, 2, 5]) {
+        const v = m * 10 ** d;
+        if (Math.log10(v) < lo || Math.log10(v) > hi) continue;
+        const x = X(v);
+        parts.push(`<line x1="${x}" y1="${top + 20}" x2="${x}" y2="${top + 20 + 5 * rowH}" stroke="${m === 1 ? '#ccc' : '#eee'}"/>`);
+        parts.push(`<text x="${x}" y="${top + 35 + 5 * rowH}" text-anchor="middle" fill="#555">${fmt(v)}</text>`);
+      }
     }
     series.forEach((s, i) => {
       const y = top + 20 + i * rowH + rowH / 2;

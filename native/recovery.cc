@@ -44,8 +44,12 @@ struct ReaderPool {
 
 namespace {
 
+// priority > 0: SCHED_FIFO priority; otherwise a nice value.
 void HelperLoop(ReaderPool* pool, int index, int priority) {
-  RaiseThreadPriority(priority);
+  if (priority > 0)
+    RaiseThreadPriority(priority);
+  else
+    SetThreadNice(priority);
   uint32_t seen = 0;
   for (;;) {
     uint32_t g = pool->generation.load(std::memory_order_acquire);

@@ -30,7 +30,7 @@ struct ReaderPool;
 class Readers {
  public:
   ~Readers();
-  void Start(int priority);  // SetReadThreads() - 1 helpers, at the lane's priority
+  void Start(int priority);  // SetReadThreads() - 1 helpers; priority > 0: SCHED_FIFO, else a nice value
   void Stop();
   ReaderPool* pool_ = nullptr;
 };

@@ -171,9 +171,14 @@ void WakeWorker() {
 int WorkerEventFd() { return g_event_fd.load(); }
 void SetWorkerEventFd(int fd) { g_event_fd.store(fd); }
 
+void SetThreadNice(int nice) {
+  if (setpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()), nice) != 0 && nice < 0)
+    setpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()), 0);
+}
+
 void RaiseThreadPriority(int rt_priority) {
-  if (rt_priority <= 0) {  // normal scheduling, with a nice value of -rt_priority
-    setpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()), -rt_priority);
+  if (rt_priority <= 0) {
+    SetThreadNice(0);
     return;
   }
   struct sched_param sp = {};

@@ -149,11 +149,13 @@ extern std::atomic<int> g_paused;
 extern std::atomic<int> g_shutdown;
 extern int g_main_tid;
 
-// rt_priority > 0: real-time (SCHED_FIFO) where permitted (root / CAP_SYS_NICE), else a better
-// nice value: a stalled vCPU waits for the recovery threads, it must not wait for the scheduler
-// too. Only for short bursts: a real-time thread copying 1 GiB would starve every vCPU on a small
-// host. rt_priority <= 0: normal scheduling with nice -rt_priority.
+// Real-time (SCHED_FIFO) where permitted (root / CAP_SYS_NICE), else a better nice value: a stalled
+// vCPU waits for the recovery threads, it must not wait for the scheduler too. Only for short
+// bursts: a real-time thread copying 1 GiB would starve every vCPU of a small host.
 void RaiseThreadPriority(int rt_priority);
+// Normal scheduling with this nice value (a negative one where permitted): for long work that
+// should win the CPU without stopping anybody.
+void SetThreadNice(int nice);
 
 // Transition a page word to a new state and wake every waiter.
 void SetPageState(Region& r, uint32_t page, uint32_t state);

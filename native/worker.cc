@@ -42,6 +42,8 @@ struct Event {
 // Huge pages this large are recovered on the slow lane, so that reading back 1 GiB never holds
 // up a 2 MiB page.
 constexpr uint64_t kSlowLaneFrom = 64ull << 20;
+constexpr int kSlowLaneNice = -10;
+constexpr int kFastLaneRt = 2;  // SCHED_FIFO priority of the fast lane and its reader
 
 struct SlowJob {
   Report rep;
@@ -187,10 +189,11 @@ bool Process(const Report& rep, std::vector<Event>& out) {
 }
 
 void SlowLoop(State* s) {
-  // Big pages take long to read back: at normal priority, so the vCPUs that do not wait for this
-  // page keep running and the fast lane preempts it.
-  RaiseThreadPriority(0);
-  s->slow_readers.Start(0);
+  // Big pages take long to read back: not real-time, so the vCPUs that do not wait for this page
+  // keep running and the fast lane preempts it; nice -10 (where permitted) so it still gets most
+  // of a contended CPU.
+  SetThreadNice(kSlowLaneNice);
+  s->slow_readers.Start(kSlowLaneNice);
   std::vector<Event> batch;
   for (;;) {
     SlowJob job;
@@ -218,7 +221,7 @@ void SlowLoop(State* s) {
 }
 
 void RefillLoop(State* s) {
-  RaiseThreadPriority(-5);  // nice 5: restocking is background work
+  SetThreadNice(5);  // restocking is background work
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(s->mu);
@@ -231,8 +234,8 @@ void RefillLoop(State* s) {
 }
 
 void Loop(State* s) {
-  RaiseThreadPriority(2);
-  s->fast_readers.Start(2);
+  RaiseThreadPriority(kFastLaneRt);
+  s->fast_readers.Start(kFastLaneRt);
   std::vector<Event> batch;
   while (!s->stop.load()) {
     struct pollfd pfd = {s->efd, POLLIN, 0};
