@@ -394,6 +394,4 @@ void Stop() {
 
 bool Running() { return g_state != nullptr; }
 
-void Register(Napi::Env, Napi::Object) {}
-
 }  // namespace ras::worker

@@ -10,6 +10,5 @@ namespace ras::worker {
 bool Start(Napi::Env env, Napi::Function on_events);  // false if one is running for another env
 void Stop();
 bool Running();
-void Register(Napi::Env env, Napi::Object exports);
 
 }  // namespace ras::worker

@@ -36,7 +36,7 @@ export interface EngineOptions {
   journalPath?: string;
   /** Override the kernel check (Linux >= 6.5 reads a poisoned huge page back around the bad 4 KiB). */
   kernelReadsAroundPoison?: boolean;
-  /** Threads reading a 1 GiB page back (default 2). */
+  /** Threads reading a huge page back, per recovery lane (default 2); set by the first engine of the process. */
   readThreads?: number;
 }
 
@@ -130,10 +130,11 @@ export class RasEngine extends RasEvents {
       });
     }
     const journal = options.journalPath !== undefined ? Journal.open(options.journalPath) : undefined;
+    // Before init: the reader threads start with the recovery lanes.
+    if (options.readThreads !== undefined && engines.size === 0) native.setReadThreads(options.readThreads);
     native.init(dispatch);
     const engine = new RasEngine(options, journal);
     engines.add(engine);
-    if (options.readThreads !== undefined) native.setReadThreads(options.readThreads);
     engine.applyReserve();
     return engine;
   }

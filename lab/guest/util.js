@@ -100,18 +100,8 @@ function meminfo() {
 
 // PFN backing a virtual address of this process (root only), or null when not present.
 function pagemapPfn(addr) {
-  const fd = fs.openSync('/proc/self/pagemap', 'r');
-  try {
-    const b = Buffer.alloc(8);
-    const pos = Number(big(addr) / 4096n) * 8;
-    if (fs.readSync(fd, b, 0, 8, pos) !== 8) return null;
-    const e = b.readBigUInt64LE(0);
-    if (!(e & (1n << 63n))) return null;
-    const pfn = e & ((1n << 55n) - 1n);
-    return pfn === 0n ? null : pfn;
-  } finally {
-    fs.closeSync(fd);
-  }
+  const e = pagemapEntry(addr);
+  return e && e.present && e.pfn ? e.pfn : null;
 }
 
 // Raw /proc/self/pagemap entry of a virtual address: present (bit 63), swapped (bit 62: a
