@@ -60,6 +60,24 @@ void CheckSubpage(const uint64_t* w, uint64_t base, uint64_t seed, volatile uint
 }
 }  // namespace
 
+bool GuardedFillPattern(Region& r, uint64_t seed, Fault* fault) {
+  sigjmp_buf jb;
+  ThreadSlot* slot = ClaimSlot(kSlotJump);
+  if (!slot) {
+    fault->signal = -1;
+    return false;
+  }
+  slot->jump = &jb;
+  if (sigsetjmp(jb, 1) != 0) {
+    *fault = {slot->fault_addr.load(), slot->fault_signal.load(), slot->fault_code.load()};
+    ReleaseSlot(slot);
+    return false;
+  }
+  FillPattern(reinterpret_cast<char*>(r.start), r.end - r.start, 0, seed);
+  ReleaseSlot(slot);
+  return true;
+}
+
 Verify VerifyPattern(Region& r, uint64_t seed, uint64_t* unreadable, uint64_t max_unreadable) {
   // Everything that changes after sigsetjmp is volatile: a siglongjmp would lose it in registers.
   volatile uint64_t off = 0, checked = 0, wrong = 0, bad = 0;

@@ -38,6 +38,8 @@ struct Verify {
 uintptr_t FirstKnownUnusable(Region& r, uintptr_t start, uint64_t len);
 
 void FillPattern(char* start, uint64_t len, uint64_t base, uint64_t seed);
+// FillPattern over the whole region behind a poison guard; false (and the fault) instead of dying.
+bool GuardedFillPattern(Region& r, uint64_t seed, Fault* fault);
 Verify VerifyPattern(Region& r, uint64_t seed, uint64_t* unreadable, uint64_t max_unreadable);
 
 }  // namespace ras::access

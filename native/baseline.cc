@@ -15,9 +15,7 @@ namespace ras::baseline {
 namespace {
 
 Region* ById(Napi::Env env, const Napi::Value& v) {
-  uint32_t id = v.ToNumber().Uint32Value();
-  for (int i = 0; i < kMaxRegions; i++)
-    if (Regions()[i].live.load() == 1 && Regions()[i].id == id) return &Regions()[i];
+  if (Region* r = FindRegionById(v.ToNumber().Uint32Value())) return r;
   errors::Code(env, "ERR_REGION_CLOSED", "no such region").ThrowAsJavaScriptException();
   return nullptr;
 }

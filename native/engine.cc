@@ -48,11 +48,7 @@ Region* RegionById(Napi::Env env, const Napi::Value& v) {
     errors::Code(env, "ERR_INVALID_ARG", "region id must be a number").ThrowAsJavaScriptException();
     return nullptr;
   }
-  uint32_t id = v.As<Napi::Number>().Uint32Value();
-  for (int i = 0; i < kMaxRegions; i++) {
-    Region& r = Regions()[i];
-    if (r.live.load() == 1 && r.id == id) return &r;
-  }
+  if (Region* r = FindRegionById(v.As<Napi::Number>().Uint32Value())) return r;
   errors::Code(env, "ERR_REGION_CLOSED", "no such region (unmapped or engine closed)").ThrowAsJavaScriptException();
   return nullptr;
 }
@@ -328,18 +324,7 @@ Napi::Value FillPattern(const Napi::CallbackInfo& info) {
   uint64_t seed;
   if (!r || !Uint(env, info[1], "seed", &seed)) return env.Undefined();
   access::Fault f;
-  // Fill through a guard so a poisoned page cannot kill the JS thread.
-  sigjmp_buf jb;
-  ThreadSlot* slot = ClaimSlot(kSlotJump);
-  if (!slot) return NoSlot(env);
-  slot->jump = &jb;
-  if (sigsetjmp(jb, 1) != 0) {
-    f = {slot->fault_addr.load(), slot->fault_signal.load(), slot->fault_code.load()};
-    ReleaseSlot(slot);
-    return FaultObject(env, f);
-  }
-  access::FillPattern(reinterpret_cast<char*>(r->start), r->end - r->start, 0, seed);
-  ReleaseSlot(slot);
+  if (!access::GuardedFillPattern(*r, seed, &f)) return FaultObject(env, f);
   return env.Undefined();
 }
 

@@ -102,6 +102,12 @@ Region* FindRegion(uintptr_t addr, int* slot_out) {
   return nullptr;
 }
 
+Region* FindRegionById(uint32_t id) {
+  for (int i = 0; i < kMaxRegions; i++)
+    if (g_regions[i].live.load(std::memory_order_acquire) == 1 && g_regions[i].id == id) return &g_regions[i];
+  return nullptr;
+}
+
 int Gettid() { return static_cast<int>(syscall(SYS_gettid)); }
 
 ThreadSlot* ClaimSlot(int mode) {
@@ -168,7 +174,6 @@ void WakeWorker() {
   }
 }
 
-int WorkerEventFd() { return g_event_fd.load(); }
 void SetWorkerEventFd(int fd) { g_event_fd.store(fd); }
 
 void SetThreadNice(int nice) {

@@ -130,6 +130,7 @@ Counters& GlobalCounters();
 Region* Regions();  // array of kMaxRegions
 ThreadSlot* Slots();  // array of kMaxThreadSlots
 Region* FindRegion(uintptr_t addr, int* slot_out);
+Region* FindRegionById(uint32_t id);  // a live region, or null
 
 // Thread slots: claim one for the calling thread for the duration of a guarded operation.
 ThreadSlot* ClaimSlot(int mode);
@@ -142,7 +143,6 @@ uint64_t MonotonicNs();
 void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int timeout_ms);
 void FutexWakeAll(std::atomic<uint32_t>* word);
 void WakeWorker();          // async-signal-safe (eventfd write)
-int WorkerEventFd();
 void SetWorkerEventFd(int fd);
 
 extern std::atomic<int> g_paused;

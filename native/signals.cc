@@ -138,7 +138,6 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
   int mode = slot ? slot->mode.load(std::memory_order_acquire) : kSlotFree;
   switch (mode) {
     case kSlotReturn:
-    case kSlotSelfPoison:
       return;
     case kSlotJump:
       Jump(slot, addr, SIGBUS, code);

@@ -392,6 +392,5 @@ void Stop() {
   delete s;
 }
 
-bool Running() { return g_state != nullptr; }
 
 }  // namespace ras::worker

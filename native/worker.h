@@ -9,6 +9,5 @@ namespace ras::worker {
 
 bool Start(Napi::Env env, Napi::Function on_events);  // false if one is running for another env
 void Stop();
-bool Running();
 
 }  // namespace ras::worker
