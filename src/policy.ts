@@ -1,5 +1,6 @@
-// Eligibility: which regions may be recovered by a private copy, decided before any error arrives
-// so that the native worker can act at once while a vCPU is stalled.
+// The policy, decided before any error arrives so that the native worker can act at once while a vCPU
+// is stalled: which regions may be recovered by a private copy (eligibility, with the kernel version
+// gate), and how lost subpages are kept inaccessible (guard choice). Pure: no native calls.
 import * as os from 'node:os';
 
 export type Consumer = 'vhost-user' | 'ivshmem' | 'vfio';
@@ -15,7 +16,7 @@ export type RefuseReason =
   | 'no-memory';
 
 /** Same numbering as native/registry.h RefuseReason. */
-export const REASON_CODES: readonly (RefuseReason | null)[] = [
+const REASON_CODES: readonly (RefuseReason | null)[] = [
   null,
   'shared-mapping',
   'vhost-user',
@@ -69,9 +70,16 @@ export function ineligibleReason(input: EligibilityInput): RefuseReason | null {
 
 export type GuardMode = 'auto' | 'hwpoison' | 'guard';
 
+export const GUARD_MODES: readonly GuardMode[] = ['auto', 'hwpoison', 'guard'];
+
 /** errno from the native MADV_HWPOISON probe: 0 or EFAULT means it would work. */
 export function hwpoisonUsable(probeErrno: number): boolean {
   const EFAULT = 14;
   const ENOMEM = 12;
   return probeErrno === 0 || probeErrno === EFAULT || probeErrno === ENOMEM;
+}
+
+/** The guard lost subpages get: the mode asked for; 'auto' is real hwpoison where MADV_HWPOISON is usable. */
+export function chooseGuard(mode: GuardMode, hwpoisonIsUsable: boolean): 'hwpoison' | 'guard' {
+  return mode === 'guard' ? 'guard' : mode === 'hwpoison' ? 'hwpoison' : hwpoisonIsUsable ? 'hwpoison' : 'guard';
 }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterEach } from 'vitest';
-import { RasEngine, type EngineOptions } from '../src/index';
+import { RasEngine, type EngineOptions } from '../../src/index';
 
 export const DIR = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
 export const DIR_2M = path.join(DIR, '2M');
@@ -68,7 +68,7 @@ export function smapsAt(addr: bigint): { start: bigint; end: bigint; perms: stri
 /** Runs a script in a child node process (for what may kill the process). */
 export function runChild(script: string, env: Record<string, string> = {}): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['-e', script], {
-    cwd: path.resolve(__dirname, '..'),
+    cwd: path.resolve(__dirname, '..', '..'),
     env: { ...process.env, ...env },
     encoding: 'utf8',
     timeout: 60_000,
