@@ -6,7 +6,7 @@ import { hwpoisonUsable } from './policy';
 let probeErrno: number | undefined;
 
 /** errno of the native probe (0: it works), cached for the process. */
-export function probeHwpoison(): number {
+function probeHwpoison(): number {
   if (probeErrno === undefined) probeErrno = native.hwpoisonProbe();
   return probeErrno;
 }

@@ -1,7 +1,7 @@
 export { RasEngine, type EngineStats } from './engine';
 export type { EngineOptions, InjectMode, InjectOptions } from './options';
 export { Region, type RegionSpec } from './region';
-export { PoisonError, RasError } from './errors';
+export { PoisonError, RasError, type ErrorCode, type ErrnoCode } from './errors';
 export type { PoisonEvent, RecoveredEvent, RefusedEvent, LostEvent, ResetEvent, RasEventMap } from './events';
 export type { LostPage } from './ledger/ledger';
 export type { Consumer, GuardMode, RefuseReason } from './policy';

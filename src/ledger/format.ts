@@ -27,7 +27,7 @@ import {
   type ResetRecord,
 } from './records';
 
-export const JOURNAL_FORMAT_VERSION = 1;
+const JOURNAL_FORMAT_VERSION = 1;
 
 function encodeLine(obj: Record<string, unknown>): string {
   const json = JSON.stringify({ v: JOURNAL_FORMAT_VERSION, ...obj });

@@ -8,7 +8,7 @@ function frameKey(f: { region: string; guestPhysAddr: bigint; size: number }): s
   return `${f.region}\u0000${f.guestPhysAddr.toString(16)}\u0000${f.size}`;
 }
 
-export interface Parsed {
+interface Parsed {
   replay: JournalReplay;
   /** byte offset of the torn tail, or -1 */
   tornAt: number;

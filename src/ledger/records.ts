@@ -46,7 +46,7 @@ export interface JournalReplay {
   records: number;
 }
 
-export const LAYOUT_FIELDS = ['path', 'size', 'offset', 'guestPhysAddr', 'hugePageSize'] as const;
+const LAYOUT_FIELDS = ['path', 'size', 'offset', 'guestPhysAddr', 'hugePageSize'] as const;
 const MAX_U64 = (1n << 64n) - 1n;
 
 export const hex = (v: bigint): string => '0x' + v.toString(16);
@@ -143,7 +143,7 @@ export function sameLayout(a: RegionLayout, b: RegionLayout): boolean {
   return LAYOUT_FIELDS.every((k) => a[k] === b[k]);
 }
 
-export interface LayoutDifference {
+interface LayoutDifference {
   field: (typeof LAYOUT_FIELDS)[number];
   journal: string | number | bigint;
   requested: string | number | bigint;
