@@ -27,6 +27,7 @@ export type ErrorCode =
   | 'ERR_TOO_MANY_REGIONS'
   | 'ERR_TOO_MANY_THREADS'
   | 'ERR_HWPOISON_UNAVAILABLE'
+  | 'ERR_UFFD_UNAVAILABLE'
   // guarded access
   | 'ERR_POISONED'
   | 'ERR_MEMORY_FAULT'

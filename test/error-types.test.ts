@@ -46,3 +46,32 @@ describe('error types', () => {
     }
   });
 });
+
+describe('the ErrorCode union is the list of codes', () => {
+  const root = path.join(__dirname, '..');
+  const filesUnder = (dir: string, ext: RegExp): string[] =>
+    fs.readdirSync(dir, { withFileTypes: true }).flatMap((d) => {
+      const p = path.join(dir, d.name);
+      return d.isDirectory() ? filesUnder(p, ext) : ext.test(d.name) ? [p] : [];
+    });
+  const codesIn = (text: string) => new Set([...text.matchAll(/['"`](ERR_[A-Z0-9_]+)['"`]/g)].map((m) => m[1]));
+  const union = codesIn(/export type ErrorCode =([\s\S]*?);/.exec(fs.readFileSync(path.join(root, 'src/errors.ts'), 'utf8'))![1]);
+  const docs = new Set([...fs.readFileSync(path.join(root, 'docs/API.md'), 'utf8').matchAll(/`(ERR_[A-Z0-9_]+)`/g)].map((m) => m[1]));
+
+  it('every ERR_* code raised in src/ or native/ is in the union and in docs/API.md', () => {
+    const raised = new Set<string>();
+    for (const f of [...filesUnder(path.join(root, 'src'), /\.ts$/), ...filesUnder(path.join(root, 'native'), /\.(cc|h)$/)])
+      for (const c of codesIn(fs.readFileSync(f, 'utf8'))) raised.add(c);
+    // Journal warnings (JournalWarning['code']) are reported in journalReplay, never thrown.
+    const warnings = codesIn(/code: ([^;]*);/.exec(fs.readFileSync(path.join(root, 'src/ledger/records.ts'), 'utf8'))![1]);
+    expect([...warnings].sort()).toEqual(['ERR_JOURNAL_BAD_RECORD', 'ERR_JOURNAL_TORN_TAIL']);
+    for (const w of warnings) raised.delete(w);
+    const missing = [...raised].filter((c) => !union.has(c));
+    expect(missing, 'raised but not in ErrorCode').toEqual([]);
+    expect([...raised].filter((c) => !docs.has(c)), 'raised but not in docs/API.md').toEqual([]);
+  });
+
+  it('every code of the union is documented', () => {
+    expect([...union].filter((c) => !docs.has(c))).toEqual([]);
+  });
+});
