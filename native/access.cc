@@ -24,6 +24,27 @@ bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault) {
   return true;
 }
 
+bool WaitRecovered(Region& r, uintptr_t start, uint64_t len, Fault* fault) {
+  uintptr_t end = start + len;
+  for (uintptr_t a = start; a < end;) {
+    uint32_t page = r.PageIndex(a);
+    std::atomic<uint32_t>& w = r.Word(page);
+    uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(kGuardedWaitMs) * 1000000ull;
+    for (;;) {
+      uint32_t word = w.load(std::memory_order_acquire);
+      uint32_t st = StateOf(word);
+      if (st != kPending && st != kRecovering) break;
+      if (g_paused.load(std::memory_order_acquire) || MonotonicNs() >= deadline) {
+        *fault = {a, g_paused.load() ? kFaultEnginePaused : kFaultWaitTimeout, 0};
+        return false;
+      }
+      FutexWait(&w, word, 20);
+    }
+    a = r.PageAddress(page) + r.huge_size;
+  }
+  return true;
+}
+
 uintptr_t FirstKnownUnusable(Region& r, uintptr_t start, uint64_t len) {
   uintptr_t end = start + len;
   for (uintptr_t a = start; a < end;) {

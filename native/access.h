@@ -17,9 +17,18 @@ inline uint64_t PatternWord(uint64_t seed, uint64_t offset) {
 
 struct Fault {
   uintptr_t addr = 0;
-  int signal = 0;
+  int signal = 0;  // SIGBUS / SIGSEGV, or one of the kFault* below (no signal: a wait ended)
   int code = 0;
 };
+// A guarded access to a huge page under recovery waits for it, at most this long.
+constexpr int kGuardedWaitMs = 10000;
+constexpr int kFaultNoSlot = -1;         // no thread slot was free
+constexpr int kFaultWaitTimeout = -2;    // the huge page was still being recovered after kGuardedWaitMs
+constexpr int kFaultEnginePaused = -3;   // the huge page waits for a paused engine
+
+// Waits (bounded, as a guarded access does) while a huge page of [start, start+len) is pending or
+// being recovered. false: it gave up (*fault says why and where).
+bool WaitRecovered(Region& r, uintptr_t start, uint64_t len, Fault* fault);
 
 // Copy with a poison guard: returns false (and the fault) instead of dying.
 bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault);

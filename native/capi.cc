@@ -77,7 +77,8 @@ int CheckHva(uint64_t hva, int timeout_ms, hugetlb_ras_status* out) {
       out->state = HUGETLB_RAS_HEALTHY;
       return 0;
     }
-    if (f.signal == -1) return -EAGAIN;  // no thread slot free
+    if (f.signal == access::kFaultNoSlot) return -EAGAIN;  // no thread slot free
+    if (f.signal < 0) continue;  // the probe's wait ended (paused, timed out): wait here instead
     if (f.signal != SIGBUS) return -EFAULT;
     // A memory error: the handler has recorded it (pending, or a lost subpage): look again.
   }

@@ -311,7 +311,9 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   Napi::Buffer<char> buf = info[2].As<Napi::Buffer<char>>();
   if (!InRange(env, *r, off, buf.Length())) return env.Undefined();
   access::Fault f;
-  // Refuse before writing anything if the range touches memory known to be gone.
+  // Wait for huge pages being recovered (their healthy part is not lost), then refuse before
+  // writing anything if the range touches memory known to be gone.
+  if (buf.Length() && !access::WaitRecovered(*r, r->start + off, buf.Length(), &f)) return FaultObject(env, f);
   if (uintptr_t bad = buf.Length() ? access::FirstKnownUnusable(*r, r->start + off, buf.Length()) : 0) {
     f = {bad, SIGBUS, BUS_MCEERR_AR};
     return FaultObject(env, f);

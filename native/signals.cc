@@ -9,6 +9,7 @@
 
 #include <atomic>
 
+#include "access.h"
 #include "registry.h"
 
 #ifndef BUS_MCEERR_AR
@@ -113,6 +114,20 @@ bool KernelCanRead(uintptr_t addr) {
   siglongjmp(*s->jump, 1);
 }
 
+// Like WaitHandled for a guarded accessor: false when `ms` passed first or the engine was paused.
+bool WaitHandledFor(Region& r, uint32_t page, int ms) {
+  std::atomic<uint32_t>& w = r.Word(page);
+  uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(ms) * 1000000ull;
+  for (;;) {
+    uint32_t word = w.load(std::memory_order_acquire);
+    uint32_t st = StateOf(word);
+    if (st != kPending && st != kRecovering) return true;
+    if (g_shutdown.load(std::memory_order_acquire) || r.live.load(std::memory_order_acquire) != 1) return true;
+    if (g_paused.load(std::memory_order_acquire) || MonotonicNs() >= deadline) return false;
+    FutexWait(&w, word, 20);
+  }
+}
+
 // Block (like a vCPU after a KVM exit) until the worker has finished with this huge page.
 // Returns false if a vCPU was asked to stop meanwhile.
 bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
@@ -173,6 +188,13 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
     case kSlotReturn:
       return;
     case kSlotJump:
+      // Device emulation reading guest memory must not fail an I/O for data that is not lost:
+      // wait as a vCPU does (bounded; never for a paused engine), then retry the access.
+      if (!lost_now) {
+        if (g_paused.load(std::memory_order_acquire)) Jump(slot, addr, access::kFaultEnginePaused, code);
+        if (!WaitHandledFor(r, page, access::kGuardedWaitMs)) Jump(slot, addr, access::kFaultWaitTimeout, code);
+        return;
+      }
       Jump(slot, addr, SIGBUS, code);
     case kSlotVcpu:
       if (lost_now) Jump(slot, addr, SIGBUS, code);  // the vCPU reports an MCE to its guest

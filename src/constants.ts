@@ -8,3 +8,6 @@ export const SIGBUS = 7;
 /** si_code of a memory-error SIGBUS: action required (an access consumed it) / optional (found asynchronously). */
 export const BUS_MCEERR_AR = 4;
 export const BUS_MCEERR_AO = 5;
+/** NativeFault.signal when a guarded access gave up waiting, without a signal (native/access.h kFault*). */
+export const FAULT_WAIT_TIMEOUT = -2;
+export const FAULT_ENGINE_PAUSED = -3;
