@@ -1,0 +1,48 @@
+// The constants JS shares with the native code, from their one definition here (src/native.ts
+// builds its PageState, NativeEventType, refuse-reason codes, ... from this object).
+#include "binding/binding.h"
+#include "linux_compat.h"
+#include "state/state.h"
+#include "tojs/events.h"
+
+namespace ras::binding {
+
+namespace {
+
+Napi::Object Group(Napi::Env env, std::initializer_list<std::pair<const char*, uint32_t>> members) {
+  Napi::Object o = Napi::Object::New(env);
+  for (const auto& m : members) o.Set(m.first, Napi::Number::New(env, m.second));
+  o.Freeze();
+  return o;
+}
+
+}  // namespace
+
+void RegisterConstants(Napi::Env env, Napi::Object exports) {
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("pageState", Group(env, {{"normal", kNormal},
+                                 {"pending", kPending},
+                                 {"recovering", kRecovering},
+                                 {"split", kSplit},
+                                 {"lost", kLost}}));
+  c.Set("refuseReason", Group(env, {{"eligible", kEligible},
+                                    {"sharedMapping", kSharedMapping},
+                                    {"vhostUser", kVhostUser},
+                                    {"ivshmem", kIvshmem},
+                                    {"vfio", kVfio},
+                                    {"kernelNoReadAround", kKernelNoReadAround},
+                                    {"readBackFailed", kReadBackFailed},
+                                    {"noMemory", kNoMemory}}));
+  c.Set("eventType", Group(env, {{"poison", tojs::kPoison},
+                                 {"recovered", tojs::kRecovered},
+                                 {"refused", tojs::kRefused},
+                                 {"subpageLost", tojs::kSubpageLost}}));
+  c.Set("busMceerrAr", Napi::Number::New(env, BUS_MCEERR_AR));
+  c.Set("busMceerrAo", Napi::Number::New(env, BUS_MCEERR_AO));
+  c.Set("subpageSize", Napi::Number::New(env, static_cast<double>(kSubpage)));
+  c.Set("hugetlbfsMagic", Napi::Number::New(env, static_cast<double>(HUGETLBFS_MAGIC)));
+  c.Freeze();
+  exports.Set("constants", c);
+}
+
+}  // namespace ras::binding

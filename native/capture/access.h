@@ -1,0 +1,25 @@
+// Guarded access: copies to and from guest memory by a thread that must survive poison (the JS
+// thread's read/write, the poison injection). The thread claims a kSlotJump slot; the handler in
+// capture/signals.cc siglongjmps back here on a fault and the copy returns the fault instead.
+#pragma once
+
+#include <cstdint>
+
+#include "state/state.h"
+
+namespace ras::access {
+
+struct Fault {
+  uintptr_t addr = 0;
+  int signal = 0;  // -1: no thread slot was free
+  int code = 0;
+};
+
+// Copy with a poison guard: returns false (and the fault) instead of dying.
+bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault);
+
+// The first address of [start, start+len) known to be unusable (a huge page being handled or lost,
+// or a lost subpage of a split one), or 0. Lets a write refuse before it changes anything.
+uintptr_t FirstKnownUnusable(Region& r, uintptr_t start, uint64_t len);
+
+}  // namespace ras::access
