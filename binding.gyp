@@ -1,5 +1,6 @@
+# Two addons: the engine (hugetlb_ras) and the benchmark's reference points (hugetlb_ras_bench).
+# Shared settings are in common.gypi, which node-gyp includes by itself.
 {
-  "includes": ["common.gypi"],
   "targets": [
     {
       "target_name": "hugetlb_ras",
