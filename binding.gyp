@@ -6,8 +6,10 @@
       "target_name": "hugetlb_ras",
       "sources": [
         "native/addon.cc",
+        "native/capture/chain.cc",
         "native/capture/signals.cc",
         "native/capture/access.cc",
+        "native/capi/capi.cc",
         "native/state/page_state.cc",
         "native/state/region.cc",
         "native/state/reports.cc",
@@ -18,6 +20,7 @@
         "native/split/mapping.cc",
         "native/split/recovery.cc",
         "native/split/reserve.cc",
+        "native/split/uffd.cc",
         "native/tojs/events.cc",
         "native/binding/access.cc",
         "native/binding/args.cc",
@@ -30,6 +33,7 @@
         "native/binding/regions.cc",
         "native/binding/testing.cc",
         "native/simulate/simulate.cc",
+        "native/testing/foreign_thread.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"
       ]

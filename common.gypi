@@ -20,6 +20,7 @@
     'include_dirs': [
       '<!(node -p "require(\'node-addon-api\').include_dir")',
       'native',
+      'include',  # include/hugetlb_ras.h, the C API a VMM includes too
     ],
     # N-API version pinned: the addon uses nothing newer (napi_object_freeze, instance data: 8).
     'defines': ['NAPI_VERSION=8', 'NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS', '_GNU_SOURCE'],

@@ -2,16 +2,20 @@
 //   capture/   SIGBUS/SIGSEGV handlers: a memory error becomes a report (and guarded access)
 //   state/     the shared lock-free state: page states, regions, the report queue, thread slots
 //   lanes/     recovery threads: take a report, apply the policy armed for its region
-//   split/     read a huge page back, swap ordinary pages in its place, the reserve
+//   split/     read a huge page back, guard lost subpages (uffd, hwpoison, guard pages), swap
+//              ordinary pages in its place, the reserve
 //   tojs/      events to JS through a ThreadSafeFunction
 //   binding/   the JS entry points, one file per group; errors; constants
 //   simulate/  simulated poison for machines without CONFIG_MEMORY_FAILURE
-//   testing/   test-only native code: vCPU load threads, the pattern
+//   testing/   test-only native code: vCPU load threads, the pattern, foreign (VMM-like) threads
+//   capi/      the C API of include/hugetlb_ras.h for a VMM's native vCPU loop, and its loss log
 // (bench/ is a separate addon, hugetlb_ras_bench.)
 #include <napi.h>
 
 #include "binding/binding.h"
 #include "binding/errors.h"
+#include "capi/capi.h"
+#include "testing/foreign_thread.h"
 
 namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -25,6 +29,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ras::binding::RegisterRecoveryReset(env, exports);
   ras::binding::RegisterControl(env, exports);
   ras::binding::RegisterTesting(env, exports);
+  ras::capi::Register(env, exports);                  // nativeApi, uffdInfo
+  ras::testing::RegisterForeignThread(env, exports);  // test-only: threads the engine does not know
   return exports;
 }
 }  // namespace

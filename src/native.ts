@@ -39,9 +39,11 @@ export interface NativeEvent {
   /** CLOCK_MONOTONIC when the huge page was usable again. */
   doneNs?: bigint;
   usedReserve?: boolean;
-  hwpoisoned?: boolean;
-  /** errno of a failed MADV_HWPOISON on a lost subpage (it fell back to a guard page). */
-  hwpoisonErrno?: number;
+  /** enum hugetlb_ras_guard: how the lost subpages were kept out. */
+  guard?: number;
+  /** errno of the region's preferred guard when it failed (it fell back to a fault guard). */
+  guardErrno?: number;
+  guardSyscall?: string;
   reason?: number;
   errno?: number;
   syscall?: string;
@@ -52,6 +54,7 @@ export interface NativeEvent {
 export interface NativeRecoverOutcome {
   ok: boolean;
   reason: number;
+  guard: number;
   lostSubpages: number[];
   bytes: number;
   durationNs: bigint;
@@ -77,6 +80,8 @@ export interface NativeVerify {
 export interface NativeCounters {
   captured: number;
   overflow: number;
+  /** Reports for a healthy frame of a split page (late or stale: the thread retried). */
+  stale: number;
   processed: number;
   posted: number;
   delivered: number;
@@ -109,21 +114,33 @@ export interface NativeConstants {
     noMemory: number;
   };
   eventType: { poison: number; recovered: number; refused: number; subpageLost: number };
+  /** enum hugetlb_ras_guard (include/hugetlb_ras.h). */
+  guard: { none: number; uffd: number; hwpoison: number; fault: number };
   busMceerrAr: number;
   busMceerrAo: number;
   subpageSize: number;
   hugetlbfsMagic: number;
 }
 
+export interface NativeUffdInfo {
+  kind: 'user-mode-only' | 'full' | 'none';
+  errno: number;
+  syscall?: string;
+}
+
 interface Addon {
   readonly constants: NativeConstants;
   /** Every error the addon throws is built as `new cls(code, message, extra)`. */
   setErrorClass(cls: new (code: string, message: string, extra: Record<string, unknown>) => Error): void;
+  /** Opens the process's userfaultfd for poison markers (once) and says which kind it got. */
+  uffdInfo(): NativeUffdInfo;
+  /** Address of the C API table (struct hugetlb_ras_api, include/hugetlb_ras.h). */
+  nativeApi(): bigint;
   init(onEvents: (events: NativeEvent[]) => void): void;
   shutdown(): void;
-  mapRegion(path: string, size: number, offset: number): NativeMapped;
+  /** The policy is armed before the region goes live. guard: enum hugetlb_ras_guard. */
+  mapRegion(path: string, size: number, offset: number, refuseReason: number, guard: number, guestPhysAddr: bigint): NativeMapped;
   unmapRegion(id: number): void;
-  setPolicy(id: number, refuseReason: number, hwpoisonGuard: boolean): void;
   read(id: number, offset: number, length: number): Buffer | NativeFault;
   write(id: number, offset: number, bytes: Buffer): NativeFault | undefined;
   fillPattern(id: number, seed: number): NativeFault | undefined;
@@ -181,6 +198,15 @@ export const RefuseCode = {
   NoMemory: c.refuseReason.noMemory,
 } as const;
 export type RefuseCode = number;
+
+/** How lost subpages are kept out: enum hugetlb_ras_guard (mapRegion's guard, events' guard). */
+export const GuardCode = {
+  None: c.guard.none,
+  Uffd: c.guard.uffd,
+  Hwpoison: c.guard.hwpoison,
+  Fault: c.guard.fault,
+} as const;
+export type GuardCode = number;
 
 export const SUBPAGE_SIZE: number = c.subpageSize;
 export const HUGETLBFS_MAGIC: number = c.hugetlbfsMagic;

@@ -1,6 +1,7 @@
 // The constants JS shares with the native code, from their one definition here (src/native.ts
 // builds its PageState, NativeEventType, refuse-reason codes, ... from this object).
 #include "binding/binding.h"
+#include "hugetlb_ras.h"
 #include "linux_compat.h"
 #include "state/state.h"
 #include "tojs/events.h"
@@ -37,6 +38,10 @@ void RegisterConstants(Napi::Env env, Napi::Object exports) {
                                  {"recovered", tojs::kRecovered},
                                  {"refused", tojs::kRefused},
                                  {"subpageLost", tojs::kSubpageLost}}));
+  c.Set("guard", Group(env, {{"none", HUGETLB_RAS_GUARD_NONE},
+                             {"uffd", HUGETLB_RAS_GUARD_UFFD},
+                             {"hwpoison", HUGETLB_RAS_GUARD_HWPOISON},
+                             {"fault", HUGETLB_RAS_GUARD_FAULT}}));
   c.Set("busMceerrAr", Napi::Number::New(env, BUS_MCEERR_AR));
   c.Set("busMceerrAo", Napi::Number::New(env, BUS_MCEERR_AO));
   c.Set("subpageSize", Napi::Number::New(env, static_cast<double>(kSubpage)));

@@ -44,6 +44,7 @@ Napi::Value Counters(const Napi::CallbackInfo& info) {
   auto& c = GlobalCounters();
   o.Set("captured", static_cast<double>(c.captured.load()));
   o.Set("overflow", static_cast<double>(c.overflow.load()));
+  o.Set("stale", static_cast<double>(c.stale.load()));
   o.Set("processed", static_cast<double>(c.processed.load()));
   o.Set("posted", static_cast<double>(c.posted.load()));
   o.Set("delivered", static_cast<double>(c.delivered.load()));

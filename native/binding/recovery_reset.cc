@@ -8,6 +8,8 @@
 #include "binding/args.h"
 #include "binding/binding.h"
 #include "binding/errors.h"
+#include "capi/capi.h"
+#include "linux_compat.h"
 #include "split/fileio.h"
 #include "split/mapping.h"
 #include "split/recovery.h"
@@ -39,8 +41,15 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
   }
   recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known, nullptr);
   EndRecovery(*r, static_cast<uint32_t>(page), out.ok);
+  // Losses from before a restart: a vCPU loop asking next_lost() learns of them too.
+  uintptr_t page_addr = r->PageAddress(static_cast<uint32_t>(page));
+  if (out.ok)
+    for (uint32_t s : out.lost) capi::RecordLost(*r, page_addr + s * kSubpage, kSubpage, BUS_MCEERR_AO);
+  else
+    capi::RecordLost(*r, page_addr, r->huge_size, BUS_MCEERR_AO);
   Napi::Object o = Napi::Object::New(env);
   o.Set("ok", out.ok);
+  o.Set("guard", out.guard);
   o.Set("reason", static_cast<uint32_t>(out.refuse));
   Napi::Array lost = Napi::Array::New(env, out.lost.size());
   for (size_t j = 0; j < out.lost.size(); j++) lost.Set(static_cast<uint32_t>(j), out.lost[j]);
@@ -68,7 +77,9 @@ Napi::Value MarkLost(const Napi::CallbackInfo& info) {
     int e = errno;
     UndoLost(*r, p);
     errors::Sys(env, e, "mprotect").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
+  capi::RecordLost(*r, r->PageAddress(p), r->huge_size, BUS_MCEERR_AO);
   return env.Undefined();
 }
 

@@ -1,4 +1,4 @@
-// Regions: map a region of a hugetlbfs file, unmap it, arm its policy.
+// Regions: map a region of a hugetlbfs file (its policy armed before it goes live), unmap it.
 #include <unistd.h>
 
 #include <string>
@@ -19,10 +19,20 @@ uint32_t g_next_region_id = 1;
 Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t size, offset;
-  if (info.Length() < 3 || !info[0].IsString() || !Uint(env, info[1], "size", &size) ||
-      !Uint(env, info[2], "offset", &offset)) {
+  uint64_t reason, guard;
+  bool lossless = false;
+  if (info.Length() < 6 || !info[0].IsString() || !Uint(env, info[1], "size", &size) ||
+      !Uint(env, info[2], "offset", &offset) || !Uint(env, info[3], "refuseReason", &reason) ||
+      !Uint(env, info[4], "guard", &guard) || !info[5].IsBigInt() || guard < HUGETLB_RAS_GUARD_UFFD ||
+      guard > HUGETLB_RAS_GUARD_FAULT) {
     if (!env.IsExceptionPending())
-      errors::Code(env, "ERR_INVALID_ARG", "mapRegion(path, size, offset)").ThrowAsJavaScriptException();
+      errors::Code(env, "ERR_INVALID_ARG", "mapRegion(path, size, offset, refuseReason, guard, guestPhysAddr)")
+          .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint64_t guest_phys = info[5].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "guestPhysAddr must fit 64 bits").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   if (!EngineOpen()) {
@@ -81,8 +91,10 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   r.lost_words_per_page = static_cast<uint32_t>((fi.huge_size / kSubpage + 63) / 64);
   r.page_words = new std::atomic<uint32_t>[r.pages]();
   r.lost_bits = new std::atomic<uint64_t>[static_cast<size_t>(r.pages) * r.lost_words_per_page]();
-  r.refuse_reason.store(kEligible);
-  r.hwpoison_guard.store(0);
+  // The policy is armed before the region goes live: a report can never find it undecided.
+  r.refuse_reason.store(static_cast<uint32_t>(reason));
+  r.guard.store(static_cast<int>(guard));
+  r.guest_phys = guest_phys;
   r.live.store(1, std::memory_order_release);
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", r.id);
@@ -104,22 +116,11 @@ Napi::Value UnmapRegion(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value SetPolicy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t reason;
-  if (!r || !Uint(env, info[1], "reason", &reason)) return env.Undefined();
-  r->refuse_reason.store(static_cast<uint32_t>(reason));
-  r->hwpoison_guard.store(info[2].ToBoolean().Value() ? 1 : 0);
-  return env.Undefined();
-}
-
 }  // namespace
 
 void RegisterRegions(Napi::Env env, Napi::Object exports) {
   exports.Set("mapRegion", Napi::Function::New(env, MapRegion));
   exports.Set("unmapRegion", Napi::Function::New(env, UnmapRegion));
-  exports.Set("setPolicy", Napi::Function::New(env, SetPolicy));
 }
 
 }  // namespace ras::binding

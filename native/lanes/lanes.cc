@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "capi/capi.h"
 #include "split/mapping.h"
 #include "split/recovery.h"
 #include "state/state.h"
@@ -67,6 +68,11 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
     e.type = e.outcome.ok ? tojs::kRecovered : tojs::kRefused;
     e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
   }
+  // Recorded for the C API before anybody is released: a vCPU that asks next finds it.
+  if (e.type == tojs::kRecovered)
+    for (uint32_t s : e.outcome.lost) capi::RecordLost(r, r.PageAddress(page) + s * kSubpage, kSubpage, rep.code);
+  else
+    capi::RecordLost(r, r.PageAddress(page), r.huge_size, rep.code);
   e.done_ns = MonotonicNs();
   return e;
 }
@@ -121,6 +127,7 @@ bool Process(const Report& rep, std::vector<Event>& out) {
     e.page = page;
     e.report = rep;
     e.lost_addr = rep.addr & ~(kSubpage - 1);
+    capi::RecordLost(r, e.lost_addr, kSubpage, rep.code);
     out.push_back(e);
     return false;
   }
@@ -132,8 +139,10 @@ bool Process(const Report& rep, std::vector<Event>& out) {
       uintptr_t sub = rep.addr & ~(kSubpage - 1);
       r.MarkSubpageLost(sub);  // first: a thread touching it from now on gets an MCE report
       ThreadSlot* self = ClaimSlot(kSlotSelfPoison);
-      mapping::GuardSubpage(sub, r.hwpoison_guard.load() != 0, &f);
+      int used = mapping::GuardSubpage(sub, r.guard.load(), &f);
+      if (used != r.guard.load()) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
       ReleaseSlot(self);
+      capi::RecordLost(r, sub, kSubpage, rep.code);
       Event e;
       e.type = tojs::kSubpageLost;
       e.region_id = r.id;

@@ -5,14 +5,16 @@
 #include <atomic>
 #include <cstdint>
 
+#include "hugetlb_ras.h"
+
 namespace ras {
 
 constexpr int kMaxRegions = 64;
 constexpr uint64_t kSubpage = 4096;
 constexpr int kSubpageShift = 12;
 
-// Why the armed policy refuses a region's poisons. The TypeScript policy decides it (setPolicy)
-// before any error arrives, from the numbers the addon exports as constants.refuseReason; the last
+// Why the armed policy refuses a region's poisons. The TypeScript policy decides it (mapRegion
+// arms it before the region goes live), from the numbers the addon exports as constants.refuseReason; the last
 // two are also what a recovery that failed reports.
 enum RefuseReason : uint32_t {
   kEligible = 0,
@@ -42,7 +44,11 @@ struct Region {
   std::atomic<uint32_t>* page_words = nullptr;  // see state/page_state.h; changed only there
   std::atomic<uint64_t>* lost_bits = nullptr;
   std::atomic<uint32_t> refuse_reason{kEligible};
-  std::atomic<int> hwpoison_guard{0};  // 1: lost subpages are MADV_HWPOISONed, 0: PROT_NONE
+  // How lost subpages are kept inaccessible: enum hugetlb_ras_guard (include/hugetlb_ras.h). A
+  // subpage whose preferred guard failed falls back to a fault guard, and `guard` then says so:
+  // it is the weakest guard in use in this region.
+  std::atomic<int> guard{HUGETLB_RAS_GUARD_FAULT};
+  uint64_t guest_phys = 0;  // guest-physical address of `start` (for the C API's GPA queries)
 
   bool Contains(uintptr_t a) const { return a >= start && a < end; }
   uint32_t PageIndex(uintptr_t a) const { return static_cast<uint32_t>((a - start) >> huge_shift); }

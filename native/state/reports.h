@@ -29,6 +29,7 @@ bool DequeueReport(Report* r);
 struct Counters {
   std::atomic<uint64_t> captured{0};   // reports queued by handlers
   std::atomic<uint64_t> overflow{0};   // reports that found the queue full
+  std::atomic<uint64_t> stale{0};      // reports for a healthy frame of a split page (retried)
   std::atomic<uint64_t> processed{0};  // reports the worker finished
   std::atomic<uint64_t> posted{0};     // events handed to JS
   std::atomic<uint64_t> delivered{0};  // events JS has run

@@ -78,8 +78,9 @@ bool BuildEvent(napi_env env, const Event& e, napi_value* out) {
     o.Big("durationNs", e.outcome.ns);
     o.Big("doneNs", e.done_ns);
     o.Bool("usedReserve", e.outcome.used_reserve);
-    o.Bool("hwpoisoned", e.outcome.hwpoisoned);
-    o.I32("hwpoisonErrno", e.outcome.hwpoison_errno);
+    o.I32("guard", e.outcome.guard);
+    o.I32("guardErrno", e.outcome.guard_errno);
+    if (e.outcome.guard_syscall) o.Str("guardSyscall", e.outcome.guard_syscall);
     o.U32("reason", e.reason);
     o.I32("errno", e.outcome.err);
     if (e.outcome.syscall) o.Str("syscall", e.outcome.syscall);
