@@ -3,11 +3,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { formatJournal, readJournal } from './journal';
-import { benchNative } from './native';
-import { fillPattern, verifyPattern } from './pattern';
 import { RasEngine } from './engine';
-import { startVcpuLoad } from './vcpu';
+import { readJournal } from './ledger/file';
+import { formatJournal } from './ledger/print';
+import { benchNative } from './native';
+import { fillPattern, startVcpuLoad, verifyPattern } from './testing';
 import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
 
 const USAGE = `usage:

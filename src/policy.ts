@@ -1,5 +1,6 @@
-// Eligibility: which regions may be recovered by a private copy, decided before any error arrives
-// so that the native worker can act at once while a vCPU is stalled.
+// The policy, decided before any error arrives so that the native worker can act at once while a vCPU
+// is stalled: which regions may be recovered by a private copy (eligibility, with the kernel version
+// gate), and how lost subpages are kept inaccessible (guard choice). Pure: no native calls.
 import * as os from 'node:os';
 
 export type Consumer = 'vhost-user' | 'ivshmem' | 'vfio';
@@ -15,7 +16,7 @@ export type RefuseReason =
   | 'no-memory';
 
 /** Same numbering as native/registry.h RefuseReason. */
-export const REASON_CODES: readonly (RefuseReason | null)[] = [
+const REASON_CODES: readonly (RefuseReason | null)[] = [
   null,
   'shared-mapping',
   'vhost-user',

@@ -1,11 +1,8 @@
 // A guest RAM region on hugetlbfs, mapped MAP_SHARED by the engine.
+import { BUS_MCEERR_AO, BUS_MCEERR_AR, SIGBUS } from './constants';
 import { checkUint, invalidArg, outOfRange, PoisonError, RasError } from './errors';
 import { isFault, native, type NativeFault } from './native';
 import type { Consumer, RefuseReason } from './policy';
-
-const SIGBUS = 7;
-const BUS_MCEERR_AR = 4;
-const BUS_MCEERR_AO = 5;
 
 export interface RegionSpec {
   /** Unique name within the engine (also the journal's key). */
@@ -22,6 +19,13 @@ export interface RegionSpec {
   share?: boolean;
   /** Devices or processes that map or pin this memory: not eligible for recovery. */
   consumers?: Consumer[];
+}
+
+/** @internal Native threads using a region's memory (a vCPU load): the engine stops them before it unmaps the region. */
+export interface RegionUser {
+  readonly region: Region;
+  /** Joins the threads now (also those waiting for a paused engine); idempotent. */
+  stopNow(): void;
 }
 
 export class Region {

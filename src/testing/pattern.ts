@@ -1,8 +1,8 @@
-// The deterministic test pattern (8-byte words that depend on offset and seed), filled and checked
-// natively at memory speed.
-import { checkUint } from './errors';
-import { isFault, native } from './native';
-import { Region } from './region';
+// Test tool: the deterministic pattern (8-byte words that depend on offset and seed), filled and
+// checked natively at memory speed.
+import { checkUint } from '../errors';
+import { isFault, native } from '../native';
+import { Region } from '../region';
 
 export interface PatternCheck {
   checkedBytes: number;

@@ -1,8 +1,9 @@
-// Native vCPU load threads over a region (see native/vcpu.cc).
-import { checkUint, invalidArg, RasError } from './errors';
-import { native, type NativeVcpuReport } from './native';
-import { Region } from './region';
-import { RasEngine } from './engine'; // engine.ts imports only types from here: no cycle at run time
+// Test tool: native vCPU load threads over a region (see native/vcpu.cc), which stall like a vCPU
+// while the engine recovers a huge page they touch.
+import { RasEngine } from '../engine';
+import { checkUint, invalidArg, RasError } from '../errors';
+import { native, type NativeVcpuReport } from '../native';
+import { Region, type RegionUser } from '../region';
 
 export interface VcpuLoadOptions {
   region: Region;
@@ -42,18 +43,13 @@ export interface VcpuLoad {
   stop(): Promise<VcpuLoadReport>;
 }
 
-/** @internal What the engine needs to stop a load before it unmaps its region. */
-export interface VcpuLoadHandle extends VcpuLoad {
-  readonly region: Region;
-  /** Joins the threads now (also those waiting for a paused engine); idempotent. */
-  stopNow(): void;
-}
+type VcpuLoadHandle = VcpuLoad & RegionUser;
 
 export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): VcpuLoad {
   if (!(engine instanceof RasEngine)) throw invalidArg('engine must be a RasEngine');
   if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
   const region = Region.check(options.region);
-  engine.checkOwns(region);
+  engine.ownRegion(region);
   const threads = checkUint(options.threads, 'threads');
   if (threads < 1 || threads > 64) throw new RasError('ERR_OUT_OF_RANGE', 'threads must be 1..64');
   const seed = checkUint(options.seed, 'seed');
@@ -69,7 +65,7 @@ export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): Vcpu
     stopNow() {
       if (raw) return;
       raw = native.stopVcpuLoad(handle);
-      engine.vcpuLoads.delete(load);
+      engine.removeRegionUser(load);
     },
     async stop() {
       load.stopNow();
@@ -87,6 +83,6 @@ export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): Vcpu
       };
     },
   };
-  engine.vcpuLoads.add(load);
+  engine.addRegionUser(load);
   return load;
 }

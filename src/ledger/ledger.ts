@@ -1,5 +1,12 @@
 // The ledger of lost guest memory: per region, which 4 KiB frames (or whole huge pages) are gone.
-import type { LostCause } from './journal';
+// In memory only; the journal (file.ts) is its durable copy, written first.
+
+/**
+ * recovered: lost while its huge page was split; refused: whole huge page lost; split-poison: a 4 KiB
+ * page lost in memory that was already split; replayed: known lost from the journal after a restart.
+ */
+export type LostCause = 'recovered' | 'refused' | 'split-poison' | 'replayed';
+export const LOST_CAUSES: readonly LostCause[] = ['recovered', 'refused', 'split-poison', 'replayed'];
 
 export interface LostPage {
   region: string;

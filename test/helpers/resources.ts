@@ -1,8 +1,9 @@
+// The machine's huge page resources a test uses: files on the hugetlbfs mounts and engines, both
+// released after each test; pool and smaps readers.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { afterEach } from 'vitest';
-import { RasEngine, type EngineOptions } from '../src/index';
+import { RasEngine, type EngineOptions } from '../../src/index';
 
 export const DIR = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
 export const DIR_2M = path.join(DIR, '2M');
@@ -63,30 +64,4 @@ export function smapsAt(addr: bigint): { start: bigint; end: bigint; perms: stri
     }
   }
   return cur && addr >= cur.start && addr < cur.end ? cur : undefined;
-}
-
-/** Runs a script in a child node process (for what may kill the process). */
-export function runChild(script: string, env: Record<string, string> = {}): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['-e', script], {
-    cwd: path.resolve(__dirname, '..'),
-    env: { ...process.env, ...env },
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Random bytes from a seeded generator, so a failure can be replayed. */
-export function seededBytes(seed: number, n: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b[i] = x & 0xff;
-  }
-  return b;
 }
