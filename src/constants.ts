@@ -1,13 +1,10 @@
-// Kernel constants the TypeScript side needs (the addon has its own copies: keep them in step).
-
-/** statfs(2) f_type of hugetlbfs. */
-export const HUGETLBFS_MAGIC = 0x958458f6;
-/** The base page size: what a split huge page is made of, and the unit of loss. */
-export const SUBPAGE = 4096;
-export const SIGBUS = 7;
-/** si_code of a memory-error SIGBUS: action required (an access consumed it) / optional (found asynchronously). */
-export const BUS_MCEERR_AR = 4;
-export const BUS_MCEERR_AO = 5;
-/** NativeFault.signal when a guarded access gave up waiting, without a signal (native/access.h kFault*). */
-export const FAULT_WAIT_TIMEOUT = -2;
-export const FAULT_ENGINE_PAUSED = -3;
+// The constants TypeScript shares with the native code. They are defined once, in native/ (the
+// addon exports them: native/binding/constants.cc); this module only gives them their TS names.
+export {
+  BUS_MCEERR_AO,
+  BUS_MCEERR_AR,
+  FaultCode,
+  HUGETLBFS_MAGIC,
+  SIGBUS,
+  SUBPAGE_SIZE as SUBPAGE,
+} from './native';

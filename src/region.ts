@@ -1,5 +1,5 @@
 // A guest RAM region on hugetlbfs, mapped MAP_SHARED by the engine.
-import { BUS_MCEERR_AO, BUS_MCEERR_AR, FAULT_ENGINE_PAUSED, FAULT_WAIT_TIMEOUT, SIGBUS } from './constants';
+import { BUS_MCEERR_AO, BUS_MCEERR_AR, FaultCode, SIGBUS } from './constants';
 import { checkUint, invalidArg, outOfRange, PoisonError, RasError } from './errors';
 import { isFault, native, type NativeFault } from './native';
 import type { Consumer, RefuseReason } from './policy';
@@ -108,9 +108,9 @@ export class Region {
   faultError(f: NativeFault): Error {
     const offset = this.offsetOf(f.fault);
     // No signal: a guarded access waited for a huge page under recovery and gave up (native/access.h).
-    if (f.signal === FAULT_WAIT_TIMEOUT)
+    if (f.signal === FaultCode.WaitTimeout)
       return new RasError('ERR_TIMEOUT', `region ${this.name} offset 0x${offset.toString(16)}: its huge page was still being recovered after 10 s`, { region: this.name, offset });
-    if (f.signal === FAULT_ENGINE_PAUSED)
+    if (f.signal === FaultCode.EnginePaused)
       return new RasError('ERR_ENGINE_PAUSED', `region ${this.name} offset 0x${offset.toString(16)}: its huge page waits for the paused engine (resume())`, { region: this.name, offset });
     if (f.signal === SIGBUS && (f.code === BUS_MCEERR_AR || f.code === BUS_MCEERR_AO))
       return new PoisonError(this.name, offset, this.guestPhysAddrOf(offset), f.fault, f.signal, f.code);
