@@ -7,6 +7,7 @@
       "sources": [
         "native/addon.cc",
         "native/capture/chain.cc",
+        "native/capture/stale.cc",
         "native/capture/signals.cc",
         "native/capture/access.cc",
         "native/capi/capi.cc",

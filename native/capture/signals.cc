@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 
 #include "capture/access.h"
 #include "capture/chain.h"
+#include "capture/stale.h"
 #include "linux_compat.h"
 #include "state/state.h"
 
@@ -22,41 +22,6 @@ std::atomic<int> g_refs{0};
 std::atomic<int> g_passthrough{1};  // set while no engine is open: every signal is chained
 std::atomic<SimulatedFaultLsb> g_sim_hook{nullptr};
 bool g_installed = false;  // our handlers are in the chain (changed only on the JS thread)
-
-// A fault in a region that nothing explains may be stale: the access happened while the page was
-// inaccessible, but by the time the handler runs the engine has made it accessible again. Retry
-// such a fault once; the same thread faulting again at the same address with the page state
-// unchanged is a genuine fault. Per-thread entries, claimed by CAS on the tid.
-// One entry per tid hash: a thread id never seen before takes its slot over, so the table never
-// fills (two threads sharing a slot at the same moment cost at most one extra retry).
-constexpr int kRetryEntries = 256;
-struct RetryEntry {
-  std::atomic<int> tid{0};
-  std::atomic<uintptr_t> addr{0};
-  std::atomic<uint32_t> word{0};
-};
-RetryEntry g_retry[kRetryEntries];
-
-bool FirstUnexplainedFault(int tid, uintptr_t addr, uint32_t word) {
-  RetryEntry& e = g_retry[static_cast<unsigned>(tid) % kRetryEntries];
-  if (e.tid.load() == tid && e.addr.load() == addr && e.word.load() == word) {
-    e.addr.store(0);
-    return false;
-  }
-  e.tid.store(tid);
-  e.addr.store(addr);
-  e.word.store(word);
-  return true;
-}
-
-// Ask the kernel whether this 4 KiB can be read, without a signal: process_vm_readv on ourselves
-// fails with EFAULT on a poison marker, a hwpoison entry, a guard marker or PROT_NONE.
-bool KernelCanRead(uintptr_t addr) {
-  char byte;
-  struct iovec local = {&byte, 1};
-  struct iovec remote = {reinterpret_cast<void*>(addr), 1};
-  return syscall(SYS_process_vm_readv, getpid(), &local, 1UL, &remote, 1UL, 0UL) == 1;
-}
 
 [[noreturn]] void Jump(ThreadSlot* s, uintptr_t addr, int sig, int code) {
   s->fault_addr.store(addr, std::memory_order_relaxed);
@@ -111,7 +76,7 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
       if (r.SubpageLost(addr)) {
         flags = kReportAlreadyLost;
         lost_now = true;
-      } else if (KernelCanRead(addr) && FirstUnexplainedFault(tid, addr, word)) {
+      } else if (stale::KernelCanRead(addr) && stale::FirstUnexplainedFault(tid, addr, word)) {
         // Stale, whatever its lsb: KVM reports with lsb 12 and the address the guest touched
         // first, and delivers when the thread leaves KVM_RUN, maybe after the split. The frame
         // is healthy: the thread retries (the same fault twice in a row is believed).
@@ -256,7 +221,7 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
   }
   if (lsb == 0) {
     int tid = Gettid();
-    if (FirstUnexplainedFault(tid, addr, word)) {
+    if (stale::FirstUnexplainedFault(tid, addr, word)) {
       errno = saved_errno;
       return;  // re-execute: a stale fault now succeeds
     }
