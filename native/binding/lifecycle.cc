@@ -15,6 +15,7 @@
 #include "simulate/simulate.h"
 #include "split/mapping.h"
 #include "state/state.h"
+#include "testing/vcpu.h"
 
 namespace ras::binding {
 
@@ -89,6 +90,8 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 void ShutdownAll() {
   if (g_open_engines == 0) return;
   g_open_engines = 0;
+  // vCPU load threads touch the regions and wait in the handlers: they go before the regions do.
+  vcpu::StopAll();
   lanes::Stop();  // no report is processed past here
   for (int i = 0; i < kMaxRegions; i++)
     if (Regions()[i].live.load() == 1) RemoveRegion(Regions()[i]);
