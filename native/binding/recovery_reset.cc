@@ -83,7 +83,8 @@ Napi::Value MarkLost(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// Guest reset: punch the page out of the file and map a fresh huge page in its place.
+// Guest reset: punch the page out of the file and map a fresh huge page in its place; never in a
+// region something else maps too.
 Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Region* r = RegionById(env, info[0]);
@@ -99,6 +100,16 @@ Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   if (st != kSplit && st != kLost) {
     o.Set("restored", false);
     o.Set("skipped", true);
+    return o;
+  }
+  // Someone else maps this memory: punching the file makes the other process (share=on, a
+  // vhost-user backend, an ivshmem peer) read zeros, and vfio keeps the old page pinned for the
+  // device while the CPU would get a new one. The page stays as it is: lost, and said so.
+  uint32_t reason = r->refuse_reason.load();
+  if (reason == kSharedMapping || reason == kVhostUser || reason == kIvshmem || reason == kVfio) {
+    o.Set("restored", false);
+    o.Set("skipped", true);
+    o.Set("reason", reason);
     return o;
   }
   uintptr_t target = r->PageAddress(p);
