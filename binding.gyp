@@ -19,6 +19,7 @@
         "native/lanes/lanes.cc",
         "native/split/fileio.cc",
         "native/split/mapping.cc",
+        "native/split/numa.cc",
         "native/split/recovery.cc",
         "native/split/reserve.cc",
         "native/split/uffd.cc",

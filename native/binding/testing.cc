@@ -4,6 +4,7 @@
 #include "binding/args.h"
 #include "binding/binding.h"
 #include "binding/errors.h"
+#include "split/numa.h"
 #include "state/state.h"
 #include "testing/pattern.h"
 #include "testing/vcpu.h"
@@ -102,6 +103,23 @@ Napi::Value StopVcpu(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Where replacement memory for a huge page would go: { multiNode, node } (node -1: unknown, or a
+// single-node host where placement is a no-op).
+Napi::Value NumaNode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t page;
+  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
+  if (page >= r->pages) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("multiNode", numa::MultiNode());
+  o.Set("node", numa::HugePageNode(*r, static_cast<uint32_t>(page)));
+  return o;
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -109,6 +127,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("verifyPattern", Napi::Function::New(env, VerifyPattern));
   exports.Set("startVcpuLoad", Napi::Function::New(env, StartVcpu));
   exports.Set("stopVcpuLoad", Napi::Function::New(env, StopVcpu));
+  exports.Set("testNumaNode", Napi::Function::New(env, NumaNode));
 }
 
 }  // namespace ras::binding

@@ -140,6 +140,7 @@ bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail) {
     return false;
   }
   madvise(p, size, MADV_HUGEPAGE);
+  madvise(p, size, MADV_DONTFORK);  // guest RAM: never copied into a child the VMM forks
   return true;
 }
 
