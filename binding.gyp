@@ -36,6 +36,7 @@
         "native/binding/testing.cc",
         "native/simulate/simulate.cc",
         "native/testing/foreign_thread.cc",
+        "native/testing/mapcount.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"
       ]

@@ -4,8 +4,10 @@
 #include "binding/args.h"
 #include "binding/binding.h"
 #include "binding/errors.h"
+#include "capture/signals.h"
 #include "split/numa.h"
 #include "state/state.h"
+#include "testing/mapcount.h"
 #include "testing/pattern.h"
 #include "testing/vcpu.h"
 
@@ -120,6 +122,31 @@ Napi::Value NumaNode(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// testRaise(address, code, lsb, count): `count` memory-error signals on this thread, as the kernel
+// would send them (fills the report queue while the engine is paused).
+Napi::Value Raise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool lossless = false;
+  uint64_t code, lsb, count;
+  if (!info[0].IsBigInt() || !Uint(env, info[1], "code", &code) || !Uint(env, info[2], "lsb", &lsb) ||
+      !Uint(env, info[3], "count", &count))
+    return env.Undefined();
+  uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
+  for (uint64_t i = 0; i < count; i++) signals::RaiseMemoryError(addr, static_cast<int>(code), static_cast<int>(lsb));
+  return env.Undefined();
+}
+
+Napi::Value FillMapCount(const Napi::CallbackInfo& info) {
+  uint64_t spare;
+  if (!Uint(info.Env(), info[0], "spare", &spare)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), static_cast<double>(mapcount::Fill(static_cast<uint32_t>(spare))));
+}
+
+Napi::Value ReleaseMapCount(const Napi::CallbackInfo& info) {
+  mapcount::Release();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -128,6 +155,9 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("startVcpuLoad", Napi::Function::New(env, StartVcpu));
   exports.Set("stopVcpuLoad", Napi::Function::New(env, StopVcpu));
   exports.Set("testNumaNode", Napi::Function::New(env, NumaNode));
+  exports.Set("testRaise", Napi::Function::New(env, Raise));
+  exports.Set("testFillMapCount", Napi::Function::New(env, FillMapCount));
+  exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
 }
 
 }  // namespace ras::binding

@@ -95,7 +95,12 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
     break;
   }
   Report rep = {addr, t0, static_cast<uint32_t>(region_slot), r.id, code, lsb, tid, flags, st};
-  EnqueueReport(rep);
+  if (!EnqueueReport(rep) && st == kNormal) {
+    // This handler made the page Pending and its report is dropped: flag the region, so a lane
+    // finds the page by its state instead (region first, then the global flag the lanes test).
+    r.attention.store(1);
+    g_attention.store(1);
+  }
   WakeWorker();
 
   if (code == BUS_MCEERR_AO) return;  // asynchronous: nothing faulted, nobody to stall

@@ -1,6 +1,7 @@
 #include "lanes/lanes.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -155,6 +156,28 @@ bool Process(const Report& rep, std::vector<Event>& out) {
   return false;
 }
 
+// Pending pages whose report found the queue full: their handler flagged the region instead
+// (Region::attention). Run once the queue is drained, so a page is never left Pending with nobody
+// to process it. Each gets a report of its own, as if asynchronous (the faulting address and thread
+// were in the report that was dropped). Returns the reports finished here (see Process).
+uint64_t ScanForDroppedReports(std::vector<Event>& out) {
+  if (!g_attention.exchange(0)) return 0;
+  uint64_t done = 0;
+  for (int i = 0; i < kMaxRegions; i++) {
+    Region& r = Regions()[i];
+    RegionUse use(r, r.id);
+    if (!use.ok() || !r.attention.exchange(0)) continue;
+    for (uint32_t p = 0; p < r.pages; p++) {
+      if (StateOf(r.Word(p).load()) != kPending) continue;
+      Report rep = {r.PageAddress(p), MonotonicNs(), static_cast<uint32_t>(i), r.id, BUS_MCEERR_AO,
+                    static_cast<int32_t>(r.huge_shift), 0, 0, kNormal};
+      GlobalCounters().captured.fetch_add(1);  // as if it had been queued: processed catches up with it
+      if (!Process(rep, out)) done++;
+    }
+  }
+  return done;
+}
+
 void SlowLoop(State* s) {
   // Big pages take long to read back: not real-time, so the vCPUs that do not wait for this page
   // keep running and the fast lane preempts it; nice -10 (where permitted) so it still gets most
@@ -224,6 +247,11 @@ void Loop(State* s) {
         GlobalCounters().processed.fetch_add(done);
         done = 0;
       }
+    }
+    if (!g_paused.load() && !s->stop.load()) {
+      uint64_t found = ScanForDroppedReports(batch);
+      worked |= !batch.empty();
+      done += found;
     }
     tojs::Post(batch);
     GlobalCounters().processed.fetch_add(done);

@@ -202,6 +202,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   for (uint32_t s : rb.lost) r.MarkSubpageLost(target + static_cast<uint64_t>(s) * kSubpage);
   if (!mapping::SwapIn(block, target, rb.lost, in_block, &mf)) {
     if (block.addr) mapping::DropBlock(block);
+    r.ClearPageLost(page);  // the whole page is reported lost: no subpage bits for it
     out.refuse = mf.err == ENOMEM ? kNoMemory : kReadBackFailed;
     out.err = mf.err;
     out.syscall = mf.syscall;

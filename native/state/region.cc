@@ -1,5 +1,7 @@
 #include "state/region.h"
 
+#include <cstddef>
+
 namespace ras {
 
 namespace {
@@ -14,6 +16,11 @@ bool Region::SubpageLost(uintptr_t a) const {
 void Region::MarkSubpageLost(uintptr_t a) {
   uint64_t sub = (a - start) >> kSubpageShift;
   lost_bits[sub / 64].fetch_or(1ull << (sub % 64), std::memory_order_acq_rel);
+}
+
+void Region::ClearPageLost(uint32_t page) {
+  for (uint32_t i = 0; i < lost_words_per_page; i++)
+    lost_bits[static_cast<size_t>(page) * lost_words_per_page + i].store(0, std::memory_order_release);
 }
 
 Region* Regions() { return g_regions; }

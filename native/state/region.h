@@ -49,6 +49,9 @@ struct Region {
   // it is the weakest guard in use in this region.
   std::atomic<int> guard{HUGETLB_RAS_GUARD_FAULT};
   uint64_t guest_phys = 0;  // guest-physical address of `start` (for the C API's GPA queries)
+  // Set by a signal handler that marked a page Pending but found the report queue full: the lanes
+  // look for Pending pages here (see g_attention in state/reports.h).
+  std::atomic<uint32_t> attention{0};
 
   bool Contains(uintptr_t a) const { return a >= start && a < end; }
   uint32_t PageIndex(uintptr_t a) const { return static_cast<uint32_t>((a - start) >> huge_shift); }
@@ -56,6 +59,7 @@ struct Region {
   std::atomic<uint32_t>& Word(uint32_t i) { return page_words[i]; }
   bool SubpageLost(uintptr_t a) const;
   void MarkSubpageLost(uintptr_t a);
+  void ClearPageLost(uint32_t page);  // every lost bit of one huge page
 };
 
 Region* Regions();  // array of kMaxRegions
