@@ -9,6 +9,7 @@
         "native/capture/chain.cc",
         "native/capture/stale.cc",
         "native/capture/signals.cc",
+        "native/capture/wait.cc",
         "native/capture/access.cc",
         "native/capi/capi.cc",
         "native/state/page_state.cc",

@@ -1,5 +1,8 @@
 // Test-only entry points: the pattern (fill, verify) and the native vCPU load threads.
 #include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "binding/args.h"
 #include "binding/binding.h"
@@ -136,6 +139,42 @@ Napi::Value Raise(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+std::mutex g_raisers_mu;
+std::vector<std::thread> g_raisers;
+
+// testRaiseInThread(address, code, lsb): one memory-error signal on a new thread (joined by
+// testJoinRaisers), e.g. into a handler that testHoldDelay keeps busy.
+Napi::Value RaiseInThread(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool lossless = false;
+  uint64_t code, lsb;
+  if (!info[0].IsBigInt() || !Uint(env, info[1], "code", &code) || !Uint(env, info[2], "lsb", &lsb))
+    return env.Undefined();
+  uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
+  std::lock_guard<std::mutex> lock(g_raisers_mu);
+  g_raisers.push_back(SpawnThread([addr, code, lsb] {
+    signals::RaiseMemoryError(addr, static_cast<int>(code), static_cast<int>(lsb));
+  }));
+  return env.Undefined();
+}
+
+Napi::Value JoinRaisers(const Napi::CallbackInfo& info) {
+  std::vector<std::thread> ts;
+  {
+    std::lock_guard<std::mutex> lock(g_raisers_mu);
+    ts.swap(g_raisers);
+  }
+  for (std::thread& t : ts) t.join();
+  return info.Env().Undefined();
+}
+
+Napi::Value HoldDelay(const Napi::CallbackInfo& info) {
+  uint64_t ns;
+  if (!Uint(info.Env(), info[0], "ns", &ns)) return info.Env().Undefined();
+  signals::SetHoldDelayForTests(ns);
+  return info.Env().Undefined();
+}
+
 Napi::Value FillMapCount(const Napi::CallbackInfo& info) {
   uint64_t spare;
   if (!Uint(info.Env(), info[0], "spare", &spare)) return info.Env().Undefined();
@@ -156,6 +195,9 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("stopVcpuLoad", Napi::Function::New(env, StopVcpu));
   exports.Set("testNumaNode", Napi::Function::New(env, NumaNode));
   exports.Set("testRaise", Napi::Function::New(env, Raise));
+  exports.Set("testRaiseInThread", Napi::Function::New(env, RaiseInThread));
+  exports.Set("testJoinRaisers", Napi::Function::New(env, JoinRaisers));
+  exports.Set("testHoldDelay", Napi::Function::New(env, HoldDelay));
   exports.Set("testFillMapCount", Napi::Function::New(env, FillMapCount));
   exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
 }

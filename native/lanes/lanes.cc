@@ -78,26 +78,12 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
   return e;
 }
 
-// Holds a region against removal while a lane works on it.
-class RegionUse {
- public:
-  RegionUse(Region& r, uint32_t id) : r_(r) {
-    r_.busy.fetch_add(1, std::memory_order_acq_rel);
-    ok_ = r_.live.load(std::memory_order_acquire) == 1 && r_.id == id;
-  }
-  ~RegionUse() { r_.busy.fetch_sub(1, std::memory_order_acq_rel); }
-  bool ok() const { return ok_; }
-
- private:
-  Region& r_;
-  bool ok_;
-};
-
 // Returns true when the report was handed to the slow lane (it counts as processed there).
 bool Process(const Report& rep, std::vector<Event>& out) {
-  Region& r = Regions()[rep.region_slot];
-  RegionUse use(r, rep.region_id);
-  if (!use.ok()) return false;  // the region was removed since: nobody left to tell
+  // Held against removal while this lane works on it (never across a Post to JS).
+  RegionRef use = RegionRef::AtSlot(rep.region_slot, rep.region_id);
+  if (!use) return false;  // the region was removed since: nobody left to tell
+  Region& r = *use;
   uint32_t page = r.PageIndex(rep.addr);
   uint32_t st = StateOf(r.Word(page).load());
   Event poison;
@@ -164,9 +150,9 @@ uint64_t ScanForDroppedReports(std::vector<Event>& out) {
   if (!g_attention.exchange(0)) return 0;
   uint64_t done = 0;
   for (int i = 0; i < kMaxRegions; i++) {
-    Region& r = Regions()[i];
-    RegionUse use(r, r.id);
-    if (!use.ok() || !r.attention.exchange(0)) continue;
+    RegionRef use = RegionRef::AtSlot(static_cast<uint32_t>(i));
+    if (!use || !use->attention.exchange(0)) continue;
+    Region& r = *use;
     for (uint32_t p = 0; p < r.pages; p++) {
       if (StateOf(r.Word(p).load()) != kPending) continue;
       Report rep = {r.PageAddress(p), MonotonicNs(), static_cast<uint32_t>(i), r.id, BUS_MCEERR_AO,
@@ -194,10 +180,9 @@ void SlowLoop(State* s) {
       job = s->slow_jobs.front();
       s->slow_jobs.pop_front();
     }
-    Region& r = Regions()[job.rep.region_slot];
     {
-      RegionUse use(r, job.rep.region_id);
-      if (use.ok()) batch.push_back(Recover(r, job.page, job.rep, &s->slow_readers));
+      RegionRef use = RegionRef::AtSlot(job.rep.region_slot, job.rep.region_id);
+      if (use) batch.push_back(Recover(*use, job.page, job.rep, &s->slow_readers));
     }
     tojs::Post(batch);
     GlobalCounters().processed.fetch_add(1);
