@@ -38,6 +38,7 @@
         "native/simulate/simulate.cc",
         "native/testing/foreign_thread.cc",
         "native/testing/mapcount.cc",
+        "native/testing/prev_handler.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"
       ]
