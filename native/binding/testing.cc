@@ -151,10 +151,16 @@ Napi::Value RaiseInThread(const Napi::CallbackInfo& info) {
   if (!info[0].IsBigInt() || !Uint(env, info[1], "code", &code) || !Uint(env, info[2], "lsb", &lsb))
     return env.Undefined();
   uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
-  std::lock_guard<std::mutex> lock(g_raisers_mu);
-  g_raisers.push_back(SpawnThread([addr, code, lsb] {
-    signals::RaiseMemoryError(addr, static_cast<int>(code), static_cast<int>(lsb));
-  }));
+  // Returns once the thread is about to raise it: the test's next step races with the handler only.
+  auto started = std::make_shared<std::atomic<bool>>(false);
+  {
+    std::lock_guard<std::mutex> lock(g_raisers_mu);
+    g_raisers.push_back(SpawnThread([addr, code, lsb, started] {
+      started->store(true);
+      signals::RaiseMemoryError(addr, static_cast<int>(code), static_cast<int>(lsb));
+    }));
+  }
+  while (!started->load()) std::this_thread::yield();
   return env.Undefined();
 }
 
