@@ -17,6 +17,7 @@
         "native/state/reports.cc",
         "native/state/sys.cc",
         "native/state/thread_slots.cc",
+        "native/lanes/dropped.cc",
         "native/lanes/lanes.cc",
         "native/split/fileio.cc",
         "native/split/mapping.cc",

@@ -34,6 +34,28 @@ describe('failure paths', () => {
     expect(engine.lostPages().map((l) => l.offset)).toContain(2 * MiB + 7 * SUB);
   });
 
+  it('a subpage lost in a split page whose report found the queue full is recorded and reported all the same', async () => {
+    const engine = openEngine();
+    const region = engine.mapRegion({ name: 'ram', path: hugeFile('queue-full-split'), size: 4 * MiB });
+    engine.injectPoison(region, 2 * MiB + 5 * SUB, { mode: 'simulate' });
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    expect(native.pageStates(region.id)[1]).toBe(PageState.Split);
+    const lost: number[] = [];
+    engine.on('lost', (e) => lost.push(e.offset));
+    engine.pause();
+    t.testRaise(region.address + 64n, BUS_MCEERR_AO, 21, QUEUE); // page 0's reports fill the queue
+    const overflowBefore = native.counters().overflow;
+    engine.injectPoison(region, 2 * MiB + 9 * SUB, { mode: 'simulate' }); // a new loss in the split page
+    expect(native.counters().overflow).toBeGreaterThan(overflowBefore);
+    engine.resume();
+    await engine.whenIdle({ timeoutMs: 20_000 });
+    const deadline = Date.now() + 5000;
+    while (!lost.includes(2 * MiB + 9 * SUB) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(lost).toContain(2 * MiB + 9 * SUB);
+    expect(engine.lostPages().map((l) => l.offset)).toEqual(expect.arrayContaining([2 * MiB + 5 * SUB, 2 * MiB + 9 * SUB]));
+    expect(lost.filter((o) => o === 2 * MiB + 5 * SUB)).toEqual([]); // the one already reported is not again
+  });
+
   it('a swap that fails half-way (vm.max_map_count) leaves the page lost whole: no readable run, no lost bits', () => {
     // Kernels without guard markers: each lost subpage costs two map entries when the healthy runs
     // are opened after the move. With the process's entries used up, that runs out part-way.

@@ -40,13 +40,14 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known, nullptr);
-  EndRecovery(*r, static_cast<uint32_t>(page), out.ok);
-  // Losses from before a restart: a vCPU loop asking next_lost() learns of them too.
+  // Losses from before a restart: a vCPU loop asking next_lost() learns of them too (recorded
+  // before the page shows Split, as the lanes do).
   uintptr_t page_addr = r->PageAddress(static_cast<uint32_t>(page));
   if (out.ok)
     for (uint32_t s : out.lost) capi::RecordLost(*r, page_addr + s * kSubpage, kSubpage, BUS_MCEERR_AO);
   else
     capi::RecordLost(*r, page_addr, r->huge_size, BUS_MCEERR_AO);
+  EndRecovery(*r, static_cast<uint32_t>(page), out.ok);
   Napi::Object o = Napi::Object::New(env);
   o.Set("ok", out.ok);
   o.Set("guard", out.guard);

@@ -143,6 +143,13 @@ void RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   g_lost.push_back(l);
 }
 
+bool IsRecorded(const Region& r, uintptr_t hva) {
+  std::lock_guard<std::mutex> lock(g_lost_mu);
+  for (const hugetlb_ras_lost& l : g_lost)
+    if (l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
+  return false;
+}
+
 void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("nativeApi", Napi::Function::New(env, NativeApi));
   exports.Set("uffdInfo", Napi::Function::New(env, UffdInfo));

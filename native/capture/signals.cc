@@ -74,9 +74,9 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
     break;
   }
   Report rep = {addr, t0, region_slot, r.id, code, lsb, tid, flags, st};
-  if (!EnqueueReport(rep) && st == kNormal) {
-    // This handler made the page Pending and its report is dropped: flag the region, so a lane
-    // finds the page by its state instead (region first, then the global flag the lanes test).
+  if (!EnqueueReport(rep) && (st == kNormal || (flags & kReportNewSubpageLoss))) {
+    // This handler made the page Pending, or marked a subpage lost, and its report is dropped: flag
+    // the region, so a lane finds it by its state instead (region first, then the global flag).
     r.attention.store(1);
     g_attention.store(1);
   }

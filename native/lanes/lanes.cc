@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "capi/capi.h"
+#include "lanes/dropped.h"
 #include "split/mapping.h"
 #include "split/recovery.h"
 #include "state/state.h"
@@ -60,20 +61,24 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
   e.report = rep;
   uint32_t reason = r.refuse_reason.load();
   if (reason != kEligible) {
-    Refuse(r, page);
     e.type = tojs::kRefused;
     e.reason = reason;
   } else {
     e.outcome = recovery::SplitHugePage(r, page, {}, readers);
-    EndRecovery(r, page, e.outcome.ok);
     e.type = e.outcome.ok ? tojs::kRecovered : tojs::kRefused;
     e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
   }
-  // Recorded for the C API before anybody is released: a vCPU that asks next finds it.
+  // Recorded for the C API before anybody is released (a vCPU that asks next finds it), and before
+  // the page shows Split (the scan for dropped reports takes an unrecorded lost bit of a Split page
+  // for a loss nobody reported).
   if (e.type == tojs::kRecovered)
     for (uint32_t s : e.outcome.lost) capi::RecordLost(r, r.PageAddress(page) + s * kSubpage, kSubpage, rep.code);
   else
     capi::RecordLost(r, r.PageAddress(page), r.huge_size, rep.code);
+  if (reason != kEligible)
+    Refuse(r, page);
+  else
+    EndRecovery(r, page, e.outcome.ok);
   e.done_ns = MonotonicNs();
   return e;
 }
@@ -140,28 +145,6 @@ bool Process(const Report& rep, std::vector<Event>& out) {
     }
   }
   return false;
-}
-
-// Pending pages whose report found the queue full: their handler flagged the region instead
-// (Region::attention). Run once the queue is drained, so a page is never left Pending with nobody
-// to process it. Each gets a report of its own, as if asynchronous (the faulting address and thread
-// were in the report that was dropped). Returns the reports finished here (see Process).
-uint64_t ScanForDroppedReports(std::vector<Event>& out) {
-  if (!g_attention.exchange(0)) return 0;
-  uint64_t done = 0;
-  for (int i = 0; i < kMaxRegions; i++) {
-    RegionRef use = RegionRef::AtSlot(static_cast<uint32_t>(i));
-    if (!use || !use->attention.exchange(0)) continue;
-    Region& r = *use;
-    for (uint32_t p = 0; p < r.pages; p++) {
-      if (StateOf(r.Word(p).load()) != kPending) continue;
-      Report rep = {r.PageAddress(p), MonotonicNs(), static_cast<uint32_t>(i), r.id, BUS_MCEERR_AO,
-                    static_cast<int32_t>(r.huge_shift), 0, 0, kNormal};
-      GlobalCounters().captured.fetch_add(1);  // as if it had been queued: processed catches up with it
-      if (!Process(rep, out)) done++;
-    }
-  }
-  return done;
 }
 
 void SlowLoop(State* s) {
@@ -234,7 +217,7 @@ void Loop(State* s) {
       }
     }
     if (!g_paused.load() && !s->stop.load()) {
-      uint64_t found = ScanForDroppedReports(batch);
+      uint64_t found = ScanForDroppedReports(batch, Process);
       worked |= !batch.empty();
       done += found;
     }
