@@ -17,6 +17,8 @@ import { attach, attached, detach } from './pipeline/engines';
 import { reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
+import { DurableLog, type JournalStats } from './pipeline/durable';
+import { Idle } from './pipeline/idle';
 import type { EngineState } from './pipeline/state';
 
 export interface EngineStats {
@@ -29,6 +31,8 @@ export interface EngineStats {
   userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
   /** stale: reports for a healthy frame of a split page (late KVM reports); the thread retried. */
   reports: { captured: number; processed: number; overflow: number; stale: number };
+  /** With a journal: appends that failed, losses it does not hold yet (retried), retries that succeeded. */
+  journal?: JournalStats & { path: string };
   regions: {
     name: string;
     hugePageSize: number;
@@ -51,6 +55,8 @@ export class RasEngine extends RasEvents {
   private readonly readsAround: boolean;
   private readonly reserveOption: number | 'auto';
   private readonly users = new Set<RegionUser>();
+  private readonly durable: DurableLog;
+  private readonly idle = new Idle();
 
   private constructor(opts: EngineOptions, journal?: { journal: Journal; replay: JournalReplay }) {
     super();
@@ -59,7 +65,17 @@ export class RasEngine extends RasEvents {
     this.guard = chooseGuard(opts.lostPageGuard ?? 'auto', uffdInfo().kind !== 'none', hwpoisonIsUsable());
     this.readsAround = opts.kernelReadsAroundPoison ?? kernelReadsAroundPoison();
     this.reserveOption = opts.reserveBytes ?? 'auto';
-    this.state = { regions: this.regions, ledger: this.ledger, journal: this.journal, replay: this.replay, events: this, guard: this.guard };
+    this.durable = new DurableLog(this.journal, this);
+    this.state = {
+      regions: this.regions,
+      ledger: this.ledger,
+      journal: this.journal,
+      replay: this.replay,
+      events: this,
+      guard: this.guard,
+      durable: this.durable,
+      idle: this.idle,
+    };
   }
 
   /** Opens the engine: installs the signal handlers and starts the recovery thread. */
@@ -175,18 +191,15 @@ export class RasEngine extends RasEvents {
     native.pause(false);
   }
 
-  /** Resolves when every captured report has been handled and its events emitted. */
+  /**
+   * Resolves when every captured report has been handled and its events delivered (resolved from the
+   * delivery of the last event, not by polling). `timeoutMs`: rejects with `ERR_TIMEOUT` after that long.
+   */
   async whenIdle(options: { timeoutMs?: number } = {}): Promise<void> {
     if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
-    const deadline = options.timeoutMs === undefined ? Infinity : performance.now() + checkUint(options.timeoutMs, 'timeoutMs');
-    for (;;) {
-      if (this.closed) return;
-      const c = native.counters();
-      if (c.processed >= c.captured && c.delivered >= c.posted) return;
-      if (performance.now() > deadline)
-        throw new RasError('ERR_TIMEOUT', c.paused ? 'the engine is paused: reports wait for resume()' : 'reports still being handled');
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    const timeoutMs = options.timeoutMs === undefined ? undefined : checkUint(options.timeoutMs, 'timeoutMs');
+    if (this.closed) return;
+    return this.idle.wait(timeoutMs);
   }
 
   lostPages(): LostPage[] {
@@ -212,6 +225,7 @@ export class RasEngine extends RasEvents {
         ...(uffdInfo().kind === 'none' ? { errno: -uffdInfo().errno, syscall: uffdInfo().syscall, advice: UFFD_ADVICE } : {}),
       },
       reports: { captured: c.captured, processed: c.processed, overflow: c.overflow, stale: c.stale },
+      ...(this.journal ? { journal: { path: this.journal.path, ...this.durable.stats() } } : {}),
       regions: [...this.regions.values()].map((r) => {
         const states = native.pageStates(r.id);
         return {
@@ -248,7 +262,9 @@ export class RasEngine extends RasEvents {
     detach(this);
     if (attached().size > 0) applyReserve();
     native.shutdown();
+    this.durable.close();
     this.journal?.close();
+    this.idle.closeAll();
   }
 
   get isClosed(): boolean {
@@ -258,6 +274,11 @@ export class RasEngine extends RasEvents {
   /** @internal Routes one native event; false if the region is not this engine's. */
   handleNativeEvent(e: NativeEvent): boolean {
     return routeEvent(this.state, e);
+  }
+
+  /** @internal A batch of `n` native events has been handled (dispatch): wake whenIdle() if that was the last. */
+  batchDelivered(n: number): void {
+    if (!this.closed) this.idle.check(n);
   }
 
   /** @internal The reserve this engine would like (pipeline/reserve.ts). */

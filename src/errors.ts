@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'ERR_ENGINE_IN_OTHER_THREAD'
   | 'ERR_PAGE_BUSY'
   | 'ERR_TIMEOUT'
+  | 'ERR_LISTENER_FAILED'
   // limits and the machine
   | 'ERR_TOO_MANY_REGIONS'
   | 'ERR_TOO_MANY_THREADS'
@@ -38,6 +39,7 @@ export type ErrorCode =
   | 'ERR_JOURNAL_LAYOUT_MISMATCH'
   | 'ERR_JOURNAL_PERMISSIONS'
   | 'ERR_JOURNAL_VERSION'
+  | 'ERR_JOURNAL_WRITE'
   // a failed syscall (with errno and syscall)
   | ErrnoCode;
 

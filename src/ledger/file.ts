@@ -230,6 +230,10 @@ export class Journal {
     this.append(resetLine(rec));
   }
 
+  get isClosed(): boolean {
+    return this.fd < 0;
+  }
+
   /** Closes the file. Idempotent. */
   close(): void {
     if (this.fd < 0) return;
@@ -239,27 +243,52 @@ export class Journal {
   }
 
   private usable(): void {
-    if (this.fd < 0) throw new RasError('ERR_JOURNAL_CLOSED', `journal ${this.path} is closed`);
-    if (this.failed) {
+    if (this.fd < 0) throw new RasError('ERR_JOURNAL_CLOSED', `journal ${this.path} is closed`, { path: this.path });
+    if (this.failed) this.reopenAfterFailure();
+  }
+
+  /**
+   * After a failed fsync the handle's state is unknown: open the same file again (the same inode, else
+   * ERR_JOURNAL_FAILED) and go on from what really is there; a record the kernel dropped is written
+   * again by the caller's retry (replay ignores a frame recorded twice).
+   */
+  private reopenAfterFailure(): void {
+    const cause = this.failed as Error;
+    let fd = -1;
+    try {
+      fd = fs.openSync(this.path, fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
+      const now = fs.fstatSync(fd);
+      const was = fs.fstatSync(this.fd);
+      if (now.dev !== was.dev || now.ino !== was.ino) throw new Error('the file was replaced');
+    } catch (e) {
+      if (fd >= 0) fs.closeSync(fd);
       throw new RasError(
         'ERR_JOURNAL_FAILED',
-        `journal ${this.path}: an earlier fsync failed (${this.failed.message}); reopen the journal`,
-        { cause: this.failed },
+        `journal ${this.path}: an earlier fsync failed (${cause.message}) and it cannot be reopened (${(e as Error).message})`,
+        { path: this.path, cause },
       );
     }
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.failed = undefined;
   }
 
   private append(text: string): void {
     const buf = Buffer.from(text, 'utf8');
+    // Where this record starts: the file's size now, not a size remembered from an earlier append, so
+    // a failed append cuts only its own bytes.
+    const start = fs.fstatSync(this.fd).size;
     let off = 0;
     try {
       while (off < buf.length) off += fs.writeSync(this.fd, buf, off, buf.length - off);
     } catch (e) {
       // e.g. ENOSPC after a partial write: cut the partial record so the next append starts on a clean line.
-      try {
-        fs.ftruncateSync(this.fd, this.size);
-      } catch {
-        this.failed = e as Error;
+      if (off > 0) {
+        try {
+          fs.ftruncateSync(this.fd, start);
+        } catch {
+          this.failed = e as Error;
+        }
       }
       throw e;
     }
@@ -267,15 +296,15 @@ export class Journal {
       fs.fsyncSync(this.fd);
     } catch (e) {
       // After a failed fsync, Linux may have dropped the dirty pages and cleared the error: the on-disk state
-      // is unknown, so refuse further appends on this handle (a reopen replays what really is there).
+      // is unknown, so this handle is not used again (the next append reopens the file).
       this.failed = e as Error;
       try {
-        fs.ftruncateSync(this.fd, this.size);
+        fs.ftruncateSync(this.fd, start);
       } catch {
         /* keep the original error */
       }
       throw e;
     }
-    this.size += buf.length;
+    this.size = start + buf.length;
   }
 }

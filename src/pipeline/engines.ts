@@ -7,6 +7,8 @@ export interface AttachedEngine {
   handleNativeEvent(e: NativeEvent): boolean;
   /** Bytes of reserve this engine would like (0 once closed). */
   reserveWish(): number;
+  /** A batch of n events has been handled (they count as delivered when the callback returns). */
+  batchDelivered(n: number): void;
 }
 
 const engines = new Set<AttachedEngine>();

@@ -1,16 +1,22 @@
 // Replay: after a restart, the frames the journal says are lost become inaccessible again when their
-// region is mapped, before the guest can use them, and are reported (cause 'replayed').
+// region is mapped, before the guest can use them, and are reported (cause 'replayed'). The memory is
+// protected and the ledger has the losses when mapRegion() returns; the `lost` events come after it
+// returned (setImmediate), so listeners attached after mapRegion() get them.
 import { SUBPAGE } from '../constants';
 import type { LostPage } from '../ledger/ledger';
 import type { LostFrame } from '../ledger/records';
 import { native } from '../native';
 import type { Region } from '../region';
-import { emitLost } from './record';
+import type { LostEvent } from '../events';
 import type { EngineState } from './state';
 
 export function reprotectFromJournal(s: EngineState, region: Region): void {
   const frames = s.replay?.lost.filter((f) => f.region === region.name) ?? [];
   if (frames.length === 0) return;
+  const events: LostEvent[] = [];
+  const emitLost = (_s: EngineState, r: Region, offset: number, cause: 'replayed', size: number): void => {
+    events.push({ region: r.name, guestPhysAddr: r.guestPhysAddrOf(offset), hostAddress: r.address + BigInt(offset), offset, size, cause });
+  };
   const byPage = new Map<number, LostFrame[]>();
   for (const f of frames) {
     const page = Math.floor(f.offset / region.hugePageSize);
@@ -34,6 +40,9 @@ export function reprotectFromJournal(s: EngineState, region: Region): void {
       emitLost(s, region, o, 'replayed', size);
     }
   }
+  s.idle.defer(() => {
+    for (const e of events) s.events.deliver('lost', e);
+  });
 }
 
 function replayedPage(region: Region, offset: number, size: number, page: number, reason?: string): LostPage {
@@ -45,6 +54,7 @@ function replayedPage(region: Region, offset: number, size: number, page: number
     size,
     cause: 'replayed',
     hugePageIndex: page,
+    durable: true,
     ...(reason ? { reason } : {}),
   };
 }

@@ -25,6 +25,7 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
     }
     const offset = page * region.hugePageSize;
     s.ledger.clearRange(region.name, offset, region.hugePageSize);
+    s.durable.dropRange(region.name, offset, region.hugePageSize);
     s.journal?.appendReset({
       region: region.name,
       guestPhysAddr: region.guestPhysAddrOf(offset),
@@ -33,6 +34,6 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
     });
   }
   const event: ResetEvent = { region: region.name, restoredHugePages: restored, stillSplit, ...(reason ? { reason } : {}) };
-  s.events.emit('reset', event);
+  s.events.deliver('reset', event);
   return event;
 }
