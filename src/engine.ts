@@ -7,7 +7,8 @@ import { RasEvents, type ResetEvent } from './events';
 import { hwpoisonIsUsable, hwpoisonUnavailable, UFFD_ADVICE, uffdInfo, uffdUnavailable } from './guards';
 import { Journal } from './ledger/file';
 import { Ledger, type LostPage } from './ledger/ledger';
-import type { JournalReplay } from './ledger/records';
+import { identityChange, type JournalReplay, type RegionIdentity } from './ledger/records';
+import { bootId } from './ledger/lock';
 import { native, PageState, type NativeEvent, type NativeUffdInfo } from './native';
 import { checkEngineOptions, checkInjectOptions, checkRegionSpec, type EngineOptions, type InjectOptions } from './options';
 import { chooseGuard, GUARD_CODES, ineligibleReason, kernelReadsAroundPoison, KVM_FAULT_GUARD_WARNING, reasonCode, type Guard } from './policy';
@@ -142,6 +143,7 @@ export class RasEngine extends RasEvents {
         guestPhysAddr: s.guestPhysAddr,
         hugePageSize: mapped.hugePageSize,
       });
+      if (this.journal) this.checkIdentity(s.name, s.path, mapped);
     } catch (err) {
       native.unmapRegion(mapped.id);
       if (mapped.created) fs.rmSync(s.path, { force: true });
@@ -152,6 +154,26 @@ export class RasEngine extends RasEvents {
     applyReserve();
     reprotectFromJournal(this.state, region);
     return region;
+  }
+
+  /**
+   * The journal's losses of a region apply to this memory only if it is the same memory: the same boot
+   * of the host and the same backing file. Else they are history (journalReplay.history).
+   */
+  private checkIdentity(name: string, file: string, mapped: { dev: number; ino: number }): void {
+    let birthMs = 0;
+    try {
+      birthMs = Math.floor(fs.statSync(file).birthtimeMs);
+    } catch {
+      /* no birth time: dev and ino only */
+    }
+    const now: RegionIdentity = { boot: bootId(), dev: mapped.dev, ino: mapped.ino, birthMs };
+    const before = this.journal!.noteIdentity(name, now);
+    const why = before && identityChange(before, now);
+    if (!why || !this.replay) return;
+    const kept = this.replay.lost.filter((f) => f.region !== name);
+    for (const f of this.replay.lost) if (f.region === name) this.replay.history.push({ ...f, why });
+    this.replay.lost.splice(0, this.replay.lost.length, ...kept);
   }
 
   /** Unmaps a region (its lost pages are forgotten by the ledger, not by the journal). */

@@ -1,5 +1,5 @@
-// One error type for the whole package: every error it throws is a RasError (or, for a file system
-// call of the journal, Node's own fs error) with a `code`; a failed syscall also has `errno`
+// One error type for the whole package: every error it throws is a RasError with a `code` (the
+// journal's file system errors too: ERR_JOURNAL_OPEN with the path and the fs error's errno); a failed syscall also has `errno`
 // (negative, as Node's) and `syscall`. The native addon builds its errors as this class too.
 import type * as os from 'node:os';
 
@@ -37,6 +37,8 @@ export type ErrorCode =
   | 'ERR_JOURNAL_FAILED'
   | 'ERR_JOURNAL_FORMAT'
   | 'ERR_JOURNAL_LAYOUT_MISMATCH'
+  | 'ERR_JOURNAL_LOCKED'
+  | 'ERR_JOURNAL_OPEN'
   | 'ERR_JOURNAL_PERMISSIONS'
   | 'ERR_JOURNAL_VERSION'
   | 'ERR_JOURNAL_WRITE'
