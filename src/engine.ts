@@ -2,6 +2,7 @@
 // events; the native worker thread does the recovery the policy armed, and the pipeline (src/pipeline/)
 // dispatches its events, records losses, replays the journal, sizes the reserve and resets.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { checkUint, invalidArg, outOfRange, RasError } from './errors';
 import { RasEvents, type ResetEvent } from './events';
 import { hwpoisonIsUsable, hwpoisonUnavailable, UFFD_ADVICE, uffdInfo, uffdUnavailable } from './guards';
@@ -115,10 +116,16 @@ export class RasEngine extends RasEvents {
 
   mapRegion(spec: RegionSpec): Region {
     this.checkOpen();
-    const s = checkRegionSpec(spec, [...this.regions.values()]);
+    const elsewhere = [...attached()].filter((e) => e !== this).flatMap((e) => [...e.mappedRegions()]);
+    const s = checkRegionSpec(spec, [...this.regions.values()], elsewhere);
     // Decided before the mapping exists: the region goes live with its policy armed.
     const reason = ineligibleReason({ share: s.share, consumers: s.consumers, kernelReadsAround: this.readsAround });
-    const mapped = native.mapRegion(s.path, s.size, s.offset, reasonCode(reason), GUARD_CODES[this.guard], s.guestPhysAddr);
+    let mapped: ReturnType<typeof native.mapRegion>;
+    try {
+      mapped = native.mapRegion(s.path, s.size, s.offset, reasonCode(reason), GUARD_CODES[this.guard], s.guestPhysAddr);
+    } catch (err) {
+      throw hugePagePoolError(err, s.name, s.path, s.size);
+    }
     const region = new Region(
       mapped.id,
       s.name,
@@ -298,6 +305,11 @@ export class RasEngine extends RasEvents {
     return routeEvent(this.state, e);
   }
 
+  /** @internal */
+  mappedRegions(): Iterable<Region> {
+    return this.regions.values();
+  }
+
   /** @internal A batch of `n` native events has been handled (dispatch): wake whenIdle() if that was the last. */
   batchDelivered(n: number): void {
     if (!this.closed) this.idle.check(n);
@@ -331,4 +343,43 @@ export class RasEngine extends RasEvents {
       throw invalidArg('region must be a region mapped by this engine');
     }
   }
+}
+
+/** ENOMEM from mapping hugetlbfs is the huge page pool: say so, with the numbers and the way out. */
+function hugePagePoolError(err: unknown, name: string, file: string, size: number): unknown {
+  if (!(err instanceof RasError) || err.code !== 'ENOMEM') return err;
+  let huge: number;
+  try {
+    huge = fs.statfsSync(path.dirname(path.resolve(file))).bsize;
+  } catch {
+    return err;
+  }
+  const kb = `${huge / 1024}kB`;
+  const sys = `/sys/kernel/mm/hugepages/hugepages-${kb}`;
+  const read = (f: string): number | undefined => {
+    try {
+      return Number(fs.readFileSync(`${sys}/${f}`, 'utf8'));
+    } catch {
+      return undefined;
+    }
+  };
+  const free = read('free_hugepages');
+  const total = read('nr_hugepages');
+  const needed = size / huge;
+  const human = huge >= 2 ** 30 ? `${huge / 2 ** 30} GiB` : `${huge / 2 ** 20} MiB`;
+  const env = huge >= 2 ** 30 ? 'HUGETLB_RAS_PAGES_1G' : 'HUGETLB_RAS_PAGES_2M';
+  return new RasError(
+    'ENOMEM',
+    `region ${name}: not enough huge pages of ${human} to map ${file}: it needs ${needed}, the pool has ` +
+      `HugePages_Free ${free ?? '?'} of nr_hugepages ${total ?? '?'} (${sys}). Raise the pool as root: ` +
+      `${env}=${(total ?? 0) + needed} bash scripts/setup-hugetlbfs.sh (or echo N > ${sys}/nr_hugepages), or map less`,
+    {
+      errno: (err as { errno?: number }).errno,
+      syscall: (err as { syscall?: string }).syscall,
+      hugePageSize: huge,
+      hugePagesNeeded: needed,
+      hugePagesFree: free,
+      cause: err,
+    },
+  );
 }
