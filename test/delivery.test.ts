@@ -193,21 +193,61 @@ describe('whenIdle()', () => {
     expect(engine.lostPages()).toHaveLength(1);
   });
 
-  it('resolves when the last event has been delivered, not a timer tick later', async () => {
+  it('resolves when the last event has been delivered, without polling timers', async () => {
     const engine = openEngine();
     const region = engine.mapRegion({ name: 'ram', path: hugeFile('idle2'), size: 2 * MiB });
     const order: string[] = [];
     engine.on('recovered', () => order.push('recovered'));
+    engine.pause();
     engine.injectPoison(region, 0, { mode: 'simulate' });
+    setTimeout(() => engine.resume(), 60);
     const timeouts = vi.spyOn(globalThis, 'setTimeout');
+    const intervals = vi.spyOn(globalThis, 'setInterval');
     try {
       await engine.whenIdle({ timeoutMs: 10_000 });
       order.push('idle');
-      // The deadline's timer only: no polling timers.
-      expect(timeouts.mock.calls.length).toBeLessThanOrEqual(1);
+      // The deadline's timer and one slow fallback check: no polling every millisecond.
+      expect(timeouts.mock.calls.length + intervals.mock.calls.length).toBeLessThanOrEqual(2);
     } finally {
       timeouts.mockRestore();
+      intervals.mockRestore();
     }
     expect(order).toEqual(['recovered', 'idle']);
+  });
+});
+
+describe.skipIf(!root)('a journal made immutable while the engine runs (root: chattr +i on the temp directory\'s file system)', () => {
+  it('every loss is reported and in the ledger; ERR_JOURNAL_WRITE says EPERM; written once it is writable again', async (ctx) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ras-immutable-'));
+    const journal = path.join(dir, 'j');
+    const engine = openEngine({ journalPath: journal });
+    const region = engine.mapRegion({ name: 'ram', path: hugeFile('immutable'), size: 4 * MiB });
+    try {
+      execFileSync('chattr', ['+i', journal], { stdio: 'ignore' });
+    } catch {
+      fs.rmSync(dir, { recursive: true, force: true });
+      return ctx.skip();
+    }
+    onTestFinished(() => {
+      execFileSync('chattr', ['-i', journal]);
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+    const errors: (Error & { code?: string; fsCode?: string; cause?: NodeJS.ErrnoException })[] = [];
+    engine.on('error', (e) => errors.push(e));
+    const recovered: RecoveredEvent[] = [];
+    engine.on('recovered', (e) => recovered.push(e));
+    engine.pause();
+    engine.injectPoison(region, 3 * SUB, { mode: 'simulate' });
+    engine.injectPoison(region, 2 * MiB + 4 * SUB, { mode: 'simulate' });
+    engine.resume();
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    expect(recovered).toHaveLength(2);
+    expect(engine.lostPages().map((p) => p.durable)).toEqual([false, false]);
+    expect(errors.length).toBeGreaterThan(0);
+    expect(errors[0]).toMatchObject({ code: 'ERR_JOURNAL_WRITE', path: journal });
+    expect(errors[0].cause?.code).toBe('EPERM');
+    execFileSync('chattr', ['-i', journal]);
+    await until(() => engine.stats().journal!.notDurable === 0, 5_000);
+    expect(readJournal(journal).lost.map((f) => f.offset)).toEqual([3 * SUB, 2 * MiB + 4 * SUB]);
   });
 });
