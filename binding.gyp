@@ -35,6 +35,7 @@
         "native/binding/testing.cc",
         "native/simulate/simulate.cc",
         "native/testing/foreign_thread.cc",
+        "native/testing/prev_handler.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"
       ]
