@@ -18,6 +18,9 @@ describe('the package (npm pack --dry-run)', () => {
     expect(files).toContain('dist/src/index.js');
     expect(files).toContain('dist/src/cli.js');
     expect(files).toContain('scripts/setup-hugetlbfs.sh');
+    // The install script builds the addon with it.
+    expect(require('../package.json').scripts.install).toContain('scripts/build-native.js');
+    expect(files).toContain('scripts/build-native.js');
     expect(files).toContain('binding.gyp');
     expect(files).toContain('common.gypi');
   });
