@@ -69,8 +69,11 @@ export class DurableLog {
     this.stopTimer();
   }
 
-  /** Writes every waiting frame in one append. `fresh`: the frames of this call (for the report). */
-  private flush(fresh: Waiting[]): boolean {
+  /**
+   * Writes every waiting frame in one append. `fresh`: the frames of this call, reported if the write
+   * fails; a retry by the timer (no fresh frames) that fails again is counted, not reported again.
+   */
+  private flush(fresh: Waiting[], report = true): boolean {
     const journal = this.journal;
     if (!journal || this.waiting.length === 0) return true;
     const batch = [...this.waiting];
@@ -79,23 +82,7 @@ export class DurableLog {
       journal.appendLost(batch.map((w) => w.frame));
     } catch (err) {
       this.failedWrites++;
-      const frames = (fresh.length > 0 ? fresh : batch).map((w) => w.frame);
-      const list = frames.map((f) => `${f.region}+0x${f.offset.toString(16)} (guest physical 0x${f.guestPhysAddr.toString(16)}, ${f.size} bytes)`);
-      const why = err instanceof Error ? err.message : String(err);
-      this.events.reportError(
-        new RasError(
-          'ERR_JOURNAL_WRITE',
-          `journal ${journal.path}: could not record ${frames.length} lost frame(s) ${list.join(', ')}: ${why}; ` +
-            `they are in lostPages() with durable: false and were reported; the write is retried`,
-          {
-            path: journal.path,
-            frames: frames.map((f) => ({ region: f.region, offset: f.offset, guestPhysAddr: f.guestPhysAddr, size: f.size })),
-            waiting: batch.length,
-            cause: err,
-            ...(err && typeof err === 'object' && 'errno' in err ? { errno: (err as NodeJS.ErrnoException).errno, syscall: (err as NodeJS.ErrnoException).syscall } : {}),
-          },
-        ),
-      );
+      if (report) this.report(journal.path, (fresh.length > 0 ? fresh : batch).map((w) => w.frame), batch.length, err);
       this.startTimer();
       return false;
     }
@@ -106,24 +93,31 @@ export class DurableLog {
     return true;
   }
 
+  private report(path: string, frames: LostFrame[], waiting: number, err: unknown): void {
+    const list = frames.map((f) => `${f.region}+0x${f.offset.toString(16)} (guest physical 0x${f.guestPhysAddr.toString(16)}, ${f.size} bytes)`);
+    const e = err as NodeJS.ErrnoException;
+    const why = err instanceof Error ? err.message : String(err);
+    this.events.reportError(
+      new RasError(
+        'ERR_JOURNAL_WRITE',
+        `journal ${path}: could not record ${frames.length} lost frame(s) ${list.join(', ')}: ${why}; ` +
+          `they are in lostPages() with durable: false and were reported; the write is retried`,
+        {
+          path,
+          frames: frames.map((f) => ({ region: f.region, offset: f.offset, guestPhysAddr: f.guestPhysAddr, size: f.size })),
+          waiting,
+          cause: err,
+          ...(e && typeof e === 'object' && 'errno' in e ? { errno: e.errno, syscall: e.syscall } : {}),
+        },
+      ),
+    );
+  }
+
   private startTimer(): void {
     if (this.timer) return;
     this.timer = setInterval(() => {
-      if (this.journal?.isClosed) return this.stopTimer();
-      // A retry that fails again is counted but not reported again for the same frames.
-      const before = this.failedWrites;
-      const journal = this.journal;
-      if (!journal) return;
-      try {
-        journal.appendLost(this.waiting.map((w) => w.frame));
-      } catch {
-        this.failedWrites = before + 1;
-        return;
-      }
-      this.retriedWrites++;
-      for (const w of this.waiting) w.page.durable = true;
-      this.waiting.length = 0;
-      this.stopTimer();
+      if (!this.journal || this.journal.isClosed) return this.stopTimer();
+      this.flush([], false);
     }, RETRY_MS);
     this.timer.unref();
   }

@@ -14,8 +14,9 @@ export function reprotectFromJournal(s: EngineState, region: Region): void {
   const frames = s.replay?.lost.filter((f) => f.region === region.name) ?? [];
   if (frames.length === 0) return;
   const events: LostEvent[] = [];
-  const emitLost = (_s: EngineState, r: Region, offset: number, cause: 'replayed', size: number): void => {
-    events.push({ region: r.name, guestPhysAddr: r.guestPhysAddrOf(offset), hostAddress: r.address + BigInt(offset), offset, size, cause });
+  // Collected now, delivered after mapRegion() returned.
+  const report = (offset: number, size: number): void => {
+    events.push({ region: region.name, guestPhysAddr: region.guestPhysAddrOf(offset), hostAddress: region.address + BigInt(offset), offset, size, cause: 'replayed' });
   };
   const byPage = new Map<number, LostFrame[]>();
   for (const f of frames) {
@@ -28,7 +29,7 @@ export function reprotectFromJournal(s: EngineState, region: Region): void {
     if (whole || !region.eligible) {
       native.markLost(region.id, page);
       for (const f of list) s.ledger.add(replayedPage(region, f.offset, f.size, page, f.reason));
-      emitLost(s, region, hugeOffset, 'replayed', region.hugePageSize);
+      report(hugeOffset, region.hugePageSize);
       continue;
     }
     const subpages = list.map((f) => (f.offset - hugeOffset) / SUBPAGE);
@@ -37,7 +38,7 @@ export function reprotectFromJournal(s: EngineState, region: Region): void {
     for (const o of lost) {
       const size = out.ok ? SUBPAGE : region.hugePageSize;
       s.ledger.add(replayedPage(region, o, size, page));
-      emitLost(s, region, o, 'replayed', size);
+      report(o, size);
     }
   }
   s.idle.defer(() => {
