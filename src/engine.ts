@@ -86,9 +86,14 @@ export class RasEngine extends RasEvents {
     if (guard === 'hwpoison' && !hwpoisonIsUsable()) throw hwpoisonUnavailable("use lostPageGuard 'guard' or 'auto'");
     if (guard === 'uffd' && uffdInfo().kind === 'none') throw uffdUnavailable();
     const journal = options.journalPath !== undefined ? Journal.open(options.journalPath) : undefined;
-    // Before init: the reader threads start with the recovery lanes.
-    if (options.readThreads !== undefined && attached().size === 0) native.setReadThreads(options.readThreads);
-    native.init(dispatch);
+    try {
+      // Before init: the reader threads start with the recovery lanes.
+      if (options.readThreads !== undefined && attached().size === 0) native.setReadThreads(options.readThreads);
+      native.init(dispatch);
+    } catch (err) {
+      journal?.journal.close(); // and its lock: a failed open must not hold the journal
+      throw err;
+    }
     const engine = new RasEngine(options, journal);
     attach(engine);
     applyReserve();

@@ -59,6 +59,23 @@ describe('one engine per journal', () => {
     Journal.open(journal).journal.close();
   });
 
+  it('an engine that fails to open (another JS thread has one) does not keep the journal locked (child)', () => {
+    const r = runChild(`
+      const { RasEngine } = ${PKG};
+      const { Worker } = require('worker_threads');
+      const e = RasEngine.open();
+      const w = new Worker("try { require(process.cwd() + '/dist/src/index.js').RasEngine.open({ journalPath: process.env.J }); console.log('opened') } catch (err) { console.log(err.code) }", { eval: true });
+      w.on('exit', () => {
+        e.close();
+        console.log(require('fs').existsSync(process.env.J + '.lock') ? 'still locked' : 'unlocked');
+        RasEngine.open({ journalPath: process.env.J }).close();
+        console.log('reopened');
+      });
+    `, { J: journal });
+    expect(r.stdout.trim().split('\n')).toEqual(['ERR_ENGINE_IN_OTHER_THREAD', 'unlocked', 'reopened']);
+    expect(r.status).toBe(0);
+  });
+
   it('a lock from another boot, or from a pid that is now another process, is stale', () => {
     fs.writeFileSync(`${journal}.lock`, JSON.stringify({ pid: process.pid, start: '1', boot: 'an-earlier-boot' }) + '\n');
     Journal.open(journal).journal.close();
