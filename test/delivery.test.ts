@@ -127,6 +127,22 @@ describe.skipIf(!root)('a journal on a full disk (tmpfs of 64 KiB; needs root to
     fs.rmSync(journal);
   });
 
+  it('mapRegion when the journal cannot take the region record: ERR_JOURNAL_WRITE with the path, nothing stays mapped', () => {
+    const dir = tinyFs();
+    const journal = path.join(dir, 'map.journal');
+    const engine = openEngine({ journalPath: journal });
+    engine.mapRegion({ name: 'first', path: hugeFile('map-first'), size: 2 * MiB });
+    const filler = fill(dir, journal);
+    onTestFinished(() => fs.rmSync(filler, { force: true }));
+    onTestFinished(() => fs.rmSync(journal, { force: true }));
+    const p = hugeFile('map-full');
+    expect(() => engine.mapRegion({ name: 'second', path: p, size: 2 * MiB, guestPhysAddr: 1n << 32n })).toThrow(
+      expect.objectContaining({ code: 'ERR_JOURNAL_WRITE', path: journal, fsCode: 'ENOSPC' }),
+    );
+    expect(fs.existsSync(p)).toBe(false);
+    expect(fs.readFileSync('/proc/self/maps', 'utf8')).not.toContain(p);
+  });
+
   it('a failed append cuts only its own bytes, not records written since the last append', async () => {
     const dir = tinyFs();
     const journal = path.join(dir, 'cut.journal');
@@ -246,8 +262,36 @@ describe.skipIf(!root)('a journal made immutable while the engine runs (root: ch
     expect(errors.length).toBeGreaterThan(0);
     expect(errors[0]).toMatchObject({ code: 'ERR_JOURNAL_WRITE', path: journal });
     expect(errors[0].cause?.code).toBe('EPERM');
+    expect(errors[0]).toMatchObject({ fsCode: 'EPERM' });
     execFileSync('chattr', ['-i', journal]);
     await until(() => engine.stats().journal!.notDurable === 0, 5_000);
     expect(readJournal(journal).lost.map((f) => f.offset)).toEqual([3 * SUB, 2 * MiB + 4 * SUB]);
+  });
+  it('a reset goes on when its journal record cannot be written, and says so', async (ctx) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ras-immutable-reset-'));
+    const journal = path.join(dir, 'j');
+    const engine = openEngine({ journalPath: journal });
+    const region = engine.mapRegion({ name: 'ram', path: hugeFile('immutable-reset'), size: 4 * MiB });
+    engine.injectPoison(region, 3 * SUB, { mode: 'simulate' });
+    engine.injectPoison(region, 2 * MiB + 3 * SUB, { mode: 'simulate' });
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    try {
+      execFileSync('chattr', ['+i', journal], { stdio: 'ignore' });
+    } catch {
+      fs.rmSync(dir, { recursive: true, force: true });
+      return ctx.skip();
+    }
+    onTestFinished(() => {
+      execFileSync('chattr', ['-i', journal]);
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+    const errors: (Error & { code?: string; hugePageIndex?: number })[] = [];
+    engine.on('error', (e) => errors.push(e));
+    expect(await engine.resetRegion(region)).toMatchObject({ restoredHugePages: 2, stillSplit: 0 });
+    expect(errors.map((e) => [e.code, e.hugePageIndex])).toEqual([
+      ['ERR_JOURNAL_WRITE', 0],
+      ['ERR_JOURNAL_WRITE', 1],
+    ]);
+    expect(engine.lostPages()).toEqual([]);
   });
 });

@@ -368,7 +368,25 @@ export class Journal {
     this.failed = undefined;
   }
 
+  /** One write and one fsync; a failure is ERR_JOURNAL_WRITE with the path and the fs error (`cause`, `fsCode`). */
   private append(text: string): void {
+    try {
+      this.appendRaw(text);
+    } catch (e) {
+      if (e instanceof RasError) throw e;
+      const err = e as NodeJS.ErrnoException;
+      const why = (err.code && WHAT[err.code]) ?? err.message;
+      throw new RasError('ERR_JOURNAL_WRITE', `journal ${this.path}: cannot write it: ${why} (${err.code ?? 'error'}${err.syscall ? `, ${err.syscall}` : ''})`, {
+        path: this.path,
+        errno: err.errno,
+        syscall: err.syscall,
+        fsCode: err.code,
+        cause: e,
+      });
+    }
+  }
+
+  private appendRaw(text: string): void {
     const buf = Buffer.from(text, 'utf8');
     // Where this record starts: the file's size now, not a size remembered from an earlier append, so
     // a failed append cuts only its own bytes.

@@ -95,8 +95,9 @@ export class DurableLog {
 
   private report(path: string, frames: LostFrame[], waiting: number, err: unknown): void {
     const list = frames.map((f) => `${f.region}+0x${f.offset.toString(16)} (guest physical 0x${f.guestPhysAddr.toString(16)}, ${f.size} bytes)`);
-    const e = err as NodeJS.ErrnoException;
-    const why = err instanceof Error ? err.message : String(err);
+    // The journal's own ERR_JOURNAL_WRITE carries the fs error as its cause.
+    const fsErr = (err instanceof RasError && (err as { cause?: unknown }).cause ? (err as { cause?: unknown }).cause : err) as NodeJS.ErrnoException;
+    const why = fsErr instanceof Error ? fsErr.message : String(fsErr);
     this.events.reportError(
       new RasError(
         'ERR_JOURNAL_WRITE',
@@ -106,8 +107,8 @@ export class DurableLog {
           path,
           frames: frames.map((f) => ({ region: f.region, offset: f.offset, guestPhysAddr: f.guestPhysAddr, size: f.size })),
           waiting,
-          cause: err,
-          ...(e && typeof e === 'object' && 'errno' in e ? { errno: e.errno, syscall: e.syscall } : {}),
+          cause: fsErr,
+          ...(fsErr && typeof fsErr === 'object' && 'errno' in fsErr ? { fsCode: fsErr.code, errno: fsErr.errno, syscall: fsErr.syscall } : {}),
         },
       ),
     );
