@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/access.cc",
+        "native/capi.cc",
         "native/baseline.cc",
         "native/engine.cc",
         "native/errors.cc",
@@ -14,10 +15,12 @@
         "native/registry.cc",
         "native/signals.cc",
         "native/simulate.cc",
+        "native/uffd.cc",
+        "native/testing/foreign_thread.cc",
         "native/vcpu.cc",
         "native/worker.cc"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags": ["-Wall", "-Wextra", "-fvisibility=hidden", "-O2"],
       "cflags_cc": ["-Wall", "-Wextra", "-fvisibility=hidden", "-std=c++17", "-O2", "-fno-exceptions"],

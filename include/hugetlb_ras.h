@@ -79,12 +79,14 @@ struct hugetlb_ras_status {
   int32_t reserved;
 };
 
-/* One lost frame from next_lost(). */
+/* One loss from next_lost(): a 4 KiB frame, or a whole huge page the engine could not recover
+ * (refused: shared memory, an old kernel; size is then the huge page size). */
 struct hugetlb_ras_lost {
-  uint64_t gpa;            /* 4 KiB aligned */
+  uint64_t gpa;            /* 4 KiB (or huge page) aligned */
   uint64_t hva;
+  uint64_t size;           /* 4096, or the huge page size */
   uint32_t region_id;
-  int32_t code;            /* BUS_MCEERR_AR / BUS_MCEERR_AO */
+  int32_t code;            /* BUS_MCEERR_AR / BUS_MCEERR_AO: how the engine learnt of it */
 };
 
 struct hugetlb_ras_api {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "access.h"
+#include "capi.h"
 #include "errors.h"
 #include "fileio.h"
 #include "mapping.h"
@@ -189,10 +190,20 @@ Napi::Value Shutdown(const Napi::CallbackInfo& info) {
 Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint64_t size, offset;
-  if (info.Length() < 3 || !info[0].IsString() || !Uint(env, info[1], "size", &size) ||
-      !Uint(env, info[2], "offset", &offset)) {
+  uint64_t reason, guard;
+  bool lossless = false;
+  if (info.Length() < 6 || !info[0].IsString() || !Uint(env, info[1], "size", &size) ||
+      !Uint(env, info[2], "offset", &offset) || !Uint(env, info[3], "refuseReason", &reason) ||
+      !Uint(env, info[4], "guard", &guard) || !info[5].IsBigInt() || guard < HUGETLB_RAS_GUARD_UFFD ||
+      guard > HUGETLB_RAS_GUARD_FAULT) {
     if (!env.IsExceptionPending())
-      errors::Code(env, "ERR_INVALID_ARG", "mapRegion(path, size, offset)").ThrowAsJavaScriptException();
+      errors::Code(env, "ERR_INVALID_ARG", "mapRegion(path, size, offset, refuseReason, guard, guestPhysAddr)")
+          .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint64_t guest_phys = info[5].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "guestPhysAddr must fit 64 bits").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   if (g_open_engines == 0) {
@@ -251,8 +262,10 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   r.lost_words_per_page = static_cast<uint32_t>((fi.huge_size / kSubpage + 63) / 64);
   r.page_words = new std::atomic<uint32_t>[r.pages]();
   r.lost_bits = new std::atomic<uint64_t>[static_cast<size_t>(r.pages) * r.lost_words_per_page]();
-  r.refuse_reason.store(kEligible);
-  r.hwpoison_guard.store(0);
+  // The policy is armed before the region goes live: a report can never find it undecided.
+  r.refuse_reason.store(static_cast<uint32_t>(reason));
+  r.guard.store(static_cast<int>(guard));
+  r.guest_phys = guest_phys;
   r.live.store(1, std::memory_order_release);
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", r.id);
@@ -272,16 +285,6 @@ Napi::Value UnmapRegion(const Napi::CallbackInfo& info) {
   Region* r = RegionById(info.Env(), info[0]);
   if (r) RemoveRegion(*r);
   return info.Env().Undefined();
-}
-
-Napi::Value SetPolicy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t reason;
-  if (!r || !Uint(env, info[1], "reason", &reason)) return env.Undefined();
-  r->refuse_reason.store(static_cast<uint32_t>(reason));
-  r->hwpoison_guard.store(info[2].ToBoolean().Value() ? 1 : 0);
-  return env.Undefined();
 }
 
 Napi::Value Read(const Napi::CallbackInfo& info) {
@@ -450,8 +453,15 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
   }
   recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known, nullptr);
   SetPageState(*r, static_cast<uint32_t>(page), out.ok ? kSplit : kLost);
+  // Losses from before a restart: a vCPU loop asking next_lost() learns of them too.
+  uintptr_t page_addr = r->PageAddress(static_cast<uint32_t>(page));
+  if (out.ok)
+    for (uint32_t s : out.lost) capi::RecordLost(*r, page_addr + s * kSubpage, kSubpage, BUS_MCEERR_AO);
+  else
+    capi::RecordLost(*r, page_addr, r->huge_size, BUS_MCEERR_AO);
   Napi::Object o = Napi::Object::New(env);
   o.Set("ok", out.ok);
+  o.Set("guard", out.guard);
   o.Set("reason", static_cast<uint32_t>(out.refuse));
   Napi::Array lost = Napi::Array::New(env, out.lost.size());
   for (size_t j = 0; j < out.lost.size(); j++) lost.Set(static_cast<uint32_t>(j), out.lost[j]);
@@ -481,7 +491,9 @@ Napi::Value MarkLost(const Napi::CallbackInfo& info) {
     int e = errno;
     SetPageState(*r, p, kNormal);
     errors::Sys(env, e, "mprotect").ThrowAsJavaScriptException();
+    return env.Undefined();
   }
+  capi::RecordLost(*r, r->PageAddress(p), r->huge_size, BUS_MCEERR_AO);
   return env.Undefined();
 }
 
@@ -565,6 +577,7 @@ Napi::Value Counters(const Napi::CallbackInfo& info) {
   auto& c = GlobalCounters();
   o.Set("captured", static_cast<double>(c.captured.load()));
   o.Set("overflow", static_cast<double>(c.overflow.load()));
+  o.Set("stale", static_cast<double>(c.stale.load()));
   o.Set("processed", static_cast<double>(c.processed.load()));
   o.Set("posted", static_cast<double>(c.posted.load()));
   o.Set("delivered", static_cast<double>(c.delivered.load()));
@@ -678,7 +691,6 @@ void Register(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdown", Napi::Function::New(env, Shutdown));
   exports.Set("mapRegion", Napi::Function::New(env, MapRegion));
   exports.Set("unmapRegion", Napi::Function::New(env, UnmapRegion));
-  exports.Set("setPolicy", Napi::Function::New(env, SetPolicy));
   exports.Set("read", Napi::Function::New(env, Read));
   exports.Set("write", Napi::Function::New(env, Write));
   exports.Set("fillPattern", Napi::Function::New(env, FillPattern));

@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "registry.h"
+#include "uffd.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -200,15 +201,22 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
   return true;
 }
 
-bool GuardSubpage(uintptr_t addr, bool hwpoison, Failure* fail) {
-  void* p = reinterpret_cast<void*>(addr & ~(kSubpage - 1));
-  if (hwpoison && madvise(p, kSubpage, MADV_HWPOISON) == 0) return true;
-  if (InstallGuard(static_cast<char*>(p), kSubpage)) return true;
+int GuardSubpage(uintptr_t addr, int wanted, Failure* fail) {
+  char* p = reinterpret_cast<char*>(addr & ~(kSubpage - 1));
+  if (wanted == HUGETLB_RAS_GUARD_UFFD) {
+    const char* sc = nullptr;
+    int e = uffd::PoisonRange(p, kSubpage, true, &sc);
+    if (e == 0) return HUGETLB_RAS_GUARD_UFFD;
+    *fail = {e, sc};  // PoisonRange left it PROT_NONE: a fault guard
+    return HUGETLB_RAS_GUARD_FAULT;
+  }
+  if (wanted == HUGETLB_RAS_GUARD_HWPOISON && madvise(p, kSubpage, MADV_HWPOISON) == 0) return HUGETLB_RAS_GUARD_HWPOISON;
+  if (InstallGuard(p, kSubpage)) return HUGETLB_RAS_GUARD_FAULT;
   if (mprotect(p, kSubpage, PROT_NONE) != 0) {
     *fail = {errno, "mprotect"};
-    return false;
+    return -1;
   }
-  return true;
+  return HUGETLB_RAS_GUARD_FAULT;
 }
 
 bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target, Failure* fail) {

@@ -42,8 +42,9 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
 // Tests: force the path of kernels without guard markers (before 6.13).
 void UseGuardMarkers(bool on);
 
-// Make one 4 KiB page of already-split memory inaccessible (a loss found after the split).
-bool GuardSubpage(uintptr_t addr, bool hwpoison, Failure* fail);
+// Make one 4 KiB page of already-split memory inaccessible (a loss found after the split), with
+// `wanted` (enum hugetlb_ras_guard) where it works. Returns the guard used, or -1 (nothing done).
+int GuardSubpage(uintptr_t addr, int wanted, Failure* fail);
 
 // Map a fresh huge page of the file at `target` (the caller punched the old one out). Fails,
 // leaving the current mapping untouched, if the pool has no page.

@@ -9,6 +9,7 @@
 
 #include "fileio.h"
 #include "mapping.h"
+#include "uffd.h"
 
 #ifndef MADV_HWPOISON
 #define MADV_HWPOISON 100
@@ -159,12 +160,28 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
     out.syscall = "pread";
     return out;
   }
-  // Lost subpages become inaccessible before anybody can see them: really poisoned where the
-  // region asks for it and the kernel allows it (the worker swallows its own SIGBUS), else PROT_NONE.
-  bool hwpoisoned = false;
-  if (r.hwpoison_guard.load() && !rb.lost.empty()) {
+  // Lost subpages become inaccessible before anybody can see them, off to the side: poison
+  // markers (userfaultfd) or real MADV_HWPOISON where the region asks for it and the kernel
+  // allows it; else SwapIn guards them (guard markers or PROT_NONE), a fault KVM cannot resolve.
+  int guard = rb.lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_FAULT;
+  int wanted = r.guard.load();
+  if (!rb.lost.empty() && wanted == HUGETLB_RAS_GUARD_UFFD) {
+    guard = HUGETLB_RAS_GUARD_UFFD;
+    for (size_t i = 0; i < rb.lost.size(); i++) {
+      size_t j = i;
+      while (j + 1 < rb.lost.size() && rb.lost[j + 1] == rb.lost[j] + 1) j++;
+      int e = uffd::PoisonRange(block.addr + static_cast<uint64_t>(rb.lost[i]) * kSubpage,
+                                (rb.lost[j] - rb.lost[i] + 1) * kSubpage, false, &out.guard_syscall);
+      if (e) {
+        out.guard_errno = e;
+        guard = HUGETLB_RAS_GUARD_FAULT;
+        break;
+      }
+      i = j;
+    }
+  } else if (!rb.lost.empty() && wanted == HUGETLB_RAS_GUARD_HWPOISON) {
     ThreadSlot* slot = ClaimSlot(kSlotSelfPoison);
-    hwpoisoned = true;
+    guard = HUGETLB_RAS_GUARD_HWPOISON;
     for (uint32_t s : rb.lost) {
       char* sub = block.addr + static_cast<uint64_t>(s) * kSubpage;
       // Poisoning a subpage of a mapped THP needs a THP split the kernel may refuse: make it an
@@ -172,16 +189,19 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
       madvise(sub, kSubpage, MADV_DONTNEED);
       *reinterpret_cast<volatile char*>(sub) = 0;
       if (madvise(sub, kSubpage, MADV_HWPOISON) != 0) {
-        out.hwpoison_errno = errno;
-        hwpoisoned = false;
+        out.guard_errno = errno;
+        out.guard_syscall = "madvise(MADV_HWPOISON)";
+        guard = HUGETLB_RAS_GUARD_FAULT;
         break;
       }
     }
     ReleaseSlot(slot);
   }
+  if (guard == HUGETLB_RAS_GUARD_FAULT) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
+  bool in_block = guard == HUGETLB_RAS_GUARD_UFFD || guard == HUGETLB_RAS_GUARD_HWPOISON;
   uintptr_t target = r.PageAddress(page);
   for (uint32_t s : rb.lost) r.MarkSubpageLost(target + static_cast<uint64_t>(s) * kSubpage);
-  if (!mapping::SwapIn(block, target, rb.lost, hwpoisoned, &mf)) {
+  if (!mapping::SwapIn(block, target, rb.lost, in_block, &mf)) {
     if (block.addr) mapping::DropBlock(block);
     out.refuse = mf.err == ENOMEM ? kNoMemory : kReadBackFailed;
     out.err = mf.err;
@@ -191,7 +211,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   out.ok = true;
   out.bytes = rb.bytes;
   out.lost = std::move(rb.lost);
-  out.hwpoisoned = hwpoisoned;
+  out.guard = guard;
   out.ns = MonotonicNs() - t0;
   return out;
 }

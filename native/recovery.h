@@ -17,8 +17,9 @@ struct Outcome {
   uint64_t bytes = 0;
   uint32_t reads = 0;
   bool used_reserve = false;
-  bool hwpoisoned = false;  // lost subpages are really poisoned (else guard pages)
-  int hwpoison_errno = 0;   // why MADV_HWPOISON failed, when it was asked for and failed
+  int guard = HUGETLB_RAS_GUARD_NONE;  // how the lost subpages were kept out (enum hugetlb_ras_guard)
+  int guard_errno = 0;      // why the region's preferred guard failed (it fell back to a fault guard)
+  const char* guard_syscall = nullptr;
   std::vector<uint32_t> lost;  // subpage indices within the huge page, sorted
   uint64_t ns = 0;
 };

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <ctime>
 
+#include "hugetlb_ras.h"
+
 namespace ras {
 
 constexpr int kMaxRegions = 64;
@@ -58,7 +60,11 @@ struct Region {
   std::atomic<uint32_t>* page_words = nullptr;
   std::atomic<uint64_t>* lost_bits = nullptr;
   std::atomic<uint32_t> refuse_reason{kEligible};
-  std::atomic<int> hwpoison_guard{0};  // 1: lost subpages are MADV_HWPOISONed, 0: PROT_NONE
+  // How lost subpages are kept inaccessible: enum hugetlb_ras_guard (include/hugetlb_ras.h). A
+  // subpage whose preferred guard failed falls back to a fault guard, and `guard` then says so:
+  // it is the weakest guard in use in this region.
+  std::atomic<int> guard{HUGETLB_RAS_GUARD_FAULT};
+  uint64_t guest_phys = 0;  // guest-physical address of `start` (for the C API's GPA queries)
 
   bool Contains(uintptr_t a) const { return a >= start && a < end; }
   uint32_t PageIndex(uintptr_t a) const { return static_cast<uint32_t>((a - start) >> huge_shift); }
@@ -121,6 +127,7 @@ bool DequeueReport(Report* r);
 struct Counters {
   std::atomic<uint64_t> captured{0};   // reports queued by handlers
   std::atomic<uint64_t> overflow{0};   // reports that found the queue full
+  std::atomic<uint64_t> stale{0};      // reports for a healthy frame of a split page (retried)
   std::atomic<uint64_t> processed{0};  // reports the worker finished
   std::atomic<uint64_t> posted{0};     // events handed to JS
   std::atomic<uint64_t> delivered{0};  // events JS has run

@@ -1,7 +1,9 @@
 #include "signals.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,21 +29,9 @@ std::atomic<int> g_passthrough{1};  // set while no engine is open: every signal
 std::atomic<SimulatedFaultLsb> g_sim_hook{nullptr};
 bool g_installed = false;  // our handlers are in the chain (changed only on the JS thread)
 
-void Chain(int sig, siginfo_t* si, void* uc) {
-  struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : &g_prev_segv;
-  if (prev->sa_flags & SA_SIGINFO) {
-    if (prev->sa_sigaction) {
-      prev->sa_sigaction(sig, si, uc);
-      return;
-    }
-  } else if (prev->sa_handler == SIG_IGN) {
-    return;
-  } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != nullptr) {
-    prev->sa_handler(sig);
-    return;
-  }
-  // Default action: die of this signal exactly as without us. The signal is blocked while we run,
-  // so the re-sent one is delivered (and kills) as soon as the handler returns.
+// Die of `sig` exactly as without us. The signal is blocked while we run, so the re-sent one is
+// delivered (and kills) as soon as the handler returns.
+void DieOf(int sig) {
   struct sigaction dfl = {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
@@ -49,10 +39,44 @@ void Chain(int sig, siginfo_t* si, void* uc) {
   syscall(SYS_tgkill, getpid(), Gettid(), sig);
 }
 
+// Hand a signal that is not ours to the handler installed before us, as the kernel would have:
+// the original siginfo and ucontext, its sa_mask (plus the signal unless SA_NODEFER) blocked while
+// it runs, and SA_RESETHAND honoured.
+void Chain(int sig, siginfo_t* si, void* uc) {
+  struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : &g_prev_segv;
+  // sa_handler and sa_sigaction share storage: SIG_DFL / SIG_IGN are those values either way.
+  if (prev->sa_handler == SIG_DFL) {
+    DieOf(sig);
+    return;
+  }
+  if (prev->sa_handler == SIG_IGN) {
+    // The kernel does not let a fault be ignored: it kills. A signal somebody sent is ignored.
+    if (si && si->si_code > 0) DieOf(sig);
+    return;
+  }
+  sigset_t mask, old;
+  mask = prev->sa_mask;
+  if (!(prev->sa_flags & SA_NODEFER)) sigaddset(&mask, sig);
+  pthread_sigmask(SIG_BLOCK, &mask, &old);
+  struct sigaction call = *prev;
+  if (prev->sa_flags & SA_RESETHAND) {
+    // One-shot: the next one takes the default action, as the kernel resets it before the call.
+    prev->sa_handler = SIG_DFL;
+    prev->sa_flags &= ~SA_SIGINFO;
+  }
+  if (call.sa_flags & SA_SIGINFO)
+    call.sa_sigaction(sig, si, uc);
+  else
+    call.sa_handler(sig);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
 // A fault in a region that nothing explains may be stale: the access happened while the page was
 // inaccessible, but by the time the handler runs the engine has made it accessible again. Retry
 // such a fault once; the same thread faulting again at the same address with the page state
 // unchanged is a genuine fault. Per-thread entries, claimed by CAS on the tid.
+// One entry per tid hash: a thread id never seen before takes its slot over, so the table never
+// fills (two threads sharing a slot at the same moment cost at most one extra retry).
 constexpr int kRetryEntries = 256;
 struct RetryEntry {
   std::atomic<int> tid{0};
@@ -62,21 +86,24 @@ struct RetryEntry {
 RetryEntry g_retry[kRetryEntries];
 
 bool FirstUnexplainedFault(int tid, uintptr_t addr, uint32_t word) {
-  RetryEntry* e = nullptr;
-  for (int i = 0; i < kRetryEntries && !e; i++)
-    if (g_retry[i].tid.load(std::memory_order_acquire) == tid) e = &g_retry[i];
-  for (int i = 0; i < kRetryEntries && !e; i++) {
-    int expected = 0;
-    if (g_retry[i].tid.compare_exchange_strong(expected, tid)) e = &g_retry[i];
-  }
-  if (!e) return false;  // no room to remember: do not risk a fault loop
-  if (e->addr.load() == addr && e->word.load() == word) {
-    e->addr.store(0);
+  RetryEntry& e = g_retry[static_cast<unsigned>(tid) % kRetryEntries];
+  if (e.tid.load() == tid && e.addr.load() == addr && e.word.load() == word) {
+    e.addr.store(0);
     return false;
   }
-  e->addr.store(addr);
-  e->word.store(word);
+  e.tid.store(tid);
+  e.addr.store(addr);
+  e.word.store(word);
   return true;
+}
+
+// Ask the kernel whether this 4 KiB can be read, without a signal: process_vm_readv on ourselves
+// fails with EFAULT on a poison marker, a hwpoison entry, a guard marker or PROT_NONE.
+bool KernelCanRead(uintptr_t addr) {
+  char byte;
+  struct iovec local = {&byte, 1};
+  struct iovec remote = {reinterpret_cast<void*>(addr), 1};
+  return syscall(SYS_process_vm_readv, getpid(), &local, 1UL, &remote, 1UL, 0UL) == 1;
 }
 
 [[noreturn]] void Jump(ThreadSlot* s, uintptr_t addr, int sig, int code) {
@@ -101,7 +128,7 @@ bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
 }
 
 void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int lsb, ThreadSlot* slot,
-                       int tid) {
+                       int tid, int sig, siginfo_t* si, void* uc) {
   uint64_t t0 = MonotonicNs();
   uint32_t page = r.PageIndex(addr);
   std::atomic<uint32_t>& w = r.Word(page);
@@ -118,8 +145,14 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
       if (r.SubpageLost(addr)) {
         flags = kReportAlreadyLost;
         lost_now = true;
-      } else if (lsb > 0 && lsb <= kSubpageShift) {
-        // The huge page is already ordinary pages: the kernel lost exactly this 4 KiB page.
+      } else if (KernelCanRead(addr) && FirstUnexplainedFault(tid, addr, word)) {
+        // Stale, whatever its lsb: KVM reports with lsb 12 and the address the guest touched
+        // first, and delivers when the thread leaves KVM_RUN, maybe after the split. The frame
+        // is healthy: the thread retries (the same fault twice in a row is believed).
+        GlobalCounters().stale.fetch_add(1, std::memory_order_relaxed);
+        return;
+      } else {
+        // The kernel confirms it: this 4 KiB of the ordinary pages is gone.
         r.MarkSubpageLost(addr);
         flags = kReportNewSubpageLoss;
         lost_now = true;
@@ -157,13 +190,10 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
   }
   // A thread we know nothing about. If the memory is gone for good nobody can report it to the
   // guest: fail as the process would without us. The JS thread must not wait for a paused engine.
+  // This is how a VMM's own vCPU threads (in KVM_RUN) learn of a lost frame: its handler, with the
+  // kernel's siginfo and ucontext.
   if (lost_now || (tid == g_main_tid && g_paused.load(std::memory_order_acquire))) {
-    siginfo_t si = {};
-    si.si_signo = SIGBUS;
-    si.si_code = code;
-    si.si_addr = reinterpret_cast<void*>(addr);
-    si.si_addr_lsb = static_cast<short>(lsb);
-    Chain(SIGBUS, &si, nullptr);
+    Chain(sig, si, uc);
     return;
   }
   WaitHandled(r, page, nullptr);
@@ -193,15 +223,25 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
     errno = saved_errno;
     return;
   }
+  int code = si->si_code;
+  int lsb = si->si_addr_lsb;
   if (!mce) {
-    // Not a memory error (e.g. the file was truncated under the region): a guarded accessor gets
-    // an error, everybody else dies as before.
-    if (slot && slot->mode.load() == kSlotJump) Jump(slot, addr, sig, si->si_code);
-    Chain(sig, si, uc);
-    errno = saved_errno;
-    return;
+    // A poison marker on a kernel without CONFIG_MEMORY_FAILURE raises BUS_ADRERR: in a lost
+    // subpage it is the engine's own guard, a memory error.
+    uint32_t st = StateOf(r->Word(r->PageIndex(addr)).load(std::memory_order_acquire));
+    if (st == kSplit && r->SubpageLost(addr)) {
+      code = BUS_MCEERR_AR;
+      lsb = kSubpageShift;
+    } else {
+      // Not a memory error (e.g. the file was truncated under the region): a guarded accessor
+      // gets an error, everybody else dies as before.
+      if (slot && slot->mode.load() == kSlotJump) Jump(slot, addr, sig, si->si_code);
+      Chain(sig, si, uc);
+      errno = saved_errno;
+      return;
+    }
   }
-  HandleMemoryError(*r, region_slot, addr, si->si_code, si->si_addr_lsb, slot, tid);
+  HandleMemoryError(*r, region_slot, addr, code, lsb, slot, tid, sig, si, uc);
   errno = saved_errno;
 }
 
@@ -253,8 +293,16 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
     errno = saved_errno;
     return;
   }
-  // Deliver it as the kernel delivers a memory error; the SIGBUS handler runs before we return.
-  RaiseMemoryError(addr, BUS_MCEERR_AR, lsb);
+  // Handle it as the memory error it stands for. A handler we chain to gets the siginfo the
+  // kernel gives for hardware poison there, and this fault's own ucontext.
+  siginfo_t bus = {};
+  bus.si_signo = SIGBUS;
+  bus.si_code = BUS_MCEERR_AR;
+  bus.si_addr = si->si_addr;
+  bus.si_addr_lsb = static_cast<short>(lsb);
+  int region_slot = static_cast<int>(r - Regions());
+  int tid = Gettid();
+  HandleMemoryError(*r, region_slot, addr, BUS_MCEERR_AR, lsb, FindSlot(tid), tid, SIGBUS, &bus, uc);
   errno = saved_errno;
 }
 

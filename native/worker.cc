@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "capi.h"
 #include "mapping.h"
 #include "recovery.h"
 #include "registry.h"
@@ -103,6 +104,11 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
     e.type = e.outcome.ok ? kRecovered : kRefused;
     e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
   }
+  // Recorded for the C API before anybody is released: a vCPU that asks next finds it.
+  if (e.type == kRecovered)
+    for (uint32_t s : e.outcome.lost) capi::RecordLost(r, r.PageAddress(page) + s * kSubpage, kSubpage, rep.code);
+  else
+    capi::RecordLost(r, r.PageAddress(page), r.huge_size, rep.code);
   e.done_ns = MonotonicNs();
   return e;
 }
@@ -163,6 +169,7 @@ bool Process(const Report& rep, std::vector<Event>& out) {
     e.page = page;
     e.report = rep;
     e.lost_addr = rep.addr & ~(kSubpage - 1);
+    capi::RecordLost(r, e.lost_addr, kSubpage, rep.code);
     out.push_back(e);
     return false;
   }
@@ -174,8 +181,10 @@ bool Process(const Report& rep, std::vector<Event>& out) {
       uintptr_t sub = rep.addr & ~(kSubpage - 1);
       r.MarkSubpageLost(sub);  // first: a thread touching it from now on gets an MCE report
       ThreadSlot* self = ClaimSlot(kSlotSelfPoison);
-      mapping::GuardSubpage(sub, r.hwpoison_guard.load() != 0, &f);
+      int used = mapping::GuardSubpage(sub, r.guard.load(), &f);
+      if (used != r.guard.load()) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
       ReleaseSlot(self);
+      capi::RecordLost(r, sub, kSubpage, rep.code);
       Event e;
       e.type = kSubpageLost;
       e.region_id = r.id;
@@ -316,8 +325,9 @@ bool BuildEvent(napi_env env, const Event& e, napi_value* out) {
     o.Big("durationNs", e.outcome.ns);
     o.Big("doneNs", e.done_ns);
     o.Bool("usedReserve", e.outcome.used_reserve);
-    o.Bool("hwpoisoned", e.outcome.hwpoisoned);
-    o.I32("hwpoisonErrno", e.outcome.hwpoison_errno);
+    o.I32("guard", e.outcome.guard);
+    o.I32("guardErrno", e.outcome.guard_errno);
+    if (e.outcome.guard_syscall) o.Str("guardSyscall", e.outcome.guard_syscall);
     o.U32("reason", e.reason);
     o.I32("errno", e.outcome.err);
     if (e.outcome.syscall) o.Str("syscall", e.outcome.syscall);

@@ -71,7 +71,15 @@ async function demo(o: DemoOptions): Promise<number> {
     const region = engine.mapRegion({ name: 'ram0', path: file, size, guestPhysAddr: gpa });
     const page = o.pageSize === '1G' ? 0 : 5;
     const offset = page * huge + 0x3000 * 37; // a subpage in the middle of the huge page
-    console.log(`hugetlb-ras demo: Linux ${os.release()}, lost subpages kept out by ${engine.lostPageGuard === 'hwpoison' ? 'MADV_HWPOISON' : 'guard pages'}`);
+    const st = engine.stats();
+    const guardWords = {
+      uffd: `userfaultfd poison markers (${st.userfaultfd.kind} userfaultfd; no root needed, no healthy page retired)`,
+      hwpoison: 'MADV_HWPOISON (root: the kernel retires one healthy 4 KiB page per lost frame)',
+      guard: 'guard pages (guard markers or PROT_NONE)',
+    } as const;
+    console.log(`hugetlb-ras demo: Linux ${os.release()}, lost subpages kept out by ${guardWords[engine.lostPageGuard]}`);
+    if (st.userfaultfd.kind === 'none') console.log(`  no userfaultfd (${st.userfaultfd.syscall}: errno ${st.userfaultfd.errno}): ${st.userfaultfd.advice}`);
+    if (st.kvmWarning) console.log(`  WARNING for KVM guests: ${st.kvmWarning}`);
     console.log(`  region ram0: ${size >> 20} MiB of ${o.pageSize} pages on ${file}, guest physical ${hex(gpa)}`);
     fillPattern(region, seed);
     const load = startVcpuLoad(engine, { region, threads: o.threads, seed, window: { offset: page * huge, length: huge } });

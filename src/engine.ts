@@ -7,16 +7,22 @@ import { checkUint, invalidArg, outOfRange, RasError } from './errors';
 import { RasEvents, type LostEvent, type RecoveredEvent, type RefusedEvent, type ResetEvent } from './events';
 import { Journal, type JournalReplay, type LostCause, type LostFrame } from './journal';
 import { Ledger, type LostPage } from './ledger';
-import { native, NativeEventType, PageState, type NativeEvent } from './native';
+import { native, NativeEventType, PageState, type NativeEvent, type NativeUffdInfo } from './native';
 import {
+  chooseGuard,
   CONSUMERS,
+  GUARD_CODES,
+  GUARD_MODES,
+  guardFromCode,
   hwpoisonUsable,
+  KVM_FAULT_GUARD_WARNING,
   ineligibleReason,
   kernelReadsAroundPoison,
   reasonCode,
   reasonFromCode,
   REASON_WORDS,
   type Consumer,
+  type Guard,
   type GuardMode,
   type RefuseReason,
 } from './policy';
@@ -28,7 +34,7 @@ const SUBPAGE = 4096;
 const BUS_MCEERR_AO = 5;
 
 export interface EngineOptions {
-  /** How lost subpages stay inaccessible: real MADV_HWPOISON, PROT_NONE, or hwpoison where permitted. */
+  /** How lost subpages stay inaccessible (see `Guard`); 'auto': uffd, else hwpoison where permitted, else guard. */
   lostPageGuard?: GuardMode;
   /** Already-faulted replacement memory kept ready; 'auto': one huge page of each size mapped; 0: none. */
   reserveBytes?: number | 'auto';
@@ -53,8 +59,13 @@ export interface InjectOptions {
 export interface EngineStats {
   reserveBytes: number;
   reserveTarget: number;
-  guard: 'hwpoison' | 'guard';
-  reports: { captured: number; processed: number; overflow: number };
+  guard: Guard;
+  /** Set when `guard` is 'guard': what that means for a KVM guest, and what the VMM must do. */
+  kvmWarning?: string;
+  /** The userfaultfd the engine opened for poison markers ('none': why, and what root can do). */
+  userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
+  /** stale: reports for a healthy frame of a split page (late KVM reports); the thread retried. */
+  reports: { captured: number; processed: number; overflow: number; stale: number };
   regions: {
     name: string;
     hugePageSize: number;
@@ -80,9 +91,13 @@ function probeHwpoison(): number {
   return hwpoisonProbeErrno;
 }
 
+const UFFD_ADVICE =
+  'poison markers need Linux >= 6.6 with CONFIG_USERFAULTFD, and userfaultfd(2) not blocked by seccomp or an LSM ' +
+  '(container runtimes block it by default); any user may open the user-mode-only kind that markers need';
+
 function errnoName(errno: number): string {
-  const names: Record<number, string> = { 1: 'EPERM', 22: 'EINVAL', 38: 'ENOSYS' };
-  return names[errno] ?? `errno ${errno}`;
+  const hit = Object.entries(os.constants.errno).find(([, v]) => v === errno);
+  return hit ? hit[0] : `errno ${errno}`;
 }
 
 export class RasEngine extends RasEvents {
@@ -91,7 +106,8 @@ export class RasEngine extends RasEvents {
   private readonly ledger = new Ledger();
   private readonly journal: Journal | undefined;
   private readonly replay: JournalReplay | undefined;
-  private readonly guard: 'hwpoison' | 'guard';
+  private readonly guard: Guard;
+  private readonly uffd: NativeUffdInfo;
   private readonly readsAround: boolean;
   private readonly reserveOption: number | 'auto';
   /** @internal */ readonly vcpuLoads = new Set<VcpuLoadHandle>();
@@ -100,9 +116,8 @@ export class RasEngine extends RasEvents {
     super();
     this.journal = journal?.journal;
     this.replay = journal?.replay;
-    const mode = opts.lostPageGuard ?? 'auto';
-    const usable = hwpoisonUsable(probeHwpoison());
-    this.guard = mode === 'guard' ? 'guard' : mode === 'hwpoison' ? 'hwpoison' : usable ? 'hwpoison' : 'guard';
+    this.uffd = native.uffdInfo();
+    this.guard = chooseGuard(opts.lostPageGuard ?? 'auto', this.uffd.kind !== 'none', hwpoisonUsable(probeHwpoison()));
     this.readsAround = opts.kernelReadsAroundPoison ?? kernelReadsAroundPoison();
     this.reserveOption = opts.reserveBytes ?? 'auto';
   }
@@ -111,7 +126,15 @@ export class RasEngine extends RasEvents {
   static open(options: EngineOptions = {}): RasEngine {
     if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
     const guard = options.lostPageGuard === undefined ? 'auto' : options.lostPageGuard;
-    if (!['auto', 'hwpoison', 'guard'].includes(guard as string)) throw invalidArg(`lostPageGuard must be auto, hwpoison or guard`);
+    if (!GUARD_MODES.includes(guard as GuardMode)) throw invalidArg(`lostPageGuard must be one of ${GUARD_MODES.join(', ')}`);
+    if (guard === 'uffd') {
+      const u = native.uffdInfo();
+      if (u.kind === 'none')
+        throw new RasError('ERR_UFFD_UNAVAILABLE', `no userfaultfd with poison markers here (${u.syscall}: ${errnoName(u.errno)}): ${UFFD_ADVICE}`, {
+          errno: -u.errno,
+          syscall: u.syscall,
+        });
+    }
     if (options.reserveBytes !== undefined && options.reserveBytes !== 'auto') {
       checkUint(options.reserveBytes, 'reserveBytes');
       // It is pre-faulted: more than half the machine would only end in the OOM killer.
@@ -144,15 +167,26 @@ export class RasEngine extends RasEvents {
     return this.replay;
   }
 
-  get lostPageGuard(): 'hwpoison' | 'guard' {
+  get lostPageGuard(): Guard {
     return this.guard;
+  }
+
+  /**
+   * The address of the engine's C API table (`struct hugetlb_ras_api`, include/hugetlb_ras.h), for a
+   * VMM's native vCPU loop: what is at this address or GPA, and which frames were lost. Valid for
+   * the life of the process.
+   */
+  nativeApi(): bigint {
+    this.checkOpen();
+    return native.nativeApi();
   }
 
   mapRegion(spec: RegionSpec): Region {
     this.checkOpen();
     const s = this.validateSpec(spec);
-    const mapped = native.mapRegion(s.path, s.size, s.offset);
+    // Decided before the mapping exists: the region goes live with its policy armed.
     const reason = ineligibleReason({ share: s.share, consumers: s.consumers, kernelReadsAround: this.readsAround });
+    const mapped = native.mapRegion(s.path, s.size, s.offset, reasonCode(reason), GUARD_CODES[this.guard], s.guestPhysAddr);
     const region = new Region(
       mapped.id,
       s.name,
@@ -183,7 +217,6 @@ export class RasEngine extends RasEvents {
       else if (fs.statSync(s.path).size > mapped.originalSize) fs.truncateSync(s.path, mapped.originalSize);
       throw err;
     }
-    native.setPolicy(mapped.id, reasonCode(reason), this.guard === 'hwpoison');
     this.regions.set(mapped.id, region);
     this.applyReserve();
     this.reprotectFromJournal(region);
@@ -297,7 +330,12 @@ export class RasEngine extends RasEvents {
       reserveBytes: c.reserveBytes,
       reserveTarget: c.reserveTarget,
       guard: this.guard,
-      reports: { captured: c.captured, processed: c.processed, overflow: c.overflow },
+      ...(this.guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
+      userfaultfd: {
+        kind: this.uffd.kind,
+        ...(this.uffd.kind === 'none' ? { errno: -this.uffd.errno, syscall: this.uffd.syscall, advice: UFFD_ADVICE } : {}),
+      },
+      reports: { captured: c.captured, processed: c.processed, overflow: c.overflow, stale: c.stale },
       regions: [...this.regions.values()].map((r) => {
         const states = native.pageStates(r.id);
         return {
@@ -388,8 +426,9 @@ export class RasEngine extends RasEvents {
           totalNs: (e.doneNs ?? e.timeNs) - e.timeNs,
           readCalls: e.reads ?? 0,
           usedReserve: e.usedReserve ?? false,
-          guard: e.hwpoisoned ? 'hwpoison' : 'guard',
-          ...(e.hwpoisonErrno ? { hwpoisonErrno: -e.hwpoisonErrno } : {}),
+          guard: e.guard ? guardFromCode(e.guard) : this.guard,
+          ...((e.guard ? guardFromCode(e.guard) : this.guard) === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
+          ...(e.guardErrno ? { guardErrno: -e.guardErrno, guardSyscall: e.guardSyscall } : {}),
         };
         this.emit('recovered', event);
         return;

@@ -1,7 +1,7 @@
 // Typed events of the engine.
 import { EventEmitter } from 'node:events';
 import type { LostCause } from './journal';
-import type { RefuseReason } from './policy';
+import type { Guard, RefuseReason } from './policy';
 
 export interface PoisonEvent {
   region: string;
@@ -35,10 +35,13 @@ export interface RecoveredEvent {
   totalNs: bigint;
   readCalls: number;
   usedReserve: boolean;
-  /** How the lost subpages are kept inaccessible. */
-  guard: 'hwpoison' | 'guard';
-  /** When hwpoison was asked for but MADV_HWPOISON failed (negative errno, as Node's): why. */
-  hwpoisonErrno?: number;
+  /** How the lost subpages are kept inaccessible (see `Guard`). */
+  guard: Guard;
+  /** Set when `guard` is 'guard': a KVM guest touching a lost frame will not get a machine check from KVM. */
+  kvmWarning?: string;
+  /** When the engine's guard failed for this page and it fell back to 'guard' (negative errno, as Node's): why. */
+  guardErrno?: number;
+  guardSyscall?: string;
 }
 
 export interface RefusedEvent {

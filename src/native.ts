@@ -36,9 +36,11 @@ export interface NativeEvent {
   /** CLOCK_MONOTONIC when the huge page was usable again. */
   doneNs?: bigint;
   usedReserve?: boolean;
-  hwpoisoned?: boolean;
-  /** errno of a failed MADV_HWPOISON on a lost subpage (it fell back to a guard page). */
-  hwpoisonErrno?: number;
+  /** enum hugetlb_ras_guard: how the lost subpages were kept out. */
+  guard?: number;
+  /** errno of the region's preferred guard when it failed (it fell back to a fault guard). */
+  guardErrno?: number;
+  guardSyscall?: string;
   reason?: number;
   errno?: number;
   syscall?: string;
@@ -64,6 +66,7 @@ export const enum PageState {
 export interface NativeRecoverOutcome {
   ok: boolean;
   reason: number;
+  guard: number;
   lostSubpages: number[];
   bytes: number;
   durationNs: bigint;
@@ -90,6 +93,8 @@ export interface NativeVerify {
 export interface NativeCounters {
   captured: number;
   overflow: number;
+  /** Reports for a healthy frame of a split page (late or stale: the thread retried). */
+  stale: number;
   processed: number;
   posted: number;
   delivered: number;
@@ -109,12 +114,22 @@ export interface NativeVcpuReport {
 
 export interface NativeInject { hostAddress: bigint; signalledDuringCall: boolean }
 
+export interface NativeUffdInfo {
+  kind: 'user-mode-only' | 'full' | 'none';
+  errno: number;
+  syscall?: string;
+}
+
 interface Addon {
+  /** Opens the process's userfaultfd for poison markers (once) and says which kind it got. */
+  uffdInfo(): NativeUffdInfo;
+  /** Address of the C API table (struct hugetlb_ras_api, include/hugetlb_ras.h). */
+  nativeApi(): bigint;
   init(onEvents: (events: NativeEvent[]) => void): void;
   shutdown(): void;
-  mapRegion(path: string, size: number, offset: number): NativeMapped;
+  /** The policy is armed before the region goes live. guard: enum hugetlb_ras_guard. */
+  mapRegion(path: string, size: number, offset: number, refuseReason: number, guard: number, guestPhysAddr: bigint): NativeMapped;
   unmapRegion(id: number): void;
-  setPolicy(id: number, refuseReason: number, hwpoisonGuard: boolean): void;
   read(id: number, offset: number, length: number): Buffer | NativeFault;
   write(id: number, offset: number, bytes: Buffer): NativeFault | undefined;
   fillPattern(id: number, seed: number): NativeFault | undefined;

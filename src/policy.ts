@@ -67,7 +67,37 @@ export function ineligibleReason(input: EligibilityInput): RefuseReason | null {
   return null;
 }
 
-export type GuardMode = 'auto' | 'hwpoison' | 'guard';
+/**
+ * How lost subpages stay inaccessible.
+ * - `uffd`: a userfaultfd poison marker (Linux >= 6.6). Every access, a thread's or KVM's for a
+ *   vCPU, gets SIGBUS BUS_MCEERR_AR for exactly that 4 KiB; no root needed; no page retired.
+ * - `hwpoison`: MADV_HWPOISON (root): the same SIGBUS; the kernel retires one healthy page.
+ * - `guard`: guard markers (Linux >= 6.13) or PROT_NONE: a thread gets a fault the engine turns
+ *   into a report, but KVM cannot resolve it: KVM_RUN fails with EFAULT (or an MMIO exit).
+ */
+export type Guard = 'uffd' | 'hwpoison' | 'guard';
+export type GuardMode = 'auto' | Guard;
+export const GUARD_MODES: readonly GuardMode[] = ['auto', 'uffd', 'hwpoison', 'guard'];
+
+/** Same numbering as enum hugetlb_ras_guard in include/hugetlb_ras.h. */
+export const GUARD_CODES: Record<Guard, number> = { uffd: 1, hwpoison: 2, guard: 3 };
+export function guardFromCode(code: number): Guard {
+  return code === 1 ? 'uffd' : code === 2 ? 'hwpoison' : 'guard';
+}
+
+/** What a VMM must know when the only guard is one KVM cannot honour. */
+export const KVM_FAULT_GUARD_WARNING =
+  'lost frames are guarded by guard markers / PROT_NONE: a KVM guest touching one makes KVM_RUN fail with EFAULT ' +
+  '(or an MMIO exit on some hosts) instead of a machine check; the VMM must ask the engine ' +
+  '(hugetlb_ras_api check_gpa / next_lost, include/hugetlb_ras.h) and inject the machine check itself';
+
+/** auto: a poison marker (no healthy page retired), then MADV_HWPOISON where permitted, then guard pages. */
+export function chooseGuard(mode: GuardMode, uffdUsable: boolean, hwpoisonOk: boolean): Guard {
+  if (mode !== 'auto') return mode;
+  if (uffdUsable) return 'uffd';
+  if (hwpoisonOk) return 'hwpoison';
+  return 'guard';
+}
 
 /** errno from the native MADV_HWPOISON probe: 0 or EFAULT means it would work. */
 export function hwpoisonUsable(probeErrno: number): boolean {

@@ -87,7 +87,8 @@ describe('bad input gets a clear error and changes nothing', () => {
       expect(typeof (e as { errno: number }).errno).toBe('number');
     }
     // On a machine with real poison support the call works instead (the lab covers that case).
-    if (usable) expect(engine.lostPageGuard).toBe('hwpoison');
+    // auto prefers a userfaultfd poison marker, then hwpoison.
+    if (usable) expect(engine.lostPageGuard).toBe(engine.stats().userfaultfd.kind !== 'none' ? 'uffd' : 'hwpoison');
   });
 
   it('a closed engine refuses every call; close is idempotent', () => {

@@ -42,7 +42,7 @@ async function reportReached(t, engine, ev, region, off, seed, waitName) {
 }
 
 // After recovery: vCPU threads touching each lost frame must get a real poison report
-// (lostPageGuard auto = hwpoison as root): an alreadyLost 'poison' event with reportedLsb 12
+// (lostPageGuard auto = a poison marker): an alreadyLost 'poison' event with reportedLsb 12
 // for every lost frame, MCE reports only for lost frames, no wrong byte.
 async function checkGuardHits(t, engine, ev, region, lostOffs, seed) {
   const gpas = lostOffs.map((o) => region.guestPhysAddr + BigInt(o));
@@ -71,14 +71,14 @@ function checkRecovered(t, ev, region, lostOffs, { lsb } = {}) {
 
   const rec = ev.of('recovered', region, hpi);
   t.eq(`${tag}: one 'recovered' event`, rec.length, 1);
-  // lostPageGuard 'auto' (or 'hwpoison') as root with CONFIG_MEMORY_FAILURE: every lost frame
-  // must be really poisoned, which the kernel shows in pagemap as a swap-type (hwpoison) entry,
-  // not a present page (PROT_NONE or the shared zero page would show as present).
+  // lostPageGuard 'auto' on 6.12: a userfaultfd poison marker (or 'hwpoison': a real hwpoison
+  // entry). Either way the kernel shows the lost frame in pagemap as a swap-type entry, not a
+  // present page (PROT_NONE or the shared zero page would show as present).
   for (const o of lostOffs) {
     const e = U.pagemapEntry(region.address + BigInt(o));
     t.check(`${tag}: lost frame ${hex(gpaOf(o))} really hwpoisoned (pagemap: not present, swap-type entry)`, e && !e.present && e.swapped, { pagemap: e });
   }
-  if (rec.length && 'guard' in rec[0]) t.eq(`${tag}: recovered.guard`, rec[0].guard, 'hwpoison');
+  if (rec.length && 'guard' in rec[0]) t.check(`${tag}: recovered.guard is one KVM honours (uffd or hwpoison)`, ['uffd', 'hwpoison'].includes(rec[0].guard), { guard: rec[0].guard });
   t.eq(`${tag}: no 'refused' event`, ev.of('refused', region, hpi).length, 0);
   if (rec.length) {
     const r = rec[0];

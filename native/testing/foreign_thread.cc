@@ -1,0 +1,185 @@
+#include "foreign_thread.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csetjmp>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "hugetlb_ras.h"
+
+namespace ras::testing {
+
+namespace {
+
+// What the "VMM" handler saw; filled in the handler, so fixed-size and lock-free.
+struct Delivery {
+  uintptr_t addr;
+  int code;
+  int lsb;
+  bool ucontext;
+};
+constexpr int kMaxDeliveries = 256;
+Delivery g_deliveries[kMaxDeliveries];
+std::atomic<int> g_count{0};
+struct sigaction g_prev;
+bool g_installed = false;
+thread_local sigjmp_buf* t_jump = nullptr;
+
+void VmmHandler(int sig, siginfo_t* si, void* uc) {
+  int n = g_count.fetch_add(1);
+  if (n < kMaxDeliveries)
+    g_deliveries[n] = {reinterpret_cast<uintptr_t>(si->si_addr), si->si_code, si->si_addr_lsb, uc != nullptr};
+  // A VMM would note the frame for the vCPU loop and let KVM_RUN return; this thread has no
+  // KVM_RUN to return from, so it skips the access.
+  if (t_jump) siglongjmp(*t_jump, 1);
+  // Nobody to skip for: behave as a VMM that does not know the address (die).
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+Napi::Value InstallVmmHandler(const Napi::CallbackInfo& info) {
+  if (!g_installed) {
+    struct sigaction sa = {};
+    sa.sa_sigaction = VmmHandler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_prev);
+    g_installed = true;
+  }
+  return info.Env().Undefined();
+}
+
+// One byte per address, on a new thread that blocks asynchronous signals like a VMM's vCPU
+// thread; with `staleAt`, that thread first sends itself a KVM-style late report (BUS_MCEERR_AR,
+// lsb 12) for that address. Returns {values, skipped, deliveries}.
+Napi::Value ForeignRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<uintptr_t> addrs;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    bool lossless;
+    addrs.push_back(static_cast<uintptr_t>(arr.Get(i).As<Napi::BigInt>().Uint64Value(&lossless)));
+  }
+  uintptr_t stale = 0;
+  if (info.Length() > 1 && info[1].IsBigInt()) {
+    bool lossless;
+    stale = static_cast<uintptr_t>(info[1].As<Napi::BigInt>().Uint64Value(&lossless));
+  }
+  std::vector<int> values(addrs.size(), -1);
+  int first = g_count.load();
+  std::thread t([&] {
+    sigset_t all;
+    sigfillset(&all);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGSEGV);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    if (stale) {
+      siginfo_t si = {};
+      si.si_signo = SIGBUS;
+      si.si_code = 4;  // BUS_MCEERR_AR
+      si.si_addr = reinterpret_cast<void*>(stale);
+      si.si_addr_lsb = 12;
+      syscall(SYS_rt_tgsigqueueinfo, getpid(), static_cast<int>(syscall(SYS_gettid)), SIGBUS, &si);
+    }
+    for (size_t i = 0; i < addrs.size(); i++) {
+      sigjmp_buf jb;
+      t_jump = &jb;
+      if (sigsetjmp(jb, 1) == 0) values[i] = *reinterpret_cast<volatile unsigned char*>(addrs[i]);
+      t_jump = nullptr;
+    }
+  });
+  t.join();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array v = Napi::Array::New(env, values.size());
+  for (size_t i = 0; i < values.size(); i++) v.Set(static_cast<uint32_t>(i), values[i]);
+  o.Set("values", v);
+  int last = g_count.load();
+  Napi::Array d = Napi::Array::New(env);
+  for (int i = first; i < last && i < kMaxDeliveries; i++) {
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("addr", Napi::BigInt::New(env, static_cast<uint64_t>(g_deliveries[i].addr)));
+    x.Set("code", g_deliveries[i].code);
+    x.Set("lsb", g_deliveries[i].lsb);
+    x.Set("ucontext", g_deliveries[i].ucontext);
+    d.Set(static_cast<uint32_t>(i - first), x);
+  }
+  o.Set("deliveries", d);
+  return o;
+}
+
+const hugetlb_ras_api* Api(const Napi::Value& v) {
+  bool lossless;
+  return reinterpret_cast<const hugetlb_ras_api*>(static_cast<uintptr_t>(v.As<Napi::BigInt>().Uint64Value(&lossless)));
+}
+
+Napi::Object StatusObject(Napi::Env env, int rc, const hugetlb_ras_status& st) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rc", rc);
+  o.Set("state", st.state);
+  o.Set("guard", st.guard);
+  o.Set("regionId", st.region_id);
+  o.Set("wholeHugePage", st.whole_huge_page);
+  o.Set("gpa", Napi::BigInt::New(env, st.gpa));
+  o.Set("hva", Napi::BigInt::New(env, st.hva));
+  o.Set("hugePageGpa", Napi::BigInt::New(env, st.huge_page_gpa));
+  o.Set("hugePageSize", static_cast<double>(st.huge_page_size));
+  o.Set("code", st.code);
+  return o;
+}
+
+// capiCheck(api, 'hva' | 'gpa', address, timeoutMs), from a thread of its own (as a vCPU's).
+Napi::Value CapiCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const hugetlb_ras_api* api = Api(info[0]);
+  bool by_gpa = info[1].As<Napi::String>().Utf8Value() == "gpa";
+  bool lossless;
+  uint64_t a = info[2].As<Napi::BigInt>().Uint64Value(&lossless);
+  int timeout = info[3].As<Napi::Number>().Int32Value();
+  hugetlb_ras_status st;
+  int rc = 0;
+  std::thread t([&] { rc = by_gpa ? api->check_gpa(a, timeout, &st) : api->check_hva(a, timeout, &st); });
+  t.join();
+  return StatusObject(env, rc, st);
+}
+
+Napi::Value CapiNextLost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const hugetlb_ras_api* api = Api(info[0]);
+  bool lossless;
+  uint64_t cursor = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+  hugetlb_ras_lost out[64];
+  int n = api->next_lost(&cursor, out, 64);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cursor", Napi::BigInt::New(env, cursor));
+  Napi::Array a = Napi::Array::New(env, n > 0 ? n : 0);
+  for (int i = 0; i < n; i++) {
+    Napi::Object x = Napi::Object::New(env);
+    x.Set("gpa", Napi::BigInt::New(env, out[i].gpa));
+    x.Set("hva", Napi::BigInt::New(env, out[i].hva));
+    x.Set("size", static_cast<double>(out[i].size));
+    x.Set("regionId", out[i].region_id);
+    x.Set("code", out[i].code);
+    a.Set(static_cast<uint32_t>(i), x);
+  }
+  o.Set("lost", a);
+  o.Set("version", api->version);
+  o.Set("size", api->size);
+  return o;
+}
+
+}  // namespace
+
+void RegisterForeignThread(Napi::Env env, Napi::Object exports) {
+  exports.Set("testInstallVmmHandler", Napi::Function::New(env, InstallVmmHandler));
+  exports.Set("testForeignRead", Napi::Function::New(env, ForeignRead));
+  exports.Set("testCapiCheck", Napi::Function::New(env, CapiCheck));
+  exports.Set("testCapiNextLost", Napi::Function::New(env, CapiNextLost));
+}
+
+}  // namespace ras::testing
