@@ -391,6 +391,9 @@ bool Machine::DrainNextLost(int i, std::vector<Pending>* pending) {
     while ((n = cfg_.api->next_lost(&lost_cursor_, buf, 16)) > 0) {
       for (int k = 0; k < n; k++) {
         uint64_t gpa = buf[k].gpa & ~0xfffull;
+        // A whole huge page (refused): which of its frames this vCPU touched is not known here;
+        // the check_* paths (SIGBUS, MMIO, memory_fault) name the frame, one machine check each.
+        if (buf[k].size > 4096) continue;
         if (!OursHva(buf[k].hva) || injected_.count(gpa)) continue;
         injected_.insert(gpa);
         fresh.push_back({gpa, kPathNextLost, buf[k].code ? buf[k].code : 4, 0});
