@@ -96,11 +96,12 @@ interface Binding {
   kvmAvailable(): { ok: boolean; reason?: string };
 }
 
-/** The package root (the folder with binding.gyp), from dist/vmm/src or vmm/src. */
+/** The package root (hugetlb-ras's package.json), from dist/vmm/src or vmm/src. */
 export function packageRoot(): string {
   let d = __dirname;
   for (;;) {
-    if (fs.existsSync(path.join(d, 'binding.gyp'))) return d;
+    const pj = path.join(d, 'package.json');
+    if (fs.existsSync(pj) && (JSON.parse(fs.readFileSync(pj, 'utf8')) as { name?: string }).name === 'hugetlb-ras') return d;
     const up = path.dirname(d);
     if (up === d) throw new Error('ras_vmm: cannot find the package root');
     d = up;
