@@ -162,11 +162,19 @@ async function refusedCase(t, { vcpus }) {
   const { result: res, code, signal } = await runVmm(t, opts);
   t.must('the VMM process survived and reported', res && code === 0 && !signal, { code, signal, failures: res && res.failures });
   t.note('vmm', { guard: res.guard, ms: res.ms, efault: res.efault, mmioInRam: res.mmioInRam, eintrSigbus: res.eintrSigbus, sigbus: res.report.sigbus, mces: Object.keys(res.mcePerFrame).length });
-  t.check("a 'refused' event for the poisoned huge page", res.report.events.refused.some((r) => r.region === 'ram2m' && r.hugePageIndex === 2), res.report.events.refused);
+  for (const tg of targets)
+    t.check(`a 'refused' event for the poisoned huge page ${tg.region}#${Math.floor(tg.offset / (2 * MiB))}`,
+      res.report.events.refused.some((r) => r.region === tg.region && r.hugePageIndex === Math.floor(tg.offset / (2 * MiB))), res.report.events.refused);
   t.eq('no machine check outside the lost huge page', res.unexpectedMces, []);
-  // The window [4 MiB, 4 MiB + W) of ram2m lies in the lost huge page: the guest touches all of it.
+  // Every verified frame in a lost huge page (the windows holding a target): the guest touches all of them.
   const expect = {};
-  for (let o = 0; o < W; o += 4096) expect[hex(0x1000000n + BigInt(4 * MiB + o))] = 1;
+  for (const tg of targets) {
+    const rg = regions.find((r) => r.name === tg.region);
+    const hp = Math.floor(tg.offset / (2 * MiB)) * 2 * MiB;
+    for (const w of rg.verify)
+      for (let o = w.offset; o < w.offset + w.size; o += 4096)
+        if (o >= hp && o < hp + 2 * MiB) expect[hex(BigInt(rg.guestPhysAddr.slice(0, -1)) + BigInt(o))] = 1;
+  }
   t.eq('one machine check for every frame the guest touches in the lost huge page', sorted(res.mcePerFrame), sorted(expect));
   t.eq("the guest's verification found no wrong byte", res.wrongBytes, 0);
   t.eq('every vCPU stopped cleanly (BYE)', res.states, Array(vcpus).fill('bye'));
