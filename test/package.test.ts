@@ -25,6 +25,13 @@ describe('the package (npm pack --dry-run)', () => {
     expect(files).toContain('common.gypi');
   });
 
+  it('ships every source and input binding.gyp builds from (the install step builds the addons)', () => {
+    const gyp = fs.readFileSync(path.join(ROOT, 'binding.gyp'), 'utf8');
+    const inputs = [...gyp.matchAll(/"((?:native|vmm|include)\/[^"<]+)"/g)].map((m) => m[1]).filter((p) => fs.existsSync(path.join(ROOT, p)) && fs.statSync(path.join(ROOT, p)).isFile());
+    expect(inputs.length).toBeGreaterThan(10);
+    expect(inputs.filter((p) => !files.includes(p))).toEqual([]);
+  });
+
   it('ships no benchmark, no sanitizer script, no source maps to sources it does not ship', () => {
     expect(files.filter((f) => f.startsWith('dist/bench'))).toEqual([]);
     expect(files).not.toContain('scripts/check-asan.sh');
