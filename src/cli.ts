@@ -12,6 +12,7 @@ import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
 
 const USAGE = `usage:
   hugetlb-ras demo [--page-size 2M|1G] [--dir DIR] [--threads N] [--mode auto|simulate|madvise]
+  hugetlb-ras demo --kvm [--vcpus N]   (the reference VMM: a KVM guest gets a machine check for each lost frame)
   hugetlb-ras journal PATH`;
 
 interface DemoOptions {
@@ -123,8 +124,22 @@ async function demo(o: DemoOptions): Promise<number> {
   }
 }
 
+// `demo --kvm [--vcpus N]`: the reference VMM (vmm/) runs a KVM guest over engine regions. It is
+// loaded only here: the product does not depend on its example.
+async function kvmDemo(args: string[]): Promise<number> {
+  let vcpus = 2;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--vcpus' && /^[1-8]$/.test(args[i + 1] ?? '')) vcpus = Number(args[++i]);
+    else throw new Error(`unknown option for demo --kvm: ${args[i]} (only --vcpus 1..8)`);
+  }
+  const { runKvmDemo } = await import('../vmm/src/index');
+  const r = await runKvmDemo({ vcpus });
+  return r.ran && !r.ok ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === 'demo' && rest.includes('--kvm')) return kvmDemo(rest.filter((a) => a !== '--kvm'));
   if (cmd === 'demo') return demo(parseDemo(rest));
   if (cmd === 'journal' && rest.length === 1) {
     process.stdout.write(formatJournal(readJournal(rest[0])) + '\n');
