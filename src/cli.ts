@@ -13,6 +13,7 @@ import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
 
 const USAGE = `usage:
   hugetlb-ras demo [--page-size 2M|1G] [--dir DIR] [--threads N] [--mode auto|simulate|madvise]
+  hugetlb-ras demo --kvm [--vcpus N]   (the reference VMM: a KVM guest gets a machine check for each lost frame)
   hugetlb-ras journal PATH
   hugetlb-ras --help | --version`;
 
@@ -24,6 +25,9 @@ commands:
   demo          maps a region on hugetlbfs, fills it with a pattern, runs vCPU threads over it, injects
                 poison into one 4 KiB subpage, recovers (the huge page is split), verifies every healthy
                 byte and resets the region. Exits 0 when every healthy byte is back.
+  demo --kvm    the reference VMM (vmm/): a KVM guest runs over engine regions, poison is injected,
+                and the guest gets a machine check for each lost frame (needs /dev/kvm).
+                --vcpus N: vCPU threads, 1..8 (default 2).
   journal PATH  prints a journal of lost frames (regions, lost frames, history, warnings); read only.
 
 demo options:
@@ -167,6 +171,19 @@ async function demo(o: DemoOptions): Promise<number> {
   }
 }
 
+// `demo --kvm [--vcpus N]`: the reference VMM (vmm/) runs a KVM guest over engine regions. It is
+// loaded only here: the product does not depend on its example.
+async function kvmDemo(args: string[]): Promise<number> {
+  let vcpus = 2;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--vcpus' && /^[1-8]$/.test(args[i + 1] ?? '')) vcpus = Number(args[++i]);
+    else throw new Error(`unknown option for demo --kvm: ${args[i]} (only --vcpus 1..8)`);
+  }
+  const { runKvmDemo } = await import('../vmm/src/index');
+  const r = await runKvmDemo({ vcpus });
+  return r.ran && !r.ok ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === '--help' || cmd === '-h' || cmd === 'help' || (cmd === 'demo' && (rest.includes('--help') || rest.includes('-h')))) {
@@ -177,6 +194,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(version());
     return 0;
   }
+  if (cmd === 'demo' && rest.includes('--kvm')) return kvmDemo(rest.filter((a) => a !== '--kvm'));
   if (cmd === 'demo') return demo(parseDemo(rest));
   if (cmd === 'journal' && rest.length === 1) {
     process.stdout.write(formatJournal(readJournal(rest[0])) + '\n');
