@@ -641,6 +641,9 @@ def({
   },
 });
 
+// The reference VMM's KVM cases (k1..k7) live in their own file.
+require('./cases-vmm').register(def);
+
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all).
 // Case 0 (the environment check) always runs.
 function selectCases(kernel, wanted) {
