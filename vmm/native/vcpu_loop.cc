@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <time.h>
@@ -51,6 +52,18 @@ const char* StateName(uint32_t s) {
     case HUGETLB_RAS_LOST: return "lost";
     default: return "not-ram";
   }
+}
+
+// Registers for a post-mortem of a vCPU that died.
+std::string DescribeVcpu(int fd) {
+  kvm_regs r = {};
+  kvm_sregs sr = {};
+  char buf[256];
+  if (ioctl(fd, KVM_GET_REGS, &r) != 0 || ioctl(fd, KVM_GET_SREGS, &sr) != 0) return "registers unavailable";
+  snprintf(buf, sizeof buf, "rip 0x%llx rsp 0x%llx rflags 0x%llx cr0 0x%llx cr2 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx",
+           (unsigned long long)r.rip, (unsigned long long)r.rsp, (unsigned long long)r.rflags, (unsigned long long)sr.cr0,
+           (unsigned long long)sr.cr2, (unsigned long long)sr.cr3, (unsigned long long)sr.cr4, (unsigned long long)sr.efer);
+  return buf;
 }
 
 }  // namespace
@@ -240,7 +253,7 @@ void Machine::Loop(int i) {
         s.eintr++;
         break;
       case KVM_EXIT_SHUTDOWN:
-        Fatal(i, kFatal, "guest triple fault (KVM_EXIT_SHUTDOWN)");
+        Fatal(i, kFatal, "guest triple fault (KVM_EXIT_SHUTDOWN): " + DescribeVcpu(v.fd));
         goto out;
       case KVM_EXIT_FAIL_ENTRY:
         Fatal(i, kError, "KVM_EXIT_FAIL_ENTRY, reason 0x" + std::to_string(v.run->fail_entry.hardware_entry_failure_reason));

@@ -64,6 +64,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     seed: o.seed,
   };
   const vmm = ReferenceVmm.open(vopts);
+  log(`opened: engine, ${vopts.regions!.length} regions, VM with ${o.vcpus} vCPUs`);
   o.onVmm?.(vmm);
   const failures: string[] = [];
   const targets: ScenarioResult['targets'] = [];
