@@ -220,6 +220,12 @@ bool CreateBootVcpu(Vm* vm, const Loaded& l, Vcpu* v) {
   auto c = std::make_unique<CpuidBuf>();
   c->nent = static_cast<uint32_t>(vm->cpuid.size());
   memcpy(c->entries, vm->cpuid.data(), vm->cpuid.size() * sizeof(kvm_cpuid_entry2));
+  for (uint32_t i = 0; i < c->nent; i++) {
+    kvm_cpuid_entry2& e = c->entries[i];
+    // APIC id 0, as the in-kernel LAPIC of vCPU 0 has it ("APIC ID mismatch" otherwise).
+    if (e.function == 1) e.ebx &= 0x00ffffff;
+    if (e.function == 0xb || e.function == 0x1f) e.edx = 0;
+  }
   if (ioctl(v->fd, kIoctlSetCpuid2, c.get()) != 0) return Fail(vm, "KVM_SET_CPUID2");
   if (!mce::Setup(vm, v->fd)) return false;
 

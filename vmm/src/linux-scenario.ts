@@ -26,6 +26,8 @@ export interface LinuxReportResult {
   injections: LinuxInjection[];
   /** From the poison to the guest's "recovery action" line. */
   ms: number;
+  /** When that was (ms since the guest started). */
+  handledAt: number;
   heartbeatsAfter: number;
 }
 
@@ -89,15 +91,16 @@ export async function runLinuxScenario(o: LinuxScenarioOptions): Promise<LinuxSc
       const handled = () => g.kernelLinesFor(tg.pfn).some((l) => / recovery action for /.test(l));
       const walked = () => g.sigbus.some((s) => s.pfn === tg.pfn);
       let ms = -1;
+      let handledAt = Infinity; // ms since the guest started, as heartbeats count time
       try {
         await g.waitFor(`the guest's memory-failure handling of pfn ${pfn}`, () => handled() && walked(), stepTimeout);
         ms = Date.now() - tp;
+        handledAt = Date.now() - g.t0;
         const n = g.heartbeats.length;
         await g.waitFor(`${after} heartbeats after the machine check`, () => g.heartbeats.length >= n + after, stepTimeout);
       } catch (e) {
         failures.push(`${kind}: ${(e as Error).message}`);
       }
-      const hbAfter = g.heartbeats.filter((h) => h.ms >= tp + ms).length;
       const r: LinuxReportResult = {
         kind,
         gpa: hex(tg.gpa),
@@ -106,7 +109,8 @@ export async function runLinuxScenario(o: LinuxScenarioOptions): Promise<LinuxSc
         walker: g.sigbus.find((s) => s.pfn === tg.pfn),
         injections: g.injections.filter((x) => x.gpa === tg.gpa),
         ms,
-        heartbeatsAfter: hbAfter,
+        heartbeatsAfter: 0,
+        handledAt,
       };
       reports.push(r);
       if (!r.kernelLines.some((l) => new RegExp(`^Memory failure: ${pfn}: recovery action for .*: Recovered`).test(l)))
@@ -122,6 +126,8 @@ export async function runLinuxScenario(o: LinuxScenarioOptions): Promise<LinuxSc
     stats = await g.stop();
     g.close();
   }
+  // Heartbeats after each report, to the end of the run (the walker went on verifying everything).
+  for (const r of reports) r.heartbeatsAfter = g.heartbeats.filter((h) => h.ms > r.handledAt).length;
   const wrongBytes = g.heartbeats.reduce((a, h) => a + h.wrong, 0) + (g.bye?.wrong ?? 0);
   const targets = new Set(reports.map((r) => r.gpa));
   const stray = g.injections.filter((x) => !targets.has(hex(x.gpa)));

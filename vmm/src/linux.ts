@@ -152,7 +152,7 @@ export class LinuxGuest {
       'earlyprintk=serial,ttyS0,115200 keep_bootcon printk.devkmsg=on',
       `loglevel=${o.loglevel ?? 5}`,
       'acpi=off pci=off lpj=5000000 no_timer_check reboot=k panic=-1 nokaslr',
-      `walker.percent=${o.walkerPercent ?? 40} walker.interval=${o.walkerIntervalMs ?? 2000}`,
+      `walker.percent=${o.walkerPercent ?? 60} walker.interval=${o.walkerIntervalMs ?? 2000}`,
       o.extraCmdline ?? '',
     ].join(' ').trim();
     try {
