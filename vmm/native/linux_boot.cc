@@ -69,7 +69,6 @@ uint8_t* Hva(Vm* vm, uint64_t gpa, uint64_t len) {
 // CPUID leaf 1 / leaf 7 bits.
 constexpr uint32_t kEcxTscDeadline = 1u << 24, kEcxXsave = 1u << 26, kEcxOsxsave = 1u << 27, kEcxHypervisor = 1u << 31;
 constexpr uint32_t kLeaf7EcxPku = 1u << 3, kLeaf7EcxOspke = 1u << 4;
-constexpr uint32_t kLeaf7EbxBmi1 = 1u << 3, kLeaf7EbxAvx2 = 1u << 5, kLeaf7EbxBmi2 = 1u << 8, kLeaf7EbxAdx = 1u << 19;
 
 void Segment(kvm_segment* s, uint16_t sel, uint8_t type) {
   *s = {};
@@ -104,14 +103,7 @@ bool SetupVm(Vm* vm) {
       e.ecx |= kEcxHypervisor | kEcxTscDeadline;
       e.ecx &= ~(kEcxXsave | kEcxOsxsave);
     }
-    if (e.function == 7 && e.index == 0) {
-      e.ecx &= ~(kLeaf7EcxPku | kLeaf7EcxOspke);
-      // VEX-encoded BMI/ADX instructions (the decompressor's zstd picks them when CPUID offers
-      // them) are beyond the instruction emulators a vCPU may meet: KVM's own on an MMIO exit
-      // and the development machines' kvm-pvm, which emulates a guest kernel's code in batches
-      // and failed on SHLX ("INTERNAL_ERROR in batch emul").
-      e.ebx &= ~(kLeaf7EbxBmi1 | kLeaf7EbxAvx2 | kLeaf7EbxBmi2 | kLeaf7EbxAdx);
-    }
+    if (e.function == 7 && e.index == 0) e.ecx &= ~(kLeaf7EcxPku | kLeaf7EcxOspke);
   }
   return true;
 }

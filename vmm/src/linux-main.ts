@@ -3,6 +3,7 @@
 //                                   [--percent N] [--interval MS] [--json] [--quiet]
 // Prints the guest's console, the engine's events and the VMM's machine checks as they happen,
 // one prefixed line each; --json ends with "RESULT <json>". Exit code 0 when every check held.
+import * as fs from 'node:fs';
 import { runLinuxScenario, type LinuxScenarioOptions } from './linux-scenario';
 import { kvmAvailable } from './vmm';
 
@@ -42,6 +43,11 @@ async function main(): Promise<number> {
       for (const l of r.kernelLines) console.log(`    guest kernel: ${l}`);
     }
     console.log(res.ok ? 'OK' : `FAILED:\n  ${res.failures.join('\n  ')}`);
+    if (!res.ok && res.bootMs < 0 && fs.existsSync('/sys/module/kvm_pvm'))
+      console.log(
+        "This machine's /dev/kvm is kvm-pvm, which runs small guests but emulates a non-PVM guest kernel's code in batches " +
+          'and stops in the bzImage decompressor (see vmm/linux/README.md). Watch it in the lab instead: LAB_VERBOSE=1 npm run test:lab:linux',
+      );
   }
   if (json) process.stdout.write(`RESULT ${JSON.stringify(res, (_k, v) => hex(v))}\n`);
   return res.ok ? 0 : 1;
