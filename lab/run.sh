@@ -9,6 +9,7 @@
 #   LAB_TIMEOUT   hard limit per boot, seconds (default 600)
 #   LAB_CASE_TIMEOUT  limit per case inside the guest, seconds (default 240)
 #   LAB_MEM       guest memory in MiB (default 6144: three 1 GiB pages, each 1 GiB case poisons one for good)
+#   LAB_HUGEPAGES_1G  1 GiB pages reserved at boot (default 3: case 4, k1 and k6 each poison one)
 #   LAB_REFRESH   1: refresh the private trixie package lists even if they are fresh
 #   LAB_VERBOSE   1: print the whole guest console of each boot after it ends
 #   LAB_NO_INSTALL 1: never call apt-get install (fail if a tool is missing)

@@ -35,8 +35,9 @@ function layout(with1G) {
 function kvmReady(t, with1G) {
   if (with1G) {
     // A really poisoned 1 GiB page leaves the pool for good: each 1 GiB case needs its own
-    // (boot.sh reserves three: case 3, k1 and k6).
+    // (boot.sh reserves three: case 4, k1 and k6).
     const p1 = U.pool(1 << 30);
+    t.note('pool1G before', p1);
     t.must('a free 1 GiB huge page for this case', p1 && p1.free >= 1, p1);
   }
   t.must('/dev/kvm exists (kvm, kvm-amd loaded)', fs.existsSync('/dev/kvm'), { modules: fs.existsSync('/proc/modules') ? fs.readFileSync('/proc/modules', 'utf8').split('\n').filter((l) => /kvm|ccp|irqbypass/.test(l)) : [] });
