@@ -37,7 +37,7 @@ async function main(): Promise<number> {
   const res = await runLinuxScenario(o);
   if (!quiet) {
     console.log('');
-    console.log(`boot to the first heartbeat: ${(res.bootMs / 1000).toFixed(1)} s, whole run ${(res.totalMs / 1000).toFixed(1)} s, heartbeats ${res.heartbeats}, wrong bytes ${res.wrongBytes}, end: ${res.exit?.state}`);
+    console.log(`boot to the first heartbeat: ${res.bootMs < 0 ? 'never' : (res.bootMs / 1000).toFixed(1) + ' s'}, whole run ${(res.totalMs / 1000).toFixed(1)} s, heartbeats ${res.heartbeats}, wrong bytes ${res.wrongBytes}, end: ${res.exit?.state}`);
     for (const r of res.reports) {
       console.log(`${r.kind} gpa ${r.gpa} (pfn ${r.pfn}): walker ${r.walker?.kind ?? 'no SIGBUS'}, ${r.heartbeatsAfter} heartbeats after, ${r.ms} ms to "Recovered"`);
       for (const l of r.kernelLines) console.log(`    guest kernel: ${l}`);
@@ -45,8 +45,8 @@ async function main(): Promise<number> {
     console.log(res.ok ? 'OK' : `FAILED:\n  ${res.failures.join('\n  ')}`);
     if (!res.ok && res.bootMs < 0 && fs.existsSync('/sys/module/kvm_pvm'))
       console.log(
-        "This machine's /dev/kvm is kvm-pvm, which runs small guests but emulates a non-PVM guest kernel's code in batches " +
-          'and stops in the bzImage decompressor (see vmm/linux/README.md). Watch it in the lab instead: LAB_VERBOSE=1 npm run test:lab:linux',
+        "This machine's /dev/kvm is kvm-pvm: it runs small guests, but it ran this kernel's decompressor through its instruction " +
+          'emulator and stopped at an instruction it does not know (see vmm/linux/README.md). Watch it in the lab instead: LAB_VERBOSE=1 npm run test:lab:linux',
       );
   }
   if (json) process.stdout.write(`RESULT ${JSON.stringify(res, (_k, v) => hex(v))}\n`);
