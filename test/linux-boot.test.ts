@@ -32,18 +32,25 @@ const kernel = cachedKernel();
 const why = !kvmUsable() ? 'no usable /dev/kvm' : !kernel ? 'no cached Debian 6.12 kernel (lab/cache/kernels/6.12: run the lab once, or set RAS_LINUX_KERNEL)' : '';
 
 describe.skipIf(why !== '')(`reference VMM, Linux mode: boot protocol and e820 from the regions${why ? ` (skipped: ${why})` : ''}`, () => {
-  it('loads the bzImage at 1 MiB, the initrd high in the first region, one e820 RAM entry per region', () => {
+  it('loads the bzImage at 1 MiB (64-bit or 32-bit entry), the initrd high in the first region, one e820 RAM entry per region', () => {
     const script = `
       const { LinuxGuest, linuxRegions } = require(${JSON.stringify(path.join(ROOT, 'dist/vmm/src/linux.js'))});
       const g = LinuxGuest.open({ kernel: ${JSON.stringify(kernel)}, regions: linuxRegions(96, 32), dir2M: ${JSON.stringify(DIR_2M)} });
       const i = g.info();
       g.close();
-      process.stdout.write(JSON.stringify({ ...i, cmdline: g.cmdline }, (k, v) => (typeof v === 'bigint' ? v.toString() : v)));`;
+      const g32 = LinuxGuest.open({ kernel: ${JSON.stringify(kernel)}, regions: linuxRegions(96, 32), dir2M: ${JSON.stringify(DIR_2M)}, entry: 32 });
+      const i32 = g32.info();
+      g32.close();
+      process.stdout.write(JSON.stringify({ ...i, cmdline: g.cmdline, entry32: i32.entry, entry64of32: i32.entry64 }, (k, v) => (typeof v === 'bigint' ? v.toString() : v)));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status, r.stderr).toBe(0);
     const info = JSON.parse(r.stdout);
     expect(info.bootProtocol).toBeGreaterThanOrEqual(0x20a);
-    expect(info.entry).toBe(String(0x100000));
+    // 64-bit entry (default): startup_64 at the load address + 0x200; 32-bit: code32_start.
+    expect(info.entry64).toBe(true);
+    expect(info.entry).toBe(String(0x100200));
+    expect(info.entry64of32).toBe(false);
+    expect(info.entry32).toBe(String(0x100000));
     const image = fs.readFileSync(kernel!);
     const setupSects = image[0x1f1] || 4;
     expect(info.kernelSize).toBe(image.length - (setupSects + 1) * 512); // the protected-mode kernel

@@ -3,8 +3,9 @@
 // (the same image the lab booted as L1) as a KVM guest inside the lab guest, its RAM hugetlb-ras
 // regions of 2 MiB pages, a walker filling and verifying a large share of it. REAL poison
 // (MADV_HWPOISON) on a frame under the walker, once action-required (the walker touches it), once
-// action-optional (the VMM reports it before the walker gets there). About 35 s in the lab (boot to
-// the walker's first heartbeat ~15 s): part of the default 6.12 run; alone: npm run test:lab:linux.
+// action-optional (the VMM reports it before the walker gets there). About 30-60 s each in the lab
+// (boot to the walker's first heartbeat 8-30 s): part of the default 6.12 run; alone (L1 and L1b):
+// npm run test:lab:linux. L1 boots through the 64-bit entry, L1b through the 32-bit one.
 const fs = require('fs');
 const path = require('path');
 const { spawn } = require('child_process');
@@ -38,7 +39,7 @@ function runLinux(t, args) {
   });
 }
 
-async function linuxCase(t) {
+async function linuxCase(t, entry) {
   t.must('/dev/kvm exists (kvm, kvm-amd loaded)', fs.existsSync('/dev/kvm'));
   t.must(`the guest kernel is in the initramfs (${KERNEL})`, fs.existsSync(KERNEL));
   t.must(`the guest initramfs is in the initramfs (${INITRD})`, fs.existsSync(INITRD));
@@ -49,11 +50,12 @@ async function linuxCase(t) {
   const t0 = Date.now();
   // 3 s between the walker's passes: the AO report (polled by the guest every second) has the
   // lost frame to itself before the walker's next pass.
-  const { result: res, code, signal } = await runLinux(t, ['--mode', 'madvise', '--reports', 'AR,AO', '--interval', '3000', '--json']);
+  const { result: res, code, signal } = await runLinux(t, ['--mode', 'madvise', '--reports', 'AR,AO', '--interval', '3000', '--entry', String(entry), '--json']);
   t.note('wall clock (ms)', Date.now() - t0);
   t.must('the VMM process reported', !!res, { code, signal });
   t.note('timings', { bootMs: res.bootMs, totalMs: res.totalMs, reportMs: res.reports.map((r) => [r.kind, r.ms]) });
   t.note('vmm stats', res.stats);
+  t.eq(`booted through the ${entry}-bit entry`, res.info && res.info.entry64, entry === 64);
   t.note('walker setup', res.walkerSetup);
   t.note('console tail', res.consoleTail);
   t.eq('VMM verdict: no failures', res.failures, []);
@@ -77,13 +79,15 @@ async function linuxCase(t) {
 }
 
 function register(def) {
-  def({
-    id: 'L1',
-    name: 'Linux guest (Debian 6.12) in the reference VMM: real poison under its walker, AR then AO; the guest kernel recovers, the walker carries on, clean shutdown',
-    kernels: ['6.12'],
-    timeout: 900,
-    run: linuxCase,
-  });
+  for (const [id, entry] of [['L1', 64], ['L1b', 32]]) {
+    def({
+      id,
+      name: `Linux guest (Debian 6.12, ${entry}-bit boot entry) in the reference VMM: real poison under its walker, AR then AO; the guest kernel recovers, the walker carries on, clean shutdown`,
+      kernels: ['6.12'],
+      timeout: 600,
+      run: (t) => linuxCase(t, entry),
+    });
+  }
 }
 
 module.exports = { register };

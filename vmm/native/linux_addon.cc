@@ -77,6 +77,7 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     cfg.image.kernel = Bytes(o.Get("kernel"));
     cfg.image.initrd = Bytes(o.Get("initrd"));
     cfg.image.cmdline = o.Get("cmdline").ToString().Utf8Value();
+    if (o.Has("entry64")) cfg.image.entry64 = o.Get("entry64").ToBoolean().Value();
     machine_ = std::make_unique<LinuxMachine>();
     if (!machine_->Create(cfg, slots)) {
       Napi::Error::New(env, "KVM: " + machine_->error()).ThrowAsJavaScriptException();
@@ -218,6 +219,7 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     o.Set("mcgCap", Napi::BigInt::New(env, vm.mcg_cap));
     o.Set("bootProtocol", Napi::Number::New(env, l.protocol));
     o.Set("entry", Napi::BigInt::New(env, l.entry));
+    o.Set("entry64", Napi::Boolean::New(env, l.entry64));
     o.Set("initrdGpa", Napi::BigInt::New(env, l.initrd_gpa));
     o.Set("initrdSize", Napi::Number::New(env, static_cast<double>(l.initrd_size)));
     o.Set("kernelSize", Napi::Number::New(env, static_cast<double>(l.kernel_size)));

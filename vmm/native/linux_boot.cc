@@ -25,6 +25,7 @@ constexpr uint64_t kZeroPage = 0x7000;
 constexpr uint64_t kCmdline = 0x20000;
 constexpr uint64_t kCmdlineMax = 0x10000;
 constexpr uint64_t kKernel = 0x100000;
+constexpr uint64_t kPml4 = 0x9000, kPdpt = 0xa000, kPd = 0xb000;  // 0xb000-0xefff: 4 page directories
 constexpr uint64_t kTssAddr = 0xfffbd000;     // 3 pages KVM (VMX) needs below 4 GiB, outside RAM
 constexpr uint64_t kIdentityMap = 0xfffbc000;  // one page, VMX real-mode identity map
 
@@ -43,6 +44,7 @@ constexpr size_t kRamdiskSize = 0x21c;
 constexpr size_t kHeapEndPtr = 0x224;
 constexpr size_t kCmdLinePtr = 0x228;
 constexpr size_t kInitrdAddrMax = 0x22c;
+constexpr size_t kXloadflags = 0x236;
 constexpr size_t kCmdlineSize = 0x238;
 constexpr size_t kInitSize = 0x260;
 constexpr size_t kE820Table = 0x2d0;
@@ -192,7 +194,21 @@ bool Load(Vm* vm, const Image& img, Loaded* out) {
   gdt[3] = 0x00cf93000000ffffull;
 
   out->protocol = version;
+  out->entry64 = img.entry64;
   out->entry = Get<uint32_t>(zp, kCode32Start);
+  if (img.entry64) {
+    if (!(Get<uint16_t>(k.data(), kXloadflags) & 1)) return Fail(vm, "the kernel has no 64-bit entry (XLF_KERNEL_64)", false);
+    // The boot protocol wants the kernel, zero page and command line identity-mapped: all of 0-4 GiB.
+    auto* pml4 = reinterpret_cast<uint64_t*>(low->hva + kPml4);
+    auto* pdpt = reinterpret_cast<uint64_t*>(low->hva + kPdpt);
+    auto* pd = reinterpret_cast<uint64_t*>(low->hva + kPd);
+    memset(pml4, 0, 4096);
+    memset(pdpt, 0, 4096);
+    pml4[0] = kPdpt | 3;
+    for (int i = 0; i < 4; i++) pdpt[i] = (kPd + i * 0x1000ull) | 3;
+    for (uint64_t j = 0; j < 4 * 512; j++) pd[j] = (j << 21) | 0x83;  // present, writable, 2 MiB
+    out->entry = kKernel + 0x200;
+  }
   out->zero_page = kZeroPage;
   out->kernel_gpa = kKernel;
   out->kernel_size = pm_size;
@@ -225,6 +241,10 @@ bool CreateBootVcpu(Vm* vm, const Loaded& l, Vcpu* v) {
   if (ioctl(v->fd, KVM_GET_SREGS, &sr) != 0) return Fail(vm, "KVM_GET_SREGS");
   Segment(&sr.cs, 0x10, 0xb);
   Segment(&sr.ds, 0x18, 0x3);
+  if (l.entry64) {
+    sr.cs.l = 1;
+    sr.cs.db = 0;
+  }
   sr.es = sr.fs = sr.gs = sr.ss = sr.ds;
   sr.gdt.base = kGdt;
   sr.gdt.limit = 4 * 8 - 1;
@@ -241,7 +261,14 @@ bool CreateBootVcpu(Vm* vm, const Loaded& l, Vcpu* v) {
   sr.cr0 = (sr.cr0 | 0x1) & ~((1ull << 29) | (1ull << 30));  // PE; caches on (NW, CD clear)
   sr.cr4 = 0;
   sr.efer = 0;
-  if (ioctl(v->fd, KVM_SET_SREGS, &sr) != 0) return Fail(vm, "KVM_SET_SREGS (32-bit protected mode)");
+  if (l.entry64) {
+    sr.cr0 |= 0x80000000ull;  // PG
+    sr.cr3 = kPml4;
+    sr.cr4 = 0x20;            // PAE
+    sr.efer = 0x500;          // LME | LMA
+  }
+  if (ioctl(v->fd, KVM_SET_SREGS, &sr) != 0)
+    return Fail(vm, l.entry64 ? "KVM_SET_SREGS (long mode)" : "KVM_SET_SREGS (32-bit protected mode)");
   kvm_regs r = {};
   r.rip = l.entry;
   r.rsi = l.zero_page;

@@ -1,7 +1,8 @@
 // linux_boot: Linux's x86 32-bit boot protocol (Documentation/arch/x86/boot.rst) for the reference
 // VMM: a bzImage's protected-mode kernel at 1 MiB, the zero page (boot_params with the image's
 // setup header, an e820 map built from the VM's memory slots), the command line, an initrd high
-// in the first slot, and a vCPU in flat 32-bit protected mode at code32_start with ESI = zero page.
+// in the first slot, and a vCPU either in flat 32-bit protected mode at code32_start, or in long mode
+// (identity-mapped 0-4 GiB, 2 MiB pages) at the 64-bit entry, with ESI/RSI = zero page.
 // Also the VM-wide pieces such a kernel needs: TSS address, in-kernel irqchip and PIT, the CPUID
 // a Linux guest wants (hypervisor bit and TSC deadline for kvm-clock, MCE/MCA, no XSAVE/PKU).
 #pragma once
@@ -18,11 +19,15 @@ struct Image {
   std::vector<uint8_t> kernel;  // bzImage
   std::vector<uint8_t> initrd;  // cpio (may be empty)
   std::string cmdline;
+  // The 64-bit entry (startup_64, load address + 0x200, long mode with an identity map) instead
+  // of the 32-bit one (code32_start, flat protected mode).
+  bool entry64 = true;
 };
 
 struct Loaded {
   uint16_t protocol = 0;
-  uint64_t entry = 0;  // code32_start
+  bool entry64 = false;
+  uint64_t entry = 0;  // code32_start, or the 64-bit entry
   uint64_t zero_page = 0;
   uint64_t kernel_gpa = 0, kernel_size = 0;
   uint64_t initrd_gpa = 0, initrd_size = 0;

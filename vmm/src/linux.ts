@@ -30,7 +30,7 @@ interface NativeLinuxVm {
   done(): boolean;
   join(): LinuxVmStats;
   stats(): LinuxVmStats;
-  info(): { vendor: string; mcgCap: bigint; bootProtocol: number; entry: bigint; initrdGpa: bigint; initrdSize: number; kernelSize: number; e820Ram: { gpa: bigint; size: number }[] };
+  info(): { vendor: string; mcgCap: bigint; bootProtocol: number; entry: bigint; entry64: boolean; initrdGpa: bigint; initrdSize: number; kernelSize: number; e820Ram: { gpa: bigint; size: number }[] };
 }
 
 const hex = (v: bigint | number) => '0x' + v.toString(16);
@@ -88,6 +88,8 @@ export interface LinuxGuestOptions {
   /** Kernel console log level (5: warnings and worse, which includes the machine-check lines; 7: all). */
   loglevel?: number;
   extraCmdline?: string;
+  /** Boot through the 64-bit entry (long mode, default) or the 32-bit one (flat protected mode). */
+  entry?: 64 | 32;
   waitMs?: number;
   /** Every console line, engine event and VMM action, as it happens (the demo prints them). */
   onLine?: (source: 'guest' | 'engine' | 'vmm', text: string) => void;
@@ -167,6 +169,7 @@ export class LinuxGuest {
         kernel: fs.readFileSync(kernel),
         initrd: fs.readFileSync(initrd),
         cmdline,
+        entry64: (o.entry ?? 64) === 64,
         waitMs: o.waitMs,
       });
       return new LinuxGuest(engine, vm, regions, files, specs, cmdline, o.onLine);
@@ -187,7 +190,9 @@ export class LinuxGuest {
 
   start(): void {
     this.started = true;
-    this.onLine('vmm', `boot ${this.cmdline}`);
+    const i = this.vm.info();
+    this.onLine('vmm', `boot protocol 2.${(i.bootProtocol & 0xff).toString().padStart(2, '0')}, ${i.entry64 ? '64-bit' : '32-bit'} entry ${hex(i.entry)}, initrd at ${hex(i.initrdGpa)}, e820 RAM ${i.e820Ram.map((r) => `[${hex(r.gpa)}, ${hex(r.gpa + BigInt(r.size))})`).join(' ')}`);
+    this.onLine('vmm', `command line: ${this.cmdline}`);
     this.vm.start((events) => {
       for (const e of events) this.record(e);
     });
