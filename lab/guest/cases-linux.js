@@ -3,9 +3,14 @@
 // (the same image the lab booted as L1) as a KVM guest inside the lab guest, its RAM hugetlb-ras
 // regions of 2 MiB pages, a walker filling and verifying a large share of it. REAL poison
 // (MADV_HWPOISON) on a frame under the walker, once action-required (the walker touches it), once
-// action-optional (the VMM reports it before the walker gets there). About 30-60 s each in the lab
-// (boot to the walker's first heartbeat 8-30 s): part of the default 6.12 run; alone (L1 and L1b):
-// npm run test:lab:linux. L1 boots through the 64-bit entry, L1b through the 32-bit one.
+// action-optional (the VMM reports it before the walker gets there). L1 boots through the 64-bit
+// entry, L1b through the 32-bit one; L1c keeps the lost frame behind a PROT_NONE/guard marker (what
+// the engine falls back to without userfaultfd). About 30-60 s each in the lab (boot to the walker's
+// first heartbeat 8-30 s).
+// Manual (npm run test:lab:linux, with one TCG thread): once, under the default multi-threaded TCG,
+// the lab's own kernel oopsed ("Oops: int3" in __schedule, at a jump-label site, i.e. a text patch
+// another vCPU thread still saw half done) as the second Linux VM started. Probably KVM's static
+// keys flipping on VM create/destroy meeting an MTTCG race; not in the default CI lab because of it.
 const fs = require('fs');
 const path = require('path');
 const { spawn } = require('child_process');
@@ -16,12 +21,12 @@ const KERNEL = path.join(PKG, 'linux', 'vmlinuz');
 const INITRD = path.join(PKG, 'build', 'linux', 'initramfs.cpio');
 const POOL_2M = 160; // the guest's 224 MiB plus what the engine's replacement memory needs
 
-function runLinux(t, args) {
+function runLinux(t, args, engine) {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [MAIN, ...args], {
       stdio: ['ignore', 'pipe', 'inherit'],
       cwd: '/tmp',
-      env: { ...process.env, HOME: '/tmp', RAS_LINUX_KERNEL: KERNEL, RAS_LINUX_INITRD: INITRD, HUGETLB_RAS_DIR: '/mnt', RAS_LINUX_DIR2M: '/mnt/huge2m', RAS_LINUX_ENGINE: JSON.stringify({ reserveBytes: 0 }) },
+      env: { ...process.env, HOME: '/tmp', RAS_LINUX_KERNEL: KERNEL, RAS_LINUX_INITRD: INITRD, HUGETLB_RAS_DIR: '/mnt', RAS_LINUX_DIR2M: '/mnt/huge2m', RAS_LINUX_ENGINE: JSON.stringify({ reserveBytes: 0, ...engine }) },
     });
     let buf = '';
     let result = null;
@@ -39,7 +44,7 @@ function runLinux(t, args) {
   });
 }
 
-async function linuxCase(t, entry) {
+async function linuxCase(t, { entry, guard, reports }) {
   t.must('/dev/kvm exists (kvm, kvm-amd loaded)', fs.existsSync('/dev/kvm'));
   t.must(`the guest kernel is in the initramfs (${KERNEL})`, fs.existsSync(KERNEL));
   t.must(`the guest initramfs is in the initramfs (${INITRD})`, fs.existsSync(INITRD));
@@ -50,7 +55,7 @@ async function linuxCase(t, entry) {
   const t0 = Date.now();
   // 3 s between the walker's passes: the AO report (polled by the guest every second) has the
   // lost frame to itself before the walker's next pass.
-  const { result: res, code, signal } = await runLinux(t, ['--mode', 'madvise', '--reports', 'AR,AO', '--interval', '3000', '--entry', String(entry), '--json']);
+  const { result: res, code, signal } = await runLinux(t, ['--mode', 'madvise', '--reports', reports, '--interval', '3000', '--entry', String(entry), '--json'], guard ? { lostPageGuard: guard } : {});
   t.note('wall clock (ms)', Date.now() - t0);
   t.must('the VMM process reported', !!res, { code, signal });
   t.note('timings', { bootMs: res.bootMs, totalMs: res.totalMs, reportMs: res.reports.map((r) => [r.kind, r.ms]) });
@@ -74,18 +79,32 @@ async function linuxCase(t, entry) {
   t.eq('the walker found no wrong byte', res.wrongBytes, 0);
   t.check('the walker said bye', !!res.bye, res.bye);
   t.eq('the guest shut down by itself (i8042 reset, reboot=k)', res.exit && res.exit.state, 'reset');
-  t.eq('no EFAULT from KVM_RUN', res.stats && res.stats.efault, 0);
+  t.eq(`reports checked: ${reports}`, res.reports.map((r) => r.kind).join(','), reports);
+  if (guard === 'guard') {
+    // PROT_NONE / guard marker on the lost 4 KiB: KVM_RUN fails with EFAULT, no signal; the VMM
+    // asks the engine (memory_fault gpa or next_lost) and injects for the frame it names.
+    t.check('the walker\'s access came back as EFAULT from KVM_RUN', res.stats && res.stats.efault >= 1, res.stats);
+    t.check('the machine check was injected from the EFAULT path', res.reports.every((r) => r.injections.every((x) => ['efault', 'memory-fault', 'next-lost'].includes(x.path))), res.reports.map((r) => r.injections));
+  } else {
+    t.eq('no EFAULT from KVM_RUN', res.stats && res.stats.efault, 0);
+  }
   t.eq('no MMIO exit inside guest RAM', res.stats && res.stats.mmioInRam, 0);
 }
 
 function register(def) {
-  for (const [id, entry] of [['L1', 64], ['L1b', 32]]) {
+  const variants = [
+    ['L1', { entry: 64, reports: 'AR,AO' }, '64-bit boot entry'],
+    ['L1b', { entry: 32, reports: 'AR,AO' }, '32-bit boot entry'],
+    ['L1c', { entry: 64, reports: 'AR', guard: 'guard' }, "lostPageGuard 'guard': the access comes back as EFAULT"],
+  ];
+  for (const [id, v, what] of variants) {
     def({
       id,
-      name: `Linux guest (Debian 6.12, ${entry}-bit boot entry) in the reference VMM: real poison under its walker, AR then AO; the guest kernel recovers, the walker carries on, clean shutdown`,
+      name: `Linux guest (Debian 6.12, ${what}) in the reference VMM: real poison under its walker, ${v.reports.replace(',', ' then ')}; the guest kernel recovers, the walker carries on, clean shutdown`,
       kernels: ['6.12'],
+      manual: true,
       timeout: 600,
-      run: (t) => linuxCase(t, entry),
+      run: (t) => linuxCase(t, v),
     });
   }
 }
