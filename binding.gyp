@@ -1,33 +1,56 @@
+# Two addons: the engine (hugetlb_ras) and the benchmark's reference points (hugetlb_ras_bench).
+# Shared settings are in common.gypi, which node-gyp includes by itself.
 {
   "targets": [
     {
       "target_name": "hugetlb_ras",
       "sources": [
         "native/addon.cc",
-        "native/access.cc",
-        "native/capi.cc",
-        "native/baseline.cc",
-        "native/engine.cc",
-        "native/errors.cc",
-        "native/fileio.cc",
-        "native/mapping.cc",
-        "native/recovery.cc",
-        "native/registry.cc",
-        "native/signals.cc",
-        "native/simulate.cc",
-        "native/uffd.cc",
+        "native/capture/chain.cc",
+        "native/capture/stale.cc",
+        "native/capture/signals.cc",
+        "native/capture/access.cc",
+        "native/capi/capi.cc",
+        "native/state/page_state.cc",
+        "native/state/region.cc",
+        "native/state/reports.cc",
+        "native/state/sys.cc",
+        "native/state/thread_slots.cc",
+        "native/lanes/lanes.cc",
+        "native/split/fileio.cc",
+        "native/split/mapping.cc",
+        "native/split/recovery.cc",
+        "native/split/reserve.cc",
+        "native/split/uffd.cc",
+        "native/tojs/events.cc",
+        "native/binding/access.cc",
+        "native/binding/args.cc",
+        "native/binding/constants.cc",
+        "native/binding/control.cc",
+        "native/binding/errors.cc",
+        "native/binding/inject.cc",
+        "native/binding/lifecycle.cc",
+        "native/binding/recovery_reset.cc",
+        "native/binding/regions.cc",
+        "native/binding/testing.cc",
+        "native/simulate/simulate.cc",
         "native/testing/foreign_thread.cc",
-        "native/vcpu.cc",
-        "native/worker.cc"
-      ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
-      "cflags": ["-Wall", "-Wextra", "-fvisibility=hidden", "-O2"],
-      "cflags_cc": ["-Wall", "-Wextra", "-fvisibility=hidden", "-std=c++17", "-O2", "-fno-exceptions"],
-      "cflags!": ["-fno-exceptions"],
-      "ldflags": ["-pthread"]
+        "native/testing/prev_handler.cc",
+        "native/testing/pattern.cc",
+        "native/testing/vcpu.cc"
+      ]
     },
     {
+      "target_name": "hugetlb_ras_bench",
+      "sources": [
+        "native/bench/baseline.cc",
+        "native/binding/errors.cc",
+        "native/state/sys.cc"
+      ]
+    },
+    {
+      # The reference VMM (vmm/): its KVM module and, by the action, its guest's flat binary.
+      # NAPI_VERSION, -Wall -Wextra, hidden visibility and C++17 come from common.gypi.
       "target_name": "ras_vmm",
       "sources": [
         "vmm/native/addon.cc",
@@ -40,12 +63,7 @@
         "vmm/native/sigbus.cc",
         "vmm/native/vcpu_loop.cc"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "include", "vmm/guest"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
-      "cflags": ["-Wall", "-Wextra", "-fvisibility=hidden", "-O2"],
-      "cflags_cc": ["-Wall", "-Wextra", "-fvisibility=hidden", "-std=c++17", "-O2", "-fno-exceptions"],
-      "cflags!": ["-fno-exceptions"],
-      "ldflags": ["-pthread"],
+      "include_dirs": ["vmm/guest"],
       "actions": [
         {
           "action_name": "ras_vmm_guest",

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RasEngine, fillPattern, startVcpuLoad, verifyPattern, type RecoveredEvent } from '../src/index';
-import { native } from '../src/native';
+import { benchNative } from '../src/native';
 
 const DIR = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
 const OUT = path.resolve(__dirname, '../../bench/out');
@@ -94,12 +94,12 @@ async function benchSize(label: string, huge: number, dir: string, reps: number,
       const nregion = naiveEngine.mapRegion({ name: `naive${rep}`, path: f, size: huge });
       fillPattern(nregion, 1);
       naiveEngine.injectPoison(nregion, 4096 * 37, { mode: 'simulate', signal: false });
-      const naive = native.naiveRecover(nregion.id, 0);
+      const naive = benchNative().naiveRecover(nregion.address, nregion.hugePageSize, f, nregion.fileOffset, [4096 * 37]);
       if (naive.lost !== 1) throw new Error('naive baseline did not see the poisoned subpage');
       fs.rmSync(f, { force: true });
       naiveEngine.unmapRegion(nregion);
       // --- the limit
-      const limit = native.memcpyLimit(huge);
+      const limit = benchNative().memcpyLimit(huge);
       if (rep === 0) continue; // warm-up
       res.engineTotal.ns.push(Number(last.totalNs));
       res.engineSplit.ns.push(Number(last.durationNs));

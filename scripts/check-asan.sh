@@ -7,13 +7,15 @@
 #   scripts/check-asan.sh --ubsan [vitest args]  only the UBSan pass
 #   scripts/check-asan.sh --valgrind             valgrind memcheck over a signal-free exercise of the addon
 #
-# Everything happens in a fresh temporary copy of the sources (native/, src/, test/, ...): the
-# caller's build/ and dist/ are never touched, and a second run starts from scratch again. The exit
-# status is non-zero on any sanitizer or valgrind report and on any test failure.
+# Each pass rebuilds the addon in this tree with the sanitizer switch of common.gypi
+# (`node-gyp configure -- -Dsanitize=...`), and the ordinary Release build is put back when the script
+# ends, however it ends. So do not build or test in this tree while it runs. Logs and sanitizer
+# reports go to a temporary directory. The exit status is non-zero on any sanitizer or valgrind
+# report and on any test failure.
 #
-# Environment: CHECK_KEEP=1 keeps the temporary copy (it is always kept on failure, for the logs);
-# CHECK_TMPDIR (default /tmp) is where it goes; CXX (default g++) finds libasan.
-# As root the tests get hugetlbfs mounts of their own under the temporary copy (same huge page pool),
+# Environment: CHECK_KEEP=1 keeps the temporary directory (it is always kept on failure, for the
+# logs); CHECK_TMPDIR (default /tmp) is where it goes; CXX (default g++) finds libasan.
+# As root the tests get hugetlbfs mounts of their own under the temporary directory (same huge page pool),
 # so files left by a process a sanitizer killed go with the unmount, and the mount dirs of somebody
 # testing at the same time are not touched. Not as root (or with CHECK_PRIVATE_MOUNT=0) they use
 # HUGETLB_RAS_DIR (default /mnt/hugetlb-ras), prepared beforehand by scripts/setup-hugetlbfs.sh.
@@ -39,8 +41,14 @@ work=$(mktemp -d "${CHECK_TMPDIR:-/tmp}/hugetlb-ras-check.XXXXXX")
 status=1
 huge_files=()
 private_mnt=
+rebuilt=0
 cleanup() {
   local f m
+  if [ "$rebuilt" = 1 ]; then
+    log "putting the ordinary Release build back"
+    (cd "$root" && npx --no-install node-gyp configure >"$work/restore.log" 2>&1 &&
+      npx --no-install node-gyp build >>"$work/restore.log" 2>&1) || { log "restoring the build failed: see $work/restore.log"; status=1; }
+  fi
   for f in "${huge_files[@]+"${huge_files[@]}"}"; do rm -f "$f"; done
   if [ -n "$private_mnt" ]; then
     for m in "$private_mnt/2M" "$private_mnt/1G"; do
@@ -50,55 +58,50 @@ cleanup() {
   if [ "$status" -eq 0 ] && [ "${CHECK_KEEP:-0}" != 1 ]; then
     rm -rf "$work"
   else
-    echo "check-asan: the copies, builds and logs are in $work" >&2
+    echo "check-asan: the logs are in $work" >&2
   fi
 }
 trap cleanup EXIT
 log() { echo "check-asan: $*" >&2; }
 started=$SECONDS
 
-# A copy of the sources in $work/$1, built for pass $1: no build/, dist/, .git or lab images of the
-# caller's tree; node_modules is linked. Leaves the shell in that copy.
-build_copy() {
-  local pass=$1 flags ldflags f
+# The addon of this tree rebuilt for pass $1 (common.gypi: -Dsanitize=<list>, or -Dsymbols=1 for
+# valgrind), and dist/ compiled. Leaves the shell in $work/$1 (logs, reports); the tests run in $root.
+build_pass() {
+  local pass=$1 defines
   mkdir -p "$work/$pass"
-  for f in binding.gyp package.json tsconfig.json vitest.config.ts native src test scripts bench; do
-    if [ -e "$root/$f" ]; then cp -a "$root/$f" "$work/$pass/"; fi
-  done
-  ln -s "$root/node_modules" "$work/$pass/node_modules"
-  cd "$work/$pass"
   case $pass in
-    asan) flags="-fsanitize=address -fno-omit-frame-pointer -g -O1" ldflags="-fsanitize=address" ;;
-    ubsan)
-      flags="-fsanitize=undefined,float-cast-overflow,float-divide-by-zero -fno-omit-frame-pointer -g -O1"
-      ldflags="-fsanitize=undefined"
-      ;;
-    *) flags="-fno-omit-frame-pointer -g -O1" ldflags="" ;;
+    asan) defines=(-Dsanitize=address) ;;
+    ubsan) defines=(-Dsanitize=undefined,float-cast-overflow,float-divide-by-zero) ;;
+    *) defines=(-Dsymbols=1) ;;
   esac
-  log "building the addon for $pass in $PWD"
+  # `bindings` prefers build/Debug: there must be none, only the build made here.
+  if [ -e "$root/build/Debug" ]; then
+    log "$root/build/Debug exists: bindings would load it instead of the $pass build (remove it first)"
+    exit 1
+  fi
+  log "rebuilding the addon for $pass in $root (${defines[*]})"
+  rebuilt=1
   # npx: node-gyp gets npm's configuration (e.g. nodedir) as it does for npm install.
-  if ! CFLAGS="$flags" CXXFLAGS="$flags" LDFLAGS="$ldflags" npx --no-install node-gyp rebuild --release >build.log 2>&1; then
-    tail -40 build.log >&2
+  if ! (cd "$root" && npx --no-install node-gyp configure -- "${defines[@]}" && npx --no-install node-gyp build) \
+    >"$work/$pass/build.log" 2>&1; then
+    tail -40 "$work/$pass/build.log" >&2
     log "build failed ($pass)"
     exit 1
   fi
-  # `bindings` prefers build/Debug: there must be none, only the build just made.
-  if [ -e build/Debug ]; then
-    log "build/Debug exists in the copy: bindings would load it instead"
-    exit 1
-  fi
-  addon=$PWD/build/Release/hugetlb_ras.node
+  addon=$root/build/Release/hugetlb_ras.node
   local syms want
   syms=$(nm -D "$addon")
   case $pass in asan) want=__asan_report ;; ubsan) want=__ubsan_handle ;; *) want= ;; esac
   if [ -n "$want" ] && ! grep -q "$want" <<<"$syms"; then
-    log "the addon is not instrumented (no $want symbols): CXXFLAGS were not used"
+    log "the addon is not instrumented (no $want symbols): the sanitizer switch was not used"
     exit 1
   fi
-  if ! node node_modules/typescript/bin/tsc -p tsconfig.json >&2; then
+  if ! (cd "$root" && node node_modules/typescript/bin/tsc -p tsconfig.json) >&2; then
     log "tsc failed ($pass)"
     exit 1
   fi
+  cd "$work/$pass"
 }
 
 if [ "$(id -u)" -eq 0 ] && [ "${CHECK_PRIVATE_MOUNT:-1}" != 0 ]; then
@@ -119,7 +122,7 @@ failed=0
 sanitizer_pass() {
   local pass=$1 rc files inline
   shift
-  build_copy "$pass"
+  build_pass "$pass"
   mkdir -p sanitizer
   if (
     if [ "$pass" = asan ]; then
@@ -133,6 +136,7 @@ sanitizer_pass() {
       # Go on after a report (every report is in a file; the suite still fails at the end).
       export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=0:log_path=$PWD/sanitizer/ubsan"
     fi
+    cd "$root"
     node -e "$check_loaded" "$addon" || exit 4
     log "running vitest with $pass${LD_PRELOAD:+ (LD_PRELOAD=$LD_PRELOAD)}"
     node node_modules/vitest/vitest.mjs run "$@"
@@ -174,7 +178,8 @@ command -v valgrind >/dev/null || {
   log "valgrind is not installed"
   exit 2
 }
-build_copy valgrind
+build_pass valgrind
+export CHECK_ROOT=$root
 dir=${HUGETLB_RAS_DIR:-/mnt/hugetlb-ras}/2M
 mkdir -p valgrind
 fa=$dir/check-valgrind-$$-a
@@ -184,7 +189,7 @@ huge_files=("$fa" "$fb" "$fc")
 cat >valgrind/prepare.js <<'JS'
 // Plain node: a region with a pattern and a simulated poison recovered (one lost 4 KiB frame), and
 // a share=on region whose poison is refused (a whole huge page lost), both in a journal.
-const ras = require(process.cwd() + '/dist/src/index.js');
+const ras = require(process.env.CHECK_ROOT + '/dist/src/index.js');
 const [journal, fileA, fileB] = process.argv.slice(2);
 const e = ras.RasEngine.open({ reserveBytes: 0, journalPath: journal });
 const a = e.mapRegion({ name: 'a', path: fileA, size: 4 << 20 });
@@ -203,7 +208,7 @@ cat >valgrind/exercise.js <<'JS'
 // markLost), guarded read/write of healthy memory, fill and verify, stats and THP share, a short
 // vCPU load, reset (punch hole, fresh huge page), unmap, double close.
 const assert = require('assert');
-const ras = require(process.cwd() + '/dist/src/index.js');
+const ras = require(process.env.CHECK_ROOT + '/dist/src/index.js');
 const [journal, fileA, fileB, fileC, addon] = process.argv.slice(2);
 assert.ok(require('fs').readFileSync('/proc/self/maps', 'utf8').includes(addon), 'not the addon of this copy');
 const MiB = 1 << 20;

@@ -3,11 +3,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { formatJournal, readJournal } from './journal';
-import { native } from './native';
-import { fillPattern, verifyPattern } from './pattern';
 import { RasEngine } from './engine';
-import { startVcpuLoad } from './vcpu';
+import { readJournal } from './ledger/file';
+import { formatJournal } from './ledger/print';
+import { benchNative } from './native';
+import { fillPattern, startVcpuLoad, verifyPattern } from './testing';
 import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
 
 const USAGE = `usage:
@@ -89,7 +89,7 @@ async function demo(o: DemoOptions): Promise<number> {
     await engine.whenIdle({ timeoutMs: 120_000 });
     await new Promise((r) => setTimeout(r, 100));
     const report = await load.stop();
-    const limitNs = native.memcpyLimit(huge);
+    const limitNs = benchNative().memcpyLimit(huge);
     for (const p of poisons.filter((p) => !p.alreadyLost).slice(0, 1))
       console.log(`  SIGBUS ${p.kind} lsb ${p.reportedLsb}, handled with the region's page size (${o.pageSize}), not the lsb`);
     for (const out of outcomes) {

@@ -1,18 +1,60 @@
-// Node-style errors: every error has a `code`; a failed syscall also has `errno` and `syscall`.
+// One error type for the whole package: every error it throws is a RasError (or, for a file system
+// call of the journal, Node's own fs error) with a `code`; a failed syscall also has `errno`
+// (negative, as Node's) and `syscall`. The native addon builds its errors as this class too.
+import type * as os from 'node:os';
+
+/** An errno name, as Node's fs errors and the addon's failed syscalls carry it (`ENOMEM`, `EACCES`, ...). */
+export type ErrnoCode = keyof typeof os.constants.errno | 'EUNKNOWN';
+
+/** Every code the package throws (docs/API.md lists the same). */
+export type ErrorCode =
+  // bad input
+  | 'ERR_INVALID_ARG'
+  | 'ERR_OUT_OF_RANGE'
+  | 'ERR_NOT_HUGETLBFS'
+  | 'ERR_NOT_REGULAR_FILE'
+  | 'ERR_SIZE_ALIGNMENT'
+  | 'ERR_REGION_OVERLAP'
+  | 'ERR_REGION_EXISTS'
+  // state
+  | 'ERR_ENGINE_CLOSED'
+  | 'ERR_REGION_CLOSED'
+  | 'ERR_ENGINE_PAUSED'
+  | 'ERR_ENGINE_IN_OTHER_THREAD'
+  | 'ERR_PAGE_BUSY'
+  | 'ERR_TIMEOUT'
+  // limits and the machine
+  | 'ERR_TOO_MANY_REGIONS'
+  | 'ERR_TOO_MANY_THREADS'
+  | 'ERR_HWPOISON_UNAVAILABLE'
+  | 'ERR_UFFD_UNAVAILABLE'
+  // guarded access
+  | 'ERR_POISONED'
+  | 'ERR_MEMORY_FAULT'
+  // the journal
+  | 'ERR_JOURNAL_CLOSED'
+  | 'ERR_JOURNAL_FAILED'
+  | 'ERR_JOURNAL_FORMAT'
+  | 'ERR_JOURNAL_LAYOUT_MISMATCH'
+  | 'ERR_JOURNAL_PERMISSIONS'
+  | 'ERR_JOURNAL_VERSION'
+  // a failed syscall (with errno and syscall)
+  | ErrnoCode;
 
 export class RasError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
+  /** The signature the native addon constructs it with: keep it. */
   constructor(code: string, message: string, extra: Record<string, unknown> = {}) {
     super(message);
     this.name = 'RasError';
-    this.code = code;
+    this.code = code as ErrorCode;
     Object.assign(this, extra);
   }
 }
 
 /** Thrown when guarded access touches poisoned or lost guest memory. */
-export class PoisonError extends Error {
-  readonly code = 'ERR_POISONED';
+export class PoisonError extends RasError {
+  declare readonly code: 'ERR_POISONED';
   constructor(
     readonly region: string,
     readonly offset: number,
@@ -21,7 +63,7 @@ export class PoisonError extends Error {
     readonly signal: number,
     readonly siCode: number,
   ) {
-    super(`poisoned memory in region ${region} at offset 0x${offset.toString(16)} (guest physical 0x${guestPhysAddr.toString(16)})`);
+    super('ERR_POISONED', `poisoned memory in region ${region} at offset 0x${offset.toString(16)} (guest physical 0x${guestPhysAddr.toString(16)})`);
     this.name = 'PoisonError';
   }
 }

@@ -1,6 +1,6 @@
 // Typed events of the engine.
 import { EventEmitter } from 'node:events';
-import type { LostCause } from './journal';
+import type { LostCause } from './ledger/ledger';
 import type { Guard, RefuseReason } from './policy';
 
 export interface PoisonEvent {

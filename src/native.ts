@@ -1,5 +1,8 @@
 // The one typed view of the C++ addon: nothing else in the package calls the raw binding.
+// Constants shared with the native code come from the addon (native/binding/constants.cc), and
+// every native error is built as RasError (native/binding/errors.cc).
 import bindings from 'bindings';
+import { RasError } from './errors';
 
 export interface NativeFault { fault: bigint; signal: number; code: number }
 
@@ -16,7 +19,7 @@ export interface NativeMapped {
   bookkeepingBytes: number;
 }
 
-/** One event from the native worker thread (see native/worker.cc). */
+/** One event from the native recovery lanes (see native/lanes/, built in native/tojs/). */
 export interface NativeEvent {
   type: NativeEventType;
   regionId: number;
@@ -47,21 +50,6 @@ export interface NativeEvent {
   lostAddress?: bigint;
 }
 
-export const enum NativeEventType {
-  Poison = 1,
-  Recovered = 2,
-  Refused = 3,
-  SubpageLost = 4,
-  Dropped = 5,
-}
-
-export const enum PageState {
-  Normal = 0,
-  Pending = 1,
-  Recovering = 2,
-  Split = 3,
-  Lost = 4,
-}
 
 export interface NativeRecoverOutcome {
   ok: boolean;
@@ -87,7 +75,6 @@ export interface NativeVerify {
   wrongBytes: number;
   firstWrongOffset: number;
   unreadableOffsets: number[];
-  unreadableCount: number;
 }
 
 export interface NativeCounters {
@@ -109,10 +96,34 @@ export interface NativeVcpuReport {
   firstWrongOffset: number;
   stalls: { thread: number; hostAddress: bigint; stallNs: bigint }[];
   mceReports: { thread: number; hostAddress: bigint }[];
-  slotFailures: number;
 }
 
-export interface NativeInject { hostAddress: bigint; signalledDuringCall: boolean }
+export interface NativeInject { hostAddress: bigint }
+
+/** The constants the addon exports, defined once in native/. */
+export interface NativeConstants {
+  pageState: { normal: number; pending: number; recovering: number; split: number; lost: number };
+  refuseReason: {
+    eligible: number;
+    sharedMapping: number;
+    vhostUser: number;
+    ivshmem: number;
+    vfio: number;
+    kernelNoReadAround: number;
+    readBackFailed: number;
+    noMemory: number;
+  };
+  eventType: { poison: number; recovered: number; refused: number; subpageLost: number };
+  /** enum hugetlb_ras_guard (include/hugetlb_ras.h). */
+  guard: { none: number; uffd: number; hwpoison: number; fault: number };
+  /** Fault codes of guarded access, negated (native/capture/access.h). */
+  fault: { noSlot: number; waitTimeout: number; enginePaused: number };
+  sigbus: number;
+  busMceerrAr: number;
+  busMceerrAo: number;
+  subpageSize: number;
+  hugetlbfsMagic: number;
+}
 
 export interface NativeUffdInfo {
   kind: 'user-mode-only' | 'full' | 'none';
@@ -121,6 +132,9 @@ export interface NativeUffdInfo {
 }
 
 interface Addon {
+  readonly constants: NativeConstants;
+  /** Every error the addon throws is built as `new cls(code, message, extra)`. */
+  setErrorClass(cls: new (code: string, message: string, extra: Record<string, unknown>) => Error): void;
   /** Opens the process's userfaultfd for poison markers (once) and says which kind it got. */
   uffdInfo(): NativeUffdInfo;
   /** Address of the C API table (struct hugetlb_ras_api, include/hugetlb_ras.h). */
@@ -151,11 +165,83 @@ interface Addon {
   hugeMappedShare(id: number, page: number): number;
   startVcpuLoad(id: number, threads: number, seed: number, writeRatio: number, windowOffset: number, windowLength: number): number;
   stopVcpuLoad(handle: number): NativeVcpuReport;
-  naiveRecover(id: number, page: number): { ns: number; lost: number; reads: number };
-  memcpyLimit(bytes: number): number;
 }
 
 export const native: Addon = bindings('hugetlb_ras') as Addon;
+native.setErrorClass(RasError);
+
+const c = native.constants;
+
+export const PageState = {
+  Normal: c.pageState.normal,
+  Pending: c.pageState.pending,
+  Recovering: c.pageState.recovering,
+  Split: c.pageState.split,
+  Lost: c.pageState.lost,
+} as const;
+export type PageState = number;
+
+export const NativeEventType = {
+  Poison: c.eventType.poison,
+  Recovered: c.eventType.recovered,
+  Refused: c.eventType.refused,
+  SubpageLost: c.eventType.subpageLost,
+} as const;
+export type NativeEventType = number;
+
+/** Refuse-reason codes of setPolicy and of refused events (native/state/region.h RefuseReason). */
+export const RefuseCode = {
+  Eligible: c.refuseReason.eligible,
+  SharedMapping: c.refuseReason.sharedMapping,
+  VhostUser: c.refuseReason.vhostUser,
+  Ivshmem: c.refuseReason.ivshmem,
+  Vfio: c.refuseReason.vfio,
+  KernelNoReadAround: c.refuseReason.kernelNoReadAround,
+  ReadBackFailed: c.refuseReason.readBackFailed,
+  NoMemory: c.refuseReason.noMemory,
+} as const;
+export type RefuseCode = number;
+
+/** How lost subpages are kept out: enum hugetlb_ras_guard (mapRegion's guard, events' guard). */
+export const GuardCode = {
+  None: c.guard.none,
+  Uffd: c.guard.uffd,
+  Hwpoison: c.guard.hwpoison,
+  Fault: c.guard.fault,
+} as const;
+export type GuardCode = number;
+
+/** NativeFault.signal when a guarded access ended without a signal (native/capture/access.h kFault*). */
+export const FaultCode = {
+  NoSlot: -c.fault.noSlot,
+  WaitTimeout: -c.fault.waitTimeout,
+  EnginePaused: -c.fault.enginePaused,
+} as const;
+
+export const SIGBUS: number = c.sigbus;
+export const SUBPAGE_SIZE: number = c.subpageSize;
+export const HUGETLBFS_MAGIC: number = c.hugetlbfsMagic;
+export const BUS_MCEERR_AR: number = c.busMceerrAr;
+export const BUS_MCEERR_AO: number = c.busMceerrAo;
+
+/** The benchmark's native reference points: a separate addon, not part of the engine. */
+export interface BenchAddon {
+  /** The naive recovery of the 2024 QEMU RFC over one huge page at `address` (file `path` at `fileOffset`);
+   * `poisonedFileOffsets`: simulated poison (reads there fail with EIO). */
+  naiveRecover(address: bigint, hugePageSize: number, path: string, fileOffset: number, poisonedFileOffsets: number[]): { ns: number; lost: number; reads: number };
+  /** memcpy of `bytes` into already-faulted memory, in ns: the limit of any copy-based recovery. */
+  memcpyLimit(bytes: number): number;
+}
+
+let bench: BenchAddon | undefined;
+export function benchNative(): BenchAddon {
+  if (!bench) {
+    const b = bindings('hugetlb_ras_bench') as BenchAddon & Pick<Addon, 'setErrorClass'>;
+    b.setErrorClass(RasError);
+    bench = b;
+  }
+  return bench;
+}
 
 export function isFault(v: unknown): v is NativeFault {
   return typeof v === 'object' && v !== null && !Buffer.isBuffer(v) && typeof (v as NativeFault).fault === 'bigint';

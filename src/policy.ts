@@ -1,6 +1,9 @@
-// Eligibility: which regions may be recovered by a private copy, decided before any error arrives
-// so that the native worker can act at once while a vCPU is stalled.
+// The policy, decided before any error arrives so that the native worker can act at once while a vCPU
+// is stalled: which regions may be recovered by a private copy (eligibility, with the kernel version
+// gate), and how lost subpages are kept inaccessible (guard choice). Pure: no native calls (only the
+// addon's constants, so the numbers crossing the boundary have one definition).
 import * as os from 'node:os';
+import { GuardCode, RefuseCode } from './native';
 
 export type Consumer = 'vhost-user' | 'ivshmem' | 'vfio';
 export const CONSUMERS: readonly Consumer[] = ['vhost-user', 'ivshmem', 'vfio'];
@@ -14,17 +17,16 @@ export type RefuseReason =
   | 'read-back-failed'
   | 'no-memory';
 
-/** Same numbering as native/registry.h RefuseReason. */
-export const REASON_CODES: readonly (RefuseReason | null)[] = [
-  null,
-  'shared-mapping',
-  'vhost-user',
-  'ivshmem',
-  'vfio',
-  'kernel-cannot-read-around-poison',
-  'read-back-failed',
-  'no-memory',
-];
+/** The native code of each reason (the numbers are the addon's: native/state/region.h). */
+const REASON_CODES: Record<RefuseReason, number> = {
+  'shared-mapping': RefuseCode.SharedMapping,
+  'vhost-user': RefuseCode.VhostUser,
+  ivshmem: RefuseCode.Ivshmem,
+  vfio: RefuseCode.Vfio,
+  'kernel-cannot-read-around-poison': RefuseCode.KernelNoReadAround,
+  'read-back-failed': RefuseCode.ReadBackFailed,
+  'no-memory': RefuseCode.NoMemory,
+};
 
 export const REASON_WORDS: Record<RefuseReason, string> = {
   'shared-mapping': 'another process maps this memory (share=on): a private copy would diverge from what it sees',
@@ -37,11 +39,12 @@ export const REASON_WORDS: Record<RefuseReason, string> = {
 };
 
 export function reasonCode(reason: RefuseReason | null): number {
-  return REASON_CODES.indexOf(reason);
+  return reason === null ? RefuseCode.Eligible : REASON_CODES[reason];
 }
 
 export function reasonFromCode(code: number): RefuseReason {
-  return REASON_CODES[code] ?? 'read-back-failed';
+  const hit = (Object.keys(REASON_CODES) as RefuseReason[]).find((r) => REASON_CODES[r] === code);
+  return hit ?? 'read-back-failed';
 }
 
 /** Linux reads around a poisoned hugetlb subpage since 6.5. */
@@ -79,10 +82,10 @@ export type Guard = 'uffd' | 'hwpoison' | 'guard';
 export type GuardMode = 'auto' | Guard;
 export const GUARD_MODES: readonly GuardMode[] = ['auto', 'uffd', 'hwpoison', 'guard'];
 
-/** Same numbering as enum hugetlb_ras_guard in include/hugetlb_ras.h. */
-export const GUARD_CODES: Record<Guard, number> = { uffd: 1, hwpoison: 2, guard: 3 };
+/** The native code of each guard (enum hugetlb_ras_guard of include/hugetlb_ras.h, via the addon). */
+export const GUARD_CODES: Record<Guard, number> = { uffd: GuardCode.Uffd, hwpoison: GuardCode.Hwpoison, guard: GuardCode.Fault };
 export function guardFromCode(code: number): Guard {
-  return code === 1 ? 'uffd' : code === 2 ? 'hwpoison' : 'guard';
+  return code === GuardCode.Uffd ? 'uffd' : code === GuardCode.Hwpoison ? 'hwpoison' : 'guard';
 }
 
 /** What a VMM must know when the only guard is one KVM cannot honour. */

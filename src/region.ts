@@ -1,11 +1,8 @@
 // A guest RAM region on hugetlbfs, mapped MAP_SHARED by the engine.
+import { BUS_MCEERR_AO, BUS_MCEERR_AR, FaultCode, SIGBUS } from './constants';
 import { checkUint, invalidArg, outOfRange, PoisonError, RasError } from './errors';
 import { isFault, native, type NativeFault } from './native';
 import type { Consumer, RefuseReason } from './policy';
-
-const SIGBUS = 7;
-const BUS_MCEERR_AR = 4;
-const BUS_MCEERR_AO = 5;
 
 export interface RegionSpec {
   /** Unique name within the engine (also the journal's key). */
@@ -22,6 +19,13 @@ export interface RegionSpec {
   share?: boolean;
   /** Devices or processes that map or pin this memory: not eligible for recovery. */
   consumers?: Consumer[];
+}
+
+/** @internal Native threads using a region's memory (a vCPU load): the engine stops them before it unmaps the region. */
+export interface RegionUser {
+  readonly region: Region;
+  /** Joins the threads now (also those waiting for a paused engine); idempotent. */
+  stopNow(): void;
 }
 
 export class Region {
@@ -103,6 +107,11 @@ export class Region {
   /** @internal */
   faultError(f: NativeFault): Error {
     const offset = this.offsetOf(f.fault);
+    // No signal: a guarded access waited for a huge page under recovery and gave up (native/access.h).
+    if (f.signal === FaultCode.WaitTimeout)
+      return new RasError('ERR_TIMEOUT', `region ${this.name} offset 0x${offset.toString(16)}: its huge page was still being recovered after 10 s`, { region: this.name, offset });
+    if (f.signal === FaultCode.EnginePaused)
+      return new RasError('ERR_ENGINE_PAUSED', `region ${this.name} offset 0x${offset.toString(16)}: its huge page waits for the paused engine (resume())`, { region: this.name, offset });
     if (f.signal === SIGBUS && (f.code === BUS_MCEERR_AR || f.code === BUS_MCEERR_AO))
       return new PoisonError(this.name, offset, this.guestPhysAddrOf(offset), f.fault, f.signal, f.code);
     return new RasError(

@@ -1,17 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { fillPattern, startVcpuLoad, verifyPattern, type PoisonEvent, type RecoveredEvent } from '../src/index';
+import type { PoisonEvent, RecoveredEvent } from '../src/index';
 import { native } from '../src/native';
-import { DIR_1G, GiB, has1G, hugeFile, MiB, openEngine, SUB } from './helpers';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await sleep(1);
-  }
-}
+import { fillPattern, startVcpuLoad, verifyPattern } from '../src/testing';
+import { DIR_1G, GiB, has1G, hugeFile, MiB, openEngine, sleep, SUB, until } from './helpers';
 
 describe('many vCPUs, repeated errors', () => {
   it('8 vCPU threads fault on one poisoned huge page at once: one recovery, all resume, every report counted', async () => {

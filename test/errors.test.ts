@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { RasEngine, fillPattern } from '../src/index';
+import { RasEngine } from '../src/index';
+import { fillPattern } from '../src/testing';
 import { hugeFile, MiB, openEngine } from './helpers';
 
 function mapsOf(file: string): number {

@@ -16,8 +16,8 @@ function vmmScript(guard: string): string {
     const native = require('bindings')('hugetlb_ras');
     native.testInstallVmmHandler();  // the VMM's own SIGBUS handler, installed before the engine
     const fs = require('fs');
-    const { RasEngine } = require('./dist/src/index.js');
-    const { fillPattern } = require('./dist/src/pattern.js');
+    const { RasEngine } = require('hugetlb-ras');
+    const { fillPattern } = require('hugetlb-ras/testing');
     (async () => {
       const e = RasEngine.open({ reserveBytes: 0, lostPageGuard: '${guard}' });
       const ev = { poison: [], recovered: [] };

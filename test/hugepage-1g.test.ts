@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { fillPattern, verifyPattern, type RecoveredEvent } from '../src/index';
+import type { RecoveredEvent } from '../src/index';
+import { fillPattern, verifyPattern } from '../src/testing';
 import { DIR_1G, GiB, has1G, hugeFile, openEngine, SUB } from './helpers';
 
 const available = has1G();

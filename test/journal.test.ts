@@ -3,14 +3,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { crc32 } from 'zlib';
-import {
-  Journal,
-  readJournal,
-  formatJournal,
-  type LostFrame,
-  type RegionLayout,
-  type JournalReplay,
-} from '../src/journal';
+import { Journal, readJournal } from '../src/ledger/file';
+import { formatJournal } from '../src/ledger/print';
+import type { JournalReplay, LostFrame, RegionLayout } from '../src/ledger/records';
 
 const KiB4 = 4096;
 const MiB2 = 2 * 1024 * 1024;
@@ -126,7 +121,7 @@ describe('Journal: creation and round trip', () => {
     const frames = [
       frame(ram0, 0x12345000),
       frame(ram0, 0x200000, { size: MiB2, cause: 'refused', reason: 'vfio' }),
-      frame(ram1, 0x3000, { cause: 'lost-access', reason: 'guest touched lost memory "x"\nline two' }),
+      frame(ram1, 0x3000, { cause: 'split-poison', reason: 'guest touched lost memory "x"\nline two' }),
     ];
     withJournal((j) => {
       expect(j.path).toBe(file);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { hugeFile, runChild } from './helpers';
+import { hugeFile, PKG, runChild } from './helpers';
 
 describe('cleanup without close()', () => {
   it('a worker thread that ends with an engine open leaves no thread, mapping or handler behind', () => {
@@ -18,7 +18,7 @@ describe('cleanup without close()', () => {
       w.on('exit', () => {
         console.log('after exit mapped', fs.readFileSync('/proc/self/maps', 'utf8').includes(process.env.F));
         const threads = fs.readdirSync('/proc/self/task').length;
-        const { RasEngine } = require('./dist/src/index.js');
+        const { RasEngine } = ${PKG};
         const e = RasEngine.open();  // the main thread can open one now
         e.close();
         console.log('threads back', fs.readdirSync('/proc/self/task').length === threads);
@@ -34,7 +34,7 @@ describe('cleanup without close()', () => {
 
   it('an engine in a worker thread refuses a second JS thread while it is open', () => {
     const r = runChild(`
-      const { RasEngine } = require('./dist/src/index.js');
+      const { RasEngine } = ${PKG};
       const { Worker } = require('worker_threads');
       const e = RasEngine.open();
       const w = new Worker("try { require(process.cwd() + '/dist/src/index.js').RasEngine.open(); console.log('opened') } catch (err) { console.log(err.code) }", { eval: true });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { fillPattern, PoisonError, startVcpuLoad, verifyPattern, type RecoveredEvent, type PoisonEvent } from '../src/index';
+import { PoisonError, type RecoveredEvent, type PoisonEvent } from '../src/index';
+import { fillPattern, startVcpuLoad, verifyPattern } from '../src/testing';
 import { hugeFile, MiB, openEngine, seededBytes, smapsAt, SUB } from './helpers';
 
 const GPA = 0x1_0000_0000n;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { fillPattern, PoisonError, verifyPattern, type RefusedEvent } from '../src/index';
+import { PoisonError, type RefusedEvent } from '../src/index';
+import { fillPattern, verifyPattern } from '../src/testing';
 import type { Consumer } from '../src/policy';
 import { hugeFile, MiB, openEngine, SUB } from './helpers';
 

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { fillPattern, verifyPattern } from '../src/index';
+import { fillPattern, verifyPattern } from '../src/testing';
 import { freeHugePages, hugeFile, MiB, openEngine, smapsAt, SUB } from './helpers';
 
 const NR = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';

@@ -2,8 +2,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { PoisonError, verifyPattern } from '../src/index';
-import { hugeFile, MiB, openEngine, runChild, SUB } from './helpers';
+import { PoisonError } from '../src/index';
+import { verifyPattern } from '../src/testing';
+import { hugeFile, MiB, openEngine, PKG, runChild, SUB, TESTING } from './helpers';
 
 describe('the ledger survives a restart of the VMM', () => {
   it('replays lost frames from the journal, re-protects them and reports them', async () => {
@@ -12,7 +13,8 @@ describe('the ledger survives a restart of the VMM', () => {
     const file = hugeFile('restart');
     // First life: poison, recover, then die without closing anything.
     const first = runChild(`
-      const { RasEngine, fillPattern } = require('./dist/src/index.js');
+      const { RasEngine } = ${PKG};
+      const { fillPattern } = ${TESTING};
       const e = RasEngine.open({ reserveBytes: 0, journalPath: process.env.J });
       const r = e.mapRegion({ name: 'ram', path: process.env.F, size: 4 << 20, guestPhysAddr: 0x200000000n });
       fillPattern(r, 31);

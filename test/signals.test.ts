@@ -1,13 +1,11 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { hugeFile, MiB, openEngine, runChild } from './helpers';
-
-const pkg = "require('./dist/src/index.js')";
+import { hugeFile, MiB, openEngine, PKG, runChild, TESTING } from './helpers';
 
 describe('signals that are not ours behave as before', () => {
   it('a SIGBUS that is not a memory error still kills the process', () => {
     const r = runChild(`
-      const { RasEngine } = ${pkg};
+      const { RasEngine } = ${PKG};
       const e = RasEngine.open({ reserveBytes: 0 });
       e.mapRegion({ name: 'a', path: process.env.F, size: 2 << 20 });
       process.kill(process.pid, 'SIGBUS');
@@ -20,7 +18,8 @@ describe('signals that are not ours behave as before', () => {
   it('a real bus error (file truncated under a vCPU) kills the process as it would without us', () => {
     const r = runChild(`
       const fs = require('fs');
-      const { RasEngine, startVcpuLoad, fillPattern } = ${pkg};
+      const { RasEngine } = ${PKG};
+      const { startVcpuLoad, fillPattern } = ${TESTING};
       const e = RasEngine.open({ reserveBytes: 0 });
       const region = e.mapRegion({ name: 'a', path: process.env.F, size: 4 << 20 });
       fillPattern(region, 1);
@@ -34,7 +33,7 @@ describe('signals that are not ours behave as before', () => {
   it('a SIGSEGV still kills the process, with the engine open and after it closed', () => {
     for (const close of [false, true]) {
       const r = runChild(`
-        const { RasEngine } = ${pkg};
+        const { RasEngine } = ${PKG};
         const e = RasEngine.open({ reserveBytes: 0 });
         ${close ? 'e.close();' : ''}
         process.kill(process.pid, 'SIGSEGV');
@@ -46,7 +45,7 @@ describe('signals that are not ours behave as before', () => {
 
   it("after close the previous SIGBUS handler is back (Node's default: death)", () => {
     const r = runChild(`
-      const { RasEngine } = ${pkg};
+      const { RasEngine } = ${PKG};
       const e = RasEngine.open({ reserveBytes: 0 });
       e.close();
       process.kill(process.pid, 'SIGBUS');

@@ -45,7 +45,27 @@ function kvmReady(t, with1G) {
 
 // Runs the VMM child; for mode 'external', root poisons each target's pfn (read from the child's
 // pagemap) through corrupt-pfn when the child says POISON-READY.
-function runVmm(t, opts, { uid = 0 } = {}) {
+// What every thread of a stuck process waits in (root reads the kernel stacks).
+function threadsOf(pid) {
+  const out = [];
+  try {
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      const rd = (f) => {
+        try {
+          return fs.readFileSync(`/proc/${pid}/task/${tid}/${f}`, 'utf8').trim();
+        } catch (e) {
+          return `(${e.code})`;
+        }
+      };
+      out.push({ tid, comm: rd('comm'), wchan: rd('wchan'), syscall: rd('syscall').split(' ')[0], stack: rd('stack').split('\n').slice(0, 8).join(' | ') });
+    }
+  } catch (e) {
+    out.push({ error: e.code });
+  }
+  return out;
+}
+
+function runVmm(t, opts, { uid = 0, hangMs = Number(process.env.LAB_VMM_HANG_MS || 200000) } = {}) {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [MAIN, JSON.stringify(opts)], {
       stdio: ['pipe', 'pipe', 'inherit'],
@@ -85,7 +105,16 @@ function runVmm(t, opts, { uid = 0 } = {}) {
         }
       }
     });
-    child.on('exit', (code, signal) => resolve({ result, code, signal }));
+    // A VMM that neither finishes nor dies: record where its threads are, then kill it.
+    const watchdog = setTimeout(() => {
+      t.note('stuck VMM threads', threadsOf(child.pid));
+      t.check(`the VMM process finished within ${hangMs / 1000} s`, false, { threads: threadsOf(child.pid).length });
+      child.kill('SIGKILL');
+    }, hangMs);
+    child.on('exit', (code, signal) => {
+      clearTimeout(watchdog);
+      resolve({ result, code, signal });
+    });
   });
 }
 

@@ -1,4 +1,4 @@
-#include "foreign_thread.h"
+#include "testing/foreign_thread.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "hugetlb_ras.h"
+#include "state/sys.h"
 
 namespace ras::testing {
 
@@ -73,7 +74,7 @@ Napi::Value ForeignRead(const Napi::CallbackInfo& info) {
   }
   std::vector<int> values(addrs.size(), -1);
   int first = g_count.load();
-  std::thread t([&] {
+  std::thread t = SpawnThread([&] {
     sigset_t all;
     sigfillset(&all);
     sigdelset(&all, SIGBUS);
@@ -143,7 +144,7 @@ Napi::Value CapiCheck(const Napi::CallbackInfo& info) {
   int timeout = info[3].As<Napi::Number>().Int32Value();
   hugetlb_ras_status st;
   int rc = 0;
-  std::thread t([&] { rc = by_gpa ? api->check_gpa(a, timeout, &st) : api->check_hva(a, timeout, &st); });
+  std::thread t = SpawnThread([&] { rc = by_gpa ? api->check_gpa(a, timeout, &st) : api->check_hva(a, timeout, &st); });
   t.join();
   return StatusObject(env, rc, st);
 }

@@ -17,9 +17,15 @@ async function main(): Promise<void> {
     const l = await new Promise<string>((r) => waiting.push(r));
     if (l.trim() !== 'POISONED') throw new Error(`external poison failed: ${l}`);
   };
-  const res = await runScenario(o);
-  lines.close();
-  process.stdout.write(`RESULT ${toJson(res)}\n`);
+  try {
+    const res = await runScenario(o);
+    process.stdout.write(`RESULT ${toJson(res)}\n`);
+  } finally {
+    // An open stdin pipe would keep this process alive after a failure (seen in the lab: RESULT
+    // printed, then epoll_wait forever).
+    lines.close();
+    process.stdin.destroy();
+  }
 }
 
 main().catch((e) => {

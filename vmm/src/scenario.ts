@@ -52,7 +52,7 @@ export interface ScenarioResult {
 const hex = (v: bigint) => '0x' + v.toString(16);
 
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
-  const t0 = Date.now();
+  const t0 = performance.now(); // monotonic
   const log = o.log ?? (() => {});
   const timeout = o.timeoutMs ?? 120_000;
   const vopts: ReferenceVmmOptions = {
@@ -148,7 +148,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     errors: report.errors.map((e) => `cpu ${e.cpu}: ${e.text}`),
     guard: report.engineGuard,
     report,
-    ms: Date.now() - t0,
+    ms: Math.round(performance.now() - t0),
   };
   // The common verdict (the tests assert each part separately as well).
   for (const g of expected) if (mcePerFrame[g] !== 1) failures.push(`frame ${g}: ${mcePerFrame[g] ?? 0} machine checks, expected 1`);

@@ -278,11 +278,11 @@ export class ReferenceVmm {
 
   /** Resolves when pred() holds (checked every 10 ms); rejects after timeoutMs. */
   async waitFor(what: string, pred: () => boolean, timeoutMs = 60_000): Promise<void> {
-    const t0 = Date.now();
+    const t0 = performance.now();
     while (!pred()) {
       const s = this.vm.stats();
       if (s.vcpus.some((c) => c.done)) throw new Error(`waiting for ${what}: a vCPU stopped: ${JSON.stringify(s.vcpus.map((c) => [c.state, c.error]))}`);
-      if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+      if (performance.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
       await sleep(10);
     }
   }
@@ -312,9 +312,9 @@ export class ReferenceVmm {
     let kicked = false;
     if (this.started) {
       this.vm.requestStop();
-      const t0 = Date.now();
+      const t0 = performance.now();
       while (!this.vm.allDone()) {
-        if (Date.now() - t0 > stopTimeoutMs && !kicked) {
+        if (performance.now() - t0 > stopTimeoutMs && !kicked) {
           kicked = true;
           this.vm.kick();
         }

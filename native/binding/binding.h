@@ -1,0 +1,24 @@
+// The binding: the JS entry points, one file per group, each registering its own calls. Arguments
+// are re-checked cheaply (binding/args.h); every error is a RasError (binding/errors.h).
+#pragma once
+
+#include <napi.h>
+
+#include "state/state.h"
+
+namespace ras::binding {
+
+void RegisterConstants(Napi::Env env, Napi::Object exports);      // constants.cc: constants
+void RegisterLifecycle(Napi::Env env, Napi::Object exports);      // lifecycle.cc: init, shutdown
+void RegisterRegions(Napi::Env env, Napi::Object exports);        // regions.cc: mapRegion, unmapRegion, setPolicy
+void RegisterAccess(Napi::Env env, Napi::Object exports);         // access.cc: read, write
+void RegisterInject(Napi::Env env, Napi::Object exports);         // inject.cc: hwpoisonProbe, inject*
+void RegisterRecoveryReset(Napi::Env env, Napi::Object exports);  // recovery_reset.cc: recoverNow, markLost, restoreHugePage
+void RegisterControl(Napi::Env env, Napi::Object exports);        // control.cc: pageStates, counters, pause, ...
+void RegisterTesting(Napi::Env env, Napi::Object exports);        // testing.cc: fill/verifyPattern, vCPU load
+
+// lifecycle.cc, for the other groups
+bool EngineOpen();  // an engine of this process is open
+void RemoveRegion(Region& r);
+
+}  // namespace ras::binding

@@ -1,0 +1,135 @@
+// Recovery outside the report path: the journal replay of a restart (recoverNow, markLost) and
+// the guest reset that puts a huge page back (restoreHugePage).
+#include <errno.h>
+#include <sys/mman.h>
+
+#include <vector>
+
+#include "binding/args.h"
+#include "binding/binding.h"
+#include "binding/errors.h"
+#include "capi/capi.h"
+#include "linux_compat.h"
+#include "split/fileio.h"
+#include "split/mapping.h"
+#include "split/recovery.h"
+#include "state/state.h"
+
+namespace ras::binding {
+
+namespace {
+
+// Re-protect a huge page known (from the journal) to have lost subpages, before anybody touches it.
+Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t page;
+  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
+  if (page >= r->pages || !info[2].IsArray()) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array arr = info[2].As<Napi::Array>();
+  std::vector<uint32_t> known;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    uint32_t s = arr.Get(i).As<Napi::Number>().Uint32Value();
+    if (s < r->huge_size / kSubpage) known.push_back(s);
+  }
+  if (!ClaimForReplay(*r, static_cast<uint32_t>(page))) {
+    errors::Code(env, "ERR_PAGE_BUSY", "the huge page is already being handled").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known, nullptr);
+  EndRecovery(*r, static_cast<uint32_t>(page), out.ok);
+  // Losses from before a restart: a vCPU loop asking next_lost() learns of them too.
+  uintptr_t page_addr = r->PageAddress(static_cast<uint32_t>(page));
+  if (out.ok)
+    for (uint32_t s : out.lost) capi::RecordLost(*r, page_addr + s * kSubpage, kSubpage, BUS_MCEERR_AO);
+  else
+    capi::RecordLost(*r, page_addr, r->huge_size, BUS_MCEERR_AO);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ok", out.ok);
+  o.Set("guard", out.guard);
+  o.Set("reason", static_cast<uint32_t>(out.refuse));
+  Napi::Array lost = Napi::Array::New(env, out.lost.size());
+  for (size_t j = 0; j < out.lost.size(); j++) lost.Set(static_cast<uint32_t>(j), out.lost[j]);
+  o.Set("lostSubpages", lost);
+  o.Set("bytes", static_cast<double>(out.bytes));
+  o.Set("durationNs", Napi::BigInt::New(env, out.ns));
+  o.Set("errno", out.err);
+  if (out.syscall) o.Set("syscall", out.syscall);
+  return o;
+}
+
+// A whole huge page the journal says is lost (refused before a restart): inaccessible again.
+Napi::Value MarkLost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t page;
+  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
+  if (page >= r->pages) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint32_t p = static_cast<uint32_t>(page);
+  if (!ClaimLost(*r, p)) return env.Undefined();
+  if (mprotect(reinterpret_cast<void*>(r->PageAddress(p)), r->huge_size, PROT_NONE) != 0) {
+    int e = errno;
+    UndoLost(*r, p);
+    errors::Sys(env, e, "mprotect").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  capi::RecordLost(*r, r->PageAddress(p), r->huge_size, BUS_MCEERR_AO);
+  return env.Undefined();
+}
+
+// Guest reset: punch the page out of the file and map a fresh huge page in its place.
+Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t page;
+  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
+  if (page >= r->pages) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint32_t p = static_cast<uint32_t>(page);
+  uint32_t st = StateOf(r->Word(p).load());
+  Napi::Object o = Napi::Object::New(env);
+  if (st != kSplit && st != kLost) {
+    o.Set("restored", false);
+    o.Set("skipped", true);
+    return o;
+  }
+  uintptr_t target = r->PageAddress(p);
+  uint64_t file_off = r->file_offset + (static_cast<uint64_t>(p) << r->huge_shift);
+  int e = fileio::PunchHole(r->fd, r->dev, r->ino, file_off, r->huge_size);
+  if (e != 0) {
+    errors::Sys(env, e, "fallocate", "PUNCH_HOLE").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  mapping::Failure mf;
+  bool restored = mapping::MapFreshHugePage(r->fd, file_off, r->huge_size, target, &mf);
+  bool anon = false;
+  mapping::Failure af;
+  if (!restored) anon = mapping::MapFreshAnonymous(target, r->huge_size, &af);
+  if (restored || anon) ResetPage(*r, p, restored);
+  o.Set("restored", restored);
+  o.Set("skipped", false);
+  if (!restored) {
+    o.Set("errno", mf.err);
+    o.Set("syscall", mf.syscall ? mf.syscall : "mmap");
+    o.Set("stillSplit", anon);
+  }
+  return o;
+}
+
+}  // namespace
+
+void RegisterRecoveryReset(Napi::Env env, Napi::Object exports) {
+  exports.Set("recoverNow", Napi::Function::New(env, RecoverNow));
+  exports.Set("markLost", Napi::Function::New(env, MarkLost));
+  exports.Set("restoreHugePage", Napi::Function::New(env, RestoreHugePage));
+}
+
+}  // namespace ras::binding

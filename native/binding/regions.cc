@@ -1,0 +1,126 @@
+// Regions: map a region of a hugetlbfs file (its policy armed before it goes live), unmap it.
+#include <unistd.h>
+
+#include <string>
+
+#include "binding/args.h"
+#include "binding/binding.h"
+#include "binding/errors.h"
+#include "split/fileio.h"
+#include "split/mapping.h"
+#include "state/state.h"
+
+namespace ras::binding {
+
+namespace {
+
+uint32_t g_next_region_id = 1;
+
+Napi::Value MapRegion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t size, offset;
+  uint64_t reason, guard;
+  bool lossless = false;
+  if (info.Length() < 6 || !info[0].IsString() || !Uint(env, info[1], "size", &size) ||
+      !Uint(env, info[2], "offset", &offset) || !Uint(env, info[3], "refuseReason", &reason) ||
+      !Uint(env, info[4], "guard", &guard) || !info[5].IsBigInt() || guard < HUGETLB_RAS_GUARD_UFFD ||
+      guard > HUGETLB_RAS_GUARD_FAULT) {
+    if (!env.IsExceptionPending())
+      errors::Code(env, "ERR_INVALID_ARG", "mapRegion(path, size, offset, refuseReason, guard, guestPhysAddr)")
+          .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint64_t guest_phys = info[5].As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "guestPhysAddr must fit 64 bits").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!EngineOpen()) {
+    errors::Code(env, "ERR_ENGINE_CLOSED", "the engine is closed").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  fileio::FileInfo fi;
+  fileio::Failure ff;
+  if (size == 0 || !fileio::OpenHugetlbFile(path, offset + size, &fi, &ff)) {
+    if (size == 0)
+      errors::Code(env, "ERR_SIZE_ALIGNMENT", "size must be a positive multiple of the huge page size").ThrowAsJavaScriptException();
+    else if (ff.code)
+      errors::Code(env, ff.code, path + " is not a regular file on hugetlbfs").ThrowAsJavaScriptException();
+    else
+      errors::Sys(env, ff.err, ff.syscall, path.c_str()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto fail = [&](Napi::Error e) {
+    // Leave an existing file as it was: no size we gave it for this failed call.
+    if (!fi.created && fi.file_size > fi.original_size) {
+      int ignored = ftruncate(fi.fd, static_cast<off_t>(fi.original_size));
+      (void)ignored;
+    }
+    close(fi.fd);
+    if (fi.created) unlink(path.c_str());
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  };
+  if (size % fi.huge_size != 0 || offset % fi.huge_size != 0)
+    return fail(errors::Code(env, "ERR_SIZE_ALIGNMENT", "size and offset must be multiples of the huge page size (" +
+                                                            std::to_string(fi.huge_size) + ")"));
+  int slot = -1;
+  for (int i = 0; i < kMaxRegions && slot < 0; i++) {
+    int expected = 0;
+    if (Regions()[i].live.compare_exchange_strong(expected, 2)) slot = i;
+  }
+  if (slot < 0) return fail(errors::Code(env, "ERR_TOO_MANY_REGIONS", "at most 64 regions"));
+  mapping::Failure mf;
+  void* addr = mapping::MapShared(fi.fd, size, offset, &mf);
+  if (!addr) {
+    Regions()[slot].live.store(0);
+    return fail(errors::Sys(env, mf.err, mf.syscall, path.c_str()));
+  }
+  Region& r = Regions()[slot];
+  r.id = g_next_region_id++;
+  r.start = reinterpret_cast<uintptr_t>(addr);
+  r.end = r.start + size;
+  r.huge_size = fi.huge_size;
+  r.huge_shift = static_cast<uint32_t>(__builtin_ctzll(fi.huge_size));
+  r.fd = fi.fd;
+  r.dev = fi.dev;
+  r.ino = fi.ino;
+  r.file_offset = offset;
+  r.pages = static_cast<uint32_t>(size / fi.huge_size);
+  r.lost_words_per_page = static_cast<uint32_t>((fi.huge_size / kSubpage + 63) / 64);
+  r.page_words = new std::atomic<uint32_t>[r.pages]();
+  r.lost_bits = new std::atomic<uint64_t>[static_cast<size_t>(r.pages) * r.lost_words_per_page]();
+  // The policy is armed before the region goes live: a report can never find it undecided.
+  r.refuse_reason.store(static_cast<uint32_t>(reason));
+  r.guard.store(static_cast<int>(guard));
+  r.guest_phys = guest_phys;
+  r.live.store(1, std::memory_order_release);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", r.id);
+  o.Set("address", Napi::BigInt::New(env, static_cast<uint64_t>(r.start)));
+  o.Set("hugePageSize", static_cast<double>(fi.huge_size));
+  o.Set("created", fi.created);
+  o.Set("originalSize", static_cast<double>(fi.original_size));
+  o.Set("dev", static_cast<double>(fi.dev));
+  o.Set("ino", static_cast<double>(fi.ino));
+  o.Set("bookkeepingBytes", static_cast<double>(r.pages * sizeof(uint32_t) +
+                                                static_cast<uint64_t>(r.pages) * r.lost_words_per_page * 8 +
+                                                sizeof(Region)));
+  return o;
+}
+
+Napi::Value UnmapRegion(const Napi::CallbackInfo& info) {
+  Region* r = RegionById(info.Env(), info[0]);
+  if (r) RemoveRegion(*r);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void RegisterRegions(Napi::Env env, Napi::Object exports) {
+  exports.Set("mapRegion", Napi::Function::New(env, MapRegion));
+  exports.Set("unmapRegion", Napi::Function::New(env, UnmapRegion));
+}
+
+}  // namespace ras::binding

@@ -1,0 +1,114 @@
+// Test-only entry points: the pattern (fill, verify) and the native vCPU load threads.
+#include <memory>
+
+#include "binding/args.h"
+#include "binding/binding.h"
+#include "binding/errors.h"
+#include "state/state.h"
+#include "testing/pattern.h"
+#include "testing/vcpu.h"
+
+namespace ras::binding {
+
+namespace {
+
+Napi::Value FillPattern(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t seed;
+  if (!r || !Uint(env, info[1], "seed", &seed)) return env.Undefined();
+  access::Fault f;
+  if (!pattern::GuardedFillPattern(*r, seed, &f)) return FaultObject(env, f);
+  return env.Undefined();
+}
+
+Napi::Value VerifyPattern(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t seed;
+  if (!r || !Uint(env, info[1], "seed", &seed)) return env.Undefined();
+  constexpr uint64_t kMax = 1 << 20;
+  std::unique_ptr<uint64_t[]> bad(new uint64_t[kMax]);
+  pattern::Verify v = pattern::VerifyPattern(*r, seed, bad.get(), kMax);
+  if (!v.ok) return NoSlot(env);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("checkedBytes", static_cast<double>(v.checked));
+  o.Set("wrongBytes", static_cast<double>(v.wrong));
+  o.Set("firstWrongOffset", static_cast<double>(v.first_wrong));
+  uint64_t n = v.unreadable_count < kMax ? v.unreadable_count : kMax;
+  Napi::Array arr = Napi::Array::New(env, n);
+  for (uint64_t i = 0; i < n; i++) arr.Set(static_cast<uint32_t>(i), static_cast<double>(bad[i]));
+  o.Set("unreadableOffsets", arr);
+  return o;
+}
+
+
+Napi::Value StartVcpu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t threads, seed, win_off, win_len;
+  if (!r || !Uint(env, info[1], "threads", &threads) || !Uint(env, info[2], "seed", &seed) ||
+      !Uint(env, info[4], "windowOffset", &win_off) || !Uint(env, info[5], "windowLength", &win_len))
+    return env.Undefined();
+  if (threads < 1 || threads > 64 || !InRange(env, *r, win_off, win_len)) {
+    if (!env.IsExceptionPending())
+      errors::Code(env, "ERR_OUT_OF_RANGE", "threads must be 1..64").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (FreeSlots() < static_cast<int>(threads) + kSlotHeadroom) return NoSlot(env);
+  vcpu::Options o;
+  o.region = r;
+  o.threads = static_cast<int>(threads);
+  o.seed = seed;
+  o.write_ratio = info[3].As<Napi::Number>().DoubleValue();
+  o.window_offset = win_off & ~(kSubpage - 1);
+  o.window_len = win_len & ~(kSubpage - 1);
+  int handle = vcpu::Start(o);
+  if (handle < 0) return NoSlot(env);
+  return Napi::Number::New(env, handle);
+}
+
+Napi::Value StopVcpu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  vcpu::Report rep;
+  if (!info[0].IsNumber() || !vcpu::Stop(info[0].As<Napi::Number>().Int32Value(), &rep)) {
+    errors::Code(env, "ERR_INVALID_ARG", "no such vCPU load").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("accesses", static_cast<double>(rep.accesses));
+  o.Set("wrongBytes", static_cast<double>(rep.wrong_bytes));
+  o.Set("firstWrongOffset", static_cast<double>(rep.first_wrong));
+  Napi::Array stalls = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (size_t t = 0; t < rep.stalls.size(); t++) {
+    for (const StallRecord& s : rep.stalls[t]) {
+      Napi::Object so = Napi::Object::New(env);
+      so.Set("thread", static_cast<double>(t));
+      so.Set("hostAddress", Napi::BigInt::New(env, static_cast<uint64_t>(s.addr)));
+      so.Set("stallNs", Napi::BigInt::New(env, s.ns));
+      stalls.Set(n++, so);
+    }
+  }
+  o.Set("stalls", stalls);
+  Napi::Array mces = Napi::Array::New(env, rep.mces.size());
+  for (size_t i = 0; i < rep.mces.size(); i++) {
+    Napi::Object mo = Napi::Object::New(env);
+    mo.Set("thread", rep.mces[i].thread);
+    mo.Set("hostAddress", Napi::BigInt::New(env, static_cast<uint64_t>(rep.mces[i].addr)));
+    mces.Set(static_cast<uint32_t>(i), mo);
+  }
+  o.Set("mceReports", mces);
+  return o;
+}
+
+}  // namespace
+
+void RegisterTesting(Napi::Env env, Napi::Object exports) {
+  exports.Set("fillPattern", Napi::Function::New(env, FillPattern));
+  exports.Set("verifyPattern", Napi::Function::New(env, VerifyPattern));
+  exports.Set("startVcpuLoad", Napi::Function::New(env, StartVcpu));
+  exports.Set("stopVcpuLoad", Napi::Function::New(env, StopVcpu));
+}
+
+}  // namespace ras::binding

@@ -1,0 +1,34 @@
+// Guarded access: copies to and from guest memory by a thread that must survive poison (the JS
+// thread's read/write, the poison injection). The thread claims a kSlotJump slot; the handler in
+// capture/signals.cc siglongjmps back here on a fault and the copy returns the fault instead.
+#pragma once
+
+#include <cstdint>
+
+#include "state/state.h"
+
+namespace ras::access {
+
+struct Fault {
+  uintptr_t addr = 0;
+  int signal = 0;  // SIGBUS / SIGSEGV, or one of the kFault* below (no signal: a wait ended)
+  int code = 0;
+};
+// A guarded access to a huge page under recovery waits for it, at most this long.
+constexpr int kGuardedWaitMs = 10000;
+constexpr int kFaultNoSlot = -1;         // no thread slot was free
+constexpr int kFaultWaitTimeout = -2;    // the huge page was still being recovered after kGuardedWaitMs
+constexpr int kFaultEnginePaused = -3;   // the huge page waits for a paused engine
+
+// Waits (bounded, as a guarded access does) while a huge page of [start, start+len) is pending or
+// being recovered. false: it gave up (*fault says why and where).
+bool WaitRecovered(Region& r, uintptr_t start, uint64_t len, Fault* fault);
+
+// Copy with a poison guard: returns false (and the fault) instead of dying.
+bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault);
+
+// The first address of [start, start+len) known to be unusable (a huge page being handled or lost,
+// or a lost subpage of a split one), or 0. Lets a write refuse before it changes anything.
+uintptr_t FirstKnownUnusable(Region& r, uintptr_t start, uint64_t len);
+
+}  // namespace ras::access

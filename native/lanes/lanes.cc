@@ -1,0 +1,284 @@
+#include "lanes/lanes.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "capi/capi.h"
+#include "split/mapping.h"
+#include "split/recovery.h"
+#include "state/state.h"
+#include "tojs/events.h"
+
+namespace ras::lanes {
+
+using tojs::Event;
+
+namespace {
+
+// Huge pages this large are recovered on the slow lane, so that reading back 1 GiB never holds
+// up a 2 MiB page.
+constexpr uint64_t kSlowLaneFrom = 64ull << 20;
+constexpr int kSlowLaneNice = -10;
+constexpr int kFastLaneRt = 2;  // SCHED_FIFO priority of the fast lane and its reader
+
+struct SlowJob {
+  Report rep;
+  uint32_t page;
+};
+
+struct State {
+  std::thread thread;       // the fast lane: drains the handlers' queue, recovers small pages
+  std::thread slow_thread;  // the slow lane: big pages
+  std::thread refill_thread;  // keeps the reserve stocked, at normal priority
+  std::atomic<bool> stop{false};
+  int efd = -1;
+  napi_env env = nullptr;
+  recovery::Readers fast_readers, slow_readers;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<SlowJob> slow_jobs;
+  bool refill_wanted = false;
+};
+State* g_state = nullptr;
+
+// The decision the TypeScript policy armed for this region, carried out: refuse, or split.
+Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers) {
+  Event e;
+  e.region_id = r.id;
+  e.page = page;
+  e.report = rep;
+  uint32_t reason = r.refuse_reason.load();
+  if (reason != kEligible) {
+    Refuse(r, page);
+    e.type = tojs::kRefused;
+    e.reason = reason;
+  } else {
+    e.outcome = recovery::SplitHugePage(r, page, {}, readers);
+    EndRecovery(r, page, e.outcome.ok);
+    e.type = e.outcome.ok ? tojs::kRecovered : tojs::kRefused;
+    e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
+  }
+  // Recorded for the C API before anybody is released: a vCPU that asks next finds it.
+  if (e.type == tojs::kRecovered)
+    for (uint32_t s : e.outcome.lost) capi::RecordLost(r, r.PageAddress(page) + s * kSubpage, kSubpage, rep.code);
+  else
+    capi::RecordLost(r, r.PageAddress(page), r.huge_size, rep.code);
+  e.done_ns = MonotonicNs();
+  return e;
+}
+
+// Holds a region against removal while a lane works on it.
+class RegionUse {
+ public:
+  RegionUse(Region& r, uint32_t id) : r_(r) {
+    r_.busy.fetch_add(1, std::memory_order_acq_rel);
+    ok_ = r_.live.load(std::memory_order_acquire) == 1 && r_.id == id;
+  }
+  ~RegionUse() { r_.busy.fetch_sub(1, std::memory_order_acq_rel); }
+  bool ok() const { return ok_; }
+
+ private:
+  Region& r_;
+  bool ok_;
+};
+
+// Returns true when the report was handed to the slow lane (it counts as processed there).
+bool Process(const Report& rep, std::vector<Event>& out) {
+  Region& r = Regions()[rep.region_slot];
+  RegionUse use(r, rep.region_id);
+  if (!use.ok()) return false;  // the region was removed since: nobody left to tell
+  uint32_t page = r.PageIndex(rep.addr);
+  uint32_t st = StateOf(r.Word(page).load());
+  Event poison;
+  poison.type = tojs::kPoison;
+  poison.region_id = r.id;
+  poison.page = page;
+  poison.report = rep;
+  poison.page_state = rep.page_state;  // what the faulting thread met, not what the worker finds later
+  out.push_back(poison);
+
+  if (st == kPending) {
+    BeginRecovery(r, page);
+    if (r.huge_size >= kSlowLaneFrom && r.refuse_reason.load() == kEligible) {
+      {
+        std::lock_guard<std::mutex> lock(g_state->mu);
+        g_state->slow_jobs.push_back({rep, page});
+      }
+      g_state->cv.notify_all();
+      return true;
+    }
+    out.push_back(Recover(r, page, rep, &g_state->fast_readers));
+    return false;
+  }
+  if (st == kSplit && (rep.flags & kReportNewSubpageLoss)) {
+    Event e;
+    e.type = tojs::kSubpageLost;
+    e.region_id = r.id;
+    e.page = page;
+    e.report = rep;
+    e.lost_addr = rep.addr & ~(kSubpage - 1);
+    capi::RecordLost(r, e.lost_addr, kSubpage, rep.code);
+    out.push_back(e);
+    return false;
+  }
+  if (st == kSplit && !(rep.flags & kReportAlreadyLost) && !r.SubpageLost(rep.addr)) {
+    // Reported while the page was pending or being recovered: a second poison may have landed
+    // after that part was read. The file answers whether this subpage is really gone.
+    if (recovery::SubpageUnreadable(r, rep.addr)) {
+      mapping::Failure f;
+      uintptr_t sub = rep.addr & ~(kSubpage - 1);
+      r.MarkSubpageLost(sub);  // first: a thread touching it from now on gets an MCE report
+      ThreadSlot* self = ClaimSlot(kSlotSelfPoison);
+      int used = mapping::GuardSubpage(sub, r.guard.load(), &f);
+      if (used != r.guard.load()) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
+      ReleaseSlot(self);
+      capi::RecordLost(r, sub, kSubpage, rep.code);
+      Event e;
+      e.type = tojs::kSubpageLost;
+      e.region_id = r.id;
+      e.page = page;
+      e.report = rep;
+      e.lost_addr = sub;
+      out.push_back(e);
+    }
+  }
+  return false;
+}
+
+void SlowLoop(State* s) {
+  // Big pages take long to read back: not real-time, so the vCPUs that do not wait for this page
+  // keep running and the fast lane preempts it; nice -10 (where permitted) so it still gets most
+  // of a contended CPU.
+  SetThreadNice(kSlowLaneNice);
+  s->slow_readers.Start(kSlowLaneNice);
+  std::vector<Event> batch;
+  for (;;) {
+    SlowJob job;
+    {
+      std::unique_lock<std::mutex> lock(s->mu);
+      s->cv.wait(lock, [&] { return s->stop.load() || !s->slow_jobs.empty(); });
+      if (s->stop.load()) break;
+      job = s->slow_jobs.front();
+      s->slow_jobs.pop_front();
+    }
+    Region& r = Regions()[job.rep.region_slot];
+    {
+      RegionUse use(r, job.rep.region_id);
+      if (use.ok()) batch.push_back(Recover(r, job.page, job.rep, &s->slow_readers));
+    }
+    tojs::Post(batch);
+    GlobalCounters().processed.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->refill_wanted = true;
+    }
+    s->cv.notify_all();
+  }
+  s->slow_readers.Stop();
+}
+
+void RefillLoop(State* s) {
+  SetThreadNice(5);  // restocking is background work
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(s->mu);
+      s->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return s->stop.load() || s->refill_wanted; });
+      if (s->stop.load()) return;
+      s->refill_wanted = false;
+    }
+    if (!g_paused.load()) mapping::RefillReserve();
+  }
+}
+
+void Loop(State* s) {
+  RaiseThreadPriority(kFastLaneRt);
+  s->fast_readers.Start(kFastLaneRt);
+  std::vector<Event> batch;
+  while (!s->stop.load()) {
+    struct pollfd pfd = {s->efd, POLLIN, 0};
+    int ready = poll(&pfd, 1, 50);
+    if (ready > 0) {
+      uint64_t v;
+      ssize_t ignored = read(s->efd, &v, sizeof v);
+      (void)ignored;
+    }
+    Report rep;
+    bool worked = false;
+    uint64_t done = 0;  // counted as processed only once their events are posted (whenIdle)
+    while (!g_paused.load() && !s->stop.load() && DequeueReport(&rep)) {
+      worked = true;
+      if (!Process(rep, batch)) done++;
+      // Release JS as soon as a recovery is done; poison-only reports are batched.
+      if (batch.size() >= 64 || (!batch.empty() && batch.back().type != tojs::kPoison)) {
+        tojs::Post(batch);
+        GlobalCounters().processed.fetch_add(done);
+        done = 0;
+      }
+    }
+    tojs::Post(batch);
+    GlobalCounters().processed.fetch_add(done);
+    if (worked) {
+      {
+        std::lock_guard<std::mutex> lock(s->mu);
+        s->refill_wanted = true;
+      }
+      s->cv.notify_all();
+    }
+  }
+  s->fast_readers.Stop();
+}
+
+}  // namespace
+
+bool Start(Napi::Env env, Napi::Function on_events) {
+  if (g_state) return g_state->env == static_cast<napi_env>(env);
+  auto* s = new State();
+  s->env = env;
+  s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (s->efd < 0) {
+    delete s;
+    return false;
+  }
+  tojs::Start(env, on_events);
+  SetWorkerEventFd(s->efd);
+  g_shutdown.store(0);
+  g_state = s;
+  s->thread = SpawnThread(Loop, s);
+  s->slow_thread = SpawnThread(SlowLoop, s);
+  s->refill_thread = SpawnThread(RefillLoop, s);
+  return true;
+}
+
+void Stop() {
+  State* s = g_state;
+  if (!s) return;
+  g_shutdown.store(1);
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->stop.store(true);
+  }
+  s->cv.notify_all();
+  WakeWorker();
+  if (s->thread.joinable()) s->thread.join();
+  if (s->slow_thread.joinable()) s->slow_thread.join();
+  if (s->refill_thread.joinable()) s->refill_thread.join();
+  SetWorkerEventFd(-1);
+  close(s->efd);
+  tojs::Stop();
+  mapping::ReleaseReserve();
+  g_state = nullptr;
+  delete s;
+}
+
+
+}  // namespace ras::lanes

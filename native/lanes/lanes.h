@@ -1,0 +1,14 @@
+// Lanes, the third stage: the native threads that take the handlers' reports, apply the policy
+// TypeScript armed for each region (refuse, or split via split/), release the stalled vCPUs, and
+// hand events to tojs/. A fast lane (SCHED_FIFO where permitted) for ordinary huge pages, a slow
+// lane for 1 GiB ones, and a background thread that keeps the reserve stocked.
+#pragma once
+
+#include <napi.h>
+
+namespace ras::lanes {
+
+bool Start(Napi::Env env, Napi::Function on_events);  // false if they run for another env
+void Stop();  // joins the threads; called on close and by the environment cleanup hook
+
+}  // namespace ras::lanes

@@ -1,0 +1,30 @@
+// Simulated hardware poison for machines without CONFIG_MEMORY_FAILURE. It recreates what Linux
+// >= 6.5 does: the huge page becomes inaccessible, a BUS_MCEERR SIGBUS with the exact address and
+// the huge-page lsb arrives, and reads of the poisoned 4 KiB from the backing file fail with EIO.
+// Nothing outside this module knows whether poison is real or simulated: file reads consult
+// ClampRead, and the SIGSEGV handler consults the fault hook installed by Enable().
+#pragma once
+
+#include <cstdint>
+
+#include "state/state.h"
+
+namespace ras::simulate {
+
+void Enable();  // installs the SIGSEGV fault hook
+
+// Poison the 4 KiB subpage at `addr` of region `r`. `code` is BUS_MCEERR_AR or _AO; with
+// `send_signal` the calling thread receives the SIGBUS at once (as with MADV_HWPOISON on 6.12).
+// Returns 0 or an errno (syscall name in *syscall).
+int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** syscall);
+
+// For a read of [off, off+len) of the file (dev, ino): the number of bytes readable before the
+// first simulated poisoned subpage, or -1 if `off` itself lies in one (the read fails with EIO).
+int64_t ClampRead(uint64_t dev, uint64_t ino, uint64_t off, uint64_t len);
+
+// A hole was punched: the poisoned pages in it are gone, and so are the inaccessible address
+// ranges that showed them.
+void ForgetFileRange(uint64_t dev, uint64_t ino, uint64_t off, uint64_t len);
+void ForgetAddressRange(uintptr_t start, uintptr_t end);
+
+}  // namespace ras::simulate

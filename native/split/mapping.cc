@@ -1,0 +1,171 @@
+#include "split/mapping.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+
+#include "linux_compat.h"
+#include "split/uffd.h"
+#include "state/state.h"
+
+namespace ras::mapping {
+
+namespace {
+std::atomic<int> g_guard_markers{1};  // cleared the first time the kernel says EINVAL
+
+// Guard one run of subpages without splitting the VMA, where the kernel can.
+bool InstallGuard(char* addr, uint64_t len) {
+  if (!g_guard_markers.load()) return false;
+  if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) return true;
+  if (errno == EINVAL) g_guard_markers.store(0);
+  return false;
+}
+
+}  // namespace
+
+void* MapShared(int fd, uint64_t size, uint64_t offset, Failure* fail) {
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return nullptr;
+  }
+  return p;
+}
+
+void Unmap(void* addr, uint64_t size) { munmap(addr, size); }
+
+void UseGuardMarkers(bool on) { g_guard_markers.store(on ? 1 : 0); }
+
+bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
+            Failure* fail) {
+  // Best case: the block is complete off to the side (lost subpages hwpoisoned or behind guard
+  // markers, one VMA), so a single mremap replaces the huge page atomically.
+  bool complete = lost_already_poisoned || lost.empty();
+  if (!complete) {
+    complete = true;
+    for (size_t i = 0; i < lost.size() && complete; i++) {
+      size_t j = i;
+      while (j + 1 < lost.size() && lost[j + 1] == lost[j] + 1) j++;
+      complete = InstallGuard(b.addr + static_cast<uint64_t>(lost[i]) * kSubpage, (lost[j] - lost[i] + 1) * kSubpage);
+      i = j;
+    }
+  }
+  if (complete) {
+    void* moved = mremap(b.addr, b.size, b.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
+    if (moved == MAP_FAILED) {
+      *fail = {errno, "mremap"};
+      return false;
+    }
+    b.addr = nullptr;
+    return true;
+  }
+  // Kernels without guard markers: PROT_NONE would split the VMA and mremap moves one VMA only. So
+  // the block goes in PROT_NONE (a thread touching it meanwhile faults and waits for the engine),
+  // then only the healthy runs are opened.
+  if (mprotect(b.addr, b.size, PROT_NONE) != 0) {
+    *fail = {errno, "mprotect"};
+    return false;
+  }
+  void* moved = mremap(b.addr, b.size, b.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
+  if (moved == MAP_FAILED) {
+    *fail = {errno, "mremap"};
+    mprotect(b.addr, b.size, PROT_READ | PROT_WRITE);
+    return false;
+  }
+  b.addr = nullptr;  // it lives at target now
+  char* base = reinterpret_cast<char*>(target);
+  uint64_t subpages = b.size / kSubpage;
+  // `lost` is sorted: open every healthy run between lost subpages.
+  uint64_t run = 0;
+  for (size_t i = 0; i <= lost.size(); i++) {
+    uint64_t end = i < lost.size() ? lost[i] : subpages;
+    if (end > run && mprotect(base + run * kSubpage, (end - run) * kSubpage, PROT_READ | PROT_WRITE) != 0) {
+      *fail = {errno, "mprotect"};
+      return false;
+    }
+    run = end + 1;
+  }
+  return true;
+}
+
+int GuardSubpage(uintptr_t addr, int wanted, Failure* fail) {
+  char* p = reinterpret_cast<char*>(addr & ~(kSubpage - 1));
+  if (wanted == HUGETLB_RAS_GUARD_UFFD) {
+    const char* sc = nullptr;
+    int e = uffd::PoisonRange(p, kSubpage, true, &sc);
+    if (e == 0) return HUGETLB_RAS_GUARD_UFFD;
+    *fail = {e, sc};  // PoisonRange left it PROT_NONE: a fault guard
+    return HUGETLB_RAS_GUARD_FAULT;
+  }
+  if (wanted == HUGETLB_RAS_GUARD_HWPOISON && madvise(p, kSubpage, MADV_HWPOISON) == 0) return HUGETLB_RAS_GUARD_HWPOISON;
+  if (InstallGuard(p, kSubpage)) return HUGETLB_RAS_GUARD_FAULT;
+  if (mprotect(p, kSubpage, PROT_NONE) != 0) {
+    *fail = {errno, "mprotect"};
+    return -1;
+  }
+  return HUGETLB_RAS_GUARD_FAULT;
+}
+
+bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target, Failure* fail) {
+  // Map (and fault in) the new huge page off to the side first: if the pool is empty this fails
+  // here and the split memory at `target` keeps working.
+  void* fresh = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(file_off));
+  if (fresh == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return false;
+  }
+  void* moved = mremap(fresh, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
+  if (moved != MAP_FAILED) return true;
+  // Kernels without hugetlb mremap: the page is reserved and allocated, so MAP_FIXED cannot fail
+  // for want of one.
+  munmap(fresh, size);
+  void* fixed = mmap(reinterpret_cast<void*>(target), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+                     static_cast<off_t>(file_off));
+  if (fixed == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return false;
+  }
+  return true;
+}
+
+bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail) {
+  void* p = mmap(reinterpret_cast<void*>(target), size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) {
+    *fail = {errno, "mmap"};
+    return false;
+  }
+  madvise(p, size, MADV_HUGEPAGE);
+  return true;
+}
+
+double HugeMappedShare(uintptr_t addr, uint64_t len) {
+  FILE* f = fopen("/proc/self/smaps", "re");
+  if (!f) return -1;
+  char line[512];
+  uintptr_t vs = 0, ve = 0;
+  uint64_t huge_kb = 0;
+  bool in = false;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long a, b;
+    if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      vs = a;
+      ve = b;
+      in = vs < addr + len && ve > addr;
+      continue;
+    }
+    unsigned long kb;
+    if (in && sscanf(line, "AnonHugePages: %lu kB", &kb) == 1) {
+      // Only count VMAs fully inside the range: a VMA straddling it would overcount.
+      if (vs >= addr && ve <= addr + len) huge_kb += kb;
+    }
+  }
+  fclose(f);
+  return static_cast<double>(huge_kb * 1024) / static_cast<double>(len);
+}
+
+}  // namespace ras::mapping

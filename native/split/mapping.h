@@ -1,0 +1,40 @@
+// Virtual memory: the region's MAP_SHARED mapping, swapping ordinary pages (a Block from
+// split/reserve.h) in place of a huge page, guarding lost subpages, and putting a huge page back on
+// reset.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "split/reserve.h"
+
+namespace ras::mapping {
+
+void* MapShared(int fd, uint64_t size, uint64_t offset, Failure* fail);
+void Unmap(void* addr, uint64_t size);
+
+// Put `b` in place of [target, target+b.size) in one mremap, without any moment where the range is
+// unmapped or shows partial data or a lost subpage. `lost` (sorted subpage indices in the block) are
+// guarded first (guard markers, Linux >= 6.13) unless `lost_already_poisoned` (MADV_HWPOISON).
+// Older kernels: the block goes in PROT_NONE and only the healthy runs are opened after the move.
+bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
+            Failure* fail);
+
+// Tests: force the path of kernels without guard markers (before 6.13).
+void UseGuardMarkers(bool on);
+
+// Make one 4 KiB page of already-split memory inaccessible (a loss found after the split), with
+// `wanted` (enum hugetlb_ras_guard) where it works. Returns the guard used, or -1 (nothing done).
+int GuardSubpage(uintptr_t addr, int wanted, Failure* fail);
+
+// Map a fresh huge page of the file at `target` (the caller punched the old one out). Fails,
+// leaving the current mapping untouched, if the pool has no page.
+bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target, Failure* fail);
+
+// Fallback when no huge page can be had: fresh zeroed ordinary memory in place, no guards.
+bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail);
+
+// Share of [addr, addr+len) mapped with 2 MiB anonymous pages, from /proc/self/smaps.
+double HugeMappedShare(uintptr_t addr, uint64_t len);
+
+}  // namespace ras::mapping

@@ -1,0 +1,166 @@
+/**
+ * The journal's on-disk format: one record per line, checksummed. (file.ts: how it is written.)
+ *
+ * File format (version 1): append-only text, one record per line:
+ *
+ *     <crc32 of the JSON bytes, 8 lowercase hex digits> <JSON>\n
+ *
+ * The JSON always carries `"v":1` and a `type`:
+ *   - `region`: `{ name, path, size, offset, guestPhysAddr, hugePageSize, wallTime }` (first mapping)
+ *   - `lost`:   `{ region, guestPhysAddr, size, offset, cause, reason?, wallTime }` (one line per frame)
+ *   - `reset`:  `{ region, guestPhysAddr, size, wallTime }`
+ * Bigints are hex strings ("0x1f000"). There is no header record: an empty file is an empty journal.
+ */
+import { crc32 } from 'zlib';
+import type { LostCause } from './ledger';
+import {
+  checkString,
+  copyLayout,
+  describe,
+  frameProblem,
+  hex,
+  isObject,
+  layoutProblem,
+  resetProblem,
+  type LostFrame,
+  type RegionLayout,
+  type ResetRecord,
+} from './records';
+
+const JOURNAL_FORMAT_VERSION = 1;
+
+function encodeLine(obj: Record<string, unknown>): string {
+  const json = JSON.stringify({ v: JOURNAL_FORMAT_VERSION, ...obj });
+  const crc = crc32(Buffer.from(json, 'utf8')).toString(16).padStart(8, '0');
+  return `${crc} ${json}\n`;
+}
+
+export function regionLine(l: RegionLayout, wallTime: string): string {
+  return encodeLine({
+    type: 'region',
+    name: l.name,
+    path: l.path,
+    size: l.size,
+    offset: l.offset,
+    guestPhysAddr: hex(l.guestPhysAddr),
+    hugePageSize: l.hugePageSize,
+    wallTime,
+  });
+}
+
+export function lostLine(f: LostFrame): string {
+  const o: Record<string, unknown> = {
+    type: 'lost',
+    region: f.region,
+    guestPhysAddr: hex(f.guestPhysAddr),
+    size: f.size,
+    offset: f.offset,
+    cause: f.cause,
+  };
+  if (f.reason !== undefined) o.reason = f.reason;
+  o.wallTime = f.wallTime;
+  return encodeLine(o);
+}
+
+export function resetLine(r: ResetRecord): string {
+  return encodeLine({
+    type: 'reset',
+    region: r.region,
+    guestPhysAddr: hex(r.guestPhysAddr),
+    size: r.size,
+    wallTime: r.wallTime,
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decoding
+
+const HEX_RE = /^[0-9a-f]{8}$/;
+const ADDR_RE = /^0x[0-9a-f]+$/;
+
+export type Decoded =
+  | { type: 'region'; layout: RegionLayout }
+  | { type: 'lost'; frame: LostFrame }
+  | { type: 'reset'; reset: ResetRecord };
+
+export class VersionError extends Error {}
+
+/** Returns the record, or a string describing why the line is bad. Throws VersionError for newer formats. */
+export function decodeLine(line: Buffer): Decoded | string {
+  if (line.length < 10 || line[8] !== 0x20) return 'malformed line (no "<crc32> " prefix)';
+  const crcText = line.subarray(0, 8).toString('latin1');
+  if (!HEX_RE.test(crcText)) return 'malformed checksum field';
+  const body = line.subarray(9);
+  const actual = crc32(body);
+  if (actual !== parseInt(crcText, 16)) {
+    return `checksum mismatch (stored ${crcText}, computed ${actual.toString(16).padStart(8, '0')})`;
+  }
+  let obj: unknown;
+  try {
+    obj = JSON.parse(body.toString('utf8'));
+  } catch {
+    return 'checksum matches but the JSON does not parse';
+  }
+  if (!isObject(obj)) return 'record is not a JSON object';
+  if (typeof obj.v === 'number' && Number.isSafeInteger(obj.v) && obj.v > JOURNAL_FORMAT_VERSION) {
+    throw new VersionError(`record format version ${obj.v} (this build reads version ${JOURNAL_FORMAT_VERSION})`);
+  }
+  if (obj.v !== JOURNAL_FORMAT_VERSION) return `unsupported record version ${describe(obj.v)}`;
+  const rec = { ...obj };
+  if (rec.guestPhysAddr !== undefined) {
+    if (typeof rec.guestPhysAddr !== 'string' || !ADDR_RE.test(rec.guestPhysAddr)) {
+      return 'guestPhysAddr is not a hex string';
+    }
+    rec.guestPhysAddr = BigInt(rec.guestPhysAddr);
+  }
+  switch (rec.type) {
+    case 'region': {
+      const p = layoutProblem(rec, 'region record') ?? checkString(rec.wallTime, 'region record.wallTime', true);
+      if (p) return p;
+      return { type: 'region', layout: copyLayout(rec as unknown as RegionLayout) };
+    }
+    case 'lost': {
+      const p = frameProblem(rec, 'lost record');
+      if (p) return p;
+      const frame: LostFrame = {
+        region: rec.region as string,
+        guestPhysAddr: rec.guestPhysAddr as bigint,
+        size: rec.size as number,
+        offset: rec.offset as number,
+        cause: rec.cause as LostCause,
+        wallTime: rec.wallTime as string,
+      };
+      if (rec.reason !== undefined) frame.reason = rec.reason as string;
+      return { type: 'lost', frame };
+    }
+    case 'reset': {
+      const p = resetProblem(rec, 'reset record');
+      if (p) return p;
+      return {
+        type: 'reset',
+        reset: {
+          region: rec.region as string,
+          guestPhysAddr: rec.guestPhysAddr as bigint,
+          size: rec.size as number,
+          wallTime: rec.wallTime as string,
+        },
+      };
+    }
+    default:
+      return `unknown record type ${describe(rec.type)}`;
+  }
+}
+
+/** True if the file's first bytes can be the start of a journal line (or it is all NUL: a torn first write). */
+export function looksLikeJournal(buf: Buffer): boolean {
+  if (buf.length === 0) return true;
+  if (buf.every((b) => b === 0)) return true;
+  const n = Math.min(buf.length, 10);
+  for (let i = 0; i < n; i++) {
+    const b = buf[i];
+    if (i < 8 && !((b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66))) return false;
+    if (i === 8 && b !== 0x20) return false;
+    if (i === 9 && b !== 0x7b) return false;
+  }
+  return true;
+}

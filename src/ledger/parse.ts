@@ -1,0 +1,98 @@
+// Replay of a journal's bytes: records folded into the net state (regions, lost frames not cleared by a
+// later reset, warnings for a torn tail and bad records). Pure: file.ts reads and truncates.
+import { RasError } from '../errors';
+import { decodeLine, VersionError, type Decoded } from './format';
+import { layoutDiff, sameLayout, type JournalReplay, type JournalWarning, type LostFrame, type RegionLayout } from './records';
+
+function frameKey(f: { region: string; guestPhysAddr: bigint; size: number }): string {
+  return `${f.region}\u0000${f.guestPhysAddr.toString(16)}\u0000${f.size}`;
+}
+
+interface Parsed {
+  replay: JournalReplay;
+  /** byte offset of the torn tail, or -1 */
+  tornAt: number;
+}
+
+export function parseJournal(buf: Buffer, file: string, truncating: boolean): Parsed {
+  const regions = new Map<string, RegionLayout>();
+  const warnings: JournalWarning[] = [];
+  let lost: LostFrame[] = [];
+  const lostKeys = new Set<string>();
+  let records = 0;
+  let tornAt = -1;
+
+  let pos = 0;
+  while (pos < buf.length) {
+    const nl = buf.indexOf(0x0a, pos);
+    if (nl === -1) {
+      tornAt = pos;
+      const action = truncating ? 'truncated' : 'left in place (Journal.open truncates it)';
+      warnings.push({
+        code: 'ERR_JOURNAL_TORN_TAIL',
+        byteOffset: pos,
+        message:
+          `journal ${file}: incomplete last record at byte ${pos} (${buf.length - pos} bytes, no newline; ` +
+          `interrupted write), skipped and ${action}`,
+      });
+      break;
+    }
+    const line = buf.subarray(pos, nl);
+    let decoded: Decoded | string;
+    try {
+      decoded = decodeLine(line);
+    } catch (e) {
+      if (e instanceof VersionError) {
+        throw new RasError(
+          'ERR_JOURNAL_VERSION',
+          `journal ${file}: record at byte ${pos} has ${e.message}; refusing to use a journal written by a newer version`,
+          { path: file, byteOffset: pos },
+        );
+      }
+      throw e;
+    }
+    if (typeof decoded === 'string') {
+      warnings.push({
+        code: 'ERR_JOURNAL_BAD_RECORD',
+        byteOffset: pos,
+        message: `journal ${file}: bad record at byte ${pos} (${line.length + 1} bytes): ${decoded}; skipped`,
+      });
+    } else if (decoded.type === 'region') {
+      const l = decoded.layout;
+      const old = regions.get(l.name);
+      if (old && !sameLayout(old, l)) {
+        warnings.push({
+          code: 'ERR_JOURNAL_BAD_RECORD',
+          byteOffset: pos,
+          message:
+            `journal ${file}: record at byte ${pos} gives region "${l.name}" a layout that conflicts with ` +
+            `the one recorded first (${layoutDiff(old, l).map((d) => d.text).join('; ')}); skipped`,
+        });
+      } else {
+        records++;
+        if (!old) regions.set(l.name, l);
+      }
+    } else if (decoded.type === 'lost') {
+      records++;
+      const key = frameKey(decoded.frame);
+      if (!lostKeys.has(key)) {
+        lostKeys.add(key);
+        lost.push(decoded.frame);
+      }
+    } else {
+      records++;
+      const r = decoded.reset;
+      const end = r.guestPhysAddr + BigInt(r.size);
+      const kept: LostFrame[] = [];
+      for (const f of lost) {
+        const covered =
+          f.region === r.region && f.guestPhysAddr >= r.guestPhysAddr && f.guestPhysAddr + BigInt(f.size) <= end;
+        if (covered) lostKeys.delete(frameKey(f));
+        else kept.push(f);
+      }
+      lost = kept;
+    }
+    pos = nl + 1;
+  }
+  return { replay: { regions, lost, warnings, records }, tornAt };
+}

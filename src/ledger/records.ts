@@ -1,0 +1,167 @@
+// The records of the journal as values, and the checks every record passes (on append, where a
+// failure is ERR_INVALID_ARG, and on replay, where a checksummed record that fails is a bad record).
+import { LOST_CAUSES, type LostCause } from './ledger';
+
+export interface RegionLayout {
+  name: string;
+  path: string;
+  size: number;
+  offset: number;
+  guestPhysAddr: bigint;
+  hugePageSize: number;
+}
+
+export interface LostFrame {
+  region: string;
+  guestPhysAddr: bigint;
+  /** 4096 or a whole huge page */
+  size: number;
+  /** byte offset in the region */
+  offset: number;
+  cause: LostCause;
+  reason?: string;
+  /** ISO date, for humans only */
+  wallTime: string;
+}
+
+export interface ResetRecord {
+  region: string;
+  guestPhysAddr: bigint;
+  size: number;
+  wallTime: string;
+}
+
+export interface JournalWarning {
+  code: 'ERR_JOURNAL_TORN_TAIL' | 'ERR_JOURNAL_BAD_RECORD';
+  byteOffset: number;
+  message: string;
+}
+
+export interface JournalReplay {
+  regions: Map<string, RegionLayout>;
+  /** net: frames lost and not cleared by a later reset record covering them */
+  lost: LostFrame[];
+  warnings: JournalWarning[];
+  /** good records read */
+  records: number;
+}
+
+const LAYOUT_FIELDS = ['path', 'size', 'offset', 'guestPhysAddr', 'hugePageSize'] as const;
+const MAX_U64 = (1n << 64n) - 1n;
+
+export const hex = (v: bigint): string => '0x' + v.toString(16);
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function checkString(v: unknown, what: string, allowEmpty = false): string | undefined {
+  if (typeof v !== 'string') return `${what} must be a string`;
+  if (!allowEmpty && v.length === 0) return `${what} must not be empty`;
+  return undefined;
+}
+
+function checkInt(v: unknown, what: string, min: number): string | undefined {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    return `${what} must be an integer >= ${min} (got ${describe(v)})`;
+  }
+  return undefined;
+}
+
+function checkAddr(v: unknown, what: string): string | undefined {
+  if (typeof v !== 'bigint' || v < 0n || v > MAX_U64) {
+    return `${what} must be a bigint in [0, 2^64) (got ${describe(v)})`;
+  }
+  return undefined;
+}
+
+export function describe(v: unknown): string {
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  return typeof v;
+}
+
+function firstProblem(...checks: (string | undefined)[]): string | undefined {
+  return checks.find((c) => c !== undefined);
+}
+
+export function layoutProblem(l: unknown, what: string): string | undefined {
+  if (!isObject(l)) return `${what} must be an object`;
+  const p = firstProblem(
+    checkString(l.name, `${what}.name`),
+    checkString(l.path, `${what}.path`),
+    checkInt(l.size, `${what}.size`, 1),
+    checkInt(l.offset, `${what}.offset`, 0),
+    checkAddr(l.guestPhysAddr, `${what}.guestPhysAddr`),
+    checkInt(l.hugePageSize, `${what}.hugePageSize`, 1),
+  );
+  if (p) return p;
+  if ((l.guestPhysAddr as bigint) + BigInt(l.size as number) - 1n > MAX_U64) {
+    return `${what}: guestPhysAddr + size exceeds the 64-bit address space`;
+  }
+  return undefined;
+}
+
+export function frameProblem(f: unknown, what: string): string | undefined {
+  if (!isObject(f)) return `${what} must be an object`;
+  return firstProblem(
+    checkString(f.region, `${what}.region`),
+    checkAddr(f.guestPhysAddr, `${what}.guestPhysAddr`),
+    checkInt(f.size, `${what}.size`, 1),
+    checkInt(f.offset, `${what}.offset`, 0),
+    LOST_CAUSES.includes(f.cause as LostCause)
+      ? undefined
+      : `${what}.cause must be one of ${LOST_CAUSES.join(', ')} (got ${describe(f.cause)})`,
+    f.reason === undefined ? undefined : checkString(f.reason, `${what}.reason`, true),
+    checkString(f.wallTime, `${what}.wallTime`, true),
+  );
+}
+
+export function resetProblem(r: unknown, what: string): string | undefined {
+  if (!isObject(r)) return `${what} must be an object`;
+  return firstProblem(
+    checkString(r.region, `${what}.region`),
+    checkAddr(r.guestPhysAddr, `${what}.guestPhysAddr`),
+    checkInt(r.size, `${what}.size`, 1),
+    checkString(r.wallTime, `${what}.wallTime`, true),
+  );
+}
+
+export function copyLayout(l: RegionLayout): RegionLayout {
+  return {
+    name: l.name,
+    path: l.path,
+    size: l.size,
+    offset: l.offset,
+    guestPhysAddr: l.guestPhysAddr,
+    hugePageSize: l.hugePageSize,
+  };
+}
+
+export function sameLayout(a: RegionLayout, b: RegionLayout): boolean {
+  return LAYOUT_FIELDS.every((k) => a[k] === b[k]);
+}
+
+interface LayoutDifference {
+  field: (typeof LAYOUT_FIELDS)[number];
+  journal: string | number | bigint;
+  requested: string | number | bigint;
+  text: string;
+}
+
+export function layoutDiff(old: RegionLayout, now: RegionLayout): LayoutDifference[] {
+  const out: LayoutDifference[] = [];
+  for (const field of LAYOUT_FIELDS) {
+    if (old[field] === now[field]) continue;
+    const show = (v: string | number | bigint): string =>
+      typeof v === 'bigint' ? hex(v) : typeof v === 'string' ? JSON.stringify(v) : String(v);
+    out.push({
+      field,
+      journal: old[field],
+      requested: now[field],
+      text: `${field}: journal has ${show(old[field])}, now ${show(now[field])}`,
+    });
+  }
+  return out;
+}

@@ -1,0 +1,97 @@
+// Dispatch: native event batches (from the one worker of the process) are routed to the engine owning
+// the region, and each native event becomes the engine's typed events, a loss recorded first.
+import { BUS_MCEERR_AO, SUBPAGE } from '../constants';
+import type { RecoveredEvent, RefusedEvent } from '../events';
+import { NativeEventType, PageState, type NativeEvent } from '../native';
+import { guardFromCode, KVM_FAULT_GUARD_WARNING, reasonFromCode, REASON_WORDS, type RefuseReason } from '../policy';
+import type { Region } from '../region';
+import { attached } from './engines';
+import { emitLost, record } from './record';
+import type { EngineState } from './state';
+
+/** The callback the native worker is started with. */
+export function dispatch(events: NativeEvent[]): void {
+  for (const e of events) {
+    for (const engine of attached()) if (engine.handleNativeEvent(e)) break;
+  }
+}
+
+/** Routes one native event to this engine's state; false if the region is not this engine's. */
+export function routeEvent(s: EngineState, e: NativeEvent): boolean {
+  const region = s.regions.get(e.regionId);
+  if (!region) return false;
+  try {
+    onEvent(s, region, e);
+  } catch (err) {
+    // The journal could not be written: the loss must not go unreported, so report both.
+    s.events.emit('error', err instanceof Error ? err : new Error(String(err)));
+  }
+  return true;
+}
+
+function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
+  const offset = region.offsetOf(e.address);
+  const hugeOffset = e.page * region.hugePageSize;
+  switch (e.type) {
+    case NativeEventType.Poison: {
+      const split = e.pageState === PageState.Split;
+      s.events.emit('poison', {
+        region: region.name,
+        hostAddress: e.address,
+        offset,
+        guestPhysAddr: region.guestPhysAddrOf(offset),
+        hugePageIndex: e.page,
+        kind: e.code === BUS_MCEERR_AO ? 'AO' : 'AR',
+        reportedLsb: e.lsb,
+        pageSize: split ? SUBPAGE : region.hugePageSize,
+        alreadyLost: e.alreadyLost,
+        threadId: e.tid,
+        timeNs: e.timeNs,
+      });
+      return;
+    }
+    case NativeEventType.Recovered: {
+      const lost = (e.lostSubpages ?? []).map((sp) => hugeOffset + sp * SUBPAGE);
+      record(s, region, lost.map((o) => ({ offset: o, size: SUBPAGE })), 'recovered', e.page);
+      const guard = e.guard ? guardFromCode(e.guard) : s.guard;
+      const event: RecoveredEvent = {
+        region: region.name,
+        hugePageIndex: e.page,
+        hugePageGuestPhysAddr: region.guestPhysAddrOf(hugeOffset),
+        lostGuestPhysAddrs: lost.map((o) => region.guestPhysAddrOf(o)),
+        bytesRecovered: e.bytes ?? 0,
+        durationNs: e.durationNs ?? 0n,
+        totalNs: (e.doneNs ?? e.timeNs) - e.timeNs,
+        readCalls: e.reads ?? 0,
+        usedReserve: e.usedReserve ?? false,
+        guard,
+        ...(guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
+        ...(e.guardErrno ? { guardErrno: -e.guardErrno, guardSyscall: e.guardSyscall } : {}),
+      };
+      s.events.emit('recovered', event);
+      return;
+    }
+    case NativeEventType.Refused: {
+      const reason: RefuseReason = reasonFromCode(e.reason ?? 0);
+      record(s, region, [{ offset: hugeOffset, size: region.hugePageSize }], 'refused', e.page, reason);
+      const event: RefusedEvent = {
+        region: region.name,
+        hugePageIndex: e.page,
+        reason,
+        message: REASON_WORDS[reason] + (e.errno ? ` (${e.syscall ?? '?'}: errno ${e.errno})` : ''),
+        hugePageGuestPhysAddr: region.guestPhysAddrOf(hugeOffset),
+        size: region.hugePageSize,
+        ...(e.errno ? { errno: -e.errno, syscall: e.syscall } : {}),
+      };
+      s.events.emit('refused', event);
+      return;
+    }
+    case NativeEventType.SubpageLost: {
+      const lostOffset = region.offsetOf(e.lostAddress ?? e.address);
+      if (record(s, region, [{ offset: lostOffset, size: SUBPAGE }], 'split-poison', e.page) > 0) emitLost(s, region, lostOffset, 'split-poison');
+      return;
+    }
+    default:
+      return;
+  }
+}

@@ -1,0 +1,24 @@
+// The open engines of this process. One native worker and one reserve serve them all: dispatch routes
+// the worker's events to the engine owning the region, reserve sizes the reserve for all of them.
+import type { NativeEvent } from '../native';
+
+export interface AttachedEngine {
+  /** Handles one native event; false if the region is not this engine's. */
+  handleNativeEvent(e: NativeEvent): boolean;
+  /** Bytes of reserve this engine would like (0 once closed). */
+  reserveWish(): number;
+}
+
+const engines = new Set<AttachedEngine>();
+
+export function attach(engine: AttachedEngine): void {
+  engines.add(engine);
+}
+
+export function detach(engine: AttachedEngine): void {
+  engines.delete(engine);
+}
+
+export function attached(): ReadonlySet<AttachedEngine> {
+  return engines;
+}

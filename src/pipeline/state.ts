@@ -1,0 +1,19 @@
+// What the stages of the pipeline share: one engine's regions, ledger, journal and event emitter.
+import type { RasEvents } from '../events';
+import type { Journal } from '../ledger/file';
+import type { Ledger } from '../ledger/ledger';
+import type { JournalReplay } from '../ledger/records';
+import type { Guard } from '../policy';
+import type { Region } from '../region';
+
+export interface EngineState {
+  /** Mapped regions by native id. */
+  readonly regions: ReadonlyMap<number, Region>;
+  readonly ledger: Ledger;
+  readonly journal: Journal | undefined;
+  /** The journal's state when the engine opened. */
+  readonly replay: JournalReplay | undefined;
+  readonly events: RasEvents;
+  /** The guard the engine asked the native side for (a page whose guard failed says its own). */
+  readonly guard: Guard;
+}
