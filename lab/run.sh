@@ -12,7 +12,6 @@
 #   LAB_HUGEPAGES_1G  1 GiB pages reserved at boot (default 3: case 4, k1 and k6 each poison one)
 #   LAB_REFRESH   1: refresh the private trixie package lists even if they are fresh
 #   LAB_VERBOSE   1: print the whole guest console of each boot after it ends
-#   LAB_TCG_THREAD single: one TCG thread for all vCPUs (test:lab:linux: no cross-vCPU text-patching race)
 #   LAB_NO_INSTALL 1: never call apt-get install (fail if a tool is missing)
 set -euo pipefail
 

@@ -7,10 +7,11 @@
 // entry, L1b through the 32-bit one; L1c keeps the lost frame behind a PROT_NONE/guard marker (what
 // the engine falls back to without userfaultfd). About 30-60 s each in the lab (boot to the walker's
 // first heartbeat 8-30 s).
-// Manual (npm run test:lab:linux, with one TCG thread): once, under the default multi-threaded TCG,
-// the lab's own kernel oopsed ("Oops: int3" in __schedule, at a jump-label site, i.e. a text patch
-// another vCPU thread still saw half done) as the second Linux VM started. Probably KVM's static
-// keys flipping on VM create/destroy meeting an MTTCG race; not in the default CI lab because of it.
+// Manual (npm run test:lab:linux), not in the default CI lab: once, while the second Linux VM of a
+// run started, the lab's own kernel oopsed ("Oops: int3" in __schedule at a jump-label site: a text
+// patch another TCG vCPU thread still saw half done), taking every later case with it. With one TCG
+// thread (-accel tcg,thread=single) the guest kernel instead crashed in its page-fault entry (GS
+// base wrong after swapgs) before any machine check, so that is no way out either.
 const fs = require('fs');
 const path = require('path');
 const { spawn } = require('child_process');
