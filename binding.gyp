@@ -59,7 +59,11 @@
       "sources": [
         "vmm/native/addon.cc",
         "vmm/native/kvm_vm.cc",
+        "vmm/native/linux_addon.cc",
+        "vmm/native/linux_boot.cc",
+        "vmm/native/linux_vm.cc",
         "vmm/native/mce.cc",
+        "vmm/native/serial.cc",
         "vmm/native/sigbus.cc",
         "vmm/native/vcpu_loop.cc"
       ],

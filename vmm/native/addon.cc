@@ -279,11 +279,14 @@ Napi::Value KvmAvailable(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+void RegisterLinux(Napi::Env env, Napi::Object exports);  // linux_addon.cc: the Linux boot mode
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Vm", VmWrap::Init(env));
   exports.Set("installSigbusHandler", Napi::Function::New(env, InstallSigbusHandler));
   exports.Set("sigbusCounters", Napi::Function::New(env, SigbusCounters));
   exports.Set("kvmAvailable", Napi::Function::New(env, KvmAvailable));
+  RegisterLinux(env, exports);
   return exports;
 }
 
