@@ -20,7 +20,8 @@ uint64_t g_reserve_target = 0;
 
 uint64_t AlignFor(uint64_t size) { return size < k2M ? kSubpage : k2M; }
 
-// Anonymous memory aligned for THP, with MADV_HUGEPAGE asked for (ignored where THP is off).
+// Anonymous memory aligned for THP, with MADV_HUGEPAGE asked for (ignored where THP is off), and
+// MADV_DONTFORK.
 char* MapAligned(uint64_t size, Failure* fail) {
   uint64_t align = AlignFor(size);
   uint64_t span = size + align;
@@ -34,6 +35,9 @@ char* MapAligned(uint64_t size, Failure* fail) {
   if (start > reinterpret_cast<uintptr_t>(raw)) munmap(raw, start - reinterpret_cast<uintptr_t>(raw));
   if (raw_end > start + size) munmap(reinterpret_cast<void*>(start + size), raw_end - (start + size));
   madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE);
+  // Guest RAM: a VMM that forks (a helper, a migration child) must not copy it or share it
+  // copy-on-write. The flag moves with the memory when it is swapped in place.
+  madvise(reinterpret_cast<void*>(start), size, MADV_DONTFORK);
   return reinterpret_cast<char*>(start);
 }
 
