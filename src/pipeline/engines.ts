@@ -6,8 +6,8 @@ import type { Region } from '../region';
 export interface AttachedEngine {
   /** Handles one native event; false if the region is not this engine's. */
   handleNativeEvent(e: NativeEvent): boolean;
-  /** Bytes of reserve this engine would like (0 once closed). */
-  reserveWish(): number;
+  /** Reserve depth this engine would like per huge page size (empty once closed). */
+  reserveWish(): Map<number, number>;
   /** The regions it maps. */
   mappedRegions(): Iterable<Region>;
   /** A batch of n events has been handled (they count as delivered when the callback returns). */
