@@ -19,8 +19,6 @@ export interface EngineOptions {
    * size given here overrides `reserveBytes` for that size; each block costs its size in RAM.
    */
   reserve?: { '2M'?: number; '1G'?: number };
-  /** Tests: never use the lazy (userfaultfd) recovery path, as where no full userfaultfd exists. */
-  lazyRecovery?: boolean;
   /** Durable ledger of lost frames, replayed on open. */
   journalPath?: string;
   /** Override the kernel check (Linux >= 6.5 reads a poisoned huge page back around the bad 4 KiB). */
@@ -60,7 +58,6 @@ export function checkEngineOptions(options: EngineOptions): GuardMode {
     }
     if (bytes > os.totalmem() / 2) throw outOfRange(`reserve of ${bytes} bytes is more than half of this machine's memory`);
   }
-  if (options.lazyRecovery !== undefined && typeof options.lazyRecovery !== 'boolean') throw invalidArg('lazyRecovery must be a boolean');
   if (options.readThreads !== undefined) checkUint(options.readThreads, 'readThreads');
   if (options.kernelReadsAroundPoison !== undefined && typeof options.kernelReadsAroundPoison !== 'boolean')
     throw invalidArg('kernelReadsAroundPoison must be a boolean');
