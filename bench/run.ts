@@ -5,6 +5,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RasEngine, fillPattern, startVcpuLoad, verifyPattern, type RecoveredEvent } from '../src/index';
 import { benchNative } from '../src/native';
+import { benchBurst } from './burst';
+import { benchKvmStall } from './kvm';
 
 const DIR = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
 const OUT = path.resolve(__dirname, '../../bench/out');
@@ -211,10 +213,24 @@ async function main(): Promise<void> {
   const free1g = have1g ? Number(fs.readFileSync('/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages', 'utf8')) : 0;
   if (have1g && free1g >= 1) results.push(await benchSize('1 GiB', GiB, path.join(DIR, '1G'), reps1g, vcpus));
   else results.push({ pageSize: '1 GiB', skipped: `no free 1 GiB page at ${DIR}/1G (run as root: scripts/setup-hugetlbfs.sh)` } as SizeResult);
-  const text = table(results);
+  const burst = await benchBurst(Number(process.env.BENCH_REPS_BURST ?? 5), path.join(DIR, '2M'));
+  const kvm = benchKvmStall(Number(process.env.BENCH_REPS_KVM ?? 10), DIR);
+  const ratio = (a: number[], lim: number[]) => (median(a) / median(lim)).toFixed(2);
+  const extra = [
+    '',
+    '| row | median | p10 - p90 | / memcpy of 2 MiB |',
+    '|---|---|---|---|',
+    `| burst: ${burst.pages} pages of 2 MiB poisoned back to back, each (first report to usable) | ${fmt(median(burst.perPageNs))} | ${fmt(quantile(burst.perPageNs, 0.1))} - ${fmt(quantile(burst.perPageNs, 0.9))} | ${ratio(burst.perPageNs, burst.limitNs)}x |`,
+    kvm.skipped
+      ? `| KVM vCPU stall (reference VMM): not measured: ${kvm.skipped} | | | |`
+      : `| KVM vCPU stall, 2 MiB page (reference VMM: the exit that found the poison to KVM_RUN re-entered) | ${fmt(median(kvm.stallNs))} | ${fmt(quantile(kvm.stallNs, 0.1))} - ${fmt(quantile(kvm.stallNs, 0.9))} | ${ratio(kvm.stallNs, kvm.limitNs)}x |`,
+    '',
+    `burst: reserve misses ${burst.reserveMisses} over ${burst.limitNs.length} reps; KVM: ${kvm.stallNs.length} stalls over ${kvm.limitNs.length} VMM runs, the poison reached the vCPUs as ${kvm.exits.mmio} MMIO exits, ${kvm.exits.sigbus} SIGBUS, ${kvm.exits.efault} EFAULT`,
+  ];
+  const text = table(results) + '\n' + extra.join('\n');
   console.log(text);
   fs.mkdirSync(OUT, { recursive: true });
-  fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results }, null, 2));
+  fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results, burst, kvm }, null, 2));
   fs.writeFileSync(path.join(OUT, 'latency.svg'), svg(results));
   fs.writeFileSync(path.join(OUT, 'table.md'), text + '\n');
   console.log(`wrote ${path.join(OUT, 'results.json')}, latency.svg, table.md`);

@@ -11,6 +11,8 @@ export interface ScenarioOptions {
   targets: PoisonTarget[];
   /** simulate / madvise: injectPoison from the JS thread; external: poisonExternally does it. */
   mode: InjectMode | 'external';
+  /** simulate only: false poisons silently; the guest's own access finds it (an exit, then a stall). */
+  signal?: boolean;
   /** For mode 'external': poison these host addresses (e.g. root writing hwpoison corrupt-pfn). */
   poisonExternally?: (targets: { hostAddress: bigint; guestPhysAddr: bigint }[]) => Promise<void>;
   /** The whole huge page is expected lost (refused, Linux 6.1): MCEs for any frame touched in it. */
@@ -85,7 +87,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       await o.poisonExternally(targets.map((t) => ({ hostAddress: t.hostAddress, guestPhysAddr: t.guestPhysAddr })));
     } else {
       for (const t of o.targets) {
-        vmm.poison(t.region, t.offset, { mode: o.mode });
+        vmm.poison(t.region, t.offset, { mode: o.mode, ...(o.signal === false ? { signal: false } : {}) });
         log(`poisoned ${t.region}+0x${t.offset.toString(16)} (${o.mode})`);
         await vmm.engine.whenIdle({ timeoutMs: timeout });
       }
