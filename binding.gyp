@@ -64,6 +64,7 @@
         "vmm/native/linux_memory.cc",
         "vmm/native/linux_vm.cc",
         "vmm/native/mce.cc",
+        "vmm/native/napi_util.cc",
         "vmm/native/serial.cc",
         "vmm/native/sigbus.cc",
         "vmm/native/vcpu_loop.cc",
