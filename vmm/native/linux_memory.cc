@@ -22,12 +22,7 @@ hugetlb_ras_status LinuxMachine::Check(int path, bool by_hva, uint64_t addr) {
     st.state = HUGETLB_RAS_NOT_RAM;
     return st;
   }
-  switch (st.state) {
-    case HUGETLB_RAS_HEALTHY: s.healthy++; break;
-    case HUGETLB_RAS_LOST: s.lost++; break;
-    case HUGETLB_RAS_NOT_RAM: s.not_ram++; break;
-    default: break;
-  }
+  CountAnswer(&s, st.state);
   if (st.state != HUGETLB_RAS_LOST) {
     Event e{kEvStall, 0, {static_cast<uint64_t>(path), addr, NowNs() - t0, st.state, by_hva ? 1u : 0u, 0, 0, 0}, {}};
     Post(std::move(e));

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
 
 #include "../linux/proto.h"
 #include "mce.h"
@@ -127,13 +126,8 @@ void LinuxMachine::Loop() {
     if (r < 0) {
       int e = errno;
       if (e == EINTR || e == EAGAIN) {
-        sigbus::Record rec;
-        if (sigbus::Take(kSigbusSlot, &rec)) {
-          s.eintr_sigbus++;
-          OnSigbus(rec.addr);
-        } else {
-          s.eintr++;
-        }
+        uint64_t hva;
+        if (TookSigbus(kSigbusSlot, &s, &hva)) OnSigbus(hva);
         continue;
       }
       if (e == EFAULT) {
@@ -142,13 +136,10 @@ void LinuxMachine::Loop() {
         size_t before = pending_.size();
         OnEfault();
         if (s.injected.load() == inj && pending_.size() == before) {
-          s.efault_unresolved++;
-          if (++unresolved_in_a_row > 20000) {
+          if (!EfaultUnresolved(&s.efault_unresolved, &unresolved_in_a_row)) {
             Fatal(kLxError, "KVM_RUN keeps failing with EFAULT and the engine names no lost frame");
             break;
           }
-          timespec ts = {0, 200000};
-          nanosleep(&ts, nullptr);
         } else {
           unresolved_in_a_row = 0;
         }

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
 
 #include "sigbus.h"
 
@@ -45,13 +44,9 @@ void Machine::Loop(int i) {
     if (r < 0) {
       int e = errno;
       if (e == EINTR || e == EAGAIN) {
-        sigbus::Record rec;
-        if (sigbus::Take(i, &rec)) {
-          s.eintr_sigbus++;
-          OnSigbus(i, rec.addr, &pending);
-        } else {
-          s.eintr++;  // the engine stalled this thread for a recoverable report, or a kick
-        }
+        // No SIGBUS: the engine stalled this thread for a recoverable report, or a kick.
+        uint64_t hva;
+        if (TookSigbus(i, &s, &hva)) OnSigbus(i, hva, &pending);
         continue;
       }
       if (e == EFAULT) {
@@ -60,13 +55,10 @@ void Machine::Loop(int i) {
         uint64_t inj = s.injected.load();
         OnEfault(i, &pending);
         if (pending.size() == before && s.injected.load() == inj) {
-          s.efault_unresolved++;
-          if (++unresolved_in_a_row > 20000) {
+          if (!EfaultUnresolved(&s.efault_unresolved, &unresolved_in_a_row)) {
             Fatal(i, kError, "KVM_RUN keeps failing with EFAULT and the engine names no lost frame");
             break;
           }
-          timespec ts = {0, 200000};
-          nanosleep(&ts, nullptr);
         } else {
           unresolved_in_a_row = 0;
         }

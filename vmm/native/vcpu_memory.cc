@@ -32,12 +32,7 @@ hugetlb_ras_status Machine::Check(int i, int path, bool by_hva, uint64_t addr) {
     return st;
   }
   uint64_t ns = NowNs() - t0;
-  switch (st.state) {
-    case HUGETLB_RAS_HEALTHY: s.healthy++; break;
-    case HUGETLB_RAS_LOST: s.lost++; break;
-    case HUGETLB_RAS_NOT_RAM: s.not_ram++; break;
-    default: break;
-  }
+  CountAnswer(&s, st.state);
   if (st.state != HUGETLB_RAS_LOST) {
     // The exit that found the poison to the re-entry: a stall of this vCPU.
     Event e{kEvStall, i, {static_cast<uint64_t>(path), addr, ns, st.state, by_hva ? 1u : 0u, 0, 0, 0}, StateName(st.state)};

@@ -76,4 +76,12 @@ int AskEngine(const hugetlb_ras_api* api, int wait_ms, bool by_hva, uint64_t add
   return 0;
 }
 
+bool EfaultUnresolved(std::atomic<uint64_t>* count, uint64_t* in_a_row) {
+  (*count)++;
+  if (++*in_a_row > 20000) return false;
+  timespec ts = {0, 200000};
+  nanosleep(&ts, nullptr);
+  return true;
+}
+
 }  // namespace ras_vmm

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "hugetlb_ras.h"
+#include "sigbus.h"
 
 #ifndef KVM_EXIT_MEMORY_FAULT
 #define KVM_EXIT_MEMORY_FAULT 39  // Linux >= 6.8 (KVM_CAP_MEMORY_FAULT_INFO); 6.1 headers lack it
@@ -58,5 +59,34 @@ uint64_t MemoryFaultGpa(const kvm_run* run);
 // failed and *st is not an answer).
 int AskEngine(const hugetlb_ras_api* api, int wait_ms, bool by_hva, uint64_t addr, hugetlb_ras_status* st,
               std::atomic<uint64_t>* recovering);
+
+// Counts the engine's final answer in s.healthy, s.lost or s.not_ram (either machine's stats).
+template <class S>
+void CountAnswer(S* s, uint32_t state) {
+  switch (state) {
+    case HUGETLB_RAS_HEALTHY: s->healthy++; break;
+    case HUGETLB_RAS_LOST: s->lost++; break;
+    case HUGETLB_RAS_NOT_RAM: s->not_ram++; break;
+    default: break;
+  }
+}
+
+// After KVM_RUN failed with EINTR or EAGAIN: true with *hva if a SIGBUS was recorded for this
+// thread's sigbus slot (counted in s.eintr_sigbus), else false (counted in s.eintr).
+template <class S>
+bool TookSigbus(int slot, S* s, uint64_t* hva) {
+  sigbus::Record rec;
+  if (!sigbus::Take(slot, &rec)) {
+    s->eintr++;
+    return false;
+  }
+  s->eintr_sigbus++;
+  *hva = rec.addr;
+  return true;
+}
+
+// An EFAULT from KVM_RUN that its handler resolved nothing for: counts it and backs off 200 µs;
+// false when that has happened more than 20000 times in a row (the caller gives up).
+bool EfaultUnresolved(std::atomic<uint64_t>* count, uint64_t* in_a_row);
 
 }  // namespace ras_vmm
