@@ -61,11 +61,16 @@
         "vmm/native/kvm_vm.cc",
         "vmm/native/linux_addon.cc",
         "vmm/native/linux_boot.cc",
+        "vmm/native/linux_memory.cc",
         "vmm/native/linux_vm.cc",
         "vmm/native/mce.cc",
+        "vmm/native/napi_util.cc",
         "vmm/native/serial.cc",
         "vmm/native/sigbus.cc",
-        "vmm/native/vcpu_loop.cc"
+        "vmm/native/vcpu_loop.cc",
+        "vmm/native/vcpu_machine.cc",
+        "vmm/native/vcpu_memory.cc",
+        "vmm/native/vcpu_thread.cc"
       ],
       "include_dirs": ["vmm/guest"],
       "actions": [

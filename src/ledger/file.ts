@@ -1,5 +1,6 @@
 /**
- * Durable journal of lost guest frames: the file (open, append, fsync, torn-tail recovery).
+ * Durable journal of lost guest frames: the file (open, append, fsync, torn-tail recovery). Opening and
+ * its checks are in open.ts, the write path in write.ts; `Journal` here ties them to the records.
  *
  * The engine writes a record here BEFORE it reports a loss, so that after a VMM restart (live update)
  * the journal is the truth about which guest frames are gone: `RasEngine.open` replays it, re-protects
@@ -28,11 +29,10 @@
  * memory is not marked lost.
  */
 import * as fs from 'fs';
-import * as nodePath from 'path';
 import { invalidArg, RasError } from '../errors';
-import { identityLine, looksLikeJournal, lostLine, regionLine, resetLine } from './format';
+import { identityLine, lostLine, regionLine, resetLine } from './format';
 import { JournalLock } from './lock';
-import { parseJournal } from './parse';
+import { journalCall, openJournalFile } from './open';
 import {
   copyLayout,
   frameProblem,
@@ -47,92 +47,9 @@ import {
   type RegionLayout,
   type ResetRecord,
 } from './records';
+import { appendDurably, reopenSameFile, writeError } from './write';
 
-function readAll(fd: number): Buffer {
-  const size = fs.fstatSync(fd).size;
-  const buf = Buffer.alloc(size);
-  let off = 0;
-  while (off < size) {
-    const n = fs.readSync(fd, buf, off, size - off, off);
-    if (n === 0) break;
-    off += n;
-  }
-  return off === size ? buf : buf.subarray(0, off);
-}
-
-function checkRegularFile(fd: number, file: string): fs.Stats {
-  const st = fs.fstatSync(fd);
-  if (!st.isFile()) {
-    throw new RasError('ERR_JOURNAL_FORMAT', `journal ${file} is not a regular file`, { path: file });
-  }
-  return st;
-}
-
-function checkFormat(buf: Buffer, file: string): void {
-  if (!looksLikeJournal(buf)) {
-    throw new RasError(
-      'ERR_JOURNAL_FORMAT',
-      `${file} does not look like a hugetlb-ras journal (expected lines "<crc32 hex> {json}"); not touching it`,
-      { path: file },
-    );
-  }
-}
-
-const WHAT: Record<string, string> = {
-  ENOENT: 'its directory does not exist',
-  ELOOP: 'it is a symbolic link (refused: the journal is opened with O_NOFOLLOW)',
-  EACCES: 'permission denied',
-  EPERM: 'operation not permitted (an immutable or append-only file?)',
-  EROFS: 'the file system is read-only',
-  ENOSPC: 'no space left on the device',
-  EISDIR: 'it is a directory',
-  ENOTDIR: 'a component of the path is not a directory',
-};
-
-/** A journal error with the path and the fs error's errno, syscall and cause, never a raw fs error. */
-function openError(path: string, e: unknown, step = 'open'): Error {
-  if (e instanceof RasError) return e;
-  const err = e as NodeJS.ErrnoException;
-  const why = (err.code && WHAT[err.code]) ?? err.message;
-  return new RasError('ERR_JOURNAL_OPEN', `journal ${path}: cannot ${step} it: ${why} (${err.code ?? 'error'}${err.syscall ? `, ${err.syscall}` : ''})`, {
-    path,
-    errno: err.errno,
-    syscall: err.syscall,
-    fsCode: err.code,
-    cause: e,
-  });
-}
-
-function journalCall<T>(path: string, step: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    throw openError(path, e, step);
-  }
-}
-
-function fsyncDirectory(dir: string): void {
-  const dfd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
-}
-
-/** Read a journal without modifying it or taking its lock (for the CLI). ERR_JOURNAL_OPEN if it cannot be read. */
-export function readJournal(path: string): JournalReplay {
-  if (typeof path !== 'string' || path.length === 0) throw invalidArg('journal path must be a non-empty string');
-  const fd = journalCall(path, 'open', () => fs.openSync(path, fs.constants.O_RDONLY));
-  try {
-    checkRegularFile(fd, path);
-    const buf = journalCall(path, 'read', () => readAll(fd));
-    checkFormat(buf, path);
-    return parseJournal(buf, path, false).replay;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+export { readJournal } from './open';
 
 export class Journal {
   readonly path: string;
@@ -173,67 +90,8 @@ export class Journal {
   }
 
   private static openLocked(path: string): { journal: Journal; replay: JournalReplay } {
-    const { O_RDWR, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
-    let fd: number;
-    let created = false;
-    try {
-      fd = fs.openSync(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-      created = true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw openError(path, e);
-      fd = journalCall(path, 'open', () => fs.openSync(path, O_RDWR | O_APPEND | O_NOFOLLOW));
-    }
-    try {
-      if (created) {
-        journalCall(path, 'create', () => {
-          fs.fchmodSync(fd, 0o600); // the umask may have removed bits; make it exactly 0600
-          fs.fsyncSync(fd);
-          fsyncDirectory(nodePath.dirname(nodePath.resolve(path)));
-        });
-        const replay: JournalReplay = { regions: new Map(), lost: [], warnings: [], records: 0, identities: new Map(), history: [] };
-        return { journal: new Journal(path, fd, 0, new Map(), new Map()), replay };
-      }
-      const st = checkRegularFile(fd, path);
-      const uid = process.geteuid?.();
-      if (uid !== undefined && st.uid !== uid) {
-        throw new RasError(
-          'ERR_JOURNAL_PERMISSIONS',
-          `journal ${path} belongs to uid ${st.uid}, not to this process (uid ${uid}): it may have been written by ` +
-            `someone else; check it, then run: chown ${uid} ${path}`,
-          { path, uid: st.uid },
-        );
-      }
-      if ((st.mode & 0o077) !== 0) {
-        const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-        throw new RasError(
-          'ERR_JOURNAL_PERMISSIONS',
-          `journal ${path} has mode ${mode}: it must not be accessible by group or others ` +
-            `(it may have been altered); check it, then run: chmod 600 ${path}`,
-          { path, mode: st.mode & 0o777 },
-        );
-      }
-      const buf = journalCall(path, 'read', () => readAll(fd));
-      checkFormat(buf, path);
-      const { replay, tornAt } = parseJournal(buf, path, true);
-      let size = buf.length;
-      if (tornAt >= 0) {
-        journalCall(path, 'truncate', () => {
-          fs.ftruncateSync(fd, tornAt);
-          fs.fsyncSync(fd);
-        });
-        size = tornAt;
-      }
-      const regions = new Map<string, RegionLayout>();
-      for (const [k, v] of replay.regions) regions.set(k, copyLayout(v));
-      return { journal: new Journal(path, fd, size, regions, new Map(replay.identities)), replay };
-    } catch (e) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* keep the original error */
-      }
-      throw e;
-    }
+    const { fd, size, regions, identities, replay } = openJournalFile(path);
+    return { journal: new Journal(path, fd, size, regions, identities), replay };
   }
 
   /**
@@ -342,82 +200,20 @@ export class Journal {
     if (this.failed) this.reopenAfterFailure();
   }
 
-  /**
-   * After a failed fsync the handle's state is unknown: open the same file again (the same inode, else
-   * ERR_JOURNAL_FAILED) and go on from what really is there; a record the kernel dropped is written
-   * again by the caller's retry (replay ignores a frame recorded twice).
-   */
+  /** After a failed fsync: the same file, opened again (write.ts), or ERR_JOURNAL_FAILED. */
   private reopenAfterFailure(): void {
-    const cause = this.failed as Error;
-    let fd = -1;
-    try {
-      fd = fs.openSync(this.path, fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
-      const now = fs.fstatSync(fd);
-      const was = fs.fstatSync(this.fd);
-      if (now.dev !== was.dev || now.ino !== was.ino) throw new Error('the file was replaced');
-    } catch (e) {
-      if (fd >= 0) fs.closeSync(fd);
-      throw new RasError(
-        'ERR_JOURNAL_FAILED',
-        `journal ${this.path}: an earlier fsync failed (${cause.message}) and it cannot be reopened (${(e as Error).message})`,
-        { path: this.path, cause },
-      );
-    }
-    fs.closeSync(this.fd);
-    this.fd = fd;
+    this.fd = reopenSameFile(this.path, this.fd, this.failed as Error);
     this.failed = undefined;
   }
 
   /** One write and one fsync; a failure is ERR_JOURNAL_WRITE with the path and the fs error (`cause`, `fsCode`). */
   private append(text: string): void {
     try {
-      this.appendRaw(text);
-    } catch (e) {
-      if (e instanceof RasError) throw e;
-      const err = e as NodeJS.ErrnoException;
-      const why = (err.code && WHAT[err.code]) ?? err.message;
-      throw new RasError('ERR_JOURNAL_WRITE', `journal ${this.path}: cannot write it: ${why} (${err.code ?? 'error'}${err.syscall ? `, ${err.syscall}` : ''})`, {
-        path: this.path,
-        errno: err.errno,
-        syscall: err.syscall,
-        fsCode: err.code,
-        cause: e,
+      this.size = appendDurably(this.fd, text, (e) => {
+        this.failed = e;
       });
-    }
-  }
-
-  private appendRaw(text: string): void {
-    const buf = Buffer.from(text, 'utf8');
-    // Where this record starts: the file's size now, not a size remembered from an earlier append, so
-    // a failed append cuts only its own bytes.
-    const start = fs.fstatSync(this.fd).size;
-    let off = 0;
-    try {
-      while (off < buf.length) off += fs.writeSync(this.fd, buf, off, buf.length - off);
     } catch (e) {
-      // e.g. ENOSPC after a partial write: cut the partial record so the next append starts on a clean line.
-      if (off > 0) {
-        try {
-          fs.ftruncateSync(this.fd, start);
-        } catch {
-          this.failed = e as Error;
-        }
-      }
-      throw e;
+      throw writeError(this.path, e);
     }
-    try {
-      fs.fsyncSync(this.fd);
-    } catch (e) {
-      // After a failed fsync, Linux may have dropped the dirty pages and cleared the error: the on-disk state
-      // is unknown, so this handle is not used again (the next append reopens the file).
-      this.failed = e as Error;
-      try {
-        fs.ftruncateSync(this.fd, start);
-      } catch {
-        /* keep the original error */
-      }
-      throw e;
-    }
-    this.size = start + buf.length;
   }
 }

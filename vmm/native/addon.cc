@@ -1,6 +1,7 @@
 // addon.cc: the JavaScript face of the reference VMM's native module (ras_vmm.node). Thin: it
-// converts arguments, owns the ThreadSafeFunction that carries vCPU events to JS, and stops the
-// vCPU threads from an environment cleanup hook. The KVM work is in kvm_vm, vcpu_loop and mce.
+// converts arguments and hands the machine to a MachineHost (napi_util.h), which carries vCPU events
+// to JS and stops the vCPU threads from an environment cleanup hook. The KVM work is in kvm_vm,
+// vcpu_machine, vcpu_loop, vcpu_memory and mce.
 #include <napi.h>
 
 #include <fcntl.h>
@@ -11,30 +12,13 @@
 #include <mutex>
 #include <vector>
 
+#include "napi_util.h"
 #include "sigbus.h"
 #include "vcpu_loop.h"
 
 namespace ras_vmm {
 
 namespace {
-
-uint64_t U64(const Napi::Value& v, const char* what) {
-  if (v.IsBigInt()) {
-    bool lossless = true;
-    uint64_t x = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) NAPI_THROW(Napi::RangeError::New(v.Env(), std::string(what) + " out of range"), 0);
-    return x;
-  }
-  if (v.IsNumber()) {
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (d < 0 || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
-      NAPI_THROW(Napi::RangeError::New(v.Env(), std::string(what) + " must be a non-negative integer"), 0);
-    return static_cast<uint64_t>(d);
-  }
-  NAPI_THROW(Napi::TypeError::New(v.Env(), std::string(what) + " must be a bigint or a number"), 0);
-}
-
-Napi::Value Big(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 
 class VmWrap : public Napi::ObjectWrap<VmWrap> {
  public:
@@ -61,23 +45,8 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
       cfg.pass_event_ms = o.Get("passEventMs").As<Napi::Number>().Int32Value();
     uint64_t api = U64(o.Get("api"), "api");
     if (env.IsExceptionPending()) return;
-    if (api) {
-      cfg.api = reinterpret_cast<const hugetlb_ras_api*>(static_cast<uintptr_t>(api));
-      if (cfg.api->version < 1 || cfg.api->size < sizeof(hugetlb_ras_api)) {
-        Napi::Error::New(env, "the engine's native API table has an unknown version").ThrowAsJavaScriptException();
-        return;
-      }
-    }
-    std::vector<Slot> slots;
-    Napi::Array sa = o.Get("slots").As<Napi::Array>();
-    for (uint32_t k = 0; k < sa.Length(); k++) {
-      Napi::Object s = sa.Get(k).As<Napi::Object>();
-      Slot sl;
-      sl.gpa = U64(s.Get("gpa"), "slot gpa");
-      sl.size = U64(s.Get("size"), "slot size");
-      sl.hva = reinterpret_cast<uint8_t*>(static_cast<uintptr_t>(U64(s.Get("hva"), "slot hva")));
-      slots.push_back(sl);
-    }
+    if (!ApiTable(env, api, &cfg.api)) return;
+    std::vector<Slot> slots = Slots(o);
     Napi::Array ra = o.Get("ranges").As<Napi::Array>();
     for (uint32_t k = 0; k < ra.Length(); k++) {
       Napi::Object r = ra.Get(k).As<Napi::Object>();
@@ -86,104 +55,36 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
     if (env.IsExceptionPending()) return;
     Napi::Buffer<uint8_t> img = o.Get("image").As<Napi::Buffer<uint8_t>>();
     std::vector<uint8_t> image(img.Data(), img.Data() + img.Length());
-    machine_ = std::make_unique<Machine>();
-    if (!machine_->Create(cfg, slots, image)) {
-      Napi::Error::New(env, "KVM: " + machine_->error()).ThrowAsJavaScriptException();
-      machine_.reset();
+    host_.machine = std::make_unique<Machine>();
+    if (!host_.machine->Create(cfg, slots, image)) {
+      Napi::Error::New(env, "KVM: " + host_.machine->error()).ThrowAsJavaScriptException();
+      host_.machine.reset();
     }
   }
-
-  ~VmWrap() override { Shutdown(); }
 
  private:
-  static void CleanupHook(void* arg) { static_cast<VmWrap*>(arg)->Shutdown(); }
-
-  // Stops and joins the vCPU threads (kick: no time for the guest to say BYE) and drops the TSFN.
-  void Shutdown() {
-    if (machine_ && running_) {
-      machine_->Kick();
-      machine_->Join();
-    }
-    if (running_) {
-      running_ = false;
-      tsfn_.Release();
-      napi_remove_env_cleanup_hook(env_, CleanupHook, this);
-    }
-  }
-
-  Napi::Value Start(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!machine_ || running_) NAPI_THROW(Napi::Error::New(env, "not startable"), env.Undefined());
-    if (!info[0].IsFunction()) NAPI_THROW(Napi::TypeError::New(env, "callback must be a function"), env.Undefined());
-    env_ = env;
-    tsfn_ = Napi::ThreadSafeFunction::New(env, info[0].As<Napi::Function>(), "ras_vmm events", 0, 1);
-    running_ = true;
-    napi_add_env_cleanup_hook(env, CleanupHook, this);
-    machine_->Start([this](Event&& e) {
-      bool first;
-      {
-        std::lock_guard<std::mutex> lock(qmu_);
-        first = queue_.empty();
-        queue_.push_back(std::move(e));
-      }
-      if (first) tsfn_.NonBlockingCall(this, [](Napi::Env env, Napi::Function cb, VmWrap* self) { self->Deliver(env, cb); });
-    });
-    return env.Undefined();
-  }
-
-  void Deliver(Napi::Env env, Napi::Function cb) {
-    std::vector<Event> batch;
-    {
-      std::lock_guard<std::mutex> lock(qmu_);
-      batch.swap(queue_);
-    }
-    if (batch.empty()) return;
-    Napi::Array arr = Napi::Array::New(env, batch.size());
-    for (size_t k = 0; k < batch.size(); k++) {
-      const Event& e = batch[k];
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("type", e.type);
-      o.Set("cpu", e.cpu);
-      Napi::Array v = Napi::Array::New(env, 8);
-      for (uint32_t j = 0; j < 8; j++) v.Set(j, Big(env, e.v[j]));
-      o.Set("v", v);
-      if (!e.text.empty()) o.Set("text", e.text);
-      arr.Set(static_cast<uint32_t>(k), o);
-    }
-    cb.Call({arr});
-  }
-
-  Napi::Value RequestStop(const Napi::CallbackInfo& info) {
-    if (machine_) machine_->RequestStop();
-    return info.Env().Undefined();
-  }
-  Napi::Value Kick(const Napi::CallbackInfo& info) {
-    if (machine_ && running_) machine_->Kick();
-    return info.Env().Undefined();
-  }
+  Napi::Value Start(const Napi::CallbackInfo& info) { return host_.Start(info, "ras_vmm events"); }
+  Napi::Value RequestStop(const Napi::CallbackInfo& info) { return host_.RequestStop(info); }
+  Napi::Value Kick(const Napi::CallbackInfo& info) { return host_.Kick(info); }
   Napi::Value AllDone(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), !machine_ || !running_ || machine_->AllDone());
+    return Napi::Boolean::New(info.Env(), !host_.machine || !host_.running() || host_.machine->AllDone());
   }
 
   // Joins the threads (call when allDone(), or after kick()), flushes events, returns the stats.
   Napi::Value Join(const Napi::CallbackInfo& info) {
-    if (machine_ && running_) {
-      machine_->Join();
-      running_ = false;
-      napi_remove_env_cleanup_hook(env_, CleanupHook, this);
-      tsfn_.Release();
-    }
+    host_.Join();
     return Stats(info);
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object out = Napi::Object::New(env);
-    if (!machine_) return out;
-    Napi::Array cpus = Napi::Array::New(env, machine_->vcpus());
+    Machine* m = host_.machine.get();
+    if (!m) return out;
+    Napi::Array cpus = Napi::Array::New(env, m->vcpus());
     static const char* states[] = {"running", "bye", "halted", "fatal", "error", "kicked"};
-    for (int i = 0; i < machine_->vcpus(); i++) {
-      VcpuStats& s = machine_->stats(i);
+    for (int i = 0; i < m->vcpus(); i++) {
+      VcpuStats& s = m->stats(i);
       Napi::Object c = Napi::Object::New(env);
       auto n = [&](const char* k, uint64_t v) { c.Set(k, Napi::Number::New(env, static_cast<double>(v))); };
       n("runs", s.runs);
@@ -215,15 +116,15 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
       cpus.Set(static_cast<uint32_t>(i), c);
     }
     out.Set("vcpus", cpus);
-    out.Set("duplicateInjections", Napi::Number::New(env, static_cast<double>(machine_->duplicate_injections())));
+    out.Set("duplicateInjections", Napi::Number::New(env, static_cast<double>(m->duplicate_injections())));
     return out;
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
-    if (!machine_) return o;
-    const Vm& vm = machine_->vm();
+    if (!host_.machine) return o;
+    const Vm& vm = host_.machine->vm();
     o.Set("vendor", vm.amd ? "AuthenticAMD" : "GenuineIntel");
     o.Set("mcgCap", Big(env, vm.mcg_cap));
     for (const auto& e : vm.cpuid) {
@@ -233,12 +134,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
     return o;
   }
 
-  std::unique_ptr<Machine> machine_;
-  Napi::ThreadSafeFunction tsfn_;
-  napi_env env_ = nullptr;
-  bool running_ = false;
-  std::mutex qmu_;
-  std::vector<Event> queue_;
+  MachineHost<Machine> host_;
 };
 
 Napi::Value InstallSigbusHandler(const Napi::CallbackInfo& info) {

@@ -1,22 +1,16 @@
+// linux_vm: the Linux machine's life (Create, Start, Kick, Join, queued machine checks), its vCPU
+// loop and its port I/O (the console, the control port, the i8042 reset). What a SIGBUS, an EFAULT
+// or an MMIO exit inside RAM leads to is in linux_memory.cc.
 #include "linux_vm.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <pthread.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
-
-#include <algorithm>
 
 #include "../linux/proto.h"
 #include "mce.h"
 #include "sigbus.h"
-
-#ifndef KVM_EXIT_MEMORY_FAULT
-#define KVM_EXIT_MEMORY_FAULT 39
-#endif
 
 namespace ras_vmm {
 
@@ -25,30 +19,6 @@ namespace {
 constexpr int kSigbusSlot = sigbus::kMaxThreads - 1;  // the bare-metal machine uses 0..N-1
 constexpr uint16_t kI8042Data = 0x60, kI8042Command = 0x64;
 constexpr uint8_t kI8042PulseReset = 0xfe;
-
-int NudgeSignal() { return SIGRTMIN + 8; }
-void NudgeHandler(int) {}
-
-void InstallNudgeHandler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa = {};
-    sa.sa_handler = NudgeHandler;
-    sigemptyset(&sa.sa_mask);
-    sigaction(NudgeSignal(), &sa, nullptr);
-  });
-}
-
-void BlockAsyncSignals() {
-  sigset_t s;
-  sigfillset(&s);
-  for (int sig : {SIGBUS, SIGSEGV, SIGILL, SIGFPE, SIGTRAP, NudgeSignal()}) sigdelset(&s, sig);
-  pthread_sigmask(SIG_SETMASK, &s, nullptr);
-}
-
-struct MemoryFault {
-  uint64_t flags, gpa, size;
-};
 
 }  // namespace
 
@@ -82,7 +52,7 @@ bool LinuxMachine::Create(const LinuxConfig& cfg, const std::vector<Slot>& slots
 
 bool LinuxMachine::Start(Sink sink) {
   sink_ = std::move(sink);
-  InstallNudgeHandler();
+  InstallWakeHandler(NudgeSignal());
   if (cfg_.api) {
     hugetlb_ras_lost buf[64];
     while (cfg_.api->next_lost(&lost_cursor_, buf, 64) > 0) {
@@ -98,8 +68,7 @@ void LinuxMachine::RequestStop() { control_ = RAS_LINUX_CONTROL_STOP; }
 
 void LinuxMachine::Nudge() {
   if (!started_ || stats_.done.load()) return;
-  __atomic_store_n(&vcpu_.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-  pthread_kill(thread_.native_handle(), NudgeSignal());
+  Wake(vcpu_.run, thread_, NudgeSignal());
 }
 
 void LinuxMachine::QueueMce(uint64_t gpa, bool ar) {
@@ -135,7 +104,7 @@ void LinuxMachine::Fatal(int state, const std::string& why) {
 }
 
 void LinuxMachine::Loop() {
-  BlockAsyncSignals();
+  BlockAsyncSignals(NudgeSignal());
   sigbus::RegisterThread(kSigbusSlot);
   LinuxStats& s = stats_;
   kvm_run* run = vcpu_.run;
@@ -157,13 +126,8 @@ void LinuxMachine::Loop() {
     if (r < 0) {
       int e = errno;
       if (e == EINTR || e == EAGAIN) {
-        sigbus::Record rec;
-        if (sigbus::Take(kSigbusSlot, &rec)) {
-          s.eintr_sigbus++;
-          OnSigbus(rec.addr);
-        } else {
-          s.eintr++;
-        }
+        uint64_t hva;
+        if (TookSigbus(kSigbusSlot, &s, &hva)) OnSigbus(hva);
         continue;
       }
       if (e == EFAULT) {
@@ -172,13 +136,10 @@ void LinuxMachine::Loop() {
         size_t before = pending_.size();
         OnEfault();
         if (s.injected.load() == inj && pending_.size() == before) {
-          s.efault_unresolved++;
-          if (++unresolved_in_a_row > 20000) {
+          if (!EfaultUnresolved(&s.efault_unresolved, &unresolved_in_a_row)) {
             Fatal(kLxError, "KVM_RUN keeps failing with EFAULT and the engine names no lost frame");
             break;
           }
-          timespec ts = {0, 200000};
-          nanosleep(&ts, nullptr);
         } else {
           unresolved_in_a_row = 0;
         }
@@ -269,140 +230,6 @@ void LinuxMachine::OnPio() {
   s.pio_other++;
   if (io.direction == KVM_EXIT_IO_IN) memset(data, 0, n);  // no device: 0 (i8042 and CMOS included)
   (void)kI8042Data;
-}
-
-hugetlb_ras_status LinuxMachine::Check(int path, bool by_hva, uint64_t addr) {
-  LinuxStats& s = stats_;
-  hugetlb_ras_status st = {};
-  uint64_t t0 = NowNs();
-  for (int tries = 0; tries < 100; tries++) {
-    st = {};
-    int rc = by_hva ? cfg_.api->check_hva(addr, cfg_.wait_ms, &st) : cfg_.api->check_gpa(addr, cfg_.wait_ms, &st);
-    if (rc != 0) {
-      Fatal(kLxError, "check_" + std::string(by_hva ? "hva" : "gpa") + " failed: " + std::to_string(rc));
-      st.state = HUGETLB_RAS_NOT_RAM;
-      return st;
-    }
-    if (st.state != HUGETLB_RAS_RECOVERING) break;
-    s.recovering++;
-  }
-  switch (st.state) {
-    case HUGETLB_RAS_HEALTHY: s.healthy++; break;
-    case HUGETLB_RAS_LOST: s.lost++; break;
-    case HUGETLB_RAS_NOT_RAM: s.not_ram++; break;
-    default: break;
-  }
-  if (st.state != HUGETLB_RAS_LOST) {
-    Event e{kEvStall, 0, {static_cast<uint64_t>(path), addr, NowNs() - t0, st.state, by_hva ? 1u : 0u, 0, 0, 0}, {}};
-    Post(std::move(e));
-  }
-  return st;
-}
-
-void LinuxMachine::Lost(const hugetlb_ras_status& st, int path) {
-  Pending p{st.gpa & ~0xfffull, path, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page), true};
-  if (std::find(injected_frames_.begin(), injected_frames_.end(), p.gpa) != injected_frames_.end()) stats_.duplicate++;
-  if (!mce::InProgress(vcpu_.fd)) {
-    InjectNow(p);
-    return;
-  }
-  stats_.deferred++;
-  pending_.push_back(p);
-}
-
-void LinuxMachine::InjectNow(const Pending& p) {
-  LinuxStats& s = stats_;
-  mce::Bits b;
-  int err = mce::Inject(vcpu_.fd, vm_.amd, p.gpa, p.ar, &b);
-  if (err) {
-    s.inject_failed++;
-  } else {
-    s.injected++;
-    if (!p.ar) s.injected_ao++;
-    injected_frames_.push_back(p.gpa);
-  }
-  Event e{kEvInjected, 0, {p.gpa, static_cast<uint64_t>(p.path), b.status, b.mcg_status, b.misc, static_cast<uint64_t>(p.whole),
-                           static_cast<uint64_t>(p.code), static_cast<uint64_t>(err)}, p.ar ? "AR" : "AO"};
-  Post(std::move(e));
-}
-
-void LinuxMachine::OnSigbus(uint64_t hva) {
-  if (!cfg_.api) return Fatal(kLxError, "SIGBUS on the vCPU and no engine API to ask");
-  hugetlb_ras_status st = Check(kPathSigbus, true, hva);
-  if (st.state == HUGETLB_RAS_LOST) Lost(st, kPathSigbus);
-  else if (st.state == HUGETLB_RAS_NOT_RAM) Fatal(kLxError, "SIGBUS outside guest RAM (QEMU would abort)");
-}
-
-void LinuxMachine::OnEfault() {
-  if (!cfg_.api) return Fatal(kLxError, "KVM_RUN failed with EFAULT and there is no engine API to ask");
-  kvm_run* run = vcpu_.run;
-  if (run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
-    MemoryFault mf;
-    memcpy(&mf, &run->mmio, sizeof(mf));
-    hugetlb_ras_status st = Check(kPathMemoryFault, false, mf.gpa);
-    if (st.state == HUGETLB_RAS_LOST) return Lost(st, kPathMemoryFault);
-    if (st.state == HUGETLB_RAS_HEALTHY) return;
-  }
-  // No address: the frames the engine lost that this VM has not been told of.
-  hugetlb_ras_lost buf[16];
-  int n;
-  while ((n = cfg_.api->next_lost(&lost_cursor_, buf, 16)) > 0) {
-    for (int k = 0; k < n; k++) {
-      if (buf[k].size > 4096) continue;
-      uint64_t gpa = buf[k].gpa & ~0xfffull;
-      if (std::find(injected_frames_.begin(), injected_frames_.end(), gpa) != injected_frames_.end()) continue;
-      pending_.push_back({gpa, kPathNextLost, buf[k].code ? buf[k].code : 4, 0, true});
-    }
-  }
-  if (!pending_.empty() && !mce::InProgress(vcpu_.fd)) {
-    InjectNow(pending_.front());
-    pending_.erase(pending_.begin());
-  }
-}
-
-void LinuxMachine::OnMmio() {
-  LinuxStats& s = stats_;
-  auto& mmio = vcpu_.run->mmio;
-  uint32_t len = mmio.len > 8 ? 8 : mmio.len;
-  const Slot* slot = SlotOf(vm_, mmio.phys_addr, len);
-  if (!slot) {
-    s.mmio_outside++;
-    if (!mmio.is_write) memset(mmio.data, 0xff, len);
-    return;
-  }
-  s.mmio_in_ram++;
-  if (!cfg_.api) return Fatal(kLxError, "MMIO exit inside guest RAM and no engine API to ask");
-  hugetlb_ras_status st = Check(kPathMmio, false, mmio.phys_addr);
-  uint8_t* hva = slot->hva + (mmio.phys_addr - slot->gpa);
-  switch (st.state) {
-    case HUGETLB_RAS_HEALTHY:
-      if (mmio.is_write) memcpy(hva, mmio.data, len);
-      else memcpy(mmio.data, hva, len);
-      return;
-    case HUGETLB_RAS_LOST: {
-      // KVM retires the access at the next KVM_RUN whatever we answer, and a machine check
-      // injected then arrives after the instruction: a guest process that maps a fresh page over
-      // the lost one and returns from its SIGBUS handler would go on with the bytes we made up.
-      // So complete the access without entering the guest (immediate_exit), put the registers
-      // back as they were before the instruction, and inject: the guest takes the machine check
-      // on the instruction that touched the lost frame, as on hardware, and re-executes it.
-      kvm_regs before;
-      bool rewind = ioctl(vcpu_.fd, KVM_GET_REGS, &before) == 0;
-      if (!mmio.is_write) memset(mmio.data, 0xff, len);
-      if (rewind) {
-        __atomic_store_n(&vcpu_.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-        int r = ioctl(vcpu_.fd, KVM_RUN, 0);
-        int e = errno;
-        __atomic_store_n(&vcpu_.run->immediate_exit, 0, __ATOMIC_SEQ_CST);
-        if (r < 0 && (e == EINTR || e == EAGAIN) && ioctl(vcpu_.fd, KVM_SET_REGS, &before) == 0) s.mmio_rewound++;
-      }
-      Lost(st, kPathMmio);
-      return;
-    }
-    default:
-      Fatal(kLxError, "MMIO exit inside guest RAM that the engine calls not-RAM");
-      return;
-  }
 }
 
 }  // namespace ras_vmm

@@ -18,11 +18,11 @@
 #include "kvm_vm.h"
 #include "linux_boot.h"
 #include "serial.h"
-#include "vcpu_loop.h"
+#include "vcpu_thread.h"
 
 namespace ras_vmm {
 
-// Event types beyond vcpu_loop.h's (kEvInjected, kEvStall and kEvError are shared).
+// Event types beyond vcpu_thread.h's (kEvInjected, kEvStall and kEvError are shared).
 enum LinuxEventType {
   kEvConsole = 10,  // text: one line of the guest's serial console; v[0] = ns since start
   kEvExit = 11,     // v[0] = LinuxState, v[1] = ns since start

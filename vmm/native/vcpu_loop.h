@@ -18,25 +18,9 @@
 #include "kvm_vm.h"
 #include "mce.h"
 #include "proto.h"
+#include "vcpu_thread.h"
 
 namespace ras_vmm {
-
-// How the vCPU thread learnt of a memory problem.
-enum Path { kPathSigbus = 1, kPathEfault = 2, kPathMmio = 3, kPathNextLost = 4, kPathMemoryFault = 5 };
-
-enum EventType {
-  kEvGuest = 1,     // a guest report: v[0] = event, v[1..7] = a..g
-  kEvInjected = 2,  // v: gpa, path, status, mcg_status, misc, whole_huge_page, code, errno
-  kEvStall = 3,     // v: path, gpa (or hva), ns, final state
-  kEvError = 4,     // text
-};
-
-struct Event {
-  int type;
-  int cpu;
-  uint64_t v[8];
-  std::string text;
-};
 
 enum RunState { kRunning = 0, kBye = 1, kHalted = 2, kFatal = 3, kError = 4, kKicked = 5 };
 
@@ -113,7 +97,5 @@ class Machine {
   std::atomic<uint64_t> dup_{0};
   bool started_ = false;
 };
-
-uint64_t NowNs();
 
 }  // namespace ras_vmm
