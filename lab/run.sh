@@ -46,7 +46,7 @@ main() {
   ensure_build
   build_base_rootfs
 
-  local k rc=0 summaries=()
+  local k rc=0 summaries=() crashed=()
   for k in $LAB_KERNELS; do
     if ! prepare_kernel "$k"; then
       err "kernel $k: could not be fetched or unpacked"
@@ -57,6 +57,15 @@ main() {
     fi
     build_initrd "$k"
     boot_kernel "$k" || true
+    if lab_kernel_crashed "$k"; then
+      # The lab's own kernel (under TCG) died before the run finished: that is the emulator or the
+      # guest kernel, not a case's verdict, and it takes every later case with it. Boot once more;
+      # a case that fails its checks is never retried.
+      err "kernel $k: the lab kernel crashed before the run finished ($(crash_line "$k")); booting it once more"
+      rm -rf "$OUT/$k.crashed" && cp -a "$OUT/$k" "$OUT/$k.crashed"
+      crashed+=("$k")
+      boot_kernel "$k" || true
+    fi
     summaries+=("$k")
   done
 
@@ -64,6 +73,7 @@ main() {
   local args=()
   for k in "${summaries[@]}"; do args+=("$OUT/$k"); done
   if ! node "$LAB_DIR/summarize.js" --cases "${LAB_CASES}" "${args[@]}"; then rc=1; fi
+  for k in "${crashed[@]}"; do log "note: kernel $k crashed in its first boot (lab/out/$k.crashed/console.log) and was booted again"; done
   log "total lab time $((SECONDS - t0)) s"
   return $rc
 }

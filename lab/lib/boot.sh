@@ -56,3 +56,15 @@ write_failed_result() {
   : >"$OUT/$mm/results.log"; : >"$OUT/$mm/console.log"
   printf '{"kernel":"%s","error":"%s","qemuExit":-1,"timedOut":false,"seconds":0}\n' "$mm" "$msg" >"$OUT/$mm/meta.json"
 }
+
+# True when the boot of kernel $1 never said LAB-DONE and its console shows the kernel itself
+# crashing (panic, Oops, BUG): the run was cut short by the lab, not by a case.
+lab_kernel_crashed() {
+  local d="$OUT/$1"
+  grep -q 'LAB-DONE ' "$d/results.log" "$d/console.log" 2>/dev/null && return 1
+  grep -Eq 'Kernel panic|Oops:|BUG: |general protection fault|corrupted stack end' "$d/console.log" 2>/dev/null
+}
+
+crash_line() {
+  grep -Eo -m1 '(Kernel panic|Oops:|BUG: |general protection fault|corrupted stack end).{0,80}' "$OUT/$1/console.log" 2>/dev/null | head -1
+}
