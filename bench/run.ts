@@ -227,7 +227,16 @@ async function main(): Promise<void> {
     '',
     `burst: reserve misses ${burst.reserveMisses} over ${burst.limitNs.length} reps; KVM: ${kvm.stallNs.length} stalls over ${kvm.limitNs.length} VMM runs, the poison reached the vCPUs as ${kvm.exits.mmio} MMIO exits, ${kvm.exits.sigbus} SIGBUS, ${kvm.exits.efault} EFAULT`,
   ];
-  const text = table(results) + '\n' + extra.join('\n');
+  const legend = [
+    '',
+    'rows: limit = memcpy of the same bytes into faulted memory (every ratio is against it); engine: SIGBUS to usable =',
+    'report to the huge page in place again; split = the recovery lane\'s read-back, guard and swap; vCPU stall = a vCPU',
+    'thread\'s fault to its access resuming, the longest of the rep (it adds the thread\'s own wake-up and scheduling on',
+    'this shared host, which is where its tail comes from); naive = the 2024 QEMU RFC\'s approach; burst = each of 8 pages',
+    'poisoned at once, first report to usable; KVM vCPU stall = the reference VMM\'s exit that found the poison to',
+    'KVM_RUN re-entered.',
+  ];
+  const text = table(results) + '\n' + extra.join('\n') + '\n' + legend.join('\n');
   console.log(text);
   fs.mkdirSync(OUT, { recursive: true });
   fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results, burst, kvm }, null, 2));
