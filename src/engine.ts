@@ -2,52 +2,28 @@
 // events; the native worker thread does the recovery the policy armed, and the pipeline (src/pipeline/)
 // dispatches its events, records losses, replays the journal, sizes the reserve and resets.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { checkUint, invalidArg, outOfRange, RasError } from './errors';
 import { RasEvents, type ResetEvent } from './events';
-import { hwpoisonIsUsable, hwpoisonUnavailable, UFFD_ADVICE, uffdInfo, uffdUnavailable } from './guards';
+import { hwpoisonIsUsable, hwpoisonUnavailable, uffdInfo, uffdUnavailable } from './guards';
 import { Journal } from './ledger/file';
 import { Ledger, type LostPage } from './ledger/ledger';
 import { identityChange, type JournalReplay, type RegionIdentity } from './ledger/records';
 import { bootId } from './ledger/lock';
-import { native, PageState, type NativeEvent, type NativeUffdInfo } from './native';
+import { native, type NativeEvent } from './native';
 import { checkEngineOptions, checkInjectOptions, checkRegionSpec, type EngineOptions, type InjectOptions } from './options';
-import { chooseGuard, GUARD_CODES, ineligibleReason, kernelReadsAroundPoison, KVM_FAULT_GUARD_WARNING, reasonCode, type Guard } from './policy';
+import { chooseGuard, GUARD_CODES, ineligibleReason, kernelReadsAroundPoison, reasonCode, type Guard } from './policy';
 import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
 import { attach, attached, detach } from './pipeline/engines';
 import { reprotectFromJournal } from './pipeline/replay';
-import { applyReserve, reserveWish, sizeKey, type ReserveWish } from './pipeline/reserve';
+import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
-import { DurableLog, type JournalStats } from './pipeline/durable';
+import { DurableLog } from './pipeline/durable';
 import { Idle } from './pipeline/idle';
 import type { EngineState } from './pipeline/state';
-
-export interface EngineStats {
-  /** Pre-faulted reserve memory held now (RAM it costs), and what the pools want in all. */
-  reserveBytes: number;
-  reserveTarget: number;
-  /** The reserve per huge page size ('2M', '1G'): blocks wanted, ready, served and missed. */
-  reserve: Record<string, { depth: number; ready: number; bytes: number; taken: number; missed: number }>;
-  guard: Guard;
-  /** Set when `guard` is 'guard': what that means for a KVM guest, and what the VMM must do. */
-  kvmWarning?: string;
-  /** The userfaultfd the engine opened for poison markers ('none': why, and what root can do). */
-  userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
-  /** stale: reports for a healthy frame of a split page (late KVM reports); the thread retried. */
-  reports: { captured: number; processed: number; overflow: number; stale: number };
-  /** With a journal: appends that failed, losses it does not hold yet (retried), retries that succeeded. */
-  journal?: JournalStats & { path: string };
-  regions: {
-    name: string;
-    hugePageSize: number;
-    hugePages: number;
-    splitHugePages: number;
-    lostHugePages: number;
-    lostSubpages: number;
-    bookkeepingBytes: number;
-  }[];
-}
+import { engineStats, type EngineStats } from './pipeline/stats';
+export type { EngineStats } from './pipeline/stats';
+import { hugePagePoolError } from './pool';
 
 export class RasEngine extends RasEvents {
   private closed = false;
@@ -253,34 +229,7 @@ export class RasEngine extends RasEvents {
 
   stats(): EngineStats {
     this.checkOpen();
-    const c = native.counters();
-    return {
-      reserveBytes: c.reserveBytes,
-      reserveTarget: c.reserveTarget,
-      reserve: Object.fromEntries(
-        c.reservePools.map((p) => [sizeKey(p.size), { depth: p.depth, ready: p.ready, bytes: p.ready * p.size, taken: p.taken, missed: p.missed }]),
-      ),
-      guard: this.guard,
-      ...(this.guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
-      userfaultfd: {
-        kind: uffdInfo().kind,
-        ...(uffdInfo().kind === 'none' ? { errno: -uffdInfo().errno, syscall: uffdInfo().syscall, advice: UFFD_ADVICE } : {}),
-      },
-      reports: { captured: c.captured, processed: c.processed, overflow: c.overflow, stale: c.stale },
-      ...(this.journal ? { journal: { path: this.journal.path, ...this.durable.stats() } } : {}),
-      regions: [...this.regions.values()].map((r) => {
-        const states = native.pageStates(r.id);
-        return {
-          name: r.name,
-          hugePageSize: r.hugePageSize,
-          hugePages: r.hugePages,
-          splitHugePages: states.filter((s) => s === PageState.Split).length,
-          lostHugePages: states.filter((s) => s === PageState.Lost).length,
-          lostSubpages: native.lostSubpages(r.id).length,
-          bookkeepingBytes: r.bookkeepingBytes,
-        };
-      }),
-    };
+    return engineStats(this.state, this.journal ? { path: this.journal.path, ...this.durable.stats() } : undefined);
   }
 
   /** Share of a huge page's range still mapped with 2 MiB pages (THP), from /proc/self/smaps. */
@@ -356,43 +305,4 @@ export class RasEngine extends RasEvents {
       throw invalidArg('region must be a region mapped by this engine');
     }
   }
-}
-
-/** ENOMEM from mapping hugetlbfs is the huge page pool: say so, with the numbers and the way out. */
-function hugePagePoolError(err: unknown, name: string, file: string, size: number): unknown {
-  if (!(err instanceof RasError) || err.code !== 'ENOMEM') return err;
-  let huge: number;
-  try {
-    huge = fs.statfsSync(path.dirname(path.resolve(file))).bsize;
-  } catch {
-    return err;
-  }
-  const kb = `${huge / 1024}kB`;
-  const sys = `/sys/kernel/mm/hugepages/hugepages-${kb}`;
-  const read = (f: string): number | undefined => {
-    try {
-      return Number(fs.readFileSync(`${sys}/${f}`, 'utf8'));
-    } catch {
-      return undefined;
-    }
-  };
-  const free = read('free_hugepages');
-  const total = read('nr_hugepages');
-  const needed = size / huge;
-  const human = huge >= 2 ** 30 ? `${huge / 2 ** 30} GiB` : `${huge / 2 ** 20} MiB`;
-  const env = huge >= 2 ** 30 ? 'HUGETLB_RAS_PAGES_1G' : 'HUGETLB_RAS_PAGES_2M';
-  return new RasError(
-    'ENOMEM',
-    `region ${name}: not enough huge pages of ${human} to map ${file}: it needs ${needed}, the pool has ` +
-      `HugePages_Free ${free ?? '?'} of nr_hugepages ${total ?? '?'} (${sys}). Raise the pool as root: ` +
-      `${env}=${(total ?? 0) + needed} bash scripts/setup-hugetlbfs.sh (or echo N > ${sys}/nr_hugepages), or map less`,
-    {
-      errno: (err as { errno?: number }).errno,
-      syscall: (err as { syscall?: string }).syscall,
-      hugePageSize: huge,
-      hugePagesNeeded: needed,
-      hugePagesFree: free,
-      cause: err,
-    },
-  );
 }

@@ -1,0 +1,65 @@
+// stats(): what the engine holds and has seen, for operators and tests: the reserve, the guard (and
+// what it means for KVM), the userfaultfd, the report counters, the journal, and each region's pages.
+import { UFFD_ADVICE, uffdInfo } from '../guards';
+import { native, PageState, type NativeUffdInfo } from '../native';
+import { KVM_FAULT_GUARD_WARNING, type Guard } from '../policy';
+import type { JournalStats } from './durable';
+import { sizeKey } from './reserve';
+import type { EngineState } from './state';
+
+export interface EngineStats {
+  /** Pre-faulted reserve memory held now (RAM it costs), and what the pools want in all. */
+  reserveBytes: number;
+  reserveTarget: number;
+  /** The reserve per huge page size ('2M', '1G'): blocks wanted, ready, served and missed. */
+  reserve: Record<string, { depth: number; ready: number; bytes: number; taken: number; missed: number }>;
+  guard: Guard;
+  /** Set when `guard` is 'guard': what that means for a KVM guest, and what the VMM must do. */
+  kvmWarning?: string;
+  /** The userfaultfd the engine opened for poison markers ('none': why, and what root can do). */
+  userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
+  /** stale: reports for a healthy frame of a split page (late KVM reports); the thread retried. */
+  reports: { captured: number; processed: number; overflow: number; stale: number };
+  /** With a journal: appends that failed, losses it does not hold yet (retried), retries that succeeded. */
+  journal?: JournalStats & { path: string };
+  regions: {
+    name: string;
+    hugePageSize: number;
+    hugePages: number;
+    splitHugePages: number;
+    lostHugePages: number;
+    lostSubpages: number;
+    bookkeepingBytes: number;
+  }[];
+}
+
+export function engineStats(s: EngineState, journal: (JournalStats & { path: string }) | undefined): EngineStats {
+  const c = native.counters();
+  return {
+    reserveBytes: c.reserveBytes,
+    reserveTarget: c.reserveTarget,
+    reserve: Object.fromEntries(
+      c.reservePools.map((p) => [sizeKey(p.size), { depth: p.depth, ready: p.ready, bytes: p.ready * p.size, taken: p.taken, missed: p.missed }]),
+    ),
+    guard: s.guard,
+    ...(s.guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
+    userfaultfd: {
+      kind: uffdInfo().kind,
+      ...(uffdInfo().kind === 'none' ? { errno: -uffdInfo().errno, syscall: uffdInfo().syscall, advice: UFFD_ADVICE } : {}),
+    },
+    reports: { captured: c.captured, processed: c.processed, overflow: c.overflow, stale: c.stale },
+    ...(journal ? { journal } : {}),
+    regions: [...s.regions.values()].map((r) => {
+      const states = native.pageStates(r.id);
+      return {
+        name: r.name,
+        hugePageSize: r.hugePageSize,
+        hugePages: r.hugePages,
+        splitHugePages: states.filter((x) => x === PageState.Split).length,
+        lostHugePages: states.filter((x) => x === PageState.Lost).length,
+        lostSubpages: native.lostSubpages(r.id).length,
+        bookkeepingBytes: r.bookkeepingBytes,
+      };
+    }),
+  };
+}
