@@ -16,6 +16,19 @@ Region* RegionById(Napi::Env env, const Napi::Value& v) {
   return nullptr;
 }
 
+Region* RegionPage(const Napi::CallbackInfo& info, uint32_t* page) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t p;
+  if (!r || !Uint(env, info[1], "page", &p)) return nullptr;
+  if (p >= r->pages) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  *page = static_cast<uint32_t>(p);
+  return r;
+}
+
 bool Uint(Napi::Env env, const Napi::Value& v, const char* what, uint64_t* out) {
   if (!v.IsNumber()) {
     errors::Code(env, "ERR_INVALID_ARG", std::string(what) + " must be a number").ThrowAsJavaScriptException();

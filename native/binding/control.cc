@@ -108,10 +108,10 @@ Napi::Value SetReadThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value HugeMappedShare(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t page;
-  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
-  return Napi::Number::New(env, mapping::HugeMappedShare(r->PageAddress(static_cast<uint32_t>(page)), r->huge_size));
+  uint32_t page;
+  Region* r = RegionPage(info, &page);
+  if (!r) return env.Undefined();
+  return Napi::Number::New(env, mapping::HugeMappedShare(r->PageAddress(page), r->huge_size));
 }
 
 }  // namespace

@@ -22,11 +22,11 @@ namespace {
 // Re-protect a huge page known (from the journal) to have lost subpages, before anybody touches it.
 Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t page;
-  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
-  if (page >= r->pages || !info[2].IsArray()) {
-    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
+  uint32_t page;
+  Region* r = RegionPage(info, &page);
+  if (!r) return env.Undefined();
+  if (!info[2].IsArray()) {
+    errors::Code(env, "ERR_INVALID_ARG", "knownLostSubpages must be an array").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   Napi::Array arr = info[2].As<Napi::Array>();
@@ -35,19 +35,19 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
     uint32_t s = arr.Get(i).As<Napi::Number>().Uint32Value();
     if (s < r->huge_size / kSubpage) known.push_back(s);
   }
-  if (!ClaimForReplay(*r, static_cast<uint32_t>(page))) {
+  if (!ClaimForReplay(*r, page)) {
     errors::Code(env, "ERR_PAGE_BUSY", "the huge page is already being handled").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known, nullptr);
+  recovery::Outcome out = recovery::SplitHugePage(*r, page, known, nullptr);
   // Losses from before a restart: a vCPU loop asking next_lost() learns of them too (recorded
   // before the page shows Split, as the lanes do).
-  uintptr_t page_addr = r->PageAddress(static_cast<uint32_t>(page));
+  uintptr_t page_addr = r->PageAddress(page);
   if (out.ok)
     for (uint32_t s : out.lost) capi::RecordLost(*r, page_addr + s * kSubpage, kSubpage, BUS_MCEERR_AO);
   else
     capi::RecordLost(*r, page_addr, r->huge_size, BUS_MCEERR_AO);
-  EndRecovery(*r, static_cast<uint32_t>(page), out.ok);
+  EndRecovery(*r, page, out.ok);
   Napi::Object o = Napi::Object::New(env);
   o.Set("ok", out.ok);
   o.Set("guard", out.guard);
@@ -65,14 +65,9 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
 // A whole huge page the journal says is lost (refused before a restart): inaccessible again.
 Napi::Value MarkLost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t page;
-  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
-  if (page >= r->pages) {
-    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  uint32_t p = static_cast<uint32_t>(page);
+  uint32_t p;
+  Region* r = RegionPage(info, &p);
+  if (!r) return env.Undefined();
   if (!ClaimLost(*r, p)) return env.Undefined();
   if (mprotect(reinterpret_cast<void*>(r->PageAddress(p)), r->huge_size, PROT_NONE) != 0) {
     int e = errno;
@@ -88,14 +83,9 @@ Napi::Value MarkLost(const Napi::CallbackInfo& info) {
 // region something else maps too.
 Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t page;
-  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
-  if (page >= r->pages) {
-    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  uint32_t p = static_cast<uint32_t>(page);
+  uint32_t p;
+  Region* r = RegionPage(info, &p);
+  if (!r) return env.Undefined();
   uint32_t st = StateOf(r->Word(p).load());
   Napi::Object o = Napi::Object::New(env);
   if (st != kSplit && st != kLost) {

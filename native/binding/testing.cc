@@ -112,16 +112,12 @@ Napi::Value StopVcpu(const Napi::CallbackInfo& info) {
 // single-node host where placement is a no-op).
 Napi::Value NumaNode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t page;
-  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
-  if (page >= r->pages) {
-    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  uint32_t page;
+  Region* r = RegionPage(info, &page);
+  if (!r) return env.Undefined();
   Napi::Object o = Napi::Object::New(env);
   o.Set("multiNode", numa::MultiNode());
-  o.Set("node", numa::HugePageNode(*r, static_cast<uint32_t>(page)));
+  o.Set("node", numa::HugePageNode(*r, page));
   return o;
 }
 
