@@ -15,13 +15,16 @@ import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
 import { attach, attached, detach } from './pipeline/engines';
 import { reprotectFromJournal } from './pipeline/replay';
-import { applyReserve, reserveWish } from './pipeline/reserve';
+import { applyReserve, reserveWish, sizeKey, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
 import type { EngineState } from './pipeline/state';
 
 export interface EngineStats {
+  /** Pre-faulted reserve memory held now (RAM it costs), and what the pools want in all. */
   reserveBytes: number;
   reserveTarget: number;
+  /** The reserve per huge page size ('2M', '1G'): blocks wanted, ready, served and missed. */
+  reserve: Record<string, { depth: number; ready: number; bytes: number; taken: number; missed: number }>;
   guard: Guard;
   /** Set when `guard` is 'guard': what that means for a KVM guest, and what the VMM must do. */
   kvmWarning?: string;
@@ -50,6 +53,7 @@ export class RasEngine extends RasEvents {
   private readonly guard: Guard;
   private readonly readsAround: boolean;
   private readonly reserveOption: number | 'auto';
+  private readonly reserveDepths: EngineOptions['reserve'];
   private readonly users = new Set<RegionUser>();
 
   private constructor(opts: EngineOptions, journal?: { journal: Journal; replay: JournalReplay }) {
@@ -59,6 +63,7 @@ export class RasEngine extends RasEvents {
     this.guard = chooseGuard(opts.lostPageGuard ?? 'auto', uffdInfo().kind !== 'none', hwpoisonIsUsable());
     this.readsAround = opts.kernelReadsAroundPoison ?? kernelReadsAroundPoison();
     this.reserveOption = opts.reserveBytes ?? 'auto';
+    this.reserveDepths = opts.reserve;
     this.state = { regions: this.regions, ledger: this.ledger, journal: this.journal, replay: this.replay, events: this, guard: this.guard };
   }
 
@@ -205,6 +210,9 @@ export class RasEngine extends RasEvents {
     return {
       reserveBytes: c.reserveBytes,
       reserveTarget: c.reserveTarget,
+      reserve: Object.fromEntries(
+        c.reservePools.map((p) => [sizeKey(p.size), { depth: p.depth, ready: p.ready, bytes: p.ready * p.size, taken: p.taken, missed: p.missed }]),
+      ),
       guard: this.guard,
       ...(this.guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
       userfaultfd: {
@@ -261,9 +269,9 @@ export class RasEngine extends RasEvents {
   }
 
   /** @internal The reserve this engine would like (pipeline/reserve.ts). */
-  reserveWish(): number {
-    if (this.closed) return 0;
-    return reserveWish(this.reserveOption, this.regions.values());
+  reserveWish(): ReserveWish {
+    if (this.closed) return new Map();
+    return reserveWish(this.reserveOption, this.reserveDepths, this.regions.values());
   }
 
   /** @internal Native threads on one of this engine's regions: stopped before it is unmapped. */

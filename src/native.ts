@@ -88,6 +88,17 @@ export interface NativeCounters {
   paused: boolean;
   reserveBytes: number;
   reserveTarget: number;
+  reservePools: NativeReservePool[];
+}
+
+/** One pool of the reserve: `depth` pre-faulted blocks of `size` bytes wanted, `ready` of them there. */
+export interface NativeReservePool {
+  size: number;
+  depth: number;
+  ready: number;
+  /** Recoveries served from this pool, and those that found it empty (paid fresh memory). */
+  taken: number;
+  missed: number;
 }
 
 export interface NativeVcpuReport {
@@ -158,7 +169,8 @@ interface Addon {
   lostSubpages(id: number): number[];
   counters(): NativeCounters;
   pause(paused: boolean): void;
-  setReserve(bytes: number, now?: boolean): void;
+  /** The reserve's pools: depths[i] pre-faulted blocks of sizes[i] bytes (others are dropped). */
+  setReserve(sizes: number[], depths: number[], now?: boolean): void;
   setReadThreads(n: number): void;
   /** Tests: false forces the path of kernels without MADV_GUARD_INSTALL (before 6.13). */
   useGuardMarkers(on: boolean): void;

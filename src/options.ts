@@ -13,6 +13,14 @@ export interface EngineOptions {
   lostPageGuard?: GuardMode;
   /** Already-faulted replacement memory kept ready; 'auto': one huge page of each size mapped; 0: none. */
   reserveBytes?: number | 'auto';
+  /**
+   * Depth of the reserve per huge page size: how many pre-faulted replacement blocks of that size are
+   * kept ready (refilled in the background), e.g. `{ '2M': 8, '1G': 1 }` (the 'auto' default). A
+   * size given here overrides `reserveBytes` for that size; each block costs its size in RAM.
+   */
+  reserve?: { '2M'?: number; '1G'?: number };
+  /** Tests: never use the lazy (userfaultfd) recovery path, as where no full userfaultfd exists. */
+  lazyRecovery?: boolean;
   /** Durable ledger of lost frames, replayed on open. */
   journalPath?: string;
   /** Override the kernel check (Linux >= 6.5 reads a poisoned huge page back around the bad 4 KiB). */
@@ -42,6 +50,17 @@ export function checkEngineOptions(options: EngineOptions): GuardMode {
     if (options.reserveBytes > os.totalmem() / 2)
       throw outOfRange(`reserveBytes ${options.reserveBytes} is more than half of this machine's memory`);
   }
+  if (options.reserve !== undefined) {
+    if (typeof options.reserve !== 'object' || options.reserve === null) throw invalidArg("reserve must be an object like { '2M': 8, '1G': 1 }");
+    let bytes = 0;
+    for (const [k, v] of Object.entries(options.reserve)) {
+      if (k !== '2M' && k !== '1G') throw invalidArg(`reserve: unknown page size ${k} (2M or 1G)`);
+      checkUint(v, `reserve['${k}']`);
+      bytes += (v as number) * (k === '2M' ? 2 << 20 : 1 << 30);
+    }
+    if (bytes > os.totalmem() / 2) throw outOfRange(`reserve of ${bytes} bytes is more than half of this machine's memory`);
+  }
+  if (options.lazyRecovery !== undefined && typeof options.lazyRecovery !== 'boolean') throw invalidArg('lazyRecovery must be a boolean');
   if (options.readThreads !== undefined) checkUint(options.readThreads, 'readThreads');
   if (options.kernelReadsAroundPoison !== undefined && typeof options.kernelReadsAroundPoison !== 'boolean')
     throw invalidArg('kernelReadsAroundPoison must be a boolean');

@@ -51,6 +51,18 @@ Napi::Value Counters(const Napi::CallbackInfo& info) {
   o.Set("paused", g_paused.load() != 0);
   o.Set("reserveBytes", static_cast<double>(mapping::ReserveBytes()));
   o.Set("reserveTarget", static_cast<double>(mapping::ReserveTarget()));
+  std::vector<mapping::Pool> pools = mapping::ReservePools();
+  Napi::Array arr = Napi::Array::New(env, pools.size());
+  for (size_t i = 0; i < pools.size(); i++) {
+    Napi::Object p = Napi::Object::New(env);
+    p.Set("size", static_cast<double>(pools[i].size));
+    p.Set("depth", static_cast<double>(pools[i].depth));
+    p.Set("ready", static_cast<double>(pools[i].ready));
+    p.Set("taken", static_cast<double>(pools[i].taken));
+    p.Set("missed", static_cast<double>(pools[i].missed));
+    arr.Set(static_cast<uint32_t>(i), p);
+  }
+  o.Set("reservePools", arr);
   return o;
 }
 
@@ -60,12 +72,25 @@ Napi::Value Pause(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setReserve(sizes, depths, now): the reserve's pools, one per huge page size.
 Napi::Value SetReserve(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  uint64_t bytes;
-  if (!Uint(env, info[0], "bytes", &bytes)) return env.Undefined();
-  mapping::SetReserveTarget(bytes);
-  if (info.Length() > 1 && info[1].ToBoolean().Value()) mapping::RefillReserve();  // now, on this thread
+  if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsArray()) {
+    Napi::TypeError::New(env, "setReserve(sizes, depths[, now])").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array sizes = info[0].As<Napi::Array>(), depths = info[1].As<Napi::Array>();
+  std::vector<mapping::Pool> pools;
+  for (uint32_t i = 0; i < sizes.Length() && i < depths.Length(); i++) {
+    mapping::Pool p;
+    uint64_t size, depth;
+    if (!Uint(env, sizes.Get(i), "size", &size) || !Uint(env, depths.Get(i), "depth", &depth)) return env.Undefined();
+    p.size = size;
+    p.depth = static_cast<uint32_t>(depth);
+    pools.push_back(p);
+  }
+  mapping::SetReservePools(pools);
+  if (info.Length() > 2 && info[2].ToBoolean().Value()) mapping::RefillReserve();  // now, on this thread
   else WakeWorker();
   return env.Undefined();
 }

@@ -5,8 +5,8 @@ import type { NativeEvent } from '../native';
 export interface AttachedEngine {
   /** Handles one native event; false if the region is not this engine's. */
   handleNativeEvent(e: NativeEvent): boolean;
-  /** Bytes of reserve this engine would like (0 once closed). */
-  reserveWish(): number;
+  /** Reserve depth this engine would like per huge page size (empty once closed). */
+  reserveWish(): Map<number, number>;
 }
 
 const engines = new Set<AttachedEngine>();

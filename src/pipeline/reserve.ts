@@ -1,18 +1,40 @@
 // Reserve: already-faulted replacement memory, so a split needs no allocation while a vCPU waits. It
-// serves the whole process: its size is the largest wish of the open engines.
+// serves the whole process: one pool per huge page size, each as deep as the deepest wish of the
+// open engines for that size. Blocks are never carved: a 2 MiB recovery never takes from the 1 GiB
+// pool, so each page size stays served.
 import { native } from '../native';
 import type { Region } from '../region';
 import { attached } from './engines';
 
-export function applyReserve(): void {
-  let target = 0;
-  for (const e of attached()) target = Math.max(target, e.reserveWish());
-  native.setReserve(target);
+/** Depth per huge page size (bytes -> blocks). */
+export type ReserveWish = Map<number, number>;
+
+/** 'auto' depths: a burst of errors on 2 MiB pages finds 8 blocks ready (16 MiB); one 1 GiB block. */
+export const AUTO_DEPTH: Record<string, number> = { '2M': 8, '1G': 1 };
+const MiB = 1 << 20;
+
+export function sizeKey(size: number): string {
+  return size >= 1 << 30 ? `${size / (1 << 30)}G` : `${size / MiB}M`;
 }
 
-/** An engine's wish: the bytes asked for, or 'auto': one huge page of each size in use. */
-export function reserveWish(option: number | 'auto', regions: Iterable<Region>): number {
-  if (option !== 'auto') return option;
-  // One huge page of each size in use: the fast and the slow lane may both need one at once.
-  return [...new Set([...regions].map((r) => r.hugePageSize))].reduce((a, b) => a + b, 0);
+export function applyReserve(): void {
+  const depth = new Map<number, number>();
+  for (const e of attached()) for (const [size, d] of e.reserveWish()) depth.set(size, Math.max(depth.get(size) ?? 0, d));
+  const sizes = [...depth.keys()];
+  native.setReserve(sizes, sizes.map((s) => depth.get(s) as number));
+}
+
+/**
+ * An engine's wish, per page size in use: `reserve[size]` blocks where given; else from
+ * `reserveBytes`: 'auto' -> AUTO_DEPTH, a number -> as many whole blocks of each size as fit in it
+ * (0: none).
+ */
+export function reserveWish(bytes: number | 'auto', depths: Record<string, number> | undefined, regions: Iterable<Region>): ReserveWish {
+  const out: ReserveWish = new Map();
+  for (const size of new Set([...regions].map((r) => r.hugePageSize))) {
+    const key = sizeKey(size);
+    const d = depths?.[key] ?? (bytes === 'auto' ? (AUTO_DEPTH[key] ?? 1) : Math.floor(bytes / size));
+    if (d > 0) out.set(size, d);
+  }
+  return out;
 }
