@@ -19,7 +19,10 @@ export interface EngineOptions {
    * size given here overrides `reserveBytes` for that size; each block costs its size in RAM.
    */
   reserve?: { '2M'?: number; '1G'?: number };
-  /** Tests: never use the lazy (userfaultfd) recovery path, as where no full userfaultfd exists. */
+  /**
+   * true (default): recover lazily where a full userfaultfd is available (stats().recovery says);
+   * false: always the eager path (as where none is). Process-wide: the last open() decides.
+   */
   lazyRecovery?: boolean;
   /** Durable ledger of lost frames, replayed on open. */
   journalPath?: string;

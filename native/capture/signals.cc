@@ -118,7 +118,7 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
       if (slot->vcpu) {
         uint32_t n = slot->vcpu->stalls.load(std::memory_order_relaxed);
         if (n < kMaxStalls) {
-          slot->vcpu->stall[n] = {addr, MonotonicNs() - t0};
+          slot->vcpu->stall[n] = {addr, MonotonicNs() - t0, t0, 0};
           slot->vcpu->stalls.store(n + 1, std::memory_order_release);
         }
       }

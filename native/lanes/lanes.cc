@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "capi/capi.h"
+#include "split/lazy.h"
 #include "split/mapping.h"
 #include "split/recovery.h"
 #include "state/state.h"
@@ -51,8 +52,10 @@ struct State {
 };
 State* g_state = nullptr;
 
-// The decision the TypeScript policy armed for this region, carried out: refuse, or split.
-Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers) {
+// The decision the TypeScript policy armed for this region, carried out: refuse, or split. The
+// lazy path (split/lazy.h) puts the page in place at once and posts its event when the fill is
+// done: then nothing is appended and this returns true (processed is counted there).
+bool Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers, std::vector<Event>& out) {
   Event e;
   e.region_id = r.id;
   e.page = page;
@@ -62,8 +65,12 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
     Refuse(r, page);
     e.type = tojs::kRefused;
     e.reason = reason;
+  } else if (lazy::Begin(r, page, rep, MonotonicNs(), &e.outcome)) {
+    EndRecovery(r, page, true);  // the stalled threads go on; missing pieces are filled on touch
+    return true;
   } else {
     e.outcome = recovery::SplitHugePage(r, page, {}, readers);
+    lazy::CountEager();
     EndRecovery(r, page, e.outcome.ok);
     e.type = e.outcome.ok ? tojs::kRecovered : tojs::kRefused;
     e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
@@ -74,7 +81,8 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
   else
     capi::RecordLost(r, r.PageAddress(page), r.huge_size, rep.code);
   e.done_ns = MonotonicNs();
-  return e;
+  out.push_back(e);
+  return false;
 }
 
 // Holds a region against removal while a lane works on it.
@@ -117,8 +125,7 @@ bool Process(const Report& rep, std::vector<Event>& out) {
       g_state->cv.notify_all();
       return true;
     }
-    out.push_back(Recover(r, page, rep, &g_state->fast_readers));
-    return false;
+    return Recover(r, page, rep, &g_state->fast_readers, out);
   }
   if (st == kSplit && (rep.flags & kReportNewSubpageLoss)) {
     Event e;
@@ -172,12 +179,13 @@ void SlowLoop(State* s) {
       s->slow_jobs.pop_front();
     }
     Region& r = Regions()[job.rep.region_slot];
+    bool deferred = false;  // the lazy path counts it when its fill is done
     {
       RegionUse use(r, job.rep.region_id);
-      if (use.ok()) batch.push_back(Recover(r, job.page, job.rep, &s->slow_readers));
+      if (use.ok() && Recover(r, job.page, job.rep, &s->slow_readers, batch)) deferred = true;
     }
     tojs::Post(batch);
-    GlobalCounters().processed.fetch_add(1);
+    if (!deferred) GlobalCounters().processed.fetch_add(1);
     {
       std::lock_guard<std::mutex> lock(s->mu);
       s->refill_wanted = true;
@@ -196,7 +204,9 @@ void RefillLoop(State* s) {
       if (s->stop.load()) return;
       s->refill_wanted = false;
     }
-    if (!g_paused.load()) mapping::RefillReserve();
+    // One block at a time, and not while a lazy fill runs (it would compete for CPU and mmap_lock).
+    while (!g_paused.load() && !s->stop.load() && !lazy::Busy() && mapping::RefillOne()) {
+    }
   }
 }
 
@@ -256,6 +266,7 @@ bool Start(Napi::Env env, Napi::Function on_events) {
   s->thread = SpawnThread(Loop, s);
   s->slow_thread = SpawnThread(SlowLoop, s);
   s->refill_thread = SpawnThread(RefillLoop, s);
+  lazy::Start();
   return true;
 }
 
@@ -272,6 +283,7 @@ void Stop() {
   if (s->thread.joinable()) s->thread.join();
   if (s->slow_thread.joinable()) s->slow_thread.join();
   if (s->refill_thread.joinable()) s->refill_thread.join();
+  lazy::Stop();  // finishes the fills in progress and posts their events
   SetWorkerEventFd(-1);
   close(s->efd);
   tojs::Stop();
