@@ -246,7 +246,8 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
     uint64_t off = (rep.addr - target) & ~(kSubpage - 1);
     fileio::ReadBack rb = fileio::ReadAround(r.fd, r.dev, r.ino, j->file_off + off, j->staging.addr + off, kSubpage,
                                              kSubpage, static_cast<uint32_t>(off / kSubpage));
-    if (!rb.err && !rb.lost.empty()) {
+    if (rb.err) return undo(true);  // not poison but an unreadable file: the eager path refuses it
+    if (!rb.lost.empty()) {
       if (lazyfd::Poison(dst + off, kSubpage)) return undo(true);
       uint32_t s = static_cast<uint32_t>(off / kSubpage);
       r.MarkSubpageLost(target + off);

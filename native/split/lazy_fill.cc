@@ -26,6 +26,36 @@ bool Premarked(Job& j, uint32_t s) {
   return std::find(j.premarked.begin(), j.premarked.end(), s) != j.premarked.end();
 }
 
+// Lost from now on: marked before its marker goes in, so a toucher's SIGBUS is taken for what it is.
+void MarkLost(Job& j, uint64_t off) {
+  j.r->MarkSubpageLost(j.dst + off);
+  capi::RecordLost(*j.r, j.dst + off, kSubpage, j.rep.code);
+  int e = lazyfd::Poison(j.dst + off, kSubpage);
+  if (e && e != EEXIST) Fail(j, e, "ioctl(UFFDIO_POISON)");
+  std::lock_guard<std::mutex> lock(j.mu);
+  j.lost.push_back(static_cast<uint32_t>(off / kSubpage));
+}
+
+// Moves the healthy run [run, end) in. A run the kernel refuses as one (a subpage guarded with
+// PROT_NONE meanwhile splits the VMA: EINVAL) goes page by page; a page that still cannot go in is
+// lost (never a hole that reads as zeros), unless it is lost and guarded already.
+uint64_t MoveRun(Job& j, uint64_t run, uint64_t end) {
+  uintptr_t src = reinterpret_cast<uintptr_t>(j.staging.addr);
+  if (lazyfd::Move(j.dst + run, src + run, end - run) == 0) return end - run;
+  uint64_t healthy = 0;
+  for (uint64_t a = run; a < end; a += kSubpage) {
+    int e = lazyfd::Move(j.dst + a, src + a, kSubpage);
+    if (e == 0 || e == EEXIST) {
+      healthy += kSubpage;
+      continue;
+    }
+    if (j.r->SubpageLost(j.dst + a)) continue;
+    Fail(j, e, "ioctl(UFFDIO_MOVE)");
+    MarkLost(j, a);
+  }
+  return healthy;
+}
+
 // [off, off+len) of the page has been read into staging (lost subpages in `lost`, sorted): marks
 // the losses, places their markers and moves the healthy runs in. Returns healthy bytes.
 uint64_t Install(Job& j, uint64_t off, uint64_t len, const std::vector<uint32_t>& lost) {
@@ -33,33 +63,9 @@ uint64_t Install(Job& j, uint64_t off, uint64_t len, const std::vector<uint32_t>
   uint64_t run = off;
   for (size_t i = 0; i <= lost.size(); i++) {
     uint64_t end = i < lost.size() ? static_cast<uint64_t>(lost[i]) * kSubpage : off + len;
-    if (end > run) {
-      int e = lazyfd::Move(j.dst + run, reinterpret_cast<uintptr_t>(j.staging.addr) + run, end - run);
-      if (e) {
-        // Never leave a hole a thread would read as zeros: what could not go in is lost.
-        Fail(j, e, "ioctl(UFFDIO_MOVE)");
-        for (uint64_t a = run; a < end; a += kSubpage) {
-          j.r->MarkSubpageLost(j.dst + a);
-          capi::RecordLost(*j.r, j.dst + a, kSubpage, j.rep.code);
-          lazyfd::Poison(j.dst + a, kSubpage);  // EEXIST where the move got in after all
-          std::lock_guard<std::mutex> lock(j.mu);
-          j.lost.push_back(static_cast<uint32_t>(a / kSubpage));
-        }
-      } else {
-        healthy += end - run;
-      }
-    }
+    if (end > run) healthy += MoveRun(j, run, end);
     if (i == lost.size()) break;
-    uint32_t s = lost[i];
-    if (!Premarked(j, s)) {
-      // Lost before anybody can see it: a toucher's SIGBUS is then taken for what it is.
-      j.r->MarkSubpageLost(j.dst + static_cast<uint64_t>(s) * kSubpage);
-      capi::RecordLost(*j.r, j.dst + static_cast<uint64_t>(s) * kSubpage, kSubpage, j.rep.code);
-      int e = lazyfd::Poison(j.dst + static_cast<uint64_t>(s) * kSubpage, kSubpage);
-      if (e && e != EEXIST) Fail(j, e, "ioctl(UFFDIO_POISON)");
-      std::lock_guard<std::mutex> lock(j.mu);
-      j.lost.push_back(s);
-    }
+    if (!Premarked(j, lost[i])) MarkLost(j, end);
     run = end + kSubpage;
   }
   return healthy;
@@ -68,7 +74,13 @@ uint64_t Install(Job& j, uint64_t off, uint64_t len, const std::vector<uint32_t>
 uint64_t ReadInstall(Job& j, uint64_t off, uint64_t len) {
   fileio::ReadBack rb = fileio::ReadAround(j.r->fd, j.r->dev, j.r->ino, j.file_off + off, j.staging.addr + off, len,
                                            len, static_cast<uint32_t>(off / kSubpage));
-  if (rb.err) Fail(j, rb.err, "pread");
+  if (rb.err) {
+    // Not a poisoned subpage but a failed read (the file shrank, an I/O error): what was read
+    // cannot be told from what was not, so none of it goes in as data.
+    Fail(j, rb.err, "pread");
+    rb.lost.clear();
+    for (uint64_t a = off; a < off + len; a += kSubpage) rb.lost.push_back(static_cast<uint32_t>(a / kSubpage));
+  }
   std::sort(rb.lost.begin(), rb.lost.end());
   // A subpage that got its marker before the move reads as lost again: not moved, not counted.
   uint64_t healthy = Install(j, off, len, rb.lost);
@@ -113,9 +125,10 @@ void ServeFault(Job& j, uintptr_t addr) {
     g_fault_fills.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  // In place already (a late message: the waiter was woken) or being filled (its move wakes):
-  // a spurious wake costs nothing, a lost one would hang the thread.
-  if (ps == kDone) lazyfd::Wake(j.dst + off, kSubpage);
+  // Being filled: its move wakes the waiter. In place already: a late message (the waiter was
+  // woken), or the page was dropped since (MADV_DONTNEED): then it reads as zeros, as anonymous
+  // memory does after a drop; a wake alone would send the thread round again for ever.
+  if (ps == kDone && lazyfd::ZeroPage(j.dst + off, kSubpage) == EEXIST) lazyfd::Wake(j.dst + off, kSubpage);
 }
 
 bool FillSome(Job& j) {

@@ -165,6 +165,12 @@ int Poison(uintptr_t addr, uint64_t len) {
   }
 }
 
+int ZeroPage(uintptr_t addr, uint64_t len) {
+  struct uffdio_zeropage zp = {};
+  zp.range = {addr, len};
+  return ioctl(Fd(), UFFDIO_ZEROPAGE, &zp) == 0 ? 0 : errno;
+}
+
 int Wake(uintptr_t addr, uint64_t len) {
   struct uffdio_range rg = {addr, len};
   return ioctl(Fd(), UFFDIO_WAKE, &rg) == 0 ? 0 : errno;

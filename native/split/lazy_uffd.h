@@ -33,5 +33,6 @@ int Unregister(uintptr_t addr, uint64_t len);
 int Move(uintptr_t dst, uintptr_t src, uint64_t len);
 int Poison(uintptr_t addr, uint64_t len);  // markers on missing pages; wakes the waiters (SIGBUS)
 int Wake(uintptr_t addr, uint64_t len);
+int ZeroPage(uintptr_t addr, uint64_t len);  // zeros on missing pages (EEXIST where present); wakes
 
 }  // namespace ras::lazyfd
