@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <thread>
 #include <vector>
 
@@ -55,8 +56,27 @@ void Notify() {
   g_state->cv.notify_all();
 }
 
+// The fault thread's faults to serve, in arrival order.
+thread_local std::deque<uintptr_t>* t_faults = nullptr;
+
+// Reads every pending message: a REMAP event read lets its mremap finish (until then every fill
+// ioctl fails EAGAIN, so the fault thread calls this from there too); faults are queued.
+void DrainEvents() {
+  int fd = lazyfd::Fd();
+  for (;;) {
+    struct uffd_msg msgs[16];
+    ssize_t n = read(fd, msgs, sizeof msgs);
+    if (n <= 0) return;
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof msgs[0]); i++)
+      if (msgs[i].event == UFFD_EVENT_PAGEFAULT) t_faults->push_back(static_cast<uintptr_t>(msgs[i].arg.pagefault.address));
+  }
+}
+
 void FaultLoop(State* s) {
   RaiseThreadPriority(kFaultRt);
+  std::deque<uintptr_t> faults;
+  t_faults = &faults;
+  lazyfd::SetEagainHook(DrainEvents);
   int fd = lazyfd::Fd();
   while (!s->stop.load()) {
     struct pollfd pfd[2] = {{fd, POLLIN, 0}, {s->efd, POLLIN, 0}};
@@ -66,12 +86,10 @@ void FaultLoop(State* s) {
       ssize_t ignored = read(s->efd, &v, sizeof v);
       (void)ignored;
     }
-    struct uffd_msg msgs[16];
-    ssize_t n = read(fd, msgs, sizeof msgs);  // reading a REMAP event lets its mremap finish
-    if (n <= 0) continue;
-    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof msgs[0]); i++) {
-      if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
-      uintptr_t a = static_cast<uintptr_t>(msgs[i].arg.pagefault.address);
+    DrainEvents();
+    while (!faults.empty()) {
+      uintptr_t a = faults.front();
+      faults.pop_front();
       std::shared_ptr<Job> j = FindJob(a);
       if (!j) {
         lazyfd::Wake(a & ~(kSubpage - 1), kSubpage);

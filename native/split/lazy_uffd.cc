@@ -43,6 +43,15 @@ struct uffdio_move {
 namespace ras::lazyfd {
 
 namespace {
+thread_local void (*t_on_eagain)() = nullptr;
+
+void Again() {
+  if (t_on_eagain)
+    t_on_eagain();
+  else
+    usleep(20);
+}
+
 std::mutex g_mu;
 bool g_opened = false;
 int g_fd = -1;
@@ -146,7 +155,10 @@ int Move(uintptr_t dst, uintptr_t src, uint64_t len) {
       done += static_cast<uint64_t>(n);
       continue;
     }
-    if (e == EAGAIN) continue;
+    if (e == EAGAIN) {
+      Again();
+      continue;
+    }
     if (e == EBUSY && !copy) {
       copy = true;  // a page the kernel cannot move now (pinned, or a large folio it could not split)
       continue;
@@ -162,14 +174,21 @@ int Poison(uintptr_t addr, uint64_t len) {
   for (;;) {
     if (ioctl(Fd(), UFFDIO_POISON, &po) == 0) return 0;
     if (errno != EAGAIN) return errno;
+    Again();
   }
 }
 
 int ZeroPage(uintptr_t addr, uint64_t len) {
   struct uffdio_zeropage zp = {};
   zp.range = {addr, len};
-  return ioctl(Fd(), UFFDIO_ZEROPAGE, &zp) == 0 ? 0 : errno;
+  for (;;) {
+    if (ioctl(Fd(), UFFDIO_ZEROPAGE, &zp) == 0) return 0;
+    if (errno != EAGAIN) return errno;
+    Again();
+  }
 }
+
+void SetEagainHook(void (*hook)()) { t_on_eagain = hook; }
 
 int Wake(uintptr_t addr, uint64_t len) {
   struct uffdio_range rg = {addr, len};

@@ -33,6 +33,11 @@ int Unregister(uintptr_t addr, uint64_t len);
 int Move(uintptr_t dst, uintptr_t src, uint64_t len);
 int Poison(uintptr_t addr, uint64_t len);  // markers on missing pages; wakes the waiters (SIGBUS)
 int Wake(uintptr_t addr, uint64_t len);
+
+// While an mremap of a registered range waits for its REMAP event to be read, every fill ioctl
+// fails with EAGAIN. The thread that reads the events (the fault thread) installs a hook that
+// reads them, so it never waits for itself; other threads back off briefly and retry.
+void SetEagainHook(void (*hook)());
 int ZeroPage(uintptr_t addr, uint64_t len);  // zeros on missing pages (EEXIST where present); wakes
 
 }  // namespace ras::lazyfd
