@@ -42,6 +42,8 @@ export interface EngineStats {
     faultFills: number;
     chunkMoves: number;
     collapsed: number;
+    /** Pages UFFDIO_MOVE refused (moved by reading them again and UFFDIO_COPY). */
+    moveFallbacks: number;
   };
   /** The userfaultfd the engine opened for poison markers ('none': why, and what root can do). */
   userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
@@ -75,6 +77,7 @@ function lazyStats(guard: Guard): EngineStats['recovery'] {
     faultFills: l.faultFills,
     chunkMoves: l.chunkMoves,
     collapsed: l.collapsed,
+    moveFallbacks: l.moveFallbacks,
   };
 }
 

@@ -116,6 +116,7 @@ export interface NativeLazyInfo {
   faultFills: number;
   chunkMoves: number;
   collapsed: number;
+  moveFallbacks: number;
 }
 
 export interface NativeVcpuReport {

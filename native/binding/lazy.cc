@@ -25,6 +25,7 @@ Napi::Value LazyInfo(const Napi::CallbackInfo& info) {
   o.Set("faultFills", static_cast<double>(c.fault_fills));
   o.Set("chunkMoves", static_cast<double>(c.chunk_moves));
   o.Set("collapsed", static_cast<double>(c.collapsed));
+  o.Set("moveFallbacks", static_cast<double>(c.move_fallbacks));
   return o;
 }
 

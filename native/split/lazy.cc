@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -225,6 +226,10 @@ const char* Unavailable(int* err, const char** syscall) {
 
 bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out) {
   if (!g_enabled.load() || !g_state || r.guard.load() != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
+  // All of the page must be in the file (it may have shrunk): else the eager path refuses it whole.
+  struct stat sb;
+  uint64_t page_end = r.file_offset + (static_cast<uint64_t>(page + 1) << r.huge_shift);
+  if (fstat(r.fd, &sb) != 0 || static_cast<uint64_t>(sb.st_size) < page_end) return false;
   auto j = std::make_shared<Job>();
   mapping::Failure mf;
   if (!mapping::TakeBlock(r.huge_size, &j->staging, &mf)) return false;
@@ -326,6 +331,7 @@ Counters GetCounters() {
   c.fault_fills = g_fault_fills.load();
   c.chunk_moves = g_chunk_moves.load();
   c.collapsed = g_collapsed.load();
+  c.move_fallbacks = g_move_fallbacks.load();
   return c;
 }
 

@@ -50,6 +50,7 @@ struct Counters {
   uint64_t fault_fills = 0;   // pieces filled for a waiting thread
   uint64_t chunk_moves = 0;   // 2 MiB chunks moved whole (THP kept)
   uint64_t collapsed = 0;     // chunks put back on a 2 MiB page after the fill
+  uint64_t move_fallbacks = 0;  // pages the kernel would not move: read again and copied in
 };
 Counters GetCounters();
 void CountEager();

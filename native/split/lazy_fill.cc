@@ -12,7 +12,7 @@
 
 namespace ras::lazy {
 
-std::atomic<uint64_t> g_fault_fills{0}, g_chunk_moves{0}, g_collapsed{0};
+std::atomic<uint64_t> g_fault_fills{0}, g_chunk_moves{0}, g_collapsed{0}, g_move_fallbacks{0};
 
 namespace {
 
@@ -50,6 +50,19 @@ uint64_t MoveRun(Job& j, uint64_t run, uint64_t end) {
       continue;
     }
     if (j.r->SubpageLost(j.dst + a)) continue;
+    // Whatever kept it from moving, the file still has it: read it again and copy it in.
+    alignas(64) static thread_local char buf[kSubpage];
+    fileio::ReadBack rb = fileio::ReadAround(j.r->fd, j.r->dev, j.r->ino, j.file_off + a, buf, kSubpage, kSubpage,
+                                             static_cast<uint32_t>(a / kSubpage));
+    g_move_fallbacks.fetch_add(1, std::memory_order_relaxed);
+    if (!rb.err && rb.lost.empty()) {
+      int c = lazyfd::Copy(j.dst + a, reinterpret_cast<uintptr_t>(buf), kSubpage);
+      if (c == 0 || c == EEXIST) {
+        healthy += kSubpage;
+        continue;
+      }
+      e = c;
+    }
     Fail(j, e, "ioctl(UFFDIO_MOVE)");
     MarkLost(j, a);
   }

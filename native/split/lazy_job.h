@@ -53,6 +53,6 @@ void ServeFault(Job& j, uintptr_t addr);
 // One unit of background work on `j`; false when nothing is left to claim.
 bool FillSome(Job& j);
 
-extern std::atomic<uint64_t> g_fault_fills, g_chunk_moves, g_collapsed;
+extern std::atomic<uint64_t> g_fault_fills, g_chunk_moves, g_collapsed, g_move_fallbacks;
 
 }  // namespace ras::lazy

@@ -168,6 +168,15 @@ int Move(uintptr_t dst, uintptr_t src, uint64_t len) {
   return 0;
 }
 
+int Copy(uintptr_t dst, uintptr_t src, uint64_t len) {
+  for (;;) {
+    struct uffdio_copy cp = {dst, src, len, 0, 0};
+    if (ioctl(Fd(), UFFDIO_COPY, &cp) == 0) return 0;
+    if (errno != EAGAIN) return errno;
+    Again();
+  }
+}
+
 int Poison(uintptr_t addr, uint64_t len) {
   struct uffdio_poison po = {};
   po.range = {addr, len};

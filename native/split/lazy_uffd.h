@@ -31,6 +31,7 @@ int Unregister(uintptr_t addr, uint64_t len);
 // the threads waiting there. A 2 MiB-aligned, PMD-mapped THP moves whole. Where the kernel refuses a
 // move (EBUSY: a page it cannot move now) the rest is copied (UFFDIO_COPY, which also wakes).
 int Move(uintptr_t dst, uintptr_t src, uint64_t len);
+int Copy(uintptr_t dst, uintptr_t src, uint64_t len);  // UFFDIO_COPY; wakes
 int Poison(uintptr_t addr, uint64_t len);  // markers on missing pages; wakes the waiters (SIGBUS)
 int Wake(uintptr_t addr, uint64_t len);
 
