@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "capi/capi.h"
+#include "linux_compat.h"
 #include "split/fileio.h"
 #include "split/lazy_job.h"
 #include "split/lazy_uffd.h"
@@ -226,6 +227,9 @@ const char* Unavailable(int* err, const char** syscall) {
 
 bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out) {
   if (!g_enabled.load() || !g_state || r.guard.load() != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
+  // Nobody stalls on an action-optional report: the eager path puts the whole page in sooner (a
+  // lazy fill moves a chunk with a lost subpage in 4 KiB page by 4 KiB page).
+  if (rep.code != BUS_MCEERR_AR) return false;
   // All of the page must be in the file (it may have shrunk): else the eager path refuses it whole.
   struct stat sb;
   uint64_t page_end = r.file_offset + (static_cast<uint64_t>(page + 1) << r.huge_shift);
