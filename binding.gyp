@@ -39,6 +39,7 @@
         "native/binding/testing.cc",
         "native/simulate/simulate.cc",
         "native/testing/foreign_thread.cc",
+        "native/testing/prev_handler.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"
       ]
@@ -49,6 +50,31 @@
         "native/bench/baseline.cc",
         "native/binding/errors.cc",
         "native/state/sys.cc"
+      ]
+    },
+    {
+      # The reference VMM (vmm/): its KVM module and, by the action, its guest's flat binary.
+      # NAPI_VERSION, -Wall -Wextra, hidden visibility and C++17 come from common.gypi.
+      "target_name": "ras_vmm",
+      "sources": [
+        "vmm/native/addon.cc",
+        "vmm/native/kvm_vm.cc",
+        "vmm/native/linux_addon.cc",
+        "vmm/native/linux_boot.cc",
+        "vmm/native/linux_vm.cc",
+        "vmm/native/mce.cc",
+        "vmm/native/serial.cc",
+        "vmm/native/sigbus.cc",
+        "vmm/native/vcpu_loop.cc"
+      ],
+      "include_dirs": ["vmm/guest"],
+      "actions": [
+        {
+          "action_name": "ras_vmm_guest",
+          "inputs": ["vmm/guest/build.sh", "vmm/guest/guest.c", "vmm/guest/entry.S", "vmm/guest/guest.ld", "vmm/guest/proto.h"],
+          "outputs": ["<(PRODUCT_DIR)/ras_vmm_guest.bin"],
+          "action": ["bash", "vmm/guest/build.sh", "<(PRODUCT_DIR)/ras_vmm_guest.bin"]
+        }
       ]
     }
   ]

@@ -8,7 +8,8 @@
 #   LAB_CASES     cases to run (default: all that apply to the kernel), e.g. "1,2" or "8"
 #   LAB_TIMEOUT   hard limit per boot, seconds (default 600)
 #   LAB_CASE_TIMEOUT  limit per case inside the guest, seconds (default 240)
-#   LAB_MEM       guest memory in MiB (default 5120)
+#   LAB_MEM       guest memory in MiB (default 6144: three 1 GiB pages, each 1 GiB case poisons one for good)
+#   LAB_HUGEPAGES_1G  1 GiB pages reserved at boot (default 3: case 4, k1 and k6 each poison one)
 #   LAB_REFRESH   1: refresh the private trixie package lists even if they are fresh
 #   LAB_VERBOSE   1: print the whole guest console of each boot after it ends
 #   LAB_NO_INSTALL 1: never call apt-get install (fail if a tool is missing)
@@ -34,7 +35,7 @@ LAB_CASES="${LAB_CASES:-}"
 LAB_CASES="${LAB_CASES// /,}"
 LAB_TIMEOUT="${LAB_TIMEOUT:-600}"
 LAB_CASE_TIMEOUT="${LAB_CASE_TIMEOUT:-240}"
-LAB_MEM="${LAB_MEM:-5120}"
+LAB_MEM="${LAB_MEM:-6144}"
 
 main() {
   local t0=$SECONDS

@@ -16,6 +16,7 @@
 #include "binding/errors.h"
 #include "capi/capi.h"
 #include "testing/foreign_thread.h"
+#include "testing/prev_handler.h"
 
 namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -32,6 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ras::binding::RegisterTesting(env, exports);
   ras::capi::Register(env, exports);                  // nativeApi, uffdInfo
   ras::testing::RegisterForeignThread(env, exports);  // test-only: threads the engine does not know
+  ras::testing::RegisterPrevHandler(env, exports);    // test-only: dispositions installed before ours
   return exports;
 }
 }  // namespace

@@ -16,12 +16,13 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "hugetlbfs: $dir/2M is mounted ($(count 2048kB) pages of 2 MiB); not root, leaving it as it is"
     exit 0
   fi
+  # Each echo only raises the pool (as this script does as root): a bigger pool is left as it is.
   cat >&2 <<MSG
-hugetlbfs is not prepared and this is not root. Run as root:
-  echo $want_2m > $sys/hugepages-2048kB/nr_hugepages
+hugetlbfs is not prepared and this is not root. Run as root (or run this script as root):
+  [ "\$(cat $sys/hugepages-2048kB/nr_hugepages)" -ge $want_2m ] || echo $want_2m > $sys/hugepages-2048kB/nr_hugepages
   mkdir -p $dir/2M && mount -t hugetlbfs -o pagesize=2M,mode=1777 none $dir/2M
   # optional, for 1 GiB pages:
-  echo $want_1g > $sys/hugepages-1048576kB/nr_hugepages
+  [ "\$(cat $sys/hugepages-1048576kB/nr_hugepages)" -ge $want_1g ] || echo $want_1g > $sys/hugepages-1048576kB/nr_hugepages
   mkdir -p $dir/1G && mount -t hugetlbfs -o pagesize=1G,mode=1777 none $dir/1G
 MSG
   exit 1

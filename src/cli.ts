@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { RasEngine } from './engine';
+import { guardWhy, hwpoisonWhyNot } from './guards';
 import { readJournal } from './ledger/file';
 import { formatJournal } from './ledger/print';
 import { benchNative } from './native';
@@ -12,7 +13,45 @@ import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
 
 const USAGE = `usage:
   hugetlb-ras demo [--page-size 2M|1G] [--dir DIR] [--threads N] [--mode auto|simulate|madvise]
-  hugetlb-ras journal PATH`;
+  hugetlb-ras demo --kvm [--vcpus N]   (the reference VMM: a KVM guest gets a machine check for each lost frame)
+  hugetlb-ras journal PATH
+  hugetlb-ras --help | --version`;
+
+const HELP = `hugetlb-ras: memory-error recovery for VMMs on hugetlbfs (a poisoned huge page becomes a 4 KiB loss)
+
+${USAGE}
+
+commands:
+  demo          maps a region on hugetlbfs, fills it with a pattern, runs vCPU threads over it, injects
+                poison into one 4 KiB subpage, recovers (the huge page is split), verifies every healthy
+                byte and resets the region. Exits 0 when every healthy byte is back.
+  demo --kvm    the reference VMM (vmm/): a KVM guest runs over engine regions, poison is injected,
+                and the guest gets a machine check for each lost frame (needs /dev/kvm).
+                --vcpus N: vCPU threads, 1..8 (default 2).
+  journal PATH  prints a journal of lost frames (regions, lost frames, history, warnings); read only.
+
+demo options:
+  --page-size 2M|1G  huge page size (default 2M: 64 MiB of 2 MiB pages; 1G: one 1 GiB page)
+  --dir DIR          where the hugetlbfs mounts are: DIR/2M and DIR/1G (default $HUGETLB_RAS_DIR,
+                     else /mnt/hugetlb-ras)
+  --threads N        vCPU threads reading and writing the poisoned huge page (default 4)
+  --mode MODE        how the poison is injected (default auto):
+                       madvise   real MADV_HWPOISON: needs root (CAP_SYS_ADMIN) and a kernel with
+                                 CONFIG_MEMORY_FAILURE
+                       simulate  the same signal, siginfo and EIO on the poisoned subpage, without
+                                 kernel support (any user, any kernel)
+                       auto      madvise where it works, else simulate (the demo says why)
+
+environment:
+  HUGETLB_RAS_DIR    the hugetlbfs mounts' parent directory (default /mnt/hugetlb-ras), as for
+                     scripts/setup-hugetlbfs.sh, which reserves huge pages and mounts them (as root).
+
+In the checkout run it as: npm run demo -- --page-size 1G (npx would reinstall and rebuild the package).
+--help, -h   this text.  --version, -V   the package's version.`;
+
+function version(): string {
+  return (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 interface DemoOptions {
   pageSize: '2M' | '1G';
@@ -62,6 +101,7 @@ async function demo(o: DemoOptions): Promise<number> {
   const gpa = 0x1_0000_0000n;
   const seed = 2024;
   const engine = RasEngine.open();
+  const hwpoisonNot = hwpoisonWhyNot();
   const poisons: PoisonEvent[] = [];
   const outcomes: (RecoveredEvent | RefusedEvent)[] = [];
   engine.on('poison', (e) => poisons.push(e));
@@ -78,6 +118,7 @@ async function demo(o: DemoOptions): Promise<number> {
       guard: 'guard pages (guard markers or PROT_NONE)',
     } as const;
     console.log(`hugetlb-ras demo: Linux ${os.release()}, lost subpages kept out by ${guardWords[engine.lostPageGuard]}`);
+    console.log(`  guard ${engine.lostPageGuard}: ${guardWhy(engine.lostPageGuard, 'auto')}`);
     if (st.userfaultfd.kind === 'none') console.log(`  no userfaultfd (${st.userfaultfd.syscall}: errno ${st.userfaultfd.errno}): ${st.userfaultfd.advice}`);
     if (st.kvmWarning) console.log(`  WARNING for KVM guests: ${st.kvmWarning}`);
     console.log(`  region ram0: ${size >> 20} MiB of ${o.pageSize} pages on ${file}, guest physical ${hex(gpa)}`);
@@ -86,6 +127,13 @@ async function demo(o: DemoOptions): Promise<number> {
     await new Promise((r) => setTimeout(r, 100));
     const injected = engine.injectPoison(region, offset, { mode: o.mode });
     console.log(`  poison (${injected.mode}): host ${hex(injected.hostAddress)}, guest physical ${hex(region.guestPhysAddrOf(offset))}`);
+    if (injected.mode === 'simulate')
+      console.log(
+        o.mode === 'simulate'
+          ? '  poison simulated because --mode simulate was asked for'
+          : `  poison simulated because real poison (MADV_HWPOISON) is not usable here: ${hwpoisonNot}`,
+      );
+    else console.log('  poison is real: MADV_HWPOISON (root, CONFIG_MEMORY_FAILURE)');
     await engine.whenIdle({ timeoutMs: 120_000 });
     await new Promise((r) => setTimeout(r, 100));
     const report = await load.stop();
@@ -123,14 +171,36 @@ async function demo(o: DemoOptions): Promise<number> {
   }
 }
 
+// `demo --kvm [--vcpus N]`: the reference VMM (vmm/) runs a KVM guest over engine regions. It is
+// loaded only here: the product does not depend on its example.
+async function kvmDemo(args: string[]): Promise<number> {
+  let vcpus = 2;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--vcpus' && /^[1-8]$/.test(args[i + 1] ?? '')) vcpus = Number(args[++i]);
+    else throw new Error(`unknown option for demo --kvm: ${args[i]} (only --vcpus 1..8)`);
+  }
+  const { runKvmDemo } = await import('../vmm/src/index');
+  const r = await runKvmDemo({ vcpus });
+  return r.ran && !r.ok ? 1 : 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === '--help' || cmd === '-h' || cmd === 'help' || (cmd === 'demo' && (rest.includes('--help') || rest.includes('-h')))) {
+    console.log(HELP);
+    return 0;
+  }
+  if (cmd === '--version' || cmd === '-V') {
+    console.log(version());
+    return 0;
+  }
+  if (cmd === 'demo' && rest.includes('--kvm')) return kvmDemo(rest.filter((a) => a !== '--kvm'));
   if (cmd === 'demo') return demo(parseDemo(rest));
   if (cmd === 'journal' && rest.length === 1) {
     process.stdout.write(formatJournal(readJournal(rest[0])) + '\n');
     return 0;
   }
-  console.error(USAGE);
+  console.error(`${USAGE}\n(hugetlb-ras --help says more)`);
   return 2;
 }
 

@@ -2,12 +2,14 @@
 // events; the native worker thread does the recovery the policy armed, and the pipeline (src/pipeline/)
 // dispatches its events, records losses, replays the journal, sizes the reserve and resets.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { checkUint, invalidArg, outOfRange, RasError } from './errors';
 import { RasEvents, type ResetEvent } from './events';
 import { hwpoisonIsUsable, hwpoisonUnavailable, UFFD_ADVICE, uffdInfo, uffdUnavailable } from './guards';
 import { Journal } from './ledger/file';
 import { Ledger, type LostPage } from './ledger/ledger';
-import type { JournalReplay } from './ledger/records';
+import { identityChange, type JournalReplay, type RegionIdentity } from './ledger/records';
+import { bootId } from './ledger/lock';
 import { native, PageState, type NativeEvent, type NativeUffdInfo } from './native';
 import { checkEngineOptions, checkInjectOptions, checkRegionSpec, type EngineOptions, type InjectOptions } from './options';
 import { chooseGuard, GUARD_CODES, ineligibleReason, kernelReadsAroundPoison, KVM_FAULT_GUARD_WARNING, reasonCode, type Guard } from './policy';
@@ -17,6 +19,8 @@ import { attach, attached, detach } from './pipeline/engines';
 import { reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish, sizeKey, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
+import { DurableLog, type JournalStats } from './pipeline/durable';
+import { Idle } from './pipeline/idle';
 import type { EngineState } from './pipeline/state';
 
 export interface EngineStats {
@@ -49,6 +53,8 @@ export interface EngineStats {
   userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
   /** stale: reports for a healthy frame of a split page (late KVM reports); the thread retried. */
   reports: { captured: number; processed: number; overflow: number; stale: number };
+  /** With a journal: appends that failed, losses it does not hold yet (retried), retries that succeeded. */
+  journal?: JournalStats & { path: string };
   regions: {
     name: string;
     hugePageSize: number;
@@ -93,6 +99,8 @@ export class RasEngine extends RasEvents {
   private readonly reserveOption: number | 'auto';
   private readonly reserveDepths: EngineOptions['reserve'];
   private readonly users = new Set<RegionUser>();
+  private readonly durable: DurableLog;
+  private readonly idle = new Idle();
 
   private constructor(opts: EngineOptions, journal?: { journal: Journal; replay: JournalReplay }) {
     super();
@@ -102,7 +110,17 @@ export class RasEngine extends RasEvents {
     this.readsAround = opts.kernelReadsAroundPoison ?? kernelReadsAroundPoison();
     this.reserveOption = opts.reserveBytes ?? 'auto';
     this.reserveDepths = opts.reserve;
-    this.state = { regions: this.regions, ledger: this.ledger, journal: this.journal, replay: this.replay, events: this, guard: this.guard };
+    this.durable = new DurableLog(this.journal, this);
+    this.state = {
+      regions: this.regions,
+      ledger: this.ledger,
+      journal: this.journal,
+      replay: this.replay,
+      events: this,
+      guard: this.guard,
+      durable: this.durable,
+      idle: this.idle,
+    };
   }
 
   /** Opens the engine: installs the signal handlers and starts the recovery thread. */
@@ -111,9 +129,14 @@ export class RasEngine extends RasEvents {
     if (guard === 'hwpoison' && !hwpoisonIsUsable()) throw hwpoisonUnavailable("use lostPageGuard 'guard' or 'auto'");
     if (guard === 'uffd' && uffdInfo().kind === 'none') throw uffdUnavailable();
     const journal = options.journalPath !== undefined ? Journal.open(options.journalPath) : undefined;
-    // Before init: the reader threads start with the recovery lanes.
-    if (options.readThreads !== undefined && attached().size === 0) native.setReadThreads(options.readThreads);
-    native.init(dispatch);
+    try {
+      // Before init: the reader threads start with the recovery lanes.
+      if (options.readThreads !== undefined && attached().size === 0) native.setReadThreads(options.readThreads);
+      native.init(dispatch);
+    } catch (err) {
+      journal?.journal.close(); // and its lock: a failed open must not hold the journal
+      throw err;
+    }
     native.setLazyRecovery(options.lazyRecovery ?? true); // process-wide: the last open() decides
     const engine = new RasEngine(options, journal);
     attach(engine);
@@ -142,10 +165,16 @@ export class RasEngine extends RasEvents {
 
   mapRegion(spec: RegionSpec): Region {
     this.checkOpen();
-    const s = checkRegionSpec(spec, [...this.regions.values()]);
+    const elsewhere = [...attached()].filter((e) => e !== this).flatMap((e) => [...e.mappedRegions()]);
+    const s = checkRegionSpec(spec, [...this.regions.values()], elsewhere);
     // Decided before the mapping exists: the region goes live with its policy armed.
     const reason = ineligibleReason({ share: s.share, consumers: s.consumers, kernelReadsAround: this.readsAround });
-    const mapped = native.mapRegion(s.path, s.size, s.offset, reasonCode(reason), GUARD_CODES[this.guard], s.guestPhysAddr);
+    let mapped: ReturnType<typeof native.mapRegion>;
+    try {
+      mapped = native.mapRegion(s.path, s.size, s.offset, reasonCode(reason), GUARD_CODES[this.guard], s.guestPhysAddr);
+    } catch (err) {
+      throw hugePagePoolError(err, s.name, s.path, s.size);
+    }
     const region = new Region(
       mapped.id,
       s.name,
@@ -170,6 +199,7 @@ export class RasEngine extends RasEvents {
         guestPhysAddr: s.guestPhysAddr,
         hugePageSize: mapped.hugePageSize,
       });
+      if (this.journal) this.checkIdentity(s.name, s.path, mapped);
     } catch (err) {
       native.unmapRegion(mapped.id);
       if (mapped.created) fs.rmSync(s.path, { force: true });
@@ -180,6 +210,26 @@ export class RasEngine extends RasEvents {
     applyReserve();
     reprotectFromJournal(this.state, region);
     return region;
+  }
+
+  /**
+   * The journal's losses of a region apply to this memory only if it is the same memory: the same boot
+   * of the host and the same backing file. Else they are history (journalReplay.history).
+   */
+  private checkIdentity(name: string, file: string, mapped: { dev: number; ino: number }): void {
+    let birthMs = 0;
+    try {
+      birthMs = Math.floor(fs.statSync(file).birthtimeMs);
+    } catch {
+      /* no birth time: dev and ino only */
+    }
+    const now: RegionIdentity = { boot: bootId(), dev: mapped.dev, ino: mapped.ino, birthMs };
+    const before = this.journal!.noteIdentity(name, now);
+    const why = before && identityChange(before, now);
+    if (!why || !this.replay) return;
+    const kept = this.replay.lost.filter((f) => f.region !== name);
+    for (const f of this.replay.lost) if (f.region === name) this.replay.history.push({ ...f, why });
+    this.replay.lost.splice(0, this.replay.lost.length, ...kept);
   }
 
   /** Unmaps a region (its lost pages are forgotten by the ledger, not by the journal). */
@@ -219,18 +269,15 @@ export class RasEngine extends RasEvents {
     native.pause(false);
   }
 
-  /** Resolves when every captured report has been handled and its events emitted. */
+  /**
+   * Resolves when every captured report has been handled and its events delivered (resolved from the
+   * delivery of the last event, not by polling). `timeoutMs`: rejects with `ERR_TIMEOUT` after that long.
+   */
   async whenIdle(options: { timeoutMs?: number } = {}): Promise<void> {
     if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
-    const deadline = options.timeoutMs === undefined ? Infinity : performance.now() + checkUint(options.timeoutMs, 'timeoutMs');
-    for (;;) {
-      if (this.closed) return;
-      const c = native.counters();
-      if (c.processed >= c.captured && c.delivered >= c.posted) return;
-      if (performance.now() > deadline)
-        throw new RasError('ERR_TIMEOUT', c.paused ? 'the engine is paused: reports wait for resume()' : 'reports still being handled');
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    const timeoutMs = options.timeoutMs === undefined ? undefined : checkUint(options.timeoutMs, 'timeoutMs');
+    if (this.closed) return;
+    return this.idle.wait(timeoutMs);
   }
 
   lostPages(): LostPage[] {
@@ -260,6 +307,7 @@ export class RasEngine extends RasEvents {
         ...(uffdInfo().kind === 'none' ? { errno: -uffdInfo().errno, syscall: uffdInfo().syscall, advice: UFFD_ADVICE } : {}),
       },
       reports: { captured: c.captured, processed: c.processed, overflow: c.overflow, stale: c.stale },
+      ...(this.journal ? { journal: { path: this.journal.path, ...this.durable.stats() } } : {}),
       regions: [...this.regions.values()].map((r) => {
         const states = native.pageStates(r.id);
         return {
@@ -296,7 +344,9 @@ export class RasEngine extends RasEvents {
     detach(this);
     if (attached().size > 0) applyReserve();
     native.shutdown();
+    this.durable.close();
     this.journal?.close();
+    this.idle.closeAll();
   }
 
   get isClosed(): boolean {
@@ -306,6 +356,16 @@ export class RasEngine extends RasEvents {
   /** @internal Routes one native event; false if the region is not this engine's. */
   handleNativeEvent(e: NativeEvent): boolean {
     return routeEvent(this.state, e);
+  }
+
+  /** @internal */
+  mappedRegions(): Iterable<Region> {
+    return this.regions.values();
+  }
+
+  /** @internal A batch of `n` native events has been handled (dispatch): wake whenIdle() if that was the last. */
+  batchDelivered(n: number): void {
+    if (!this.closed) this.idle.check(n);
   }
 
   /** @internal The reserve this engine would like (pipeline/reserve.ts). */
@@ -336,4 +396,43 @@ export class RasEngine extends RasEvents {
       throw invalidArg('region must be a region mapped by this engine');
     }
   }
+}
+
+/** ENOMEM from mapping hugetlbfs is the huge page pool: say so, with the numbers and the way out. */
+function hugePagePoolError(err: unknown, name: string, file: string, size: number): unknown {
+  if (!(err instanceof RasError) || err.code !== 'ENOMEM') return err;
+  let huge: number;
+  try {
+    huge = fs.statfsSync(path.dirname(path.resolve(file))).bsize;
+  } catch {
+    return err;
+  }
+  const kb = `${huge / 1024}kB`;
+  const sys = `/sys/kernel/mm/hugepages/hugepages-${kb}`;
+  const read = (f: string): number | undefined => {
+    try {
+      return Number(fs.readFileSync(`${sys}/${f}`, 'utf8'));
+    } catch {
+      return undefined;
+    }
+  };
+  const free = read('free_hugepages');
+  const total = read('nr_hugepages');
+  const needed = size / huge;
+  const human = huge >= 2 ** 30 ? `${huge / 2 ** 30} GiB` : `${huge / 2 ** 20} MiB`;
+  const env = huge >= 2 ** 30 ? 'HUGETLB_RAS_PAGES_1G' : 'HUGETLB_RAS_PAGES_2M';
+  return new RasError(
+    'ENOMEM',
+    `region ${name}: not enough huge pages of ${human} to map ${file}: it needs ${needed}, the pool has ` +
+      `HugePages_Free ${free ?? '?'} of nr_hugepages ${total ?? '?'} (${sys}). Raise the pool as root: ` +
+      `${env}=${(total ?? 0) + needed} bash scripts/setup-hugetlbfs.sh (or echo N > ${sys}/nr_hugepages), or map less`,
+    {
+      errno: (err as { errno?: number }).errno,
+      syscall: (err as { syscall?: string }).syscall,
+      hugePageSize: huge,
+      hugePagesNeeded: needed,
+      hugePagesFree: free,
+      cause: err,
+    },
+  );
 }

@@ -1,5 +1,5 @@
-// One error type for the whole package: every error it throws is a RasError (or, for a file system
-// call of the journal, Node's own fs error) with a `code`; a failed syscall also has `errno`
+// One error type for the whole package: every error it throws is a RasError with a `code` (the
+// journal's file system errors too: ERR_JOURNAL_OPEN with the path and the fs error's errno); a failed syscall also has `errno`
 // (negative, as Node's) and `syscall`. The native addon builds its errors as this class too.
 import type * as os from 'node:os';
 
@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'ERR_ENGINE_IN_OTHER_THREAD'
   | 'ERR_PAGE_BUSY'
   | 'ERR_TIMEOUT'
+  | 'ERR_LISTENER_FAILED'
   // limits and the machine
   | 'ERR_TOO_MANY_REGIONS'
   | 'ERR_TOO_MANY_THREADS'
@@ -36,8 +37,11 @@ export type ErrorCode =
   | 'ERR_JOURNAL_FAILED'
   | 'ERR_JOURNAL_FORMAT'
   | 'ERR_JOURNAL_LAYOUT_MISMATCH'
+  | 'ERR_JOURNAL_LOCKED'
+  | 'ERR_JOURNAL_OPEN'
   | 'ERR_JOURNAL_PERMISSIONS'
   | 'ERR_JOURNAL_VERSION'
+  | 'ERR_JOURNAL_WRITE'
   // a failed syscall (with errno and syscall)
   | ErrnoCode;
 

@@ -1,5 +1,6 @@
 // Typed events of the engine.
 import { EventEmitter } from 'node:events';
+import { RasError } from './errors';
 import type { LostCause } from './ledger/ledger';
 import type { Guard, RefuseReason } from './policy';
 
@@ -15,12 +16,25 @@ export interface PoisonEvent {
   reportedLsb: number;
   /** The page size the engine used: the region's huge page size, or 4096 once it is split. */
   pageSize: number;
-  /** The memory was already known lost: the VMM should inject an MCE for this frame. */
+  /**
+   * The memory was already known lost. With `by: 'vcpu'` the guest touched it again: inject an MCE
+   * for this frame. With `by: 'engine-access'` it was the VMM's own guarded `region.read()`/`write()`
+   * (which threw `PoisonError`): not the guest's access, inject nothing.
+   */
   alreadyLost: boolean;
+  /** Whose access it was: the JS thread's guarded access ('engine-access'), or any other thread ('vcpu'). */
+  by: PoisonAccessor;
   threadId: number;
   /** CLOCK_MONOTONIC nanoseconds when the signal arrived. */
   timeNs: bigint;
 }
+
+/**
+ * 'engine-access': the report came from the thread that runs the engine (JavaScript): a guarded
+ * `region.read()`/`write()` or the engine's own check. 'vcpu': any other thread of the process (a vCPU
+ * thread, or a native thread of the VMM: the engine cannot tell those apart).
+ */
+export type PoisonAccessor = 'vcpu' | 'engine-access';
 
 export interface RecoveredEvent {
   region: string;
@@ -88,7 +102,12 @@ export interface RasEventMap {
   refused: RefusedEvent;
   lost: LostEvent;
   reset: ResetEvent;
-  /** Something went wrong off the JS stack (e.g. the journal could not be written). */
+  /**
+   * Something went wrong off the caller's stack: the journal could not be written
+   * (`ERR_JOURNAL_WRITE`, with `path`, `frames` and `cause`), or a listener threw
+   * (`ERR_LISTENER_FAILED`, with `event` and `cause`). Never thrown: without an `error` listener it
+   * becomes a process warning (`process.emitWarning`).
+   */
   error: Error;
 }
 
@@ -104,5 +123,41 @@ export class RasEvents extends EventEmitter {
   }
   override emit<K extends keyof RasEventMap>(name: K, e: RasEventMap[K]): boolean {
     return super.emit(name, e);
+  }
+
+  /**
+   * @internal The engine's way to emit: every listener runs, whatever another one throws, and nothing
+   * is thrown to the caller (the native worker's callback, a timer). A listener's error is reported
+   * (`reportError`) after the others have run.
+   */
+  deliver<K extends keyof RasEventMap>(name: K, e: RasEventMap[K]): void {
+    const failures: unknown[] = [];
+    for (const listener of this.rawListeners(name) as ((e: RasEventMap[K]) => void)[]) {
+      try {
+        listener.call(this, e);
+      } catch (err) {
+        failures.push(err);
+      }
+    }
+    for (const err of failures) {
+      const why = err instanceof Error ? err.message : String(err);
+      const wrapped = new RasError('ERR_LISTENER_FAILED', `a '${name}' listener threw: ${why}`, { event: name, cause: err });
+      if (name === 'error') warn(wrapped);
+      else this.reportError(wrapped);
+    }
+  }
+
+  /** @internal Reports an error off the caller's stack: to the `error` listeners, else as a process warning. Never throws. */
+  reportError(err: Error): void {
+    if (this.listenerCount('error') === 0) return warn(err);
+    this.deliver('error', err);
+  }
+}
+
+function warn(err: Error): void {
+  try {
+    process.emitWarning(err);
+  } catch {
+    /* nothing may throw out of the engine's callbacks */
   }
 }

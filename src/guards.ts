@@ -51,3 +51,24 @@ export function uffdUnavailable(): RasError {
     syscall: u.syscall,
   });
 }
+
+/** Why MADV_HWPOISON (real poison) is not usable here, in words; undefined where it is. */
+export function hwpoisonWhyNot(): string | undefined {
+  if (hwpoisonIsUsable()) return undefined;
+  const e = probeHwpoison();
+  const EPERM = 1;
+  const EINVAL = 22;
+  if (process.geteuid?.() !== 0 || e === EPERM) return `not root: MADV_HWPOISON needs CAP_SYS_ADMIN (madvise: ${errnoName(e)})`;
+  if (e === EINVAL) return `the kernel has no CONFIG_MEMORY_FAILURE (madvise(MADV_HWPOISON): EINVAL)`;
+  return `madvise(MADV_HWPOISON) fails with ${errnoName(e)}`;
+}
+
+/** Why the engine's 'auto' guard is the one it is, in words. */
+export function guardWhy(guard: 'uffd' | 'hwpoison' | 'guard', asked: string): string {
+  if (asked !== 'auto') return `asked for (lostPageGuard '${asked}')`;
+  const u = uffdInfo();
+  const noUffd = `no userfaultfd with poison markers (${u.syscall ?? 'userfaultfd'}: ${errnoName(u.errno)})`;
+  if (guard === 'uffd') return `'auto' picks it first: a ${u.kind} userfaultfd with poison markers opened`;
+  if (guard === 'hwpoison') return `'auto': ${noUffd}, and MADV_HWPOISON is usable (root, CONFIG_MEMORY_FAILURE)`;
+  return `'auto': ${noUffd}, and MADV_HWPOISON is not usable (${hwpoisonWhyNot()}); the last resort`;
+}

@@ -81,8 +81,11 @@ export function checkInjectOptions(options: InjectOptions): Required<InjectOptio
   return { mode, kind, signal: options.signal ?? true };
 }
 
-/** Checks a region spec against the file system and the regions already mapped; nothing is created. */
-export function checkRegionSpec(spec: RegionSpec, regions: readonly Region[]): Required<RegionSpec> {
+/**
+ * Checks a region spec against the file system and the regions already mapped (`regions`: this
+ * engine's; `elsewhere`: the other engines' of this process); nothing is created.
+ */
+export function checkRegionSpec(spec: RegionSpec, regions: readonly Region[], elsewhere: readonly Region[] = []): Required<RegionSpec> {
   if (typeof spec !== 'object' || spec === null) throw invalidArg('region spec must be an object');
   const { name, path: file } = spec;
   if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw invalidArg('name must be a non-empty string');
@@ -101,8 +104,15 @@ export function checkRegionSpec(spec: RegionSpec, regions: readonly Region[]): R
     throw invalidArg(`consumers must be a list of ${CONSUMERS.join(', ')}`);
   for (const r of regions) {
     if (r.name === name) throw new RasError('ERR_REGION_EXISTS', `a region named ${name} is already mapped`);
-    if (size > 0 && guestPhysAddr < r.guestPhysAddr + BigInt(r.size) && r.guestPhysAddr < guestPhysAddr + BigInt(size))
-      throw new RasError('ERR_REGION_OVERLAP', `guest physical range overlaps region ${r.name}`);
+    if (size > 0 && guestPhysAddr < r.guestPhysAddr + BigInt(r.size) && r.guestPhysAddr < guestPhysAddr + BigInt(size)) {
+      const range = (a: bigint, n: number) => `[0x${a.toString(16)}, 0x${(a + BigInt(n)).toString(16)})`;
+      throw new RasError(
+        'ERR_REGION_OVERLAP',
+        `region ${name}: guest physical range ${range(guestPhysAddr, size)} overlaps region ${r.name} ${range(r.guestPhysAddr, r.size)}` +
+          (spec.guestPhysAddr === undefined ? '; guestPhysAddr defaults to 0n: give each region its own guestPhysAddr' : ''),
+        { region: name, other: r.name },
+      );
+    }
   }
   // The file system is checked before anything is created: statfs of the directory.
   let st: fs.StatsFs;
@@ -129,6 +139,14 @@ export function checkRegionSpec(spec: RegionSpec, regions: readonly Region[]): R
   for (const r of regions) {
     if (id !== undefined && r.fileId === id && offset < r.fileOffset + r.size && r.fileOffset < offset + size)
       throw new RasError('ERR_REGION_OVERLAP', `file range overlaps region ${r.name}`);
+  }
+  // Another engine of this process: two ledgers and journals for one memory, never.
+  for (const r of elsewhere) {
+    if ((id !== undefined && r.fileId === id) || path.resolve(r.path) === path.resolve(file))
+      throw new RasError('ERR_REGION_OVERLAP', `${file} is already mapped by another engine of this process (its region ${r.name}): one engine per file`, {
+        region: name,
+        other: r.name,
+      });
   }
   return { name, path: file, size, offset, guestPhysAddr, share, consumers: [...consumers] };
 }

@@ -216,12 +216,12 @@ describe('Journal: permissions and foreign files', () => {
     expect(fs.readFileSync(file).equals(before)).toBe(true);
     const sub = path.join(dir, 'sub');
     fs.mkdirSync(sub, { mode: 0o700 });
-    expect(codeOf(() => readJournal(sub))).toMatch(/^(ERR_JOURNAL_FORMAT|EISDIR)$/);
-    expect(codeOf(() => Journal.open(sub))).toMatch(/^(ERR_JOURNAL_FORMAT|EISDIR)$/);
+    expect(codeOf(() => readJournal(sub))).toMatch(/^(ERR_JOURNAL_FORMAT|ERR_JOURNAL_OPEN)$/);
+    expect(codeOf(() => Journal.open(sub))).toMatch(/^(ERR_JOURNAL_FORMAT|ERR_JOURNAL_OPEN)$/);
   });
 
   it('readJournal does not create a missing file', () => {
-    expect(codeOf(() => readJournal(file))).toBe('ENOENT');
+    expect(errorOf(() => readJournal(file))).toMatchObject({ code: 'ERR_JOURNAL_OPEN', path: file, fsCode: 'ENOENT', syscall: 'open' });
     expect(fs.existsSync(file)).toBe(false);
   });
 

@@ -31,6 +31,7 @@ describe('the ledger survives a restart of the VMM', () => {
     engine.on('lost', (e) => lost.push(e.guestPhysAddr));
     const region = engine.mapRegion({ name: 'ram', path: file, size: 4 * MiB, guestPhysAddr: 0x2_0000_0000n });
     const gpa = 0x2_0000_0000n + BigInt(2 * MiB + 17 * SUB);
+    await engine.whenIdle({ timeoutMs: 10_000 });
     expect(lost).toEqual([gpa]);
     expect(engine.lostPages()).toEqual([expect.objectContaining({ guestPhysAddr: gpa, size: SUB, cause: 'replayed' })]);
     expect(() => region.read(2 * MiB + 17 * SUB, 1)).toThrow(PoisonError);

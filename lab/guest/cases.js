@@ -717,7 +717,13 @@ def({
   },
 });
 
-// Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all).
+// The reference VMM's KVM cases (k1..k7) live in their own file.
+require('./cases-vmm').register(def);
+// The Linux guest in the reference VMM (L1, L1b, L1c: manual, npm run test:lab:linux).
+require('./cases-linux').register(def);
+
+// Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
+// the manual ones, which run only when named).
 // Case 0 (the environment check) always runs.
 function selectCases(kernel, wanted) {
   const want = String(wanted || '')
@@ -726,7 +732,7 @@ function selectCases(kernel, wanted) {
   return cases.filter(
     (c) =>
       c.kernels.includes(kernel) &&
-      (want.length === 0 || c.id === '0' || want.includes(c.id) || want.includes(c.id.replace(/[a-z]+$/, ''))),
+      (want.length === 0 ? !c.manual : c.id === '0' || want.includes(c.id) || want.includes(c.id.replace(/[a-z]+$/, ''))),
   );
 }
 

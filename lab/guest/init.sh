@@ -21,6 +21,14 @@ if [ -f /lib/modules/hwpoison-inject.ko ]; then
   insmod /lib/modules/hwpoison-inject.ko || echo "lab: insmod hwpoison-inject failed"
 fi
 
+# KVM for the reference VMM's cases (kvm-amd: TCG shows SVM with nested paging), in dependency order.
+if [ -f /lib/modules/kvm/order ]; then
+  for m in $(cat /lib/modules/kvm/order); do
+    insmod "/lib/modules/kvm/$m.ko" || echo "lab: insmod $m failed"
+  done
+  [ -c /dev/kvm ] && echo "lab: /dev/kvm ready" || echo "lab: no /dev/kvm after loading KVM"
+fi
+
 /usr/bin/node /pkg/lab/guest/runner.js
 echo "lab: runner exited with $?"
 sync

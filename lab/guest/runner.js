@@ -72,7 +72,7 @@ for (const c of selected) {
     console.log(`lab: ===== case ${c.id}: ${c.name} (limit ${Math.round(limit)} s) =====`);
     const r = spawnSync(process.execPath, [path.join(__dirname, 'case-main.js'), c.id, resultFile], {
       stdio: ['ignore', 'inherit', 'inherit'],
-      timeout: limit * 1000,
+      timeout: Math.floor(limit * 1000), // an integer: spawnSync throws ERR_OUT_OF_RANGE otherwise
       killSignal: 'SIGKILL',
     });
     try {

@@ -66,6 +66,8 @@ ensure_build() {
     fi
   fi
   [ -f "$addon" ] || die "missing $addon: run 'npm install' (or 'npm run build') first"
+  [ -f "$ROOT/build/Release/ras_vmm.node" ] && [ -f "$ROOT/build/Release/ras_vmm_guest.bin" ] \
+    || die "missing build/Release/ras_vmm.node or ras_vmm_guest.bin (the reference VMM): run 'npm install' first"
   [ -f "$entry" ] || die "missing $entry: run 'npm install' (or 'npm run build') first"
   local m
   for m in bindings file-uri-to-path; do

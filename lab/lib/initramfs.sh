@@ -20,8 +20,17 @@ build_base_rootfs() {
   ln -s busybox "$r/bin/sh"
   copy_with_libs "$r" "$NODE_BIN" /usr/bin/node
   copy_with_libs "$r" "$ROOT/build/Release/hugetlb_ras.node" /pkg/build/Release/hugetlb_ras.node
+  # The reference VMM (vmm/): its KVM module and its guest's flat binary (dist/vmm comes with dist).
+  copy_with_libs "$r" "$ROOT/build/Release/ras_vmm.node" /pkg/build/Release/ras_vmm.node
+  install -m 644 "$ROOT/build/Release/ras_vmm_guest.bin" "$r/pkg/build/Release/ras_vmm_guest.bin"
+  # Its Linux mode's initramfs (busybox + the walker, vmm/linux); the kernel comes per kernel below.
+  bash "$ROOT/vmm/linux/build-initramfs.sh" "$OUT/linux-guest" >/dev/null
+  install -D -m 644 "$OUT/linux-guest/initramfs.cpio" "$r/pkg/build/linux/initramfs.cpio"
   echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"
   echo "root:x:0:" >"$r/etc/group"
+  # The unprivileged VMM of the KVM cases runs as nobody.
+  echo "nobody:x:65534:65534:nobody:/tmp:/bin/sh" >>"$r/etc/passwd"
+  echo "nogroup:x:65534:" >>"$r/etc/group"
 
   cp "$ROOT/package.json" "$r/pkg/"
   cp -a "$ROOT/dist" "$r/pkg/dist"
@@ -43,7 +52,14 @@ build_initrd() {
   rm -rf "$d"
   mkdir -p "$d/extra/lib/modules" "$d/extra/etc"
   [ -f "$KDIR/hwpoison-inject.ko" ] && cp "$KDIR/hwpoison-inject.ko" "$d/extra/lib/modules/"
+  if [ -f "$KDIR/kvm/order" ]; then
+    mkdir -p "$d/extra/lib/modules/kvm"
+    cp "$KDIR/kvm/"*.ko "$KDIR/kvm/order" "$d/extra/lib/modules/kvm/"
+  fi
   cp "$KDIR/release" "$d/extra/etc/lab-kernel-release"
+  # The reference VMM's Linux guest boots the same kernel image (lab case L1).
+  mkdir -p "$d/extra/pkg/linux"
+  cp "$KDIR/vmlinuz" "$d/extra/pkg/linux/vmlinuz"
   echo "$mm" >"$d/extra/etc/lab-kernel"
   (cd "$d/extra" && find . -mindepth 1 -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$d/extra.cpio"
   cat "$OUT/base.cpio" "$d/extra.cpio" >"$d/initrd.cpio"

@@ -143,6 +143,63 @@ unpack_kernel_deb() {
     || log "warning: $(cat "$dir/release") has no CONFIG_MEMORY_FAILURE=y: MADV_HWPOISON will not work"
 }
 
+# KVM for the reference VMM's lab cases: kvm-amd (TCG's -cpu max is AuthenticAMD with SVM and
+# nested paging) and every module it needs, from the same .deb, decompressed, into DIR/kvm/ with
+# DIR/kvm/order listing them in insmod order (dependencies first, read from each .modinfo).
+modinfo_depends() { # modinfo_depends FILE.ko -> names, one a line
+  objcopy -O binary --only-section=.modinfo "$1" /dev/stdout 2>/dev/null | tr '\0' '\n' \
+    | sed -n 's/^depends=//p' | tr ',' '\n' | sed '/^$/d'
+}
+unpack_kvm_modules() {
+  local deb="$1" dir="$2" tmp out="$2/kvm.tmp" want name ko pass
+  tmp="$(mktemp -d "$CACHE/unpack.XXXXXX")"
+  rm -rf "$out"; mkdir -p "$out"
+  want="kvm-amd"
+  for pass in 1 2 3 4 5; do
+    local pats=() missing=()
+    for name in $want; do
+      [ -f "$out/$name.ko" ] && continue
+      missing+=("$name")
+      pats+=("*/kernel/*/$name.ko*")
+      # module names use _ and - interchangeably
+      [ "${name//_/-}" != "$name" ] && pats+=("*/kernel/*/${name//_/-}.ko*")
+    done
+    [ ${#missing[@]} -eq 0 ] && break
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" --wildcards "${pats[@]}" 2>/dev/null || true
+    for name in "${missing[@]}"; do
+      ko="$(find "$tmp" \( -name "$name.ko*" -o -name "${name//_/-}.ko*" \) | head -1)"
+      [ -n "$ko" ] || { err "kvm modules: $name not in $(basename "$deb")"; rm -rf "$tmp" "$out"; return 1; }
+      case "$ko" in
+        *.ko.xz) xz -dc "$ko" >"$out/$name.ko" ;;
+        *.ko.zst) zstd -qdc "$ko" >"$out/$name.ko" ;;
+        *.ko.gz) gzip -dc "$ko" >"$out/$name.ko" ;;
+        *) cp "$ko" "$out/$name.ko" ;;
+      esac
+    done
+    want=""
+    for ko in "$out"/*.ko; do want+=" $(modinfo_depends "$ko" | tr '\n' ' ')"; done
+  done
+  # insmod order: a module after everything it depends on
+  local order=() placed progress
+  while :; do
+    progress=0
+    for ko in "$out"/*.ko; do
+      name="$(basename "$ko" .ko)"
+      case " ${order[*]} " in *" $name "*) continue ;; esac
+      placed=1
+      for d in $(modinfo_depends "$ko"); do
+        case " ${order[*]} " in *" $d "*|*" ${d//_/-} "*) ;; *) placed=0 ;; esac
+      done
+      [ "$placed" = 1 ] && { order+=("$name"); progress=1; }
+    done
+    [ "$progress" = 0 ] && break
+  done
+  printf '%s\n' "${order[@]}" >"$out/order"
+  rm -rf "$tmp" "$dir/kvm"
+  mv "$out" "$dir/kvm"
+  log "kvm modules: $(tr '\n' ' ' <"$dir/kvm/order")"
+}
+
 # Sets KDIR (vmlinuz, hwpoison-inject.ko, config, release, package) for major.minor $1.
 prepare_kernel() {
   local mm="$1" suite name ver pv deb
@@ -172,6 +229,10 @@ prepare_kernel() {
   KDIR="$CACHE/kernels/$mm/${name}_${ver}"
   if [ -f "$KDIR/vmlinuz" ] && [ -f "$KDIR/release" ]; then
     log "kernel $mm: $name $ver (cached)"
+    if [ ! -f "$KDIR/kvm/order" ]; then
+      deb="$(ls "$CACHE/debs/${name}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)"
+      [ -n "$deb" ] && unpack_kvm_modules "$deb" "$KDIR" || log "warning: kernel $mm: no KVM modules (cached kernel without its .deb)"
+    fi
     return 0
   fi
   deb="$(ls "$CACHE/debs/${name}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)"
@@ -194,6 +255,7 @@ prepare_kernel() {
   log "kernel $mm: unpacking $(basename "$deb")"
   unpack_kernel_deb "$deb" "$KDIR" || { err "kernel $mm: cannot unpack $deb"; return 1; }
   echo "$name $ver" >"$KDIR/package"
+  unpack_kvm_modules "$deb" "$KDIR" || log "warning: kernel $mm: no KVM modules: the reference VMM cases will fail"
   # Keep the cache bounded: drop older builds of the same major.minor.
   local old
   for old in "$CACHE/kernels/$mm"/*/; do

@@ -14,12 +14,24 @@
  * Permissions: the file is created with mode 0600 (forced with fchmod, whatever the umask). An existing
  * journal that grants any permission to group or others is REFUSED by `Journal.open`
  * (`ERR_JOURNAL_PERMISSIONS`); it is never chmod-ed behind the operator's back, because such a file may
- * already have been modified by someone else. `readJournal` (read-only, for the CLI) does not check it.
+ * already have been modified by someone else. So is a journal another user owns. `readJournal`
+ * (read-only, for the CLI) does not check either.
+ *
+ * Exclusive: `Journal.open` takes `<path>.lock` (lock.ts) for the journal's life; a second engine, in
+ * this or another process, gets `ERR_JOURNAL_LOCKED`. The journal is opened with O_NOFOLLOW (a
+ * symbolic link is refused). Every file system failure is `ERR_JOURNAL_OPEN` with the path, errno
+ * and syscall, never a raw fs error.
+ *
+ * Identity: per region, `identity` records say which memory the losses belong to (the host's boot
+ * id, the backing file's dev, inode and birth time). Losses recorded for another identity (after a
+ * host reboot, or with the file deleted and created again) are history (`replay.history`): fresh
+ * memory is not marked lost.
  */
 import * as fs from 'fs';
 import * as nodePath from 'path';
 import { invalidArg, RasError } from '../errors';
-import { looksLikeJournal, lostLine, regionLine, resetLine } from './format';
+import { identityLine, looksLikeJournal, lostLine, regionLine, resetLine } from './format';
+import { JournalLock } from './lock';
 import { parseJournal } from './parse';
 import {
   copyLayout,
@@ -28,8 +40,10 @@ import {
   layoutDiff,
   layoutProblem,
   resetProblem,
+  sameIdentity,
   type JournalReplay,
   type LostFrame,
+  type RegionIdentity,
   type RegionLayout,
   type ResetRecord,
 } from './records';
@@ -64,6 +78,39 @@ function checkFormat(buf: Buffer, file: string): void {
   }
 }
 
+const WHAT: Record<string, string> = {
+  ENOENT: 'its directory does not exist',
+  ELOOP: 'it is a symbolic link (refused: the journal is opened with O_NOFOLLOW)',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted (an immutable or append-only file?)',
+  EROFS: 'the file system is read-only',
+  ENOSPC: 'no space left on the device',
+  EISDIR: 'it is a directory',
+  ENOTDIR: 'a component of the path is not a directory',
+};
+
+/** A journal error with the path and the fs error's errno, syscall and cause, never a raw fs error. */
+function openError(path: string, e: unknown, step = 'open'): Error {
+  if (e instanceof RasError) return e;
+  const err = e as NodeJS.ErrnoException;
+  const why = (err.code && WHAT[err.code]) ?? err.message;
+  return new RasError('ERR_JOURNAL_OPEN', `journal ${path}: cannot ${step} it: ${why} (${err.code ?? 'error'}${err.syscall ? `, ${err.syscall}` : ''})`, {
+    path,
+    errno: err.errno,
+    syscall: err.syscall,
+    fsCode: err.code,
+    cause: e,
+  });
+}
+
+function journalCall<T>(path: string, step: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw openError(path, e, step);
+  }
+}
+
 function fsyncDirectory(dir: string): void {
   const dfd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
@@ -73,13 +120,13 @@ function fsyncDirectory(dir: string): void {
   }
 }
 
-/** Read a journal without modifying it (for the CLI). Throws the fs error (e.g. ENOENT) if it cannot be read. */
+/** Read a journal without modifying it or taking its lock (for the CLI). ERR_JOURNAL_OPEN if it cannot be read. */
 export function readJournal(path: string): JournalReplay {
   if (typeof path !== 'string' || path.length === 0) throw invalidArg('journal path must be a non-empty string');
-  const fd = fs.openSync(path, fs.constants.O_RDONLY);
+  const fd = journalCall(path, 'open', () => fs.openSync(path, fs.constants.O_RDONLY));
   try {
     checkRegularFile(fd, path);
-    const buf = readAll(fd);
+    const buf = journalCall(path, 'read', () => readAll(fd));
     checkFormat(buf, path);
     return parseJournal(buf, path, false).replay;
   } finally {
@@ -95,11 +142,15 @@ export class Journal {
   /** set when an fsync failed: the kernel may have dropped the data, the file state is unknown */
   private failed: Error | undefined;
 
-  private constructor(path: string, fd: number, size: number, regions: Map<string, RegionLayout>) {
+  private lock: JournalLock | undefined;
+  private readonly identities: Map<string, RegionIdentity>;
+
+  private constructor(path: string, fd: number, size: number, regions: Map<string, RegionLayout>, identities: Map<string, RegionIdentity>) {
     this.path = path;
     this.fd = fd;
     this.size = size;
     this.regions = regions;
+    this.identities = identities;
   }
 
   /**
@@ -110,25 +161,48 @@ export class Journal {
    */
   static open(path: string): { journal: Journal; replay: JournalReplay } {
     if (typeof path !== 'string' || path.length === 0) throw invalidArg('journal path must be a non-empty string');
-    const { O_RDWR, O_APPEND, O_CREAT, O_EXCL } = fs.constants;
+    const lock = journalCall(path, 'lock', () => JournalLock.acquire(path));
+    try {
+      const opened = Journal.openLocked(path);
+      opened.journal.lock = lock;
+      return opened;
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+  }
+
+  private static openLocked(path: string): { journal: Journal; replay: JournalReplay } {
+    const { O_RDWR, O_APPEND, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
     let fd: number;
     let created = false;
     try {
-      fd = fs.openSync(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL, 0o600);
+      fd = fs.openSync(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
       created = true;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      fd = fs.openSync(path, O_RDWR | O_APPEND);
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw openError(path, e);
+      fd = journalCall(path, 'open', () => fs.openSync(path, O_RDWR | O_APPEND | O_NOFOLLOW));
     }
     try {
       if (created) {
-        fs.fchmodSync(fd, 0o600); // the umask may have removed bits; make it exactly 0600
-        fs.fsyncSync(fd);
-        fsyncDirectory(nodePath.dirname(nodePath.resolve(path)));
-        const replay: JournalReplay = { regions: new Map(), lost: [], warnings: [], records: 0 };
-        return { journal: new Journal(path, fd, 0, new Map()), replay };
+        journalCall(path, 'create', () => {
+          fs.fchmodSync(fd, 0o600); // the umask may have removed bits; make it exactly 0600
+          fs.fsyncSync(fd);
+          fsyncDirectory(nodePath.dirname(nodePath.resolve(path)));
+        });
+        const replay: JournalReplay = { regions: new Map(), lost: [], warnings: [], records: 0, identities: new Map(), history: [] };
+        return { journal: new Journal(path, fd, 0, new Map(), new Map()), replay };
       }
       const st = checkRegularFile(fd, path);
+      const uid = process.geteuid?.();
+      if (uid !== undefined && st.uid !== uid) {
+        throw new RasError(
+          'ERR_JOURNAL_PERMISSIONS',
+          `journal ${path} belongs to uid ${st.uid}, not to this process (uid ${uid}): it may have been written by ` +
+            `someone else; check it, then run: chown ${uid} ${path}`,
+          { path, uid: st.uid },
+        );
+      }
       if ((st.mode & 0o077) !== 0) {
         const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
         throw new RasError(
@@ -138,18 +212,20 @@ export class Journal {
           { path, mode: st.mode & 0o777 },
         );
       }
-      const buf = readAll(fd);
+      const buf = journalCall(path, 'read', () => readAll(fd));
       checkFormat(buf, path);
       const { replay, tornAt } = parseJournal(buf, path, true);
       let size = buf.length;
       if (tornAt >= 0) {
-        fs.ftruncateSync(fd, tornAt);
-        fs.fsyncSync(fd);
+        journalCall(path, 'truncate', () => {
+          fs.ftruncateSync(fd, tornAt);
+          fs.fsyncSync(fd);
+        });
         size = tornAt;
       }
       const regions = new Map<string, RegionLayout>();
       for (const [k, v] of replay.regions) regions.set(k, copyLayout(v));
-      return { journal: new Journal(path, fd, size, regions), replay };
+      return { journal: new Journal(path, fd, size, regions, new Map(replay.identities)), replay };
     } catch (e) {
       try {
         fs.closeSync(fd);
@@ -158,6 +234,21 @@ export class Journal {
       }
       throw e;
     }
+  }
+
+  /**
+   * Notes which incarnation of a region's memory is mapped now (this boot, this backing file) and
+   * appends it if it is not the one recorded last. Returns the one recorded before, if any: losses
+   * recorded for another incarnation are history, not losses of this memory.
+   */
+  noteIdentity(region: string, id: RegionIdentity): RegionIdentity | undefined {
+    this.usable();
+    if (!this.regions.has(region)) throw invalidArg(`region "${region}" is not a region known to the journal (checkRegion first)`);
+    const old = this.identities.get(region);
+    if (old && sameIdentity(old, id)) return old;
+    this.append(identityLine(region, id, new Date().toISOString()));
+    this.identities.set(region, { ...id });
+    return old;
   }
 
   /**
@@ -230,36 +321,87 @@ export class Journal {
     this.append(resetLine(rec));
   }
 
-  /** Closes the file. Idempotent. */
+  get isClosed(): boolean {
+    return this.fd < 0;
+  }
+
+  /** Closes the file and releases the lock. Idempotent. */
   close(): void {
     if (this.fd < 0) return;
     const fd = this.fd;
     this.fd = -1;
-    fs.closeSync(fd);
-  }
-
-  private usable(): void {
-    if (this.fd < 0) throw new RasError('ERR_JOURNAL_CLOSED', `journal ${this.path} is closed`);
-    if (this.failed) {
-      throw new RasError(
-        'ERR_JOURNAL_FAILED',
-        `journal ${this.path}: an earlier fsync failed (${this.failed.message}); reopen the journal`,
-        { cause: this.failed },
-      );
+    try {
+      fs.closeSync(fd);
+    } finally {
+      this.lock?.release();
     }
   }
 
+  private usable(): void {
+    if (this.fd < 0) throw new RasError('ERR_JOURNAL_CLOSED', `journal ${this.path} is closed`, { path: this.path });
+    if (this.failed) this.reopenAfterFailure();
+  }
+
+  /**
+   * After a failed fsync the handle's state is unknown: open the same file again (the same inode, else
+   * ERR_JOURNAL_FAILED) and go on from what really is there; a record the kernel dropped is written
+   * again by the caller's retry (replay ignores a frame recorded twice).
+   */
+  private reopenAfterFailure(): void {
+    const cause = this.failed as Error;
+    let fd = -1;
+    try {
+      fd = fs.openSync(this.path, fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
+      const now = fs.fstatSync(fd);
+      const was = fs.fstatSync(this.fd);
+      if (now.dev !== was.dev || now.ino !== was.ino) throw new Error('the file was replaced');
+    } catch (e) {
+      if (fd >= 0) fs.closeSync(fd);
+      throw new RasError(
+        'ERR_JOURNAL_FAILED',
+        `journal ${this.path}: an earlier fsync failed (${cause.message}) and it cannot be reopened (${(e as Error).message})`,
+        { path: this.path, cause },
+      );
+    }
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.failed = undefined;
+  }
+
+  /** One write and one fsync; a failure is ERR_JOURNAL_WRITE with the path and the fs error (`cause`, `fsCode`). */
   private append(text: string): void {
+    try {
+      this.appendRaw(text);
+    } catch (e) {
+      if (e instanceof RasError) throw e;
+      const err = e as NodeJS.ErrnoException;
+      const why = (err.code && WHAT[err.code]) ?? err.message;
+      throw new RasError('ERR_JOURNAL_WRITE', `journal ${this.path}: cannot write it: ${why} (${err.code ?? 'error'}${err.syscall ? `, ${err.syscall}` : ''})`, {
+        path: this.path,
+        errno: err.errno,
+        syscall: err.syscall,
+        fsCode: err.code,
+        cause: e,
+      });
+    }
+  }
+
+  private appendRaw(text: string): void {
     const buf = Buffer.from(text, 'utf8');
+    // Where this record starts: the file's size now, not a size remembered from an earlier append, so
+    // a failed append cuts only its own bytes.
+    const start = fs.fstatSync(this.fd).size;
     let off = 0;
     try {
       while (off < buf.length) off += fs.writeSync(this.fd, buf, off, buf.length - off);
     } catch (e) {
       // e.g. ENOSPC after a partial write: cut the partial record so the next append starts on a clean line.
-      try {
-        fs.ftruncateSync(this.fd, this.size);
-      } catch {
-        this.failed = e as Error;
+      if (off > 0) {
+        try {
+          fs.ftruncateSync(this.fd, start);
+        } catch {
+          this.failed = e as Error;
+        }
       }
       throw e;
     }
@@ -267,15 +409,15 @@ export class Journal {
       fs.fsyncSync(this.fd);
     } catch (e) {
       // After a failed fsync, Linux may have dropped the dirty pages and cleared the error: the on-disk state
-      // is unknown, so refuse further appends on this handle (a reopen replays what really is there).
+      // is unknown, so this handle is not used again (the next append reopens the file).
       this.failed = e as Error;
       try {
-        fs.ftruncateSync(this.fd, this.size);
+        fs.ftruncateSync(this.fd, start);
       } catch {
         /* keep the original error */
       }
       throw e;
     }
-    this.size += buf.length;
+    this.size = start + buf.length;
   }
 }

@@ -9,6 +9,8 @@
  *   - `region`: `{ name, path, size, offset, guestPhysAddr, hugePageSize, wallTime }` (first mapping)
  *   - `lost`:   `{ region, guestPhysAddr, size, offset, cause, reason?, wallTime }` (one line per frame)
  *   - `reset`:  `{ region, guestPhysAddr, size, wallTime }`
+ *   - `identity`: `{ region, boot, dev, ino, birthMs, wallTime }`: which memory the region is from now on
+ *     (a host boot, a backing file); the losses recorded before it for another identity are history
  * Bigints are hex strings ("0x1f000"). There is no header record: an empty file is an empty journal.
  */
 import { crc32 } from 'zlib';
@@ -19,6 +21,8 @@ import {
   describe,
   frameProblem,
   hex,
+  identityProblem,
+  type RegionIdentity,
   isObject,
   layoutProblem,
   resetProblem,
@@ -72,6 +76,10 @@ export function resetLine(r: ResetRecord): string {
   });
 }
 
+export function identityLine(region: string, id: RegionIdentity, wallTime: string): string {
+  return encodeLine({ type: 'identity', region, boot: id.boot, dev: id.dev, ino: id.ino, birthMs: id.birthMs, wallTime });
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 
@@ -81,7 +89,8 @@ const ADDR_RE = /^0x[0-9a-f]+$/;
 export type Decoded =
   | { type: 'region'; layout: RegionLayout }
   | { type: 'lost'; frame: LostFrame }
-  | { type: 'reset'; reset: ResetRecord };
+  | { type: 'reset'; reset: ResetRecord }
+  | { type: 'identity'; region: string; identity: RegionIdentity };
 
 export class VersionError extends Error {}
 
@@ -144,6 +153,15 @@ export function decodeLine(line: Buffer): Decoded | string {
           size: rec.size as number,
           wallTime: rec.wallTime as string,
         },
+      };
+    }
+    case 'identity': {
+      const p = identityProblem(rec, 'identity record');
+      if (p) return p;
+      return {
+        type: 'identity',
+        region: rec.region as string,
+        identity: { boot: rec.boot as string, dev: rec.dev as number, ino: rec.ino as number, birthMs: rec.birthMs as number },
       };
     }
     default:

@@ -18,6 +18,12 @@ export interface LostPage {
   cause: LostCause;
   reason?: string;
   hugePageIndex: number;
+  /**
+   * The journal holds this loss (it survives a restart of the VMM). false without a journal, or while
+   * the journal cannot be written (full disk, read-only file): the engine retries the write and sets it
+   * to true once the journal took it; `stats().journal.notDurable` counts those waiting.
+   */
+  durable: boolean;
 }
 
 export class Ledger {

@@ -2,7 +2,17 @@
 // later reset, warnings for a torn tail and bad records). Pure: file.ts reads and truncates.
 import { RasError } from '../errors';
 import { decodeLine, VersionError, type Decoded } from './format';
-import { layoutDiff, sameLayout, type JournalReplay, type JournalWarning, type LostFrame, type RegionLayout } from './records';
+import {
+  identityChange,
+  layoutDiff,
+  sameLayout,
+  type HistoricLoss,
+  type JournalReplay,
+  type JournalWarning,
+  type LostFrame,
+  type RegionIdentity,
+  type RegionLayout,
+} from './records';
 
 function frameKey(f: { region: string; guestPhysAddr: bigint; size: number }): string {
   return `${f.region}\u0000${f.guestPhysAddr.toString(16)}\u0000${f.size}`;
@@ -19,6 +29,8 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
   const warnings: JournalWarning[] = [];
   let lost: LostFrame[] = [];
   const lostKeys = new Set<string>();
+  const identities = new Map<string, RegionIdentity>();
+  const history: HistoricLoss[] = [];
   let records = 0;
   let tornAt = -1;
 
@@ -79,6 +91,23 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
         lostKeys.add(key);
         lost.push(decoded.frame);
       }
+    } else if (decoded.type === 'identity') {
+      records++;
+      const old = identities.get(decoded.region);
+      const why = old && identityChange(old, decoded.identity);
+      if (why) {
+        // The region is other memory from here on: what was lost before is history.
+        const kept: LostFrame[] = [];
+        for (const f of lost) {
+          if (f.region !== decoded.region) kept.push(f);
+          else {
+            lostKeys.delete(frameKey(f));
+            history.push({ ...f, why });
+          }
+        }
+        lost = kept;
+      }
+      identities.set(decoded.region, decoded.identity);
     } else {
       records++;
       const r = decoded.reset;
@@ -94,5 +123,5 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
     }
     pos = nl + 1;
   }
-  return { replay: { regions, lost, warnings, records }, tornAt };
+  return { replay: { regions, lost, history, identities, warnings, records }, tornAt };
 }

@@ -38,6 +38,9 @@ export function formatJournal(replay: JournalReplay): string {
         `at ${text(f.wallTime || '?')}  cause ${f.cause}${f.reason !== undefined ? ` (${text(f.reason)})` : ''}`,
     );
   }
+  for (const f of replay.history) {
+    lines.push(`history ${text(f.region)}  gpa ${hex(f.guestPhysAddr)}  ${humanSize(f.size)}  offset 0x${f.offset.toString(16)}  not applied: ${f.why}`);
+  }
   for (const w of replay.warnings) {
     lines.push(`warning ${w.code} at byte ${w.byteOffset}: ${w.message}`);
   }

@@ -37,10 +37,35 @@ export interface JournalWarning {
   message: string;
 }
 
+/**
+ * Which memory a region's losses belong to: the host's boot and the backing file (dev, ino, and the
+ * birth time where the file system has one, else 0). Another boot, or the file deleted and created
+ * again, is fresh memory: the losses recorded before are history.
+ */
+export interface RegionIdentity {
+  boot: string;
+  dev: number;
+  ino: number;
+  birthMs: number;
+}
+
+/** A loss recorded for an earlier incarnation of a region (before a reboot, or another file). */
+export interface HistoricLoss extends LostFrame {
+  /** Why it is not applied: which incarnation it was recorded for. */
+  why: string;
+}
+
 export interface JournalReplay {
   regions: Map<string, RegionLayout>;
-  /** net: frames lost and not cleared by a later reset record covering them */
+  /**
+   * net: frames lost and not cleared by a later reset record covering them, for the incarnation of
+   * each region recorded last (mapRegion moves them to `history` if the memory is another one now)
+   */
   lost: LostFrame[];
+  /** Losses of earlier incarnations of a region (another boot, a recreated file): not applied. */
+  history: HistoricLoss[];
+  /** The incarnation recorded last per region. */
+  identities: Map<string, RegionIdentity>;
   warnings: JournalWarning[];
   /** good records read */
   records: number;
@@ -164,4 +189,27 @@ export function layoutDiff(old: RegionLayout, now: RegionLayout): LayoutDifferen
     });
   }
   return out;
+}
+
+export function sameIdentity(a: RegionIdentity, b: RegionIdentity): boolean {
+  return a.boot === b.boot && a.dev === b.dev && a.ino === b.ino && a.birthMs === b.birthMs;
+}
+
+/** Why memory `now` is not the memory `then` (undefined: the same). */
+export function identityChange(then: RegionIdentity, now: RegionIdentity): string | undefined {
+  if (then.boot !== now.boot) return `recorded in another boot of the host (boot id ${then.boot}); the memory is fresh`;
+  if (then.dev !== now.dev || then.ino !== now.ino || then.birthMs !== now.birthMs)
+    return `recorded for another backing file (dev ${then.dev}, inode ${then.ino}); the file was created again`;
+  return undefined;
+}
+
+export function identityProblem(r: Record<string, unknown>, what: string): string | undefined {
+  return firstProblem(
+    checkString(r.region, `${what}.region`),
+    checkString(r.boot, `${what}.boot`),
+    checkInt(r.dev, `${what}.dev`, 0),
+    checkInt(r.ino, `${what}.ino`, 0),
+    checkInt(r.birthMs, `${what}.birthMs`, 0),
+    checkString(r.wallTime, `${what}.wallTime`, true),
+  );
 }

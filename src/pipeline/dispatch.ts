@@ -1,5 +1,6 @@
 // Dispatch: native event batches (from the one worker of the process) are routed to the engine owning
 // the region, and each native event becomes the engine's typed events, a loss recorded first.
+import * as fs from 'node:fs';
 import { BUS_MCEERR_AO, SUBPAGE } from '../constants';
 import type { RecoveredEvent, RefusedEvent } from '../events';
 import { NativeEventType, PageState, type NativeEvent } from '../native';
@@ -9,11 +10,48 @@ import { attached } from './engines';
 import { emitLost, record } from './record';
 import type { EngineState } from './state';
 
-/** The callback the native worker is started with. */
+/**
+ * The callback the native worker is started with (through a ThreadSafeFunction). Nothing may throw out
+ * of it: a throw would abandon the rest of the batch. Each event is handled on its own, so one that
+ * fails (a listener, the journal) never costs the others; listeners cannot throw here (deliver()).
+ */
 export function dispatch(events: NativeEvent[]): void {
   for (const e of events) {
-    for (const engine of attached()) if (engine.handleNativeEvent(e)) break;
+    try {
+      for (const engine of attached()) if (engine.handleNativeEvent(e)) break;
+    } catch (err) {
+      bug(err);
+    }
   }
+  // This batch is counted as delivered when this callback returns.
+  for (const engine of attached()) {
+    try {
+      engine.batchDelivered(events.length);
+    } catch (err) {
+      bug(err);
+    }
+  }
+}
+
+function bug(err: unknown): void {
+  try {
+    process.emitWarning(err instanceof Error ? err : new Error(String(err)), 'RasInternalError');
+  } catch {
+    /* nothing may throw out of the native callback */
+  }
+}
+
+/** The JS thread's kernel thread id (a guarded access by the VMM itself reports it). */
+let jsTid: number | undefined;
+export function jsThreadId(): number {
+  if (jsTid === undefined) {
+    try {
+      jsTid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+    } catch {
+      jsTid = process.pid;
+    }
+  }
+  return jsTid;
 }
 
 /** Routes one native event to this engine's state; false if the region is not this engine's. */
@@ -23,8 +61,8 @@ export function routeEvent(s: EngineState, e: NativeEvent): boolean {
   try {
     onEvent(s, region, e);
   } catch (err) {
-    // The journal could not be written: the loss must not go unreported, so report both.
-    s.events.emit('error', err instanceof Error ? err : new Error(String(err)));
+    // Not a listener's or the journal's (both are handled where they happen): report it, go on.
+    s.events.reportError(err instanceof Error ? err : new Error(String(err)));
   }
   return true;
 }
@@ -35,7 +73,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
   switch (e.type) {
     case NativeEventType.Poison: {
       const split = e.pageState === PageState.Split;
-      s.events.emit('poison', {
+      s.events.deliver('poison', {
         region: region.name,
         hostAddress: e.address,
         offset,
@@ -45,6 +83,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
         reportedLsb: e.lsb,
         pageSize: split ? SUBPAGE : region.hugePageSize,
         alreadyLost: e.alreadyLost,
+        by: e.tid === jsThreadId() ? 'engine-access' : 'vcpu',
         threadId: e.tid,
         timeNs: e.timeNs,
       });
@@ -70,7 +109,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
         ...(guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
         ...(e.guardErrno ? { guardErrno: -e.guardErrno, guardSyscall: e.guardSyscall } : {}),
       };
-      s.events.emit('recovered', event);
+      s.events.deliver('recovered', event);
       return;
     }
     case NativeEventType.Refused: {
@@ -85,7 +124,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
         size: region.hugePageSize,
         ...(e.errno ? { errno: -e.errno, syscall: e.syscall } : {}),
       };
-      s.events.emit('refused', event);
+      s.events.deliver('refused', event);
       return;
     }
     case NativeEventType.SubpageLost: {

@@ -1,13 +1,14 @@
 // Record: a loss is written to the journal first (durable: it survives a VMM restart), then to the
-// ledger; only then is it reported.
+// ledger; only then is it reported. A journal that cannot be written never holds a loss back: the
+// ledger entry says `durable: false` and durable.ts reports and retries the write.
 import { SUBPAGE } from '../constants';
 import type { LostEvent } from '../events';
-import type { LostCause } from '../ledger/ledger';
+import type { LostCause, LostPage } from '../ledger/ledger';
 import type { LostFrame } from '../ledger/records';
 import type { Region } from '../region';
 import type { EngineState } from './state';
 
-/** Journal first (durable), then ledger; returns how many frames were new. */
+/** Journal first (durable), then ledger; returns how many frames were new. Never throws for the journal. */
 export function record(
   s: EngineState,
   region: Region,
@@ -19,21 +20,19 @@ export function record(
   const fresh = frames.filter((f) => !s.ledger.contains(region.name, f.offset));
   if (fresh.length === 0) return 0;
   const wallTime = new Date().toISOString();
-  s.journal?.appendLost(
-    fresh.map(
-      (f): LostFrame => ({
-        region: region.name,
-        guestPhysAddr: region.guestPhysAddrOf(f.offset),
-        size: f.size,
-        offset: f.offset,
-        cause,
-        wallTime,
-        ...(reason ? { reason } : {}),
-      }),
-    ),
+  const frames2 = fresh.map(
+    (f): LostFrame => ({
+      region: region.name,
+      guestPhysAddr: region.guestPhysAddrOf(f.offset),
+      size: f.size,
+      offset: f.offset,
+      cause,
+      wallTime,
+      ...(reason ? { reason } : {}),
+    }),
   );
-  for (const f of fresh)
-    s.ledger.add({
+  const pages = fresh.map(
+    (f): LostPage => ({
       region: region.name,
       guestPhysAddr: region.guestPhysAddrOf(f.offset),
       hostAddress: region.address + BigInt(f.offset),
@@ -41,8 +40,12 @@ export function record(
       size: f.size,
       cause,
       hugePageIndex: page,
+      durable: false,
       ...(reason ? { reason } : {}),
-    });
+    }),
+  );
+  s.durable.append(frames2, pages);
+  for (const p of pages) s.ledger.add(p);
   return fresh.length;
 }
 
@@ -55,5 +58,5 @@ export function emitLost(s: EngineState, region: Region, offset: number, cause: 
     size,
     cause,
   };
-  s.events.emit('lost', event);
+  s.events.deliver('lost', event);
 }

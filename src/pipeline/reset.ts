@@ -25,14 +25,28 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
     }
     const offset = page * region.hugePageSize;
     s.ledger.clearRange(region.name, offset, region.hugePageSize);
-    s.journal?.appendReset({
-      region: region.name,
-      guestPhysAddr: region.guestPhysAddrOf(offset),
-      size: region.hugePageSize,
-      wallTime: new Date().toISOString(),
-    });
+    s.durable.dropRange(region.name, offset, region.hugePageSize);
+    try {
+      s.journal?.appendReset({
+        region: region.name,
+        guestPhysAddr: region.guestPhysAddrOf(offset),
+        size: region.hugePageSize,
+        wallTime: new Date().toISOString(),
+      });
+    } catch (err) {
+      // The page is fresh memory now whatever the disk does: go on with the other pages. Without the
+      // reset record a restart would mark this fresh memory lost again (safe, not silent).
+      s.events.reportError(
+        new RasError('ERR_JOURNAL_WRITE', `journal ${s.journal?.path}: could not record the reset of region ${region.name} huge page ${page}: ${(err as Error).message}`, {
+          path: s.journal?.path,
+          region: region.name,
+          hugePageIndex: page,
+          cause: err,
+        }),
+      );
+    }
   }
   const event: ResetEvent = { region: region.name, restoredHugePages: restored, stillSplit, ...(reason ? { reason } : {}) };
-  s.events.emit('reset', event);
+  s.events.deliver('reset', event);
   return event;
 }

@@ -1,5 +1,7 @@
 // What the stages of the pipeline share: one engine's regions, ledger, journal and event emitter.
 import type { RasEvents } from '../events';
+import type { DurableLog } from './durable';
+import type { Idle } from './idle';
 import type { Journal } from '../ledger/file';
 import type { Ledger } from '../ledger/ledger';
 import type { JournalReplay } from '../ledger/records';
@@ -14,6 +16,10 @@ export interface EngineState {
   /** The journal's state when the engine opened. */
   readonly replay: JournalReplay | undefined;
   readonly events: RasEvents;
+  /** Writes lost frames to the journal; reports and retries what it cannot write. */
+  readonly durable: DurableLog;
+  /** whenIdle()'s waiters, and deliveries deferred past the current call (replayed losses). */
+  readonly idle: Idle;
   /** The guard the engine asked the native side for (a page whose guard failed says its own). */
   readonly guard: Guard;
 }

@@ -1,0 +1,130 @@
+// Durable: the engine's writes of lost frames to the journal, and what happens when the journal cannot
+// be written (full disk, read-only or immutable file, failed fsync). A loss is never held back for the
+// journal: it reaches the ledger (marked `durable: false`) and its event whatever the disk does, the
+// failure is reported as an `error` event naming the frames and counted, and the frames are written
+// again before the next append and on a timer (every RETRY_MS while any wait), until the journal takes
+// them; then their ledger entries become `durable: true`.
+import { RasError } from '../errors';
+import type { RasEvents } from '../events';
+import type { Journal } from '../ledger/file';
+import type { LostPage } from '../ledger/ledger';
+import type { LostFrame } from '../ledger/records';
+
+/** How often frames the journal refused are written again (besides before every append). */
+export const RETRY_MS = 1000;
+
+export interface JournalStats {
+  /** Appends of lost frames that failed (each is reported as an `error` event). */
+  failedWrites: number;
+  /** Lost frames in the ledger that the journal does not hold yet (retried). */
+  notDurable: number;
+  /** Appends that succeeded after a failure (they carried the frames that had waited). */
+  retriedWrites: number;
+}
+
+interface Waiting {
+  frame: LostFrame;
+  page: LostPage;
+}
+
+export class DurableLog {
+  private readonly waiting: Waiting[] = [];
+  private failedWrites = 0;
+  private retriedWrites = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly journal: Journal | undefined,
+    private readonly events: RasEvents,
+  ) {}
+
+  /**
+   * Writes the frames (after any that wait) and marks their pages durable; on failure the pages are
+   * marked not durable, the failure is reported and the frames wait for a retry. Never throws.
+   */
+  append(frames: LostFrame[], pages: LostPage[]): void {
+    if (!this.journal) return;
+    const items = frames.map((frame, i) => ({ frame, page: pages[i] }));
+    for (const it of items) it.page.durable = false;
+    this.waiting.push(...items);
+    this.flush(items);
+  }
+
+  /** Frames inside [offset, offset+size) of a region no longer wait (a reset cleared them). */
+  dropRange(region: string, offset: number, size: number): void {
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const f = this.waiting[i].frame;
+      if (f.region === region && f.offset >= offset && f.offset + f.size <= offset + size) this.waiting.splice(i, 1);
+    }
+    if (this.waiting.length === 0) this.stopTimer();
+  }
+
+  stats(): JournalStats {
+    return { failedWrites: this.failedWrites, notDurable: this.waiting.length, retriedWrites: this.retriedWrites };
+  }
+
+  /** A last attempt, then no more retries. */
+  close(): void {
+    if (this.waiting.length > 0) this.flush([]);
+    this.stopTimer();
+  }
+
+  /**
+   * Writes every waiting frame in one append. `fresh`: the frames of this call, reported if the write
+   * fails; a retry by the timer (no fresh frames) that fails again is counted, not reported again.
+   */
+  private flush(fresh: Waiting[], report = true): boolean {
+    const journal = this.journal;
+    if (!journal || this.waiting.length === 0) return true;
+    const batch = [...this.waiting];
+    const hadWaited = batch.length > fresh.length;
+    try {
+      journal.appendLost(batch.map((w) => w.frame));
+    } catch (err) {
+      this.failedWrites++;
+      if (report) this.report(journal.path, (fresh.length > 0 ? fresh : batch).map((w) => w.frame), batch.length, err);
+      this.startTimer();
+      return false;
+    }
+    if (hadWaited) this.retriedWrites++;
+    for (const w of batch) w.page.durable = true;
+    this.waiting.splice(0, batch.length);
+    this.stopTimer();
+    return true;
+  }
+
+  private report(path: string, frames: LostFrame[], waiting: number, err: unknown): void {
+    const list = frames.map((f) => `${f.region}+0x${f.offset.toString(16)} (guest physical 0x${f.guestPhysAddr.toString(16)}, ${f.size} bytes)`);
+    // The journal's own ERR_JOURNAL_WRITE carries the fs error as its cause.
+    const fsErr = (err instanceof RasError && (err as { cause?: unknown }).cause ? (err as { cause?: unknown }).cause : err) as NodeJS.ErrnoException;
+    const why = fsErr instanceof Error ? fsErr.message : String(fsErr);
+    this.events.reportError(
+      new RasError(
+        'ERR_JOURNAL_WRITE',
+        `journal ${path}: could not record ${frames.length} lost frame(s) ${list.join(', ')}: ${why}; ` +
+          `they are in lostPages() with durable: false and were reported; the write is retried`,
+        {
+          path,
+          frames: frames.map((f) => ({ region: f.region, offset: f.offset, guestPhysAddr: f.guestPhysAddr, size: f.size })),
+          waiting,
+          cause: fsErr,
+          ...(fsErr && typeof fsErr === 'object' && 'errno' in fsErr ? { fsCode: fsErr.code, errno: fsErr.errno, syscall: fsErr.syscall } : {}),
+        },
+      ),
+    );
+  }
+
+  private startTimer(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (!this.journal || this.journal.isClosed) return this.stopTimer();
+      this.flush([], false);
+    }, RETRY_MS);
+    this.timer.unref();
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}

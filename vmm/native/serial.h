@@ -1,0 +1,31 @@
+// serial: the smallest 8250 UART at 0x3f8 a Linux guest's early console needs. Transmit only:
+// every byte written to THR (with DLAB clear) ends up in a line handed to the sink; LSR always
+// reads "transmitter empty" (0x60); the other registers read 0, so the kernel's 8250 driver finds
+// no UART and keeps the boot console (earlyprintk=serial,ttyS0,115200 keep_bootcon).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace ras_vmm {
+
+class Serial8250 {
+ public:
+  static constexpr uint16_t kBase = 0x3f8;
+  using LineSink = std::function<void(std::string&&)>;
+  explicit Serial8250(LineSink sink) : sink_(std::move(sink)) {}
+  static bool Claims(uint16_t port) { return port >= kBase && port < kBase + 8; }
+  void Out(uint16_t port, uint8_t v);
+  uint8_t In(uint16_t port) const;
+  void Flush();  // hands a partial last line to the sink
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  LineSink sink_;
+  std::string line_;
+  uint8_t lcr_ = 0;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace ras_vmm

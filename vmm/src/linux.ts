@@ -1,0 +1,300 @@
+// The reference VMM's Linux mode: Debian's own kernel (bzImage) with a small initramfs (busybox and
+// a memory walker, vmm/linux/), one vCPU, guest RAM made of hugetlb-ras regions, the serial console
+// forwarded line by line. Poison a frame under the walker, let the engine recover the huge page,
+// let the guest kernel handle the machine check for the lost 4 KiB, watch the walker carry on.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { RasEngine, type EngineOptions, type InjectMode, type Region, type RecoveredEvent } from '../../src/index';
+import { EV_ERROR, EV_INJECTED, EV_STALL, PATH_NAMES, packageRoot, vmmNative, type NativeVmEvent } from './native';
+import { MiB, type VmmRegionSpec } from './vmm';
+
+export const EV_CONSOLE = 10;
+export const EV_EXIT = 11;
+
+export interface LinuxVmStats {
+  runs: number; pio: number; pioOther: number; mmioInRam: number; mmioRewound: number; mmioOutside: number;
+  efault: number; efaultUnresolved: number; eintr: number; eintrSigbus: number;
+  injected: number; injectedAo: number; deferred: number; injectFailed: number; duplicate: number;
+  healthy: number; recovering: number; lost: number; notRam: number; consoleBytes: number; controlReads: number;
+  state: 'running' | 'reset' | 'triple-fault' | 'error' | 'kicked';
+  done: boolean;
+  error?: string;
+}
+
+interface NativeLinuxVm {
+  start(cb: (events: NativeVmEvent[]) => void): void;
+  requestStop(): void;
+  injectMce(gpa: bigint, actionRequired: boolean): void;
+  kick(): void;
+  done(): boolean;
+  join(): LinuxVmStats;
+  stats(): LinuxVmStats;
+  info(): { vendor: string; mcgCap: bigint; bootProtocol: number; entry: bigint; entry64: boolean; initrdGpa: bigint; initrdSize: number; kernelSize: number; e820Ram: { gpa: bigint; size: number }[] };
+}
+
+const hex = (v: bigint | number) => '0x' + v.toString(16);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Guest RAM for the Linux guest: two regions of 2 MiB pages (the e820 map has one RAM entry each). */
+export function linuxRegions(lowMiB = 160, highMiB = 64): VmmRegionSpec[] {
+  return [
+    { name: 'low', pageSize: '2M', size: lowMiB * MiB, guestPhysAddr: 0n },
+    { name: 'high', pageSize: '2M', size: highMiB * MiB, guestPhysAddr: 0x10000000n },
+  ];
+}
+
+/** Debian's 6.12 vmlinuz: $RAS_LINUX_KERNEL, else the newest the lab cached (lab/cache/kernels/6.12). */
+export function findKernel(): string | undefined {
+  const env = process.env.RAS_LINUX_KERNEL;
+  if (env) return fs.existsSync(env) ? env : undefined;
+  const dir = path.join(packageRoot(), 'lab', 'cache', 'kernels', '6.12');
+  if (!fs.existsSync(dir)) return undefined;
+  const builds = fs.readdirSync(dir).filter((d) => fs.existsSync(path.join(dir, d, 'vmlinuz'))).sort();
+  return builds.length ? path.join(dir, builds[builds.length - 1], 'vmlinuz') : undefined;
+}
+
+/** The guest's initramfs: $RAS_LINUX_INITRD, else built by vmm/linux/build-initramfs.sh into build/linux/ when stale. */
+export function initramfs(): string {
+  const env = process.env.RAS_LINUX_INITRD;
+  if (env) return env;
+  const root = packageRoot();
+  const src = path.join(root, 'vmm', 'linux');
+  const out = path.join(root, 'build', 'linux', 'initramfs.cpio');
+  const newest = Math.max(...fs.readdirSync(src).map((f) => fs.statSync(path.join(src, f)).mtimeMs));
+  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < newest) {
+    execFileSync('bash', [path.join(src, 'build-initramfs.sh'), path.dirname(out)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  return out;
+}
+
+export interface ConsoleLine { ms: number; text: string }
+export interface WalkerTarget { name: string; page: number; pfn: bigint; gpa: bigint }
+export interface Heartbeat { ms: number; pass: number; pages: number; wrong: number; lost: number }
+export interface WalkerSigbus { ms: number; kind: 'BUS_MCEERR_AR' | 'BUS_MCEERR_AO'; addr: bigint; lsb: number; page: number; pfn: bigint }
+export interface LinuxInjection { ms: number; gpa: bigint; path: string; ar: boolean; status: bigint; mcgStatus: bigint; misc: bigint; errno: number }
+
+export interface LinuxGuestOptions {
+  kernel?: string;
+  initrd?: string;
+  regions?: VmmRegionSpec[];
+  dir2M?: string;
+  dir1G?: string;
+  engine?: EngineOptions;
+  /** Share of the guest's MemAvailable the walker fills (percent). */
+  walkerPercent?: number;
+  /** Pause between the walker's passes (ms). */
+  walkerIntervalMs?: number;
+  /** Kernel console log level (5: warnings and worse, which includes the machine-check lines; 7: all). */
+  loglevel?: number;
+  extraCmdline?: string;
+  /** Boot through the 64-bit entry (long mode, default) or the 32-bit one (flat protected mode). */
+  entry?: 64 | 32;
+  waitMs?: number;
+  /** Every console line, engine event and VMM action, as it happens (the demo prints them). */
+  onLine?: (source: 'guest' | 'engine' | 'vmm', text: string) => void;
+}
+
+/** The parts of a console line after the printk timestamp. */
+function body(text: string): string {
+  return text.replace(/^\[\s*\d+\.\d+\]\s*/, '');
+}
+
+export class LinuxGuest {
+  readonly engine: RasEngine;
+  readonly regions = new Map<string, Region>();
+  readonly cmdline: string;
+  readonly console: ConsoleLine[] = [];
+  readonly targets: WalkerTarget[] = [];
+  readonly heartbeats: Heartbeat[] = [];
+  readonly sigbus: WalkerSigbus[] = [];
+  readonly injections: LinuxInjection[] = [];
+  readonly recovered: RecoveredEvent[] = [];
+  readonly errors: string[] = [];
+  bye?: { passes: number; wrong: number; lost: number };
+  exit?: { state: string; ms: number };
+  private readonly vm: NativeLinuxVm;
+  private readonly files: string[];
+  private readonly specs: VmmRegionSpec[];
+  private readonly onLine: NonNullable<LinuxGuestOptions['onLine']>;
+  private started = false;
+  private closed = false;
+  readonly t0 = Date.now();
+
+  private constructor(engine: RasEngine, vm: NativeLinuxVm, regions: Map<string, Region>, files: string[], specs: VmmRegionSpec[], cmdline: string, onLine: LinuxGuestOptions['onLine']) {
+    this.engine = engine;
+    this.vm = vm;
+    this.regions = regions;
+    this.files = files;
+    this.specs = specs;
+    this.cmdline = cmdline;
+    this.onLine = onLine ?? (() => {});
+    engine.on('recovered', (e) => {
+      this.recovered.push(e);
+      this.onLine('engine', `recovered ${e.region} huge page #${e.hugePageIndex} (${hex(e.hugePageGuestPhysAddr)}): lost ${e.lostGuestPhysAddrs.map(hex).join(' ')}, guard ${e.guard}, ${(Number(e.totalNs) / 1e6).toFixed(2)} ms`);
+    });
+    engine.on('poison', (e) => this.onLine('engine', `poison ${e.kind} at ${e.region}+${hex(e.offset)} (gpa ${hex(e.guestPhysAddr)})${e.alreadyLost ? ', already lost' : ''}`));
+    engine.on('refused', (e) => this.onLine('engine', `refused ${e.region} #${e.hugePageIndex}: ${e.reason}`));
+    engine.on('error', (e) => this.errors.push(`engine: ${e.message}`));
+  }
+
+  static open(o: LinuxGuestOptions = {}): LinuxGuest {
+    const kernel = o.kernel ?? findKernel();
+    if (!kernel) throw new Error('no Linux kernel: set RAS_LINUX_KERNEL or run the lab once (lab/cache/kernels/6.12/*/vmlinuz)');
+    const initrd = o.initrd ?? initramfs();
+    const native = vmmNative() as unknown as { installSigbusHandler(): { installed: boolean }; LinuxVm: new (x: unknown) => NativeLinuxVm };
+    if (!native.installSigbusHandler().installed) throw new Error('could not install the VMM SIGBUS handler');
+    const engine = RasEngine.open(o.engine ?? {});
+    const root = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
+    const dirs = { '2M': o.dir2M ?? path.join(root, '2M'), '1G': o.dir1G ?? path.join(root, '1G') };
+    const specs = o.regions ?? linuxRegions();
+    const regions = new Map<string, Region>();
+    const files: string[] = [];
+    const cmdline = [
+      'earlyprintk=serial,ttyS0,115200 keep_bootcon printk.devkmsg=on',
+      `loglevel=${o.loglevel ?? 5}`,
+      'acpi=off pci=off lpj=5000000 no_timer_check reboot=k panic=-1 nokaslr',
+      `walker.percent=${o.walkerPercent ?? 60} walker.interval=${o.walkerIntervalMs ?? 2000}`,
+      o.extraCmdline ?? '',
+    ].join(' ').trim();
+    try {
+      for (const s of specs) {
+        const file = path.join(dirs[s.pageSize], `linux-${process.pid}-${s.name}`);
+        files.push(file);
+        regions.set(s.name, engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr }));
+      }
+      const vm = new native.LinuxVm({
+        api: engine.nativeApi(),
+        slots: specs.map((s) => ({ gpa: s.guestPhysAddr, size: s.size, hva: regions.get(s.name)!.address })),
+        kernel: fs.readFileSync(kernel),
+        initrd: fs.readFileSync(initrd),
+        cmdline,
+        entry64: (o.entry ?? 64) === 64,
+        waitMs: o.waitMs,
+      });
+      return new LinuxGuest(engine, vm, regions, files, specs, cmdline, o.onLine);
+    } catch (e) {
+      engine.close();
+      for (const f of files) fs.rmSync(f, { force: true });
+      throw e;
+    }
+  }
+
+  info(): ReturnType<NativeLinuxVm['info']> {
+    return this.vm.info();
+  }
+
+  stats(): LinuxVmStats {
+    return this.vm.stats();
+  }
+
+  start(): void {
+    this.started = true;
+    const i = this.vm.info();
+    this.onLine('vmm', `boot protocol 2.${(i.bootProtocol & 0xff).toString().padStart(2, '0')}, ${i.entry64 ? '64-bit' : '32-bit'} entry ${hex(i.entry)}, initrd at ${hex(i.initrdGpa)}, e820 RAM ${i.e820Ram.map((r) => `[${hex(r.gpa)}, ${hex(r.gpa + BigInt(r.size))})`).join(' ')}`);
+    this.onLine('vmm', `command line: ${this.cmdline}`);
+    this.vm.start((events) => {
+      for (const e of events) this.record(e);
+    });
+  }
+
+  private record(e: NativeVmEvent): void {
+    const ms = Date.now() - this.t0;
+    if (e.type === EV_CONSOLE) {
+      const text = e.text ?? '';
+      this.console.push({ ms, text });
+      this.onLine('guest', text);
+      const b = body(text);
+      let m: RegExpExecArray | null;
+      if ((m = /^walker: target (\w+) page=(\d+) va=\S+ pfn=(0x[0-9a-f]+) gpa=(0x[0-9a-f]+)/.exec(b)))
+        this.targets.push({ name: m[1], page: Number(m[2]), pfn: BigInt(m[3]), gpa: BigInt(m[4]) });
+      else if ((m = /^walker: heartbeat pass=(\d+) pages=(\d+) wrong=(\d+) lost=(\d+)/.exec(b)))
+        this.heartbeats.push({ ms, pass: Number(m[1]), pages: Number(m[2]), wrong: Number(m[3]), lost: Number(m[4]) });
+      else if ((m = /^walker: SIGBUS (BUS_MCEERR_A[RO]) addr=(0x[0-9a-f]+) lsb=(\d+) page=(\d+) pfn=(0x[0-9a-f]+)/.exec(b)))
+        this.sigbus.push({ ms, kind: m[1] as WalkerSigbus['kind'], addr: BigInt(m[2]), lsb: Number(m[3]), page: Number(m[4]), pfn: BigInt(m[5]) });
+      else if ((m = /^walker: bye passes=(\d+) wrong=(\d+) lost=(\d+)/.exec(b)))
+        this.bye = { passes: Number(m[1]), wrong: Number(m[2]), lost: Number(m[3]) };
+    } else if (e.type === EV_INJECTED) {
+      const v = e.v;
+      const inj: LinuxInjection = { ms, gpa: v[0], path: PATH_NAMES[Number(v[1])] ?? 'vmm', ar: e.text !== 'AO', status: v[2], mcgStatus: v[3], misc: v[4], errno: Number(v[7]) };
+      this.injections.push(inj);
+      this.onLine('vmm', `machine check ${inj.ar ? 'AR' : 'AO'} injected for gpa ${hex(inj.gpa)} (pfn ${hex(inj.gpa >> 12n)}) via ${inj.path}: MCi_STATUS ${hex(inj.status)} MCG_STATUS ${hex(inj.mcgStatus)} MCi_MISC ${hex(inj.misc)}${inj.errno ? ` FAILED errno ${inj.errno}` : ''}`);
+    } else if (e.type === EV_STALL) {
+      this.onLine('vmm', `vCPU stalled ${(Number(e.v[2]) / 1e6).toFixed(2)} ms on ${PATH_NAMES[Number(e.v[0])]} ${hex(e.v[1])}: ${['not-ram', 'healthy', 'recovering', 'lost'][Number(e.v[3])]}`);
+    } else if (e.type === EV_ERROR) {
+      this.errors.push(e.text ?? 'error');
+      this.onLine('vmm', `error: ${e.text}`);
+    } else if (e.type === EV_EXIT) {
+      const st = ['running', 'reset', 'triple-fault', 'error', 'kicked'][Number(e.v[0])] ?? 'unknown';
+      this.exit = { state: st, ms: Number(e.v[1] / 1000000n) };
+      this.onLine('vmm', `vCPU left: ${st} after ${(this.exit.ms / 1000).toFixed(1)} s`);
+    }
+  }
+
+  async waitFor(what: string, pred: () => boolean, timeoutMs: number): Promise<void> {
+    const t0 = Date.now();
+    while (!pred()) {
+      if (this.vm.done()) {
+        await sleep(50); // let the last events arrive
+        if (pred()) return;
+        throw new Error(`waiting for ${what}: the guest stopped (${this.vm.stats().state}${this.vm.stats().error ? ': ' + this.vm.stats().error : ''})`);
+      }
+      if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      await sleep(10);
+    }
+  }
+
+  /** The region and offset holding a guest-physical address. */
+  where(gpa: bigint): { region: Region; offset: number } {
+    for (const s of this.specs) {
+      if (gpa >= s.guestPhysAddr && gpa < s.guestPhysAddr + BigInt(s.size)) return { region: this.regions.get(s.name)!, offset: Number(gpa - s.guestPhysAddr) };
+    }
+    throw new Error(`gpa ${hex(gpa)} is not guest RAM`);
+  }
+
+  poison(gpa: bigint, mode: InjectMode): void {
+    const { region, offset } = this.where(gpa);
+    this.onLine('vmm', `poisoning gpa ${hex(gpa)} (${region.name}+${hex(offset)}, pfn ${hex(gpa >> 12n)}) with ${mode}`);
+    this.engine.injectPoison(region, offset, { mode });
+  }
+
+  /** A machine check the VMM decides on itself (e.g. AO for a lost frame the guest has not touched). */
+  injectMce(gpa: bigint, actionRequired: boolean): void {
+    this.vm.injectMce(gpa, actionRequired);
+  }
+
+  /** Lines of the guest's own log about a pfn (memory-failure handling, the machine check). */
+  kernelLinesFor(pfn: bigint): string[] {
+    const p = hex(pfn);
+    const gpa = hex(pfn << 12n);
+    return this.console.map((l) => body(l.text)).filter((t) => t.startsWith(`Memory failure: ${p}:`) || (/^mce: /.test(t) && t.includes(gpa.slice(2))));
+  }
+
+  /** Asks the walker to stop; resolves with the final stats once the guest has reset (or was kicked). */
+  async stop(timeoutMs = 60_000): Promise<LinuxVmStats> {
+    if (this.started) {
+      this.vm.requestStop();
+      const t0 = Date.now();
+      while (!this.vm.done()) {
+        if (Date.now() - t0 > timeoutMs) {
+          this.errors.push(`the guest did not shut down within ${timeoutMs} ms`);
+          this.vm.kick();
+        }
+        await sleep(10);
+      }
+    }
+    const st = this.vm.join();
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    await sleep(20);
+    return st;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.vm.kick();
+    this.vm.join();
+    this.engine.close();
+    for (const f of this.files) fs.rmSync(f, { force: true });
+  }
+}

@@ -1,0 +1,344 @@
+// The reference VMM: guest RAM made of hugetlb-ras regions, N vCPU threads in KVM_RUN (the native
+// module), a small guest that fills and verifies its memory, and the engine's C API in the vCPU
+// loop. Uses only the package's public API.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { RasEngine, type EngineOptions, type InjectOptions, type Region, type RecoveredEvent, type RefusedEvent, type PoisonEvent } from '../../src/index';
+import {
+  EV_ERROR,
+  EV_GUEST,
+  EV_INJECTED,
+  EV_STALL,
+  GUEST_BYE,
+  GUEST_FATAL,
+  GUEST_FILLED,
+  GUEST_HELLO,
+  GUEST_MCE,
+  GUEST_PASS,
+  GUEST_WRONG,
+  PATH_NAMES,
+  guestImage,
+  vmmNative,
+  type NativeVm,
+  type NativeVmEvent,
+  type NativeVmStats,
+  type SigbusCounters,
+  type VcpuPath,
+} from './native';
+
+export const MiB = 1 << 20;
+export const GiB = 1 << 30;
+const SUB = 4096n;
+
+export interface VmmRegionSpec {
+  name: string;
+  pageSize: '2M' | '1G';
+  size: number;
+  guestPhysAddr: bigint;
+  /** Parts of the region the guest fills and verifies ([offset, size) pairs); default: all of it
+   * (the first region's first 2 MiB, which holds the guest's code and tables, never). */
+  verify?: { offset: number; size: number }[];
+}
+
+export interface ReferenceVmmOptions {
+  vcpus?: number;
+  seed?: bigint;
+  regions?: VmmRegionSpec[];
+  /** hugetlbfs mounts; default $HUGETLB_RAS_DIR/{2M,1G} (/mnt/hugetlb-ras). */
+  dir2M?: string;
+  dir1G?: string;
+  engine?: EngineOptions;
+  /** How long check_* may block (ms). */
+  waitMs?: number;
+  /** Minimum interval of heartbeat (PASS) events per vCPU; the counters are always exact. */
+  passEventMs?: number;
+  /** Use the engine's C API (default true where the engine has nativeApi()). */
+  useApi?: boolean;
+}
+
+/** The default guest RAM: two regions of 2 MiB pages and one 1 GiB page. */
+export function defaultRegions(opts: { with1G?: boolean; verify1G?: { offset: number; size: number }[] } = {}): VmmRegionSpec[] {
+  const r: VmmRegionSpec[] = [
+    { name: 'low', pageSize: '2M', size: 4 * MiB, guestPhysAddr: 0n },
+    { name: 'ram2m', pageSize: '2M', size: 8 * MiB, guestPhysAddr: 0x1000000n },
+  ];
+  if (opts.with1G !== false) r.push({ name: 'ram1g', pageSize: '1G', size: GiB, guestPhysAddr: 0x40000000n, verify: opts.verify1G });
+  return r;
+}
+
+export interface GuestMce {
+  cpu: number;
+  /** MCi_ADDR as the guest read it, and the 4 KiB frame it names. */
+  addr: bigint;
+  gpa: bigint;
+  status: bigint;
+  mcgStatus: bigint;
+  misc: bigint;
+  bank: number;
+  rip: bigint;
+  /** The guest's verifier was interrupted and skipped the frame. */
+  skipped: boolean;
+}
+
+export interface Injection {
+  cpu: number;
+  gpa: bigint;
+  path: VcpuPath;
+  status: bigint;
+  mcgStatus: bigint;
+  misc: bigint;
+  wholeHugePage: boolean;
+  code: number;
+  errno: number;
+}
+
+export interface Stall { cpu: number; path: VcpuPath; address: bigint; byHva: boolean; ns: bigint; state: string }
+export interface WrongFrame { cpu: number; gpa: bigint; wrongBytes: number; got: bigint; expected: bigint }
+
+export interface VmmReport {
+  vcpus: NativeVmStats['vcpus'];
+  duplicateInjections: number;
+  guestMces: GuestMce[];
+  injections: Injection[];
+  stalls: Stall[];
+  wrong: WrongFrame[];
+  errors: { cpu: number; text: string }[];
+  hello: { cpu: number; mcgCap: bigint; cr4: bigint; banks: number; frames: number }[];
+  sigbus: SigbusCounters;
+  info: ReturnType<NativeVm['info']>;
+  engineGuard: string;
+  apiUsed: boolean;
+  events: { poison: PoisonEvent[]; recovered: RecoveredEvent[]; refused: RefusedEvent[] };
+  kicked: boolean;
+}
+
+export function kvmAvailable(): { ok: boolean; reason?: string } {
+  if (!fs.existsSync('/dev/kvm')) return { ok: false, reason: '/dev/kvm does not exist (no KVM on this machine)' };
+  return vmmNative().kvmAvailable();
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class ReferenceVmm {
+  readonly engine: RasEngine;
+  readonly regions = new Map<string, Region>();
+  readonly vcpus: number;
+  private readonly vm: NativeVm;
+  private readonly files: string[] = [];
+  private started = false;
+  private closed = false;
+  private report: Omit<VmmReport, 'vcpus' | 'duplicateInjections' | 'sigbus' | 'kicked'>;
+  /** Called for every batch of native events (after they are recorded). */
+  onEvents?: (e: NativeVmEvent[]) => void;
+
+  private constructor(engine: RasEngine, vm: NativeVm, vcpus: number, regions: Map<string, Region>, files: string[], apiUsed: boolean) {
+    this.engine = engine;
+    this.vm = vm;
+    this.vcpus = vcpus;
+    this.regions = regions;
+    this.files = files;
+    this.report = {
+      guestMces: [],
+      injections: [],
+      stalls: [],
+      wrong: [],
+      errors: [],
+      hello: [],
+      info: vm.info(),
+      engineGuard: String(engine.lostPageGuard),
+      apiUsed,
+      events: { poison: [], recovered: [], refused: [] },
+    };
+    engine.on('poison', (e) => this.report.events.poison.push(e));
+    engine.on('recovered', (e) => this.report.events.recovered.push(e));
+    engine.on('refused', (e) => this.report.events.refused.push(e));
+    engine.on('error', (e) => this.report.errors.push({ cpu: -1, text: `engine: ${e.message}` }));
+  }
+
+  /** Installs the VMM's SIGBUS handler, then opens the engine, maps the regions and creates the VM. */
+  static open(opts: ReferenceVmmOptions = {}): ReferenceVmm {
+    const vmm = vmmNative();
+    // As QEMU: the VMM's handler first, so the engine chains to it (lost frames only).
+    const h = vmm.installSigbusHandler();
+    if (!h.installed) throw new Error('could not install the VMM SIGBUS handler');
+    const engine = RasEngine.open(opts.engine ?? {});
+    const root = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
+    const dirs = { '2M': opts.dir2M ?? path.join(root, '2M'), '1G': opts.dir1G ?? path.join(root, '1G') };
+    const specs = opts.regions ?? defaultRegions();
+    const regions = new Map<string, Region>();
+    const files: string[] = [];
+    const vcpus = opts.vcpus ?? 2;
+    try {
+      for (const s of specs) {
+        const file = path.join(dirs[s.pageSize], `vmm-${process.pid}-${s.name}`);
+        files.push(file);
+        regions.set(s.name, engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr }));
+      }
+      const ranges: { gpa: bigint; size: number }[] = [];
+      for (const s of specs) {
+        const windows = s.verify ?? [{ offset: 0, size: s.size }];
+        for (const w of windows) {
+          let start = s.guestPhysAddr + BigInt(w.offset);
+          let size = w.size;
+          if (start < 0x200000n) {
+            const cut = Number(0x200000n - start);
+            start += BigInt(cut);
+            size -= cut;
+          }
+          if (size > 0) ranges.push({ gpa: start, size });
+        }
+      }
+      const engineApi = (engine as unknown as { nativeApi?: () => bigint }).nativeApi;
+      const api = opts.useApi === false || typeof engineApi !== 'function' ? 0n : engineApi.call(engine);
+      const vm = new (vmm.Vm)({
+        vcpus,
+        seed: opts.seed ?? 0x5eedn,
+        api,
+        slots: specs.map((s) => ({ gpa: s.guestPhysAddr, size: s.size, hva: regions.get(s.name)!.address })),
+        ranges,
+        image: guestImage(),
+        waitMs: opts.waitMs,
+        passEventMs: opts.passEventMs,
+      });
+      return new ReferenceVmm(engine, vm, vcpus, regions, files, api !== 0n);
+    } catch (e) {
+      engine.close();
+      for (const f of files) fs.rmSync(f, { force: true });
+      throw e;
+    }
+  }
+
+  start(): void {
+    this.started = true;
+    this.vm.start((events) => {
+      for (const e of events) this.record(e);
+      this.onEvents?.(events);
+    });
+  }
+
+  private record(e: NativeVmEvent): void {
+    const v = e.v;
+    if (e.type === EV_GUEST) {
+      switch (v[0]) {
+        case GUEST_HELLO:
+          this.report.hello.push({ cpu: e.cpu, mcgCap: v[1], cr4: v[2], banks: Number(v[3]), frames: Number(v[4]) });
+          break;
+        case GUEST_MCE: {
+          const lsb = Number(v[4] & 0x3fn) || 12;
+          this.report.guestMces.push({
+            cpu: e.cpu,
+            addr: v[1],
+            gpa: v[1] & ~((1n << BigInt(Math.max(lsb, 12))) - 1n),
+            status: v[2],
+            mcgStatus: v[3],
+            misc: v[4],
+            bank: Number(v[5]),
+            rip: v[6],
+            skipped: v[7] === 1n,
+          });
+          break;
+        }
+        case GUEST_WRONG:
+          this.report.wrong.push({ cpu: e.cpu, gpa: v[1], wrongBytes: Number(v[2]), got: v[3], expected: v[4] });
+          break;
+        case GUEST_FATAL:
+          this.report.errors.push({ cpu: e.cpu, text: `guest exception ${v[1]} at rip 0x${v[2].toString(16)} (error ${v[3]}, cr2 0x${v[4].toString(16)})` });
+          break;
+        default:
+          break; // FILLED, PASS, BYE: the native counters have them
+      }
+    } else if (e.type === EV_INJECTED) {
+      this.report.injections.push({
+        cpu: e.cpu,
+        gpa: v[0],
+        path: PATH_NAMES[Number(v[1])],
+        status: v[2],
+        mcgStatus: v[3],
+        misc: v[4],
+        wholeHugePage: v[5] === 1n,
+        code: Number(v[6]),
+        errno: Number(v[7]),
+      });
+    } else if (e.type === EV_STALL) {
+      this.report.stalls.push({ cpu: e.cpu, path: PATH_NAMES[Number(v[0])], address: v[1], ns: v[2], state: e.text ?? '', byHva: v[4] === 1n });
+    } else if (e.type === EV_ERROR) {
+      this.report.errors.push({ cpu: e.cpu, text: e.text ?? 'error' });
+    }
+  }
+
+  stats(): NativeVmStats {
+    return this.vm.stats();
+  }
+
+  region(name: string): Region {
+    const r = this.regions.get(name);
+    if (!r) throw new Error(`no region ${name}`);
+    return r;
+  }
+
+  /** Resolves when pred() holds (checked every 10 ms); rejects after timeoutMs. */
+  async waitFor(what: string, pred: () => boolean, timeoutMs = 60_000): Promise<void> {
+    const t0 = performance.now();
+    while (!pred()) {
+      const s = this.vm.stats();
+      if (s.vcpus.some((c) => c.done)) throw new Error(`waiting for ${what}: a vCPU stopped: ${JSON.stringify(s.vcpus.map((c) => [c.state, c.error]))}`);
+      if (performance.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+      await sleep(10);
+    }
+  }
+
+  /** Every vCPU has filled its slice and completed at least `passes` verification passes. */
+  async untilPasses(passes: number, timeoutMs?: number): Promise<void> {
+    await this.waitFor(`${passes} passes on every vCPU`, () => this.vm.stats().vcpus.every((c) => c.passes >= passes), timeoutMs);
+  }
+
+  passes(): number[] {
+    return this.vm.stats().vcpus.map((c) => c.passes);
+  }
+
+  /** Poisons guest RAM at regionName+offset through the engine (madvise: real, simulate: the dev machine). */
+  poison(regionName: string, offset: number, opts: InjectOptions): { hostAddress: bigint; guestPhysAddr: bigint } {
+    const r = this.region(regionName);
+    const res = this.engine.injectPoison(r, offset, opts);
+    return { hostAddress: res.hostAddress, guestPhysAddr: r.guestPhysAddr + BigInt(offset) };
+  }
+
+  guestMces(): GuestMce[] {
+    return this.report.guestMces;
+  }
+
+  /** Asks the guest to stop (it says BYE), kicks the vCPUs after stopTimeoutMs, joins them. */
+  async stop(stopTimeoutMs = 30_000): Promise<VmmReport> {
+    let kicked = false;
+    if (this.started) {
+      this.vm.requestStop();
+      const t0 = performance.now();
+      while (!this.vm.allDone()) {
+        if (performance.now() - t0 > stopTimeoutMs && !kicked) {
+          kicked = true;
+          this.vm.kick();
+        }
+        await sleep(5);
+      }
+    }
+    const st = this.vm.join();
+    // Events queued before the join are delivered on the next turns of the loop.
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    await sleep(20);
+    return { ...this.report, vcpus: st.vcpus, duplicateInjections: st.duplicateInjections, sigbus: vmmNative().sigbusCounters(), kicked };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.vm.kick();
+    this.vm.join();
+    this.engine.close();
+    for (const f of this.files) fs.rmSync(f, { force: true });
+  }
+}
+
+/** GPA of the frame holding a guest-physical address. */
+export function frameOf(gpa: bigint): bigint {
+  return gpa & ~(SUB - 1n);
+}
