@@ -15,6 +15,7 @@ namespace ras::lazy {
 std::atomic<uint64_t> g_fault_fills{0}, g_chunk_moves{0}, g_collapsed{0}, g_move_fallbacks{0};
 
 namespace {
+constexpr uint32_t kRunPieces = 4;  // 256 KiB per background run in a piecewise chunk
 
 void Fail(Job& j, int e, const char* sc) {
   int zero = 0;
@@ -163,7 +164,8 @@ bool FillSome(Job& j) {
     uint8_t ps = kMissing;
     if (!j.piece[p].compare_exchange_strong(ps, kFilling)) continue;
     uint32_t end = p + 1;
-    uint32_t chunk_end = (p / j.pieces_per_chunk + 1) * j.pieces_per_chunk;
+    // Short runs: a thread touching a piece a filler holds waits for that run only.
+    uint32_t chunk_end = std::min((p / j.pieces_per_chunk + 1) * j.pieces_per_chunk, p + kRunPieces);
     while (end < std::min(j.pieces, chunk_end)) {
       uint8_t m = kMissing;
       if (!j.piece[end].compare_exchange_strong(m, kFilling)) break;
