@@ -146,7 +146,8 @@ bool Process(const Report& rep, std::vector<Event>& out) {
       uintptr_t sub = rep.addr & ~(kSubpage - 1);
       r.MarkSubpageLost(sub);  // first: a thread touching it from now on gets an MCE report
       ThreadSlot* self = ClaimSlot(kSlotSelfPoison);
-      int used = mapping::GuardSubpage(sub, r.guard.load(), &f);
+      // Under a lazy fill the range is registered there: its fd places the marker.
+      int used = lazy::PoisonInFill(r, sub) ? HUGETLB_RAS_GUARD_UFFD : mapping::GuardSubpage(sub, r.guard.load(), &f);
       if (used != r.guard.load()) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
       ReleaseSlot(self);
       capi::RecordLost(r, sub, kSubpage, rep.code);

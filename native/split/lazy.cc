@@ -114,6 +114,7 @@ void Finalize(Job& j) {
     lost = j.lost;
   }
   std::sort(lost.begin(), lost.end());
+  lost.erase(std::unique(lost.begin(), lost.end()), lost.end());  // found by the fill and reported too
   // Chunks that touches filled piece by piece are 4 KiB pages: put the healthy ones back on 2 MiB.
   for (uint32_t c = 0; c < j.chunks && j.size > kChunk; c++) {
     if (j.chunk[c].load() != kPiecewise) continue;
@@ -131,7 +132,7 @@ void Finalize(Job& j) {
   ev.report = j.rep;
   ev.outcome.ok = true;
   ev.outcome.path = recovery::kPathLazy;
-  ev.outcome.bytes = j.bytes;
+  ev.outcome.bytes = j.size - lost.size() * kSubpage;  // a subpage lost after it went in counts lost
   ev.outcome.reads = j.reads;
   ev.outcome.used_reserve = j.used_reserve;
   ev.outcome.guard = lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_UFFD;
@@ -311,6 +312,23 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
   out->ns = j->in_place_ns;
   g_lazy.fetch_add(1);
   g_state->cv.notify_all();
+  return true;
+}
+
+bool PoisonInFill(Region& r, uintptr_t sub) {
+  if (!g_state) return false;
+  std::shared_ptr<Job> j = FindJob(sub);
+  if (!j || j->r != &r) return false;
+  int e = lazyfd::Poison(sub, kSubpage);
+  if (e == EEXIST) {
+    // In place already: drop it, then the marker. A toucher in between faults to the fault thread,
+    // which sees the subpage lost and places the marker itself (never a zero page).
+    madvise(reinterpret_cast<void*>(sub), kSubpage, MADV_DONTNEED);
+    e = lazyfd::Poison(sub, kSubpage);
+  }
+  if (e && e != EEXIST) return false;
+  std::lock_guard<std::mutex> lock(j->mu);
+  j->lost.push_back(static_cast<uint32_t>((sub - j->dst) / kSubpage));
   return true;
 }
 

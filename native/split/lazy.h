@@ -39,6 +39,11 @@ const char* Unavailable(int* err, const char** syscall);
 // with the processed count. False: nothing changed; use the eager path.
 bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out);
 
+// A loss found after the page went in place (marked lost by the caller): if a fill is in progress
+// on it, its marker goes in through the fill's userfaultfd (another fd cannot register the range).
+// False: no fill there (or the marker failed); guard it the usual way.
+bool PoisonInFill(Region& r, uintptr_t sub);
+
 // A fill is in progress (the reserve's refill waits: it competes for the CPU and mmap_lock).
 bool Busy();
 // Until no fill is in progress on region `r` (reset, removal).

@@ -142,7 +142,9 @@ void ServeFault(Job& j, uintptr_t addr) {
   // Being filled: its move wakes the waiter. In place already: a late message (the waiter was
   // woken), or the page was dropped since (MADV_DONTNEED): then it reads as zeros, as anonymous
   // memory does after a drop; a wake alone would send the thread round again for ever.
-  if (ps == kDone && lazyfd::ZeroPage(j.dst + off, kSubpage) == EEXIST) lazyfd::Wake(j.dst + off, kSubpage);
+  if (ps != kDone) return;
+  int e = j.r->SubpageLost(j.dst + off) ? lazyfd::Poison(j.dst + off, kSubpage) : lazyfd::ZeroPage(j.dst + off, kSubpage);
+  if (e == EEXIST) lazyfd::Wake(j.dst + off, kSubpage);
 }
 
 bool FillSome(Job& j) {
