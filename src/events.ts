@@ -88,12 +88,26 @@ export interface LostEvent {
   cause: LostCause;
 }
 
+/** A split or lost huge page a reset left alone: the memory is shared, so its losses stay recorded. */
+export interface ResetSkip {
+  hugePageIndex: number;
+  hugePageGuestPhysAddr: bigint;
+  reason: RefuseReason;
+  message: string;
+}
+
 export interface ResetEvent {
   region: string;
   restoredHugePages: number;
   /** Huge pages that stayed split (fresh 4 KiB memory) because the huge page pool was empty. */
   stillSplit: number;
   reason?: string;
+  /**
+   * Huge pages not reset because another party maps the memory (share=on, vhost-user, ivshmem:
+   * the peer would read zeros; vfio: the device would keep the old pinned page). Nothing is punched
+   * or remapped there; their losses stay in the ledger and the journal.
+   */
+  skipped: ResetSkip[];
 }
 
 export interface RasEventMap {

@@ -68,6 +68,8 @@ export interface NativeRecoverOutcome {
 export interface NativeRestore {
   restored: boolean;
   skipped: boolean;
+  /** Set when skipped because the region is shared (a RefuseCode): nothing was punched or remapped. */
+  reason?: number;
   errno?: number;
   syscall?: string;
   stillSplit?: boolean;

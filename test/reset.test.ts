@@ -20,7 +20,7 @@ describe('guest reset gives huge pages back', () => {
     const resets: unknown[] = [];
     engine.on('reset', (e) => resets.push(e));
     const ev = await engine.resetRegion(region);
-    expect(ev).toEqual({ region: 'ram', restoredHugePages: 1, stillSplit: 0 });
+    expect(ev).toEqual({ region: 'ram', restoredHugePages: 1, stillSplit: 0, skipped: [] });
     expect(resets).toEqual([ev]);
     const sm = smapsAt(addr);
     expect(sm?.kernelPageKb).toBe(2048);
@@ -39,16 +39,53 @@ describe('guest reset gives huge pages back', () => {
     expect(verifyPattern(region, 8).wrongBytes).toBe(0);
   });
 
-  it('restores a refused (whole lost) huge page too', async () => {
-    const engine = openEngine();
-    const region = engine.mapRegion({ name: 'ram', path: hugeFile('reset-refused'), size: 2 * MiB, share: true });
+  it('restores a refused (whole lost) huge page of a private region too', async () => {
+    const engine = openEngine({ kernelReadsAroundPoison: false });
+    const region = engine.mapRegion({ name: 'ram', path: hugeFile('reset-refused'), size: 2 * MiB });
     engine.injectPoison(region, 0, { mode: 'simulate' });
     await engine.whenIdle({ timeoutMs: 10_000 });
     expect(() => region.read(0, 1)).toThrow();
-    expect(await engine.resetRegion(region)).toMatchObject({ restoredHugePages: 1, stillSplit: 0 });
+    expect(await engine.resetRegion(region)).toMatchObject({ restoredHugePages: 1, stillSplit: 0, skipped: [] });
     expect(region.read(0, 4096).equals(Buffer.alloc(4096))).toBe(true);
     expect(smapsAt(region.address)?.kernelPageKb).toBe(2048);
   });
+
+  for (const [spec, reason] of [
+    [{ share: true }, 'shared-mapping'],
+    [{ consumers: ['vhost-user'] }, 'vhost-user'],
+    [{ consumers: ['ivshmem'] }, 'ivshmem'],
+    [{ consumers: ['vfio'] }, 'vfio'],
+  ] as const) {
+    it(`never punches or remaps a ${reason} region: the page stays lost and the reset says why`, async () => {
+      const engine = openEngine();
+      const path = hugeFile(`reset-${reason}`);
+      const region = engine.mapRegion({ name: 'ram', path, size: 4 * MiB, guestPhysAddr: 0x1000_0000n, ...spec });
+      region.write(2 * MiB + 64, Buffer.from('peer data'));
+      engine.injectPoison(region, 2 * MiB + 3 * SUB, { mode: 'simulate' });
+      await engine.whenIdle({ timeoutMs: 10_000 });
+      // What the peer sees: the file itself (a second mapping would be the peer's).
+      const peer = () => {
+        const fd = fs.openSync(path, 'r');
+        const b = Buffer.alloc(9);
+        fs.readSync(fd, b, 0, 9, 2 * MiB + 64);
+        fs.closeSync(fd);
+        return b.toString();
+      };
+      const resets: unknown[] = [];
+      engine.on('reset', (e) => resets.push(e));
+      const ev = await engine.resetRegion(region);
+      expect(ev).toEqual({
+        region: 'ram',
+        restoredHugePages: 0,
+        stillSplit: 0,
+        skipped: [{ hugePageIndex: 1, hugePageGuestPhysAddr: 0x1020_0000n, reason, message: expect.stringMatching(/zeros|pinned/) }],
+      });
+      expect(resets).toEqual([ev]);
+      expect(peer()).toBe('peer data'); // not punched
+      expect(() => region.read(2 * MiB, 1)).toThrow(); // still lost, not remapped
+      expect(engine.lostPages()).toHaveLength(1);
+    });
+  }
 
   it.skipIf(process.getuid?.() !== 0)('keeps working on fresh 4 KiB memory and says so when the huge page pool is empty (needs root: shrinks the pool)', async () => {
     const engine = openEngine();

@@ -5,8 +5,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <utility>
-#include <vector>
 
 #include "binding/binding.h"
 #include "binding/errors.h"
@@ -15,6 +13,7 @@
 #include "simulate/simulate.h"
 #include "split/mapping.h"
 #include "state/state.h"
+#include "testing/vcpu.h"
 
 namespace ras::binding {
 
@@ -22,33 +21,28 @@ namespace {
 
 int g_open_engines = 0;
 napi_env g_env = nullptr;  // the JS environment whose engines are open
-// Page-state arrays of removed regions: a handler may still be reading them, so they are freed
-// only when the last engine closes and no handler can be inside a region any more.
-std::vector<std::pair<std::atomic<uint32_t>*, std::atomic<uint64_t>*>> g_graveyard;
-
 void EnvCleanup(void*);
 
 }  // namespace
 
 bool EngineOpen() { return g_open_engines > 0; }
 
-void RemoveRegion(Region& r) {
-  r.live.store(2);
-  // A recovery lane may be working on it right now (it sees live != 1 only when it starts).
-  while (r.busy.load(std::memory_order_acquire) > 0) usleep(200);
+void RemoveRegion(Region& reg) {
+  int slot = -1;
+  for (int i = 0; i < kMaxRegions && slot < 0; i++)
+    if (RegionAt(i) == &reg) slot = i;
+  if (slot < 0) return;
+  // Unpublished, its waiters released (they retry and fail as they would without us), and no
+  // thread (handler, lane, C API) holds it any more when this returns: it is ours to free.
+  Region* r = RetireRegion(slot);
   // A deleted file's pages die with its last mapping, poisoned ones included (as in the kernel):
   // a later file that gets the same inode number must not inherit simulated poison.
   struct stat st;
-  if (fstat(r.fd, &st) == 0 && st.st_nlink == 0) simulate::ForgetFileRange(r.dev, r.ino, 0, UINT64_MAX / 2);
-  // Release every thread waiting on this region: the region is gone, they retry and fail as
-  // they would without us.
-  for (uint32_t p = 0; p < r.pages; p++) FutexWakeAll(&r.Word(p));
-  simulate::ForgetAddressRange(r.start, r.end);
-  mapping::Unmap(reinterpret_cast<void*>(r.start), r.end - r.start);
-  close(r.fd);
-  // Not nulled: a signal handler that found the region a moment ago may still read them.
-  g_graveyard.push_back({r.page_words, r.lost_bits});
-  r.live.store(0);
+  if (fstat(r->fd, &st) == 0 && st.st_nlink == 0) simulate::ForgetFileRange(r->dev, r->ino, 0, UINT64_MAX / 2);
+  simulate::ForgetAddressRange(r->start, r->end);
+  mapping::Unmap(reinterpret_cast<void*>(r->start), r->end - r->start);
+  close(r->fd);
+  delete r;
 }
 
 namespace {
@@ -89,15 +83,12 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 void ShutdownAll() {
   if (g_open_engines == 0) return;
   g_open_engines = 0;
+  // vCPU load threads touch the regions and wait in the handlers: they go before the regions do.
+  vcpu::StopAll();
   lanes::Stop();  // no report is processed past here
   for (int i = 0; i < kMaxRegions; i++)
-    if (Regions()[i].live.load() == 1) RemoveRegion(Regions()[i]);
+    if (Region* r = RegionAt(i)) RemoveRegion(*r);
   signals::Uninstall();
-  for (auto& g : g_graveyard) {
-    delete[] g.first;
-    delete[] g.second;
-  }
-  g_graveyard.clear();
   g_paused.store(0);
 }
 

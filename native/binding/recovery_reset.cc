@@ -40,13 +40,14 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   recovery::Outcome out = recovery::SplitHugePage(*r, static_cast<uint32_t>(page), known, nullptr);
-  EndRecovery(*r, static_cast<uint32_t>(page), out.ok);
-  // Losses from before a restart: a vCPU loop asking next_lost() learns of them too.
+  // Losses from before a restart: a vCPU loop asking next_lost() learns of them too (recorded
+  // before the page shows Split, as the lanes do).
   uintptr_t page_addr = r->PageAddress(static_cast<uint32_t>(page));
   if (out.ok)
     for (uint32_t s : out.lost) capi::RecordLost(*r, page_addr + s * kSubpage, kSubpage, BUS_MCEERR_AO);
   else
     capi::RecordLost(*r, page_addr, r->huge_size, BUS_MCEERR_AO);
+  EndRecovery(*r, static_cast<uint32_t>(page), out.ok);
   Napi::Object o = Napi::Object::New(env);
   o.Set("ok", out.ok);
   o.Set("guard", out.guard);
@@ -83,7 +84,8 @@ Napi::Value MarkLost(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// Guest reset: punch the page out of the file and map a fresh huge page in its place.
+// Guest reset: punch the page out of the file and map a fresh huge page in its place; never in a
+// region something else maps too.
 Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Region* r = RegionById(env, info[0]);
@@ -99,6 +101,16 @@ Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   if (st != kSplit && st != kLost) {
     o.Set("restored", false);
     o.Set("skipped", true);
+    return o;
+  }
+  // Someone else maps this memory: punching the file makes the other process (share=on, a
+  // vhost-user backend, an ivshmem peer) read zeros, and vfio keeps the old page pinned for the
+  // device while the CPU would get a new one. The page stays as it is: lost, and said so.
+  uint32_t reason = r->refuse_reason.load();
+  if (reason == kSharedMapping || reason == kVhostUser || reason == kIvshmem || reason == kVfio) {
+    o.Set("restored", false);
+    o.Set("skipped", true);
+    o.Set("reason", reason);
     return o;
   }
   uintptr_t target = r->PageAddress(p);

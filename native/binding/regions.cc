@@ -65,37 +65,31 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   if (size % fi.huge_size != 0 || offset % fi.huge_size != 0)
     return fail(errors::Code(env, "ERR_SIZE_ALIGNMENT", "size and offset must be multiples of the huge page size (" +
                                                             std::to_string(fi.huge_size) + ")"));
-  int slot = -1;
-  for (int i = 0; i < kMaxRegions && slot < 0; i++) {
-    int expected = 0;
-    if (Regions()[i].live.compare_exchange_strong(expected, 2)) slot = i;
-  }
-  if (slot < 0) return fail(errors::Code(env, "ERR_TOO_MANY_REGIONS", "at most 64 regions"));
+  if (FreeRegionSlots() == 0) return fail(errors::Code(env, "ERR_TOO_MANY_REGIONS", "at most 64 regions"));
   mapping::Failure mf;
   void* addr = mapping::MapShared(fi.fd, size, offset, &mf);
-  if (!addr) {
-    Regions()[slot].live.store(0);
-    return fail(errors::Sys(env, mf.err, mf.syscall, path.c_str()));
-  }
-  Region& r = Regions()[slot];
-  r.id = g_next_region_id++;
-  r.start = reinterpret_cast<uintptr_t>(addr);
-  r.end = r.start + size;
-  r.huge_size = fi.huge_size;
-  r.huge_shift = static_cast<uint32_t>(__builtin_ctzll(fi.huge_size));
-  r.fd = fi.fd;
-  r.dev = fi.dev;
-  r.ino = fi.ino;
-  r.file_offset = offset;
-  r.pages = static_cast<uint32_t>(size / fi.huge_size);
-  r.lost_words_per_page = static_cast<uint32_t>((fi.huge_size / kSubpage + 63) / 64);
-  r.page_words = new std::atomic<uint32_t>[r.pages]();
-  r.lost_bits = new std::atomic<uint64_t>[static_cast<size_t>(r.pages) * r.lost_words_per_page]();
+  if (!addr) return fail(errors::Sys(env, mf.err, mf.syscall, path.c_str()));
+  RegionSpec spec;
+  spec.id = g_next_region_id++;
+  spec.start = reinterpret_cast<uintptr_t>(addr);
+  spec.size = size;
+  spec.huge_size = fi.huge_size;
+  spec.fd = fi.fd;
+  spec.dev = fi.dev;
+  spec.ino = fi.ino;
+  spec.file_offset = offset;
+  spec.guest_phys = guest_phys;
   // The policy is armed before the region goes live: a report can never find it undecided.
-  r.refuse_reason.store(static_cast<uint32_t>(reason));
-  r.guard.store(static_cast<int>(guard));
-  r.guest_phys = guest_phys;
-  r.live.store(1, std::memory_order_release);
+  spec.refuse_reason = static_cast<uint32_t>(reason);
+  spec.guard = static_cast<int>(guard);
+  // Complete before it is published, and never changed after (state/region.h).
+  Region* desc = new Region(spec);
+  if (PublishRegion(desc) < 0) {  // cannot happen: only this thread publishes, and a slot was free
+    delete desc;
+    mapping::Unmap(addr, size);
+    return fail(errors::Code(env, "ERR_TOO_MANY_REGIONS", "at most 64 regions"));
+  }
+  Region& r = *desc;
   Napi::Object o = Napi::Object::New(env);
   o.Set("id", r.id);
   o.Set("address", Napi::BigInt::New(env, static_cast<uint64_t>(r.start)));
@@ -104,9 +98,7 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   o.Set("originalSize", static_cast<double>(fi.original_size));
   o.Set("dev", static_cast<double>(fi.dev));
   o.Set("ino", static_cast<double>(fi.ino));
-  o.Set("bookkeepingBytes", static_cast<double>(r.pages * sizeof(uint32_t) +
-                                                static_cast<uint64_t>(r.pages) * r.lost_words_per_page * 8 +
-                                                sizeof(Region)));
+  o.Set("bookkeepingBytes", static_cast<double>(r.BookkeepingBytes()));
   return o;
 }
 

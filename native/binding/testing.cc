@@ -1,10 +1,16 @@
 // Test-only entry points: the pattern (fill, verify) and the native vCPU load threads.
 #include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "binding/args.h"
 #include "binding/binding.h"
 #include "binding/errors.h"
+#include "capture/signals.h"
+#include "split/numa.h"
 #include "state/state.h"
+#include "testing/mapcount.h"
 #include "testing/pattern.h"
 #include "testing/vcpu.h"
 
@@ -103,6 +109,90 @@ Napi::Value StopVcpu(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Where replacement memory for a huge page would go: { multiNode, node } (node -1: unknown, or a
+// single-node host where placement is a no-op).
+Napi::Value NumaNode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t page;
+  if (!r || !Uint(env, info[1], "page", &page)) return env.Undefined();
+  if (page >= r->pages) {
+    errors::Code(env, "ERR_OUT_OF_RANGE", "page outside the region").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("multiNode", numa::MultiNode());
+  o.Set("node", numa::HugePageNode(*r, static_cast<uint32_t>(page)));
+  return o;
+}
+
+// testRaise(address, code, lsb, count): `count` memory-error signals on this thread, as the kernel
+// would send them (fills the report queue while the engine is paused).
+Napi::Value Raise(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool lossless = false;
+  uint64_t code, lsb, count;
+  if (!info[0].IsBigInt() || !Uint(env, info[1], "code", &code) || !Uint(env, info[2], "lsb", &lsb) ||
+      !Uint(env, info[3], "count", &count))
+    return env.Undefined();
+  uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
+  for (uint64_t i = 0; i < count; i++) signals::RaiseMemoryError(addr, static_cast<int>(code), static_cast<int>(lsb));
+  return env.Undefined();
+}
+
+std::mutex g_raisers_mu;
+std::vector<std::thread> g_raisers;
+
+// testRaiseInThread(address, code, lsb): one memory-error signal on a new thread (joined by
+// testJoinRaisers), e.g. into a handler that testHoldDelay keeps busy.
+Napi::Value RaiseInThread(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool lossless = false;
+  uint64_t code, lsb;
+  if (!info[0].IsBigInt() || !Uint(env, info[1], "code", &code) || !Uint(env, info[2], "lsb", &lsb))
+    return env.Undefined();
+  uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
+  // Returns once the thread is about to raise it: the test's next step races with the handler only.
+  auto started = std::make_shared<std::atomic<bool>>(false);
+  {
+    std::lock_guard<std::mutex> lock(g_raisers_mu);
+    g_raisers.push_back(SpawnThread([addr, code, lsb, started] {
+      started->store(true);
+      signals::RaiseMemoryError(addr, static_cast<int>(code), static_cast<int>(lsb));
+    }));
+  }
+  while (!started->load()) std::this_thread::yield();
+  return env.Undefined();
+}
+
+Napi::Value JoinRaisers(const Napi::CallbackInfo& info) {
+  std::vector<std::thread> ts;
+  {
+    std::lock_guard<std::mutex> lock(g_raisers_mu);
+    ts.swap(g_raisers);
+  }
+  for (std::thread& t : ts) t.join();
+  return info.Env().Undefined();
+}
+
+Napi::Value HoldDelay(const Napi::CallbackInfo& info) {
+  uint64_t ns;
+  if (!Uint(info.Env(), info[0], "ns", &ns)) return info.Env().Undefined();
+  signals::SetHoldDelayForTests(ns);
+  return info.Env().Undefined();
+}
+
+Napi::Value FillMapCount(const Napi::CallbackInfo& info) {
+  uint64_t spare;
+  if (!Uint(info.Env(), info[0], "spare", &spare)) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), static_cast<double>(mapcount::Fill(static_cast<uint32_t>(spare))));
+}
+
+Napi::Value ReleaseMapCount(const Napi::CallbackInfo& info) {
+  mapcount::Release();
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -110,6 +200,13 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("verifyPattern", Napi::Function::New(env, VerifyPattern));
   exports.Set("startVcpuLoad", Napi::Function::New(env, StartVcpu));
   exports.Set("stopVcpuLoad", Napi::Function::New(env, StopVcpu));
+  exports.Set("testNumaNode", Napi::Function::New(env, NumaNode));
+  exports.Set("testRaise", Napi::Function::New(env, Raise));
+  exports.Set("testRaiseInThread", Napi::Function::New(env, RaiseInThread));
+  exports.Set("testJoinRaisers", Napi::Function::New(env, JoinRaisers));
+  exports.Set("testHoldDelay", Napi::Function::New(env, HoldDelay));
+  exports.Set("testFillMapCount", Napi::Function::New(env, FillMapCount));
+  exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
 }
 
 }  // namespace ras::binding

@@ -31,18 +31,15 @@ void Describe(const Region& r, uintptr_t hva, hugetlb_ras_status* out) {
 // What is at `hva`. Only a read proves a frame healthy: for memory the engine has no loss on
 // record for, it reads one byte through the guarded accessor, so a poison found that way goes
 // through the signal handler like any other report (and is recovered before the answer).
-int CheckHva(uint64_t hva, int timeout_ms, hugetlb_ras_status* out) {
-  if (!out) return -EINVAL;
-  memset(out, 0, sizeof *out);
-  int slot = -1;
-  Region* r = FindRegion(static_cast<uintptr_t>(hva), &slot);
-  if (!r) return 0;  // HUGETLB_RAS_NOT_RAM
+// `ref` holds the region for the whole call: removal waits for it (and tells it to stop waiting).
+int CheckHeld(const RegionRef& ref, uint64_t hva, int timeout_ms, hugetlb_ras_status* out) {
+  Region* r = ref.get();
   Describe(*r, static_cast<uintptr_t>(hva), out);
   out->code = 4;  // BUS_MCEERR_AR: the caller touched it
   uint32_t page = r->PageIndex(static_cast<uintptr_t>(hva));
   uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
   for (int probes = 0;;) {
-    if (r->live.load(std::memory_order_acquire) != 1) {
+    if (r->removed.load(std::memory_order_acquire)) {
       memset(out, 0, sizeof *out);
       return 0;  // unmapped meanwhile
     }
@@ -84,18 +81,20 @@ int CheckHva(uint64_t hva, int timeout_ms, hugetlb_ras_status* out) {
   }
 }
 
+int CheckHva(uint64_t hva, int timeout_ms, hugetlb_ras_status* out) {
+  if (!out) return -EINVAL;
+  memset(out, 0, sizeof *out);
+  RegionRef ref = RegionRef::Find(static_cast<uintptr_t>(hva));
+  if (!ref) return 0;  // HUGETLB_RAS_NOT_RAM
+  return CheckHeld(ref, hva, timeout_ms, out);
+}
+
 int CheckGpa(uint64_t gpa, int timeout_ms, hugetlb_ras_status* out) {
   if (!out) return -EINVAL;
-  Region* regions = Regions();
-  for (int i = 0; i < kMaxRegions; i++) {
-    Region& r = regions[i];
-    if (r.live.load(std::memory_order_acquire) != 1) continue;
-    uint64_t size = r.end - r.start;
-    if (gpa >= r.guest_phys && gpa - r.guest_phys < size)
-      return CheckHva(r.start + (gpa - r.guest_phys), timeout_ms, out);
-  }
   memset(out, 0, sizeof *out);
-  return 0;
+  RegionRef ref = RegionRef::FindGpa(gpa);
+  if (!ref) return 0;
+  return CheckHeld(ref, ref->start + (gpa - ref->guest_phys), timeout_ms, out);
 }
 
 int NextLost(uint64_t* cursor, hugetlb_ras_lost* out, int max) {
@@ -142,6 +141,13 @@ void RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   l.code = code;
   std::lock_guard<std::mutex> lock(g_lost_mu);
   g_lost.push_back(l);
+}
+
+bool IsRecorded(const Region& r, uintptr_t hva) {
+  std::lock_guard<std::mutex> lock(g_lost_mu);
+  for (const hugetlb_ras_lost& l : g_lost)
+    if (l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
+  return false;
 }
 
 void Register(Napi::Env env, Napi::Object exports) {

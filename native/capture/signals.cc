@@ -11,6 +11,7 @@
 #include "capture/access.h"
 #include "capture/chain.h"
 #include "capture/stale.h"
+#include "capture/wait.h"
 #include "linux_compat.h"
 #include "state/state.h"
 
@@ -22,44 +23,22 @@ std::atomic<int> g_refs{0};
 std::atomic<int> g_passthrough{1};  // set while no engine is open: every signal is chained
 std::atomic<SimulatedFaultLsb> g_sim_hook{nullptr};
 bool g_installed = false;  // our handlers are in the chain (changed only on the JS thread)
+std::atomic<uint64_t> g_hold_delay_ns{0};  // tests only: see SetHoldDelayForTests
 
-[[noreturn]] void Jump(ThreadSlot* s, uintptr_t addr, int sig, int code) {
+// Leaves the handler: lets go of the region first (nothing after a siglongjmp would).
+[[noreturn]] void Jump(RegionRef* ref, ThreadSlot* s, uintptr_t addr, int sig, int code) {
+  if (ref) ref->Release();
   s->fault_addr.store(addr, std::memory_order_relaxed);
   s->fault_signal.store(sig, std::memory_order_relaxed);
   s->fault_code.store(code, std::memory_order_relaxed);
   siglongjmp(*s->jump, 1);
 }
 
-// Like WaitHandled for a guarded accessor: false when `ms` passed first or the engine was paused.
-bool WaitHandledFor(Region& r, uint32_t page, int ms) {
-  std::atomic<uint32_t>& w = r.Word(page);
-  uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(ms) * 1000000ull;
-  for (;;) {
-    uint32_t word = w.load(std::memory_order_acquire);
-    uint32_t st = StateOf(word);
-    if (st != kPending && st != kRecovering) return true;
-    if (g_shutdown.load(std::memory_order_acquire) || r.live.load(std::memory_order_acquire) != 1) return true;
-    if (g_paused.load(std::memory_order_acquire) || MonotonicNs() >= deadline) return false;
-    FutexWait(&w, word, 20);
-  }
-}
-
-// Block (like a vCPU after a KVM exit) until the worker has finished with this huge page.
-// Returns false if a vCPU was asked to stop meanwhile.
-bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
-  std::atomic<uint32_t>& w = r.Word(page);
-  for (;;) {
-    uint32_t word = w.load(std::memory_order_acquire);
-    uint32_t st = StateOf(word);
-    if (st != kPending && st != kRecovering) return true;
-    if (g_shutdown.load(std::memory_order_acquire) || r.live.load(std::memory_order_acquire) != 1) return true;
-    if (vcpu && vcpu->stop.load(std::memory_order_acquire)) return false;
-    FutexWait(&w, word, 20);
-  }
-}
-
-void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int lsb, ThreadSlot* slot,
-                       int tid, int sig, siginfo_t* si, void* uc) {
+// `ref` holds the region: every way out of here lets go of it (return, Jump, Chain).
+void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, ThreadSlot* slot, int tid, int sig,
+                       siginfo_t* si, void* uc) {
+  Region& r = *ref;
+  uint32_t region_slot = ref.slot();
   uint64_t t0 = MonotonicNs();
   uint32_t page = r.PageIndex(addr);
   std::atomic<uint32_t>& w = r.Word(page);
@@ -94,8 +73,13 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
     }
     break;
   }
-  Report rep = {addr, t0, static_cast<uint32_t>(region_slot), r.id, code, lsb, tid, flags, st};
-  EnqueueReport(rep);
+  Report rep = {addr, t0, region_slot, r.id, code, lsb, tid, flags, st};
+  if (!EnqueueReport(rep) && (st == kNormal || (flags & kReportNewSubpageLoss))) {
+    // This handler made the page Pending, or marked a subpage lost, and its report is dropped: flag
+    // the region, so a lane finds it by its state instead (region first, then the global flag).
+    r.attention.store(1);
+    g_attention.store(1);
+  }
   WakeWorker();
 
   if (code == BUS_MCEERR_AO) return;  // asynchronous: nothing faulted, nobody to stall
@@ -107,14 +91,14 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
       // Device emulation reading guest memory must not fail an I/O for data that is not lost:
       // wait as a vCPU does (bounded; never for a paused engine), then retry the access.
       if (!lost_now) {
-        if (g_paused.load(std::memory_order_acquire)) Jump(slot, addr, access::kFaultEnginePaused, code);
-        if (!WaitHandledFor(r, page, access::kGuardedWaitMs)) Jump(slot, addr, access::kFaultWaitTimeout, code);
+        if (g_paused.load(std::memory_order_acquire)) Jump(&ref, slot, addr, access::kFaultEnginePaused, code);
+        if (!wait::WaitHandledFor(r, page, access::kGuardedWaitMs)) Jump(&ref, slot, addr, access::kFaultWaitTimeout, code);
         return;
       }
-      Jump(slot, addr, SIGBUS, code);
+      Jump(&ref, slot, addr, SIGBUS, code);
     case kSlotVcpu:
-      if (lost_now) Jump(slot, addr, SIGBUS, code);  // the vCPU reports an MCE to its guest
-      if (!WaitHandled(r, page, slot->vcpu)) Jump(slot, addr, SIGBUS, code);  // told to stop
+      if (lost_now) Jump(&ref, slot, addr, SIGBUS, code);  // the vCPU reports an MCE to its guest
+      if (!wait::WaitHandled(r, page, slot->vcpu)) Jump(&ref, slot, addr, SIGBUS, code);  // told to stop
       if (slot->vcpu) {
         uint32_t n = slot->vcpu->stalls.load(std::memory_order_relaxed);
         if (n < kMaxStalls) {
@@ -131,10 +115,11 @@ void HandleMemoryError(Region& r, int region_slot, uintptr_t addr, int code, int
   // This is how a VMM's own vCPU threads (in KVM_RUN) learn of a lost frame: its handler, with the
   // kernel's siginfo and ucontext.
   if (lost_now || (tid == g_main_tid && g_paused.load(std::memory_order_acquire))) {
+    ref.Release();
     Chain(sig, si, uc);
     return;
   }
-  WaitHandled(r, page, nullptr);
+  wait::WaitHandled(r, page, nullptr);
 }
 
 void OnSigbus(int sig, siginfo_t* si, void* uc) {
@@ -154,13 +139,17 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
     errno = saved_errno;
     return;
   }
-  int region_slot = -1;
-  Region* r = FindRegion(addr, &region_slot);
+  RegionRef r = RegionRef::Find(addr);
   if (!r) {
+    // A guarded accessor gets an error, never the process's death (its region may be going away).
+    if (slot && slot->mode.load() == kSlotJump) Jump(nullptr, slot, addr, sig, si->si_code);
     Chain(sig, si, uc);
     errno = saved_errno;
     return;
   }
+  if (uint64_t hold = g_hold_delay_ns.load(std::memory_order_relaxed))
+    for (uint64_t until = MonotonicNs() + hold; MonotonicNs() < until;) {
+    }
   int code = si->si_code;
   int lsb = si->si_addr_lsb;
   if (!mce) {
@@ -173,13 +162,14 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
     } else {
       // Not a memory error (e.g. the file was truncated under the region): a guarded accessor
       // gets an error, everybody else dies as before.
-      if (slot && slot->mode.load() == kSlotJump) Jump(slot, addr, sig, si->si_code);
+      if (slot && slot->mode.load() == kSlotJump) Jump(&r, slot, addr, sig, si->si_code);
+      r.Release();
       Chain(sig, si, uc);
       errno = saved_errno;
       return;
     }
   }
-  HandleMemoryError(*r, region_slot, addr, code, lsb, slot, tid, sig, si, uc);
+  HandleMemoryError(r, addr, code, lsb, slot, tid, sig, si, uc);
   errno = saved_errno;
 }
 
@@ -191,8 +181,10 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
     return;
   }
   uintptr_t addr = reinterpret_cast<uintptr_t>(si->si_addr);
-  Region* r = FindRegion(addr, nullptr);
+  RegionRef r = RegionRef::Find(addr);
   if (!r) {
+    ThreadSlot* slot = FindSlot(Gettid());
+    if (slot && slot->mode.load() == kSlotJump) Jump(nullptr, slot, addr, sig, si->si_code);
     Chain(sig, si, uc);
     errno = saved_errno;
     return;
@@ -226,7 +218,8 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
       return;  // re-execute: a stale fault now succeeds
     }
     ThreadSlot* slot = FindSlot(tid);
-    if (slot && slot->mode.load() == kSlotJump) Jump(slot, addr, sig, si->si_code);
+    if (slot && slot->mode.load() == kSlotJump) Jump(&r, slot, addr, sig, si->si_code);
+    r.Release();
     Chain(sig, si, uc);
     errno = saved_errno;
     return;
@@ -238,9 +231,8 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
   bus.si_code = BUS_MCEERR_AR;
   bus.si_addr = si->si_addr;
   bus.si_addr_lsb = static_cast<short>(lsb);
-  int region_slot = static_cast<int>(r - Regions());
   int tid = Gettid();
-  HandleMemoryError(*r, region_slot, addr, BUS_MCEERR_AR, lsb, FindSlot(tid), tid, SIGBUS, &bus, uc);
+  HandleMemoryError(r, addr, BUS_MCEERR_AR, lsb, FindSlot(tid), tid, SIGBUS, &bus, uc);
   errno = saved_errno;
 }
 
@@ -256,6 +248,8 @@ void RaiseMemoryError(uintptr_t addr, int code, int lsb) {
 }
 
 void SetSimulatedFaultHook(SimulatedFaultLsb hook) { g_sim_hook.store(hook); }
+
+void SetHoldDelayForTests(uint64_t ns) { g_hold_delay_ns.store(ns); }
 
 bool Install() {
   if (g_refs.fetch_add(1) > 0) return true;

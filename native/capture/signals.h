@@ -20,4 +20,8 @@ void RaiseMemoryError(uintptr_t addr, int code, int lsb);
 using SimulatedFaultLsb = int (*)(uintptr_t addr, int max_lsb);
 void SetSimulatedFaultHook(SimulatedFaultLsb hook);
 
+// Tests: the SIGBUS handler spins this long right after it found the region, as a thread preempted
+// there would (region removal and slot reuse must not hurt it). 0: off.
+void SetHoldDelayForTests(uint64_t ns);
+
 }  // namespace ras::signals

@@ -147,7 +147,7 @@ void Finalize(Job& j) {
   ev.filled_ns = j.filled_ns;
   tojs::Post(batch);
   GlobalCounters().processed.fetch_add(1);
-  j.r->busy.fetch_sub(1, std::memory_order_acq_rel);
+  j.ref.reset();
 }
 
 void FillerLoop(State* s) {
@@ -284,7 +284,9 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
       j->chunk[off / kChunk].store(kPiecewise);
     }
   }
-  r.busy.fetch_add(1, std::memory_order_acq_rel);  // the fill holds the region against removal
+  RegionRef hold = RegionRef::AtSlot(rep.region_slot, rep.region_id);
+  if (!hold) return undo(true);
+  j->ref.emplace(std::move(hold));  // the fill holds the region against removal
   {
     std::lock_guard<std::mutex> lock(g_state->mu);
     g_state->jobs.push_back(j);
@@ -297,7 +299,7 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
       std::lock_guard<std::mutex> lock(g_state->mu);
       g_state->jobs.erase(std::find(g_state->jobs.begin(), g_state->jobs.end(), j));
     }
-    r.busy.fetch_sub(1, std::memory_order_acq_rel);
+    j->ref.reset();
     return undo(true);
   }
   for (uint32_t s : j->premarked) capi::RecordLost(r, target + static_cast<uint64_t>(s) * kSubpage, kSubpage, rep.code);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "split/reserve.h"
@@ -20,6 +21,7 @@ enum PieceState : uint8_t { kMissing = 0, kFilling = 1, kDone = 2 };
 
 struct Job {
   Region* r = nullptr;
+  std::optional<RegionRef> ref;  // holds the region against removal until the fill is done
   uint32_t region_id = 0;
   uint32_t page = 0;
   Report rep{};

@@ -84,7 +84,11 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
   for (size_t i = 0; i <= lost.size(); i++) {
     uint64_t end = i < lost.size() ? lost[i] : subpages;
     if (end > run && mprotect(base + run * kSubpage, (end - run) * kSubpage, PROT_READ | PROT_WRITE) != 0) {
+      // Each hole costs map entries (vm.max_map_count): the block is in place but only partly
+      // open. Close it all again, so that what the failure reports (the whole huge page lost) is
+      // what a thread finds; one protection over whole VMAs merges them and needs no new entry.
       *fail = {errno, "mprotect"};
+      mprotect(base, b.size, PROT_NONE);
       return false;
     }
     run = end + 1;
@@ -140,6 +144,7 @@ bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail) {
     return false;
   }
   madvise(p, size, MADV_HUGEPAGE);
+  madvise(p, size, MADV_DONTFORK);  // guest RAM: never copied into a child the VMM forks
   return true;
 }
 

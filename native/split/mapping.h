@@ -16,7 +16,8 @@ void Unmap(void* addr, uint64_t size);
 // Put `b` in place of [target, target+b.size) in one mremap, without any moment where the range is
 // unmapped or shows partial data or a lost subpage. `lost` (sorted subpage indices in the block) are
 // guarded first (guard markers, Linux >= 6.13) unless `lost_already_poisoned` (MADV_HWPOISON).
-// Older kernels: the block goes in PROT_NONE and only the healthy runs are opened after the move.
+// Older kernels: the block goes in PROT_NONE and only the healthy runs are opened after the move;
+// if opening one fails (map entries exhausted) the whole range is PROT_NONE again on return.
 bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
             Failure* fail);
 

@@ -10,6 +10,7 @@
 #include "linux_compat.h"
 #include "split/fileio.h"
 #include "split/mapping.h"
+#include "split/numa.h"
 #include "split/uffd.h"
 
 namespace ras::recovery {
@@ -138,6 +139,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
     return out;
   }
   out.used_reserve = block.from_reserve;
+  numa::PlaceOn(block.addr, block.size, numa::HugePageNode(r, page), block.from_reserve);  // before the read faults it
   fileio::ReadBack rb = ReadPage(r, page, block.addr, readers ? readers->pool_ : nullptr);
   out.reads = rb.calls;
   for (uint32_t s : known_lost) {
@@ -200,6 +202,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   for (uint32_t s : rb.lost) r.MarkSubpageLost(target + static_cast<uint64_t>(s) * kSubpage);
   if (!mapping::SwapIn(block, target, rb.lost, in_block, &mf)) {
     if (block.addr) mapping::DropBlock(block);
+    r.ClearPageLost(page);  // the whole page is reported lost: no subpage bits for it
     out.refuse = mf.err == ENOMEM ? kNoMemory : kReadBackFailed;
     out.err = mf.err;
     out.syscall = mf.syscall;

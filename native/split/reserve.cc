@@ -41,7 +41,8 @@ PoolState* Find(uint64_t size) {
 }
 }  // namespace
 
-// Anonymous memory aligned for THP, with MADV_HUGEPAGE asked for (ignored where THP is off).
+// Anonymous memory aligned for THP, with MADV_HUGEPAGE asked for (ignored where THP is off), and
+// MADV_DONTFORK.
 char* MapAligned(uint64_t size, Failure* fail) {
   uint64_t align = AlignFor(size);
   uint64_t span = size + align;
@@ -55,6 +56,9 @@ char* MapAligned(uint64_t size, Failure* fail) {
   if (start > reinterpret_cast<uintptr_t>(raw)) munmap(raw, start - reinterpret_cast<uintptr_t>(raw));
   if (raw_end > start + size) munmap(reinterpret_cast<void*>(start + size), raw_end - (start + size));
   madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE);
+  // Guest RAM: a VMM that forks (a helper, a migration child) must not copy it or share it
+  // copy-on-write. The flag moves with the memory when it is swapped in place.
+  madvise(reinterpret_cast<void*>(start), size, MADV_DONTFORK);
   return reinterpret_cast<char*>(start);
 }
 

@@ -39,8 +39,7 @@ bool ClaimLost(Region& r, uint32_t page) { return ClaimNormal(r, page, kLost); }
 void UndoLost(Region& r, uint32_t page) { Set(r, page, kNormal); }
 
 void ResetPage(Region& r, uint32_t page, bool fresh_huge_page) {
-  for (uint32_t i = 0; i < r.lost_words_per_page; i++)
-    r.lost_bits[static_cast<size_t>(page) * r.lost_words_per_page + i].store(0);
+  r.ClearPageLost(page);
   Set(r, page, fresh_huge_page ? kNormal : kSplit);
 }
 

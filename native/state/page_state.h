@@ -17,9 +17,13 @@
 //
 //   from        to          when                                               function
 //   Normal      Pending     signal handler, first poison report for the page   MarkPending
-//   Pending     Recovering  a lane takes the report (not while paused)         BeginRecovery
+//   Pending     Recovering  a lane takes the report (not while paused), or      BeginRecovery
+//                           finds the page by its state when the report found
+//                           the queue full (the handler flagged the region)
 //   Recovering  Split       replacement in place, lost subpages guarded        EndRecovery(true)
-//   Recovering  Lost        the split failed (read-back, memory, swap)         EndRecovery(false)
+//   Recovering  Lost        the split failed (read-back, memory, swap; a swap  EndRecovery(false)
+//                           that failed half-way leaves the page all PROT_NONE
+//                           and no lost subpage bits)
 //   Recovering  Lost        the region's armed policy refuses recovery         Refuse
 //   Normal      Recovering  restart: the journal lists lost subpages           ClaimForReplay
 //   Normal      Lost        restart: the journal says the page was refused     ClaimLost

@@ -27,28 +27,55 @@ enum RefuseReason : uint32_t {
   kNoMemory = 7,        // recovery failed: no replacement memory
 };
 
-struct Region {
-  std::atomic<int> live{0};  // 0 free, 1 live, 2 being removed
-  std::atomic<int> busy{0};  // recovery lanes working on this region (removal waits for 0)
-  uint32_t id = 0;           // unique per registration, so a late report never hits a reused slot
+// What mapRegion knows of a registration, to build its descriptor from.
+struct RegionSpec {
+  uint32_t id = 0;
   uintptr_t start = 0;
-  uintptr_t end = 0;
+  uint64_t size = 0;
   uint64_t huge_size = 0;
-  uint32_t huge_shift = 0;
   int fd = -1;
-  uint64_t dev = 0;  // identity of the backing file (the simulation keys poisoned file pages on it)
-  uint64_t ino = 0;
+  uint64_t dev = 0, ino = 0;
   uint64_t file_offset = 0;
-  uint32_t pages = 0;                   // number of huge pages
-  uint32_t lost_words_per_page = 0;     // 64-bit words of lost-subpage bitmap per huge page
-  std::atomic<uint32_t>* page_words = nullptr;  // see state/page_state.h; changed only there
-  std::atomic<uint64_t>* lost_bits = nullptr;
-  std::atomic<uint32_t> refuse_reason{kEligible};
+  uint64_t guest_phys = 0;
+  uint32_t refuse_reason = kEligible;
+  int guard = HUGETLB_RAS_GUARD_FAULT;
+};
+
+// One registration's descriptor. Allocated once by mapRegion, published in a slot of the table,
+// and never changed after publication: the plain fields are const, the state is atomics in (or
+// pointed to by) it. Freed only after it was unpublished and no thread holds it (RegionRef), so a
+// thread that found it keeps a consistent region for as long as it holds it, whatever happens to
+// the slot meanwhile.
+struct Region {
+  explicit Region(const RegionSpec& s);
+  ~Region();
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  const uint32_t id;  // unique per registration, so a late report never hits a reused slot
+  const uintptr_t start;
+  const uintptr_t end;
+  const uint64_t huge_size;
+  const uint32_t huge_shift;
+  const int fd;
+  const uint64_t dev;  // identity of the backing file (the simulation keys poisoned file pages on it)
+  const uint64_t ino;
+  const uint64_t file_offset;
+  const uint32_t pages;                // number of huge pages
+  const uint32_t lost_words_per_page;  // 64-bit words of lost-subpage bitmap per huge page
+  const uint64_t guest_phys;           // guest-physical address of `start` (for the C API's GPA queries)
+  std::atomic<uint32_t>* const page_words;  // see state/page_state.h; changed only there
+  std::atomic<uint64_t>* const lost_bits;
+  std::atomic<uint32_t> refuse_reason;
   // How lost subpages are kept inaccessible: enum hugetlb_ras_guard (include/hugetlb_ras.h). A
   // subpage whose preferred guard failed falls back to a fault guard, and `guard` then says so:
   // it is the weakest guard in use in this region.
-  std::atomic<int> guard{HUGETLB_RAS_GUARD_FAULT};
-  uint64_t guest_phys = 0;  // guest-physical address of `start` (for the C API's GPA queries)
+  std::atomic<int> guard;
+  // Set by a signal handler that marked a page Pending but found the report queue full: the lanes
+  // look for Pending pages here (see g_attention in state/reports.h).
+  std::atomic<uint32_t> attention{0};
+  // Set when removal starts: whoever waits on one of its pages stops waiting and lets go.
+  std::atomic<int> removed{0};
 
   bool Contains(uintptr_t a) const { return a >= start && a < end; }
   uint32_t PageIndex(uintptr_t a) const { return static_cast<uint32_t>((a - start) >> huge_shift); }
@@ -56,10 +83,50 @@ struct Region {
   std::atomic<uint32_t>& Word(uint32_t i) { return page_words[i]; }
   bool SubpageLost(uintptr_t a) const;
   void MarkSubpageLost(uintptr_t a);
+  void ClearPageLost(uint32_t page);  // every lost bit of one huge page
+  uint64_t BookkeepingBytes() const;
 };
 
-Region* Regions();  // array of kMaxRegions
-Region* FindRegion(uintptr_t addr, int* slot_out);  // async-signal-safe
-Region* FindRegionById(uint32_t id);  // a live region, or null
+// A hold on a published region: while it is held, removal waits (and the descriptor stays). Each
+// slot counts the threads inside the handlers, lanes or C API that look at it or hold it; a thread
+// counts itself first, then reads the slot, so removal, which unpublishes first and then waits for
+// the count to drop to zero, can never free a descriptor somebody still reads. Async-signal-safe
+// (atomics only). A signal handler must Release() before it siglongjmps or chains.
+class RegionRef {
+ public:
+  RegionRef() = default;
+  ~RegionRef() { Release(); }
+  RegionRef(RegionRef&& o) noexcept : slot_(o.slot_), r_(o.r_) { o.r_ = nullptr; }
+  RegionRef(const RegionRef&) = delete;
+  RegionRef& operator=(const RegionRef&) = delete;
+
+  static RegionRef Find(uintptr_t addr);                  // the region holding host address `addr`
+  static RegionRef FindGpa(uint64_t gpa);                 // ... guest-physical address `gpa`
+  static RegionRef AtSlot(uint32_t slot);                 // whatever is published there
+  static RegionRef AtSlot(uint32_t slot, uint32_t id);    // only registration `id`
+  void Release();
+
+  explicit operator bool() const { return r_ != nullptr; }
+  Region* get() const { return r_; }
+  Region& operator*() const { return *r_; }
+  Region* operator->() const { return r_; }
+  uint32_t slot() const { return slot_; }
+
+ private:
+  template <typename Match>
+  static RegionRef Scan(Match match);
+  static RegionRef Try(uint32_t slot, uint32_t id, bool any_id);
+  uint32_t slot_ = 0;
+  Region* r_ = nullptr;
+};
+
+// JS thread only (the only thread that publishes and removes regions):
+int PublishRegion(Region* r);     // the slot, or -1 when all are taken
+int FreeRegionSlots();
+Region* RegionAt(int slot);       // the published region, or null
+Region* FindRegionById(uint32_t id);  // a published region, or null
+// Unpublish, mark removed, wake its waiters and wait until no thread holds it. The caller then owns
+// the descriptor (unmap, close, delete).
+Region* RetireRegion(int slot);
 
 }  // namespace ras

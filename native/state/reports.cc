@@ -22,6 +22,7 @@ struct QueueInit {
 } g_queue_init;
 }  // namespace
 
+std::atomic<int> g_attention{0};
 std::atomic<int> g_paused{0};
 std::atomic<int> g_shutdown{0};
 int g_main_tid = 0;

@@ -39,6 +39,9 @@ Counters& GlobalCounters();
 void WakeWorker();          // async-signal-safe (eventfd write)
 void SetWorkerEventFd(int fd);
 
+// Some region has a Pending page whose report found the queue full (Region::attention): the lanes
+// scan for it once the queue is drained, so no page stays Pending with nobody to process it.
+extern std::atomic<int> g_attention;
 extern std::atomic<int> g_paused;
 extern std::atomic<int> g_shutdown;
 extern int g_main_tid;

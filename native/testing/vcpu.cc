@@ -1,6 +1,7 @@
 #include "testing/vcpu.h"
 
 #include <csetjmp>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,6 +37,23 @@ struct Load {
 std::mutex g_mu;
 std::map<int, std::unique_ptr<Load>> g_loads;
 int g_next = 1;
+bool g_atexit = false;  // StopAll registered with atexit (under g_mu)
+
+// Stops the threads and joins them; the report is thrown away when nobody asked for it.
+void Finish(Load* load, Report* out) {
+  load->stop.store(true);
+  for (auto& t : load->threads) t->log.stop.store(1);  // also those waiting for a paused engine
+  for (auto& t : load->threads) t->th.join();
+  if (!out) return;
+  for (auto& t : load->threads) {
+    out->accesses += t->accesses;
+    out->wrong_bytes += t->wrong;
+    if (t->first_wrong >= 0 && (out->first_wrong < 0 || t->first_wrong < out->first_wrong)) out->first_wrong = t->first_wrong;
+    uint32_t n = t->log.stalls.load();
+    out->stalls.emplace_back(t->log.stall, t->log.stall + n);
+    out->mces.insert(out->mces.end(), t->mces.begin(), t->mces.end());
+  }
+}
 
 void Run(Load* load, Thread* t) {
   ThreadSlot* slot = ClaimSlot(kSlotVcpu);
@@ -116,6 +134,9 @@ int Start(const Options& o) {
     std::lock_guard<std::mutex> lock(g_mu);
     h = g_next++;
     g_loads[h] = std::move(load);
+    // process.exit() runs exit() without the environment's cleanup hooks: a joinable std::thread
+    // destroyed with g_loads would std::terminate. Registered after g_loads exists, so it runs first.
+    if (!g_atexit) g_atexit = std::atexit(StopAll) == 0;
   }
   if (raw->failed.load() > 0) {
     Report ignored;
@@ -134,18 +155,17 @@ bool Stop(int handle, Report* out) {
     load = std::move(it->second);
     g_loads.erase(it);
   }
-  load->stop.store(true);
-  for (auto& t : load->threads) t->log.stop.store(1);  // also those waiting for a paused engine
-  for (auto& t : load->threads) t->th.join();
-  for (auto& t : load->threads) {
-    out->accesses += t->accesses;
-    out->wrong_bytes += t->wrong;
-    if (t->first_wrong >= 0 && (out->first_wrong < 0 || t->first_wrong < out->first_wrong)) out->first_wrong = t->first_wrong;
-    uint32_t n = t->log.stalls.load();
-    out->stalls.emplace_back(t->log.stall, t->log.stall + n);
-    out->mces.insert(out->mces.end(), t->mces.begin(), t->mces.end());
-  }
+  Finish(load.get(), out);
   return true;
+}
+
+void StopAll() {
+  std::map<int, std::unique_ptr<Load>> loads;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    loads.swap(g_loads);
+  }
+  for (auto& l : loads) Finish(l.second.get(), nullptr);
 }
 
 }  // namespace ras::vcpu

@@ -34,5 +34,7 @@ struct Report {
 
 int Start(const Options& o);  // handle, or -1 when not every thread got a slot
 bool Stop(int handle, Report* out);
+// Every load, without reports: on environment cleanup (before the regions go) and at exit.
+void StopAll();
 
 }  // namespace ras::vcpu

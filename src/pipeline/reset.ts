@@ -1,10 +1,19 @@
 // Reset: after a guest reset, huge pages come back where a region was split or lost; the ledger and
 // the journal forget the losses they covered.
 import { RasError } from '../errors';
-import type { ResetEvent } from '../events';
+import type { ResetEvent, ResetSkip } from '../events';
 import { native, PageState } from '../native';
+import { reasonFromCode, type RefuseReason } from '../policy';
 import type { Region } from '../region';
 import type { EngineState } from './state';
+
+/** Why a reset must not punch or remap a shared region's page. */
+export const RESET_SKIP_WORDS: Partial<Record<RefuseReason, string>> = {
+  'shared-mapping': 'another process maps this memory (share=on): punching the page would make it read zeros',
+  'vhost-user': 'a vhost-user backend maps this memory: punching the page would make it read zeros',
+  ivshmem: 'ivshmem shares this memory with another VM: punching the page would make it read zeros',
+  vfio: 'vfio may have this page pinned: the device would keep the old page while the CPU got a new one',
+};
 
 export async function resetRegion(s: EngineState, region: Region, whenIdle: () => Promise<void>): Promise<ResetEvent> {
   const c = native.counters();
@@ -14,10 +23,18 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
   let restored = 0;
   let stillSplit = 0;
   let reason: string | undefined;
+  const skipped: ResetSkip[] = [];
   for (let page = 0; page < states.length; page++) {
     if (states[page] !== PageState.Split && states[page] !== PageState.Lost) continue;
     const r = native.restoreHugePage(region.id, page);
-    if (r.skipped) continue;
+    if (r.skipped) {
+      if (r.reason !== undefined) {
+        const why = reasonFromCode(r.reason);
+        const hugePageGuestPhysAddr = region.guestPhysAddrOf(page * region.hugePageSize);
+        skipped.push({ hugePageIndex: page, hugePageGuestPhysAddr, reason: why, message: RESET_SKIP_WORDS[why] ?? why });
+      }
+      continue;
+    }
     if (r.restored) restored++;
     else {
       stillSplit++;
@@ -46,7 +63,7 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
       );
     }
   }
-  const event: ResetEvent = { region: region.name, restoredHugePages: restored, stillSplit, ...(reason ? { reason } : {}) };
+  const event: ResetEvent = { region: region.name, restoredHugePages: restored, stillSplit, ...(reason ? { reason } : {}), skipped };
   s.events.deliver('reset', event);
   return event;
 }
