@@ -1,45 +1,47 @@
-// Recovery latency benchmark: the engine (full path, vCPU threads running) against the naive
-// approach of the 2024 QEMU RFC and the physical limit (memcpy of the same bytes), in one run.
-// Prints a table, writes bench/out/results.json and bench/out/latency.svg.
+// Recovery latency benchmark, in one run and interleaved rep by rep: the engine's eager path, its
+// lazy path (userfaultfd), the naive approach of the 2024 QEMU RFC, and the limit (memcpy of the
+// same bytes). Prints a table, writes bench/out/results.json, table.md and latency.svg.
+//
+// Rows (each a median over reps, with p10 - p90):
+//   limit: memcpy of the page / of 2 MiB   copying the bytes into already-faulted memory
+//   eager: SIGBUS to usable                 first report to the page in place, vCPUs released
+//   eager: vCPU stall                       signal to the stalled vCPU's access completing (max over vCPUs)
+//   lazy: vCPU stall                        the same on the lazy path (the access may wait for its piece)
+//   lazy: SIGBUS to in place                first report to the registered range in place, vCPUs released
+//   lazy: whole page usable again           first report to every piece in place (fill done)
+//   naive (QEMU RFC)                        MAP_FIXED anonymous + MAP_POPULATE, then 4 KiB preads
+//   burst (bench/burst.ts)                  8 huge pages of 2 MiB poisoned back to back, found by vCPUs:
+//                                           each page's first report to usable, against memcpy of 2 MiB
+//   KVM vCPU stall (bench/kvm.ts)           the reference VMM: the exit that found the poison to KVM_RUN
+//                                           re-entered, against memcpy of 2 MiB
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { RasEngine, fillPattern, startVcpuLoad, verifyPattern, type RecoveredEvent } from '../src/index';
-import { benchNative } from '../src/native';
+import { RasEngine, fillPattern, startVcpuLoad, verifyPattern, type RecoveredEvent, type Region } from '../src/index';
+import { benchNative, native } from '../src/native';
 import { benchBurst } from './burst';
 import { benchKvmStall } from './kvm';
+import { fmt, median, quantile, svg, type Series } from './svg';
 
 const DIR = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
 const OUT = path.resolve(__dirname, '../../bench/out');
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 
-interface Series {
-  label: string;
-  ns: number[];
-}
 interface SizeResult {
   pageSize: string;
   reps: number;
-  engineTotal: Series; // SIGBUS -> huge page usable again
-  engineSplit: Series; // read back + guard + swap, inside the worker
-  vcpuStall: Series; // signal -> the stalled vCPU's access resumes (max over vCPUs per rep)
-  naive: Series;
+  rows: Series[];
   limit: Series;
-  hugeShare: number[]; // share of the recovered page still on 2 MiB pages
+  limit2m: Series;
+  hugeShare: { eager: number[]; lazy: number[] };
+  lazyAvailable: boolean;
   bookkeepingBytesPerHugePage: number;
   reserveBytes: number;
   skipped?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (a: number[]) => quantile(a, 0.5);
-function quantile(a: number[], q: number): number {
-  if (a.length === 0) return NaN;
-  const s = [...a].sort((x, y) => x - y);
-  const i = (s.length - 1) * q;
-  const lo = Math.floor(i);
-  return s[lo] + (s[Math.ceil(i)] - s[lo]) * (i - lo);
-}
+const S = (label: string): Series => ({ label, ns: [] });
 
 async function waitReserve(engine: RasEngine): Promise<void> {
   for (let i = 0; i < 20_000; i++) {
@@ -49,48 +51,67 @@ async function waitReserve(engine: RasEngine): Promise<void> {
   }
 }
 
+/** One recovery of a silent poison found by running vCPUs; checks every byte. */
+async function oneRecovery(engine: RasEngine, region: Region, seed: number, off: number, vcpus: number, lazy: boolean) {
+  native.setLazyRecovery(lazy);
+  fillPattern(region, seed);
+  await waitReserve(engine);
+  const got: { last?: RecoveredEvent } = {};
+  const on = (e: RecoveredEvent) => (got.last = e);
+  engine.on('recovered', on);
+  const load = startVcpuLoad(engine, { region, threads: vcpus, seed, writeRatio: 0.25 });
+  await sleep(20);
+  engine.injectPoison(region, off, { mode: 'simulate', signal: false });
+  for (let i = 0; i < 120_000 && !got.last; i++) await sleep(1);
+  await engine.whenIdle({ timeoutMs: 120_000 });
+  await sleep(5);
+  const report = await load.stop();
+  engine.off('recovered', on);
+  const check = verifyPattern(region, seed);
+  const last = got.last as RecoveredEvent | undefined;
+  if (!last || report.wrongBytes !== 0 || check.wrongBytes !== 0 || check.unreadableOffsets.length !== 1)
+    throw new Error(`recovery incorrect (${JSON.stringify({ lazy, wrong: report.wrongBytes, check: check.wrongBytes, unreadable: check.unreadableOffsets.length })})`);
+  if ((last.path === 'lazy') !== lazy) throw new Error(`expected the ${lazy ? 'lazy' : 'eager'} path, got ${last.path}`);
+  const stalls = report.stalls.map((s) => Number(s.accessNs || s.stallNs));
+  const share = engine.hugeMappedShare(region, 0);
+  await engine.resetRegion(region);
+  return { last, stall: stalls.length ? Math.max(...stalls) : 0, share };
+}
+
 async function benchSize(label: string, huge: number, dir: string, reps: number, vcpus: number): Promise<SizeResult> {
+  const lazyAvailable = native.lazyInfo().available;
+  const rows = {
+    eagerTotal: S('eager: SIGBUS to usable'),
+    eagerStall: S('eager: vCPU stall (signal to access done)'),
+    lazyStall: S('lazy: vCPU stall (signal to access done)'),
+    lazyInPlace: S('lazy: SIGBUS to in place (vCPUs released)'),
+    lazyWhole: S('lazy: whole page usable again'),
+    naive: S('naive (QEMU RFC): MAP_FIXED+populate, 4 KiB preads'),
+  };
   const res: SizeResult = {
     pageSize: label,
     reps,
-    engineTotal: { label: 'engine: SIGBUS to usable', ns: [] },
-    engineSplit: { label: 'engine: split (read+guard+swap)', ns: [] },
-    vcpuStall: { label: 'engine: vCPU stall', ns: [] },
-    naive: { label: 'naive (QEMU RFC): MAP_FIXED+populate, 4 KiB preads', ns: [] },
-    limit: { label: 'limit: memcpy of the page', ns: [] },
-    hugeShare: [],
+    rows: [],
+    limit: S('limit: memcpy of the page'),
+    limit2m: S('limit: memcpy of 2 MiB'),
+    hugeShare: { eager: [], lazy: [] },
+    lazyAvailable,
     bookkeepingBytesPerHugePage: 0,
     reserveBytes: 0,
   };
-  // Engine, naive baseline and limit are measured rep by rep, interleaved, so that the machine's
-  // noise (a shared 2-core host) hits all three alike.
-  const engine = RasEngine.open({ reserveBytes: 'auto', lostPageGuard: 'guard' });
+  // Every participant is measured rep by rep, interleaved, so that the machine's noise (a shared
+  // 2-core host) hits all alike. Both engine paths use the poison marker guard ('uffd').
+  const engine = RasEngine.open({ reserveBytes: 'auto', lostPageGuard: 'uffd' });
   const naiveEngine = RasEngine.open({ reserveBytes: 0 });
   const file = path.join(dir, `bench-${process.pid}`);
   try {
     const region = engine.mapRegion({ name: 'bench', path: file, size: huge });
     res.bookkeepingBytesPerHugePage = region.bookkeepingBytes;
-    const got: { last?: RecoveredEvent } = {};
-    engine.on('recovered', (e) => (got.last = e));
     for (let rep = 0; rep < reps + 1; rep++) {
-      // --- the engine: full path, vCPUs running, silent poison found by a vCPU
-      fillPattern(region, rep + 1);
-      await waitReserve(engine);
+      const off = (4096 * (37 + rep * 11)) % huge;
+      const eager = await oneRecovery(engine, region, rep + 1, off, vcpus, false);
+      const lazy = lazyAvailable ? await oneRecovery(engine, region, rep + 101, off, vcpus, true) : undefined;
       res.reserveBytes = engine.stats().reserveBytes;
-      const load = startVcpuLoad(engine, { region, threads: vcpus, seed: rep + 1, writeRatio: 0.25 });
-      await sleep(20);
-      got.last = undefined;
-      engine.injectPoison(region, (4096 * (37 + rep * 11)) % huge, { mode: 'simulate', signal: false });
-      for (let i = 0; i < 120_000 && !got.last; i++) await sleep(1);
-      await engine.whenIdle({ timeoutMs: 120_000 });
-      await sleep(5);
-      const report = await load.stop();
-      const check = verifyPattern(region, rep + 1);
-      const last = got.last as RecoveredEvent | undefined;
-      if (!last || report.wrongBytes !== 0 || check.wrongBytes !== 0 || check.unreadableOffsets.length !== 1)
-        throw new Error(`rep ${rep}: recovery incorrect (${JSON.stringify({ wrong: report.wrongBytes, check: check.wrongBytes, unreadable: check.unreadableOffsets.length })})`);
-      const share = engine.hugeMappedShare(region, 0);
-      await engine.resetRegion(region);
       // --- the naive baseline on a fresh file with the same poison
       const f = path.join(dir, `bench-naive-${process.pid}-${rep}`);
       const nregion = naiveEngine.mapRegion({ name: `naive${rep}`, path: f, size: huge });
@@ -100,101 +121,58 @@ async function benchSize(label: string, huge: number, dir: string, reps: number,
       if (naive.lost !== 1) throw new Error('naive baseline did not see the poisoned subpage');
       fs.rmSync(f, { force: true });
       naiveEngine.unmapRegion(nregion);
-      // --- the limit
+      // --- the limits
       const limit = benchNative().memcpyLimit(huge);
+      const limit2m = huge === 2 * MiB ? limit : benchNative().memcpyLimit(2 * MiB);
       if (rep === 0) continue; // warm-up
-      res.engineTotal.ns.push(Number(last.totalNs));
-      res.engineSplit.ns.push(Number(last.durationNs));
-      const stalls = report.stalls.map((s) => Number(s.stallNs));
-      if (stalls.length) res.vcpuStall.ns.push(Math.max(...stalls));
-      res.hugeShare.push(share);
-      res.naive.ns.push(naive.ns);
+      rows.eagerTotal.ns.push(Number(eager.last.totalNs));
+      if (eager.stall) rows.eagerStall.ns.push(eager.stall);
+      res.hugeShare.eager.push(eager.share);
+      if (lazy) {
+        if (lazy.stall) rows.lazyStall.ns.push(lazy.stall);
+        rows.lazyInPlace.ns.push(Number(lazy.last.totalNs));
+        rows.lazyWhole.ns.push(Number(lazy.last.filledNs));
+        res.hugeShare.lazy.push(lazy.share);
+      }
+      rows.naive.ns.push(naive.ns);
       res.limit.ns.push(limit);
+      res.limit2m.ns.push(limit2m);
     }
   } finally {
+    native.setLazyRecovery(true);
     fs.rmSync(file, { force: true });
     engine.close();
     naiveEngine.close();
   }
+  res.rows = [res.limit, ...(huge === 2 * MiB ? [] : [res.limit2m]), ...Object.values(rows).filter((s) => s.ns.length > 0)];
   return res;
-}
-
-function fmt(ns: number): string {
-  if (!Number.isFinite(ns)) return '-';
-  if (ns >= 1e6) return `${(ns / 1e6).toFixed(1)} ms`;
-  return `${(ns / 1e3).toFixed(0)} us`;
 }
 
 function table(results: SizeResult[]): string {
   const rows: string[] = [];
-  rows.push('| page | what | median | p10 - p90 | / limit |');
-  rows.push('|---|---|---|---|---|');
+  rows.push('| page | what | median | p10 - p90 | / memcpy of the page | / memcpy of 2 MiB |');
+  rows.push('|---|---|---|---|---|---|');
   for (const r of results) {
     if (r.skipped) {
-      rows.push(`| ${r.pageSize} | skipped: ${r.skipped} | | | |`);
+      rows.push(`| ${r.pageSize} | skipped: ${r.skipped} | | | | |`);
       continue;
     }
     const lim = median(r.limit.ns);
-    for (const s of [r.limit, r.engineTotal, r.engineSplit, r.vcpuStall, r.naive]) {
-      rows.push(`| ${r.pageSize} | ${s.label} | ${fmt(median(s.ns))} | ${fmt(quantile(s.ns, 0.1))} - ${fmt(quantile(s.ns, 0.9))} | ${(median(s.ns) / lim).toFixed(2)}x |`);
-    }
+    const lim2 = median(r.limit2m.ns);
+    for (const s of r.rows)
+      rows.push(`| ${r.pageSize} | ${s.label} | ${fmt(median(s.ns))} | ${fmt(quantile(s.ns, 0.1))} - ${fmt(quantile(s.ns, 0.9))} | ${(median(s.ns) / lim).toFixed(2)}x | ${(median(s.ns) / lim2).toFixed(2)}x |`);
   }
   rows.push('');
   for (const r of results) {
     if (r.skipped) continue;
-    const lim = median(r.limit.ns);
+    const pct = (a: number[]) => (a.length ? `${(median(a) * 100).toFixed(2)}%` : '-');
     rows.push(
-      `${r.pageSize}: engine total/limit ${(median(r.engineTotal.ns) / lim).toFixed(2)}x, ` +
-        `vCPU stall/limit ${(median(r.vcpuStall.ns) / lim).toFixed(2)}x, ` +
-        `naive/engine ${(median(r.naive.ns) / median(r.engineTotal.ns)).toFixed(1)}x faster, ` +
-        `still on 2 MiB pages after recovery: ${(median(r.hugeShare) * 100).toFixed(2)}%, ` +
-        `bookkeeping ${r.bookkeepingBytesPerHugePage} B per region of one huge page, reserve ${r.reserveBytes >> 20} MiB, ` +
-        `${r.reps} reps`,
+      `${r.pageSize}: still on 2 MiB pages after recovery: eager ${pct(r.hugeShare.eager)}, lazy ${pct(r.hugeShare.lazy)}; ` +
+        `lazy path ${r.lazyAvailable ? 'measured' : 'not available here'}; bookkeeping ${r.bookkeepingBytesPerHugePage} B per region of one huge page, ` +
+        `reserve held ${r.reserveBytes >> 20} MiB; ${r.reps} reps`,
     );
   }
   return rows.join('\n');
-}
-
-/** Latency distributions on a log scale, one panel per page size. */
-function svg(results: SizeResult[]): string {
-  const done = results.filter((r) => !r.skipped);
-  const W = 900;
-  const rowH = 34;
-  const panelH = 5 * rowH + 50;
-  const H = done.length * panelH + 20;
-  const x0 = 330;
-  const x1 = W - 30;
-  const colors = ['#888', '#1f77b4', '#6baed6', '#2ca02c', '#d62728'];
-  const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`);
-  parts.push(`<rect width="100%" height="100%" fill="white"/>`);
-  done.forEach((r, pi) => {
-    const series = [r.limit, r.engineTotal, r.engineSplit, r.vcpuStall, r.naive];
-    const all = series.flatMap((s) => s.ns).filter((v) => v > 0);
-    const lo = Math.log10(Math.min(...all)) - 0.1;
-    const hi = Math.log10(Math.max(...all)) + 0.1;
-    const X = (ns: number) => x0 + ((Math.log10(ns) - lo) / (hi - lo)) * (x1 - x0);
-    const top = 20 + pi * panelH;
-    parts.push(`<text x="10" y="${top + 12}" font-weight="bold">${r.pageSize} huge page: recovery latency (log scale, ${r.reps} reps; dots = reps, bar = median)</text>`);
-    for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) {
-      for (const m of [1, 2, 5]) {
-        const v = m * 10 ** d;
-        if (Math.log10(v) < lo || Math.log10(v) > hi) continue;
-        const x = X(v);
-        parts.push(`<line x1="${x}" y1="${top + 20}" x2="${x}" y2="${top + 20 + 5 * rowH}" stroke="${m === 1 ? '#ccc' : '#eee'}"/>`);
-        parts.push(`<text x="${x}" y="${top + 35 + 5 * rowH}" text-anchor="middle" fill="#555">${fmt(v)}</text>`);
-      }
-    }
-    series.forEach((s, i) => {
-      const y = top + 20 + i * rowH + rowH / 2;
-      parts.push(`<text x="10" y="${y + 4}">${s.label}</text>`);
-      for (const v of s.ns) if (v > 0) parts.push(`<circle cx="${X(v).toFixed(1)}" cy="${y}" r="3" fill="${colors[i]}" fill-opacity="0.6"/>`);
-      const m = median(s.ns);
-      if (m > 0) parts.push(`<line x1="${X(m)}" y1="${y - 10}" x2="${X(m)}" y2="${y + 10}" stroke="black" stroke-width="2"/>`);
-    });
-  });
-  parts.push('</svg>');
-  return parts.join('\n');
 }
 
 async function main(): Promise<void> {
@@ -203,6 +181,8 @@ async function main(): Promise<void> {
   const vcpus = Number(process.env.BENCH_VCPUS ?? 2);
   const results: SizeResult[] = [];
   console.log(`hugetlb-ras benchmark: ${vcpus} vCPU threads, simulated poison (same signal, same EIO), ${new Date().toISOString()}`);
+  const li = native.lazyInfo();
+  if (!li.available) console.log(`lazy path not available: ${li.reason}`);
   results.push(await benchSize('2 MiB', 2 * MiB, path.join(DIR, '2M'), reps2m, vcpus));
   let have1g = false;
   try {
@@ -229,18 +209,21 @@ async function main(): Promise<void> {
   ];
   const legend = [
     '',
-    'rows: limit = memcpy of the same bytes into faulted memory (every ratio is against it); engine: SIGBUS to usable =',
-    'report to the huge page in place again; split = the recovery lane\'s read-back, guard and swap; vCPU stall = a vCPU',
-    'thread\'s fault to its access resuming, the longest of the rep (it adds the thread\'s own wake-up and scheduling on',
-    'this shared host, which is where its tail comes from); naive = the 2024 QEMU RFC\'s approach; burst = each of 8 pages',
-    'poisoned at once, first report to usable; KVM vCPU stall = the reference VMM\'s exit that found the poison to',
-    'KVM_RUN re-entered.',
+    'rows: limit = memcpy of the same bytes into faulted memory (every ratio is against it); eager: SIGBUS to usable =',
+    'report to the huge page in place again (read back whole first); vCPU stall = a vCPU thread\'s fault to its access',
+    'completing, the longest of the rep; lazy: SIGBUS to in place = report to the replacement in place with the touched',
+    'piece filled and the vCPUs released; lazy: whole page usable again = report to every piece in place; naive = the',
+    '2024 QEMU RFC\'s approach; burst = each of 8 pages poisoned at once, first report to usable; KVM vCPU stall = the',
+    'reference VMM\'s exit that found the poison to KVM_RUN re-entered.',
   ];
   const text = table(results) + '\n' + extra.join('\n') + '\n' + legend.join('\n');
   console.log(text);
   fs.mkdirSync(OUT, { recursive: true });
   fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results, burst, kvm }, null, 2));
-  fs.writeFileSync(path.join(OUT, 'latency.svg'), svg(results));
+  const panels = results
+    .filter((r) => !r.skipped)
+    .map((r) => ({ title: `${r.pageSize} huge page: stalls and recovery latency (log scale, ${r.reps} reps; dots = reps, bar = median)`, series: r.rows }));
+  fs.writeFileSync(path.join(OUT, 'latency.svg'), svg(panels));
   fs.writeFileSync(path.join(OUT, 'table.md'), text + '\n');
   console.log(`wrote ${path.join(OUT, 'results.json')}, latency.svg, table.md`);
 }

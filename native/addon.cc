@@ -29,6 +29,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ras::binding::RegisterInject(env, exports);
   ras::binding::RegisterRecoveryReset(env, exports);
   ras::binding::RegisterControl(env, exports);
+  ras::binding::RegisterLazy(env, exports);
   ras::binding::RegisterTesting(env, exports);
   ras::capi::Register(env, exports);                  // nativeApi, uffdInfo
   ras::testing::RegisterForeignThread(env, exports);  // test-only: threads the engine does not know

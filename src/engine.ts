@@ -75,6 +75,7 @@ export class RasEngine extends RasEvents {
       journal?.journal.close(); // and its lock: a failed open must not hold the journal
       throw err;
     }
+    native.setLazyRecovery(options.lazyRecovery ?? true); // process-wide: the last open() decides
     const engine = new RasEngine(options, journal);
     attach(engine);
     applyReserve();

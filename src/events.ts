@@ -47,6 +47,14 @@ export interface RecoveredEvent {
   durationNs: bigint;
   /** From the first report of this huge page to the moment it was usable again (vCPUs released). */
   totalNs: bigint;
+  /**
+   * 'eager': read back whole, then swapped in (vCPUs waited for all of it). 'lazy': in place at
+   * once, vCPUs released, each piece filled when first touched or by background fillers (needs a
+   * full userfaultfd: see `stats().recovery`); the event comes when the fill is complete.
+   */
+  path: 'eager' | 'lazy';
+  /** From the first report to the whole huge page in place (equals totalNs on the eager path). */
+  filledNs: bigint;
   readCalls: number;
   usedReserve: boolean;
   /** How the lost subpages are kept inaccessible (see `Guard`). */

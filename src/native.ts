@@ -39,6 +39,9 @@ export interface NativeEvent {
   /** CLOCK_MONOTONIC when the huge page was usable again. */
   doneNs?: bigint;
   usedReserve?: boolean;
+  path?: 'eager' | 'lazy';
+  /** CLOCK_MONOTONIC when every piece was in place (lazy path; doneNs otherwise). */
+  filledNs?: bigint;
   /** enum hugetlb_ras_guard: how the lost subpages were kept out. */
   guard?: number;
   /** errno of the region's preferred guard when it failed (it fell back to a fault guard). */
@@ -103,11 +106,26 @@ export interface NativeReservePool {
   missed: number;
 }
 
+export interface NativeLazyInfo {
+  /** A full userfaultfd (kernel-mode faults) with EVENT_REMAP, POISON and MOVE could be opened. */
+  available: boolean;
+  enabled: boolean;
+  reason?: string;
+  errno?: number;
+  syscall?: string;
+  lazy: number;
+  eager: number;
+  faultFills: number;
+  chunkMoves: number;
+  collapsed: number;
+  moveFallbacks: number;
+}
+
 export interface NativeVcpuReport {
   accesses: number;
   wrongBytes: number;
   firstWrongOffset: number;
-  stalls: { thread: number; hostAddress: bigint; stallNs: bigint }[];
+  stalls: { thread: number; hostAddress: bigint; stallNs: bigint; accessNs: bigint }[];
   mceReports: { thread: number; hostAddress: bigint }[];
 }
 
@@ -174,6 +192,9 @@ interface Addon {
   /** The reserve's pools: depths[i] pre-faulted blocks of sizes[i] bytes (others are dropped). */
   setReserve(sizes: number[], depths: number[], now?: boolean): void;
   setReadThreads(n: number): void;
+  lazyInfo(): NativeLazyInfo;
+  /** false: never the lazy path (tests; as where no full userfaultfd exists). Process-wide. */
+  setLazyRecovery(on: boolean): void;
   /** Tests: false forces the path of kernels without MADV_GUARD_INSTALL (before 6.13). */
   useGuardMarkers(on: boolean): void;
   hugeMappedShare(id: number, page: number): number;

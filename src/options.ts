@@ -19,6 +19,11 @@ export interface EngineOptions {
    * size given here overrides `reserveBytes` for that size; each block costs its size in RAM.
    */
   reserve?: { '2M'?: number; '1G'?: number };
+  /**
+   * true (default): recover lazily where a full userfaultfd is available (stats().recovery says);
+   * false: always the eager path (as where none is). Process-wide: the last open() decides.
+   */
+  lazyRecovery?: boolean;
   /** Durable ledger of lost frames, replayed on open. */
   journalPath?: string;
   /** Override the kernel check (Linux >= 6.5 reads a poisoned huge page back around the bad 4 KiB). */
@@ -58,6 +63,7 @@ export function checkEngineOptions(options: EngineOptions): GuardMode {
     }
     if (bytes > os.totalmem() / 2) throw outOfRange(`reserve of ${bytes} bytes is more than half of this machine's memory`);
   }
+  if (options.lazyRecovery !== undefined && typeof options.lazyRecovery !== 'boolean') throw invalidArg('lazyRecovery must be a boolean');
   if (options.readThreads !== undefined) checkUint(options.readThreads, 'readThreads');
   if (options.kernelReadsAroundPoison !== undefined && typeof options.kernelReadsAroundPoison !== 'boolean')
     throw invalidArg('kernelReadsAroundPoison must be a boolean');

@@ -641,6 +641,82 @@ def({
   },
 });
 
+// VmFlags of the VMAs overlapping [addr, addr+len): 'um' = registered with a userfaultfd (missing).
+function vmFlagsOf(addr, len) {
+  const out = [];
+  let inside = false;
+  for (const line of fs.readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (m) inside = BigInt('0x' + m[1]) < addr + BigInt(len) && BigInt('0x' + m[2]) > addr;
+    else if (inside && line.startsWith('VmFlags:')) out.push(line.slice(8).trim());
+  }
+  return out;
+}
+
+def({
+  id: '10',
+  name: 'lazy recovery (issue 11), real poison: in place at once, vCPU threads touch pieces while the fillers race, every byte right, registration gone',
+  kernels: ['6.12'],
+  timeout: 300,
+  async run(t) {
+    const { engine, ev } = t.openEngine({});
+    const st = engine.stats().recovery;
+    t.note('stats().recovery', st);
+    t.eq('stats().recovery.path (root: a full userfaultfd; 6.12 has UFFDIO_MOVE and POISON)', st.path, 'lazy');
+    const gpa0 = 0xb_0000_0000n;
+    const region = t.mapRegion(engine, { name: 'c10', path: t.hugePath(HP, 'c10'), size: 4 * HP, guestPhysAddr: gpa0 });
+    pkg().fillPattern(region, SEED);
+    const offs = [HP + 77 * SUB, 3 * HP + 500 * SUB];
+    const load = startLoad(engine, { region, threads: 2, seed: SEED });
+    let stopped = false;
+    t.onCleanup(async () => {
+      if (!stopped) await load.stop();
+    });
+    await sleep(300);
+    // Real poison while the threads run: they touch pieces of the page during its fill.
+    for (const off of offs) {
+      await t.inject(engine, region, off, { allowBusy: true });
+      await reportReached(t, engine, ev, region, off, SEED, 'recovered');
+    }
+    await t.idle(engine);
+    await sleep(500);
+    const res = await t.within('vcpu load stop()', load.stop(), 60000);
+    stopped = true;
+    t.note('vcpu result', { accesses: res.accesses, wrongBytes: res.wrongBytes, stalls: (res.stalls || []).length, mceReports: res.mceReports });
+    t.eq('vCPU threads saw no wrong (zero or stale) byte during and after the fill', res.wrongBytes, 0);
+    t.check('vCPU threads made accesses', res.accesses > 0, { accesses: res.accesses });
+    t.check('every stalled access completed', (res.stalls || []).every((s) => Number(s.accessNs) > 0), { stalls: res.stalls });
+    for (const off of offs) {
+      const hpi = Math.floor(off / HP);
+      const rec = ev.of('recovered', region, hpi);
+      t.eq(`c10#${hpi}: recovered.path`, rec.length ? rec[0].path : undefined, 'lazy');
+      if (rec.length) t.check(`c10#${hpi}: filledNs >= totalNs`, rec[0].filledNs >= rec[0].totalNs, { totalNs: rec[0].totalNs, filledNs: rec[0].filledNs });
+      checkRecovered(t, ev, region, [off]);
+      const flags = vmFlagsOf(region.address + BigInt(hpi * HP), HP);
+      t.check(`c10#${hpi}: no VMA of the page still registered (no 'um' in VmFlags)`, flags.length > 0 && flags.every((f) => !f.split(' ').includes('um')), { flags });
+    }
+    await checkGuardHits(t, engine, ev, region, offs, SEED);
+    checkLedger4k(t, engine, region, offs);
+    checkPattern(t, region, SEED, offs);
+    t.note('stats().recovery after', engine.stats().recovery);
+    checkAlive(t);
+  },
+});
+
+def({
+  id: '10b',
+  name: '6.1: no UFFDIO_MOVE / UFFDIO_POISON: the eager path runs and stats() says why',
+  kernels: ['6.1'],
+  async run(t) {
+    const { engine } = t.openEngine({});
+    const st = engine.stats().recovery;
+    t.note('stats().recovery', st);
+    t.eq('stats().recovery.path', st.path, 'eager');
+    t.check('stats().recovery.lazyUnavailable says why', typeof st.lazyUnavailable === 'string' && st.lazyUnavailable.length > 0, st);
+    checkAlive(t);
+  },
+});
+
 // The reference VMM's KVM cases (k1..k7) live in their own file.
 require('./cases-vmm').register(def);
 // The Linux guest in the reference VMM (L1, L1b, L1c: manual, npm run test:lab:linux).

@@ -15,6 +15,7 @@ void RegisterAccess(Napi::Env env, Napi::Object exports);         // access.cc: 
 void RegisterInject(Napi::Env env, Napi::Object exports);         // inject.cc: hwpoisonProbe, inject*
 void RegisterRecoveryReset(Napi::Env env, Napi::Object exports);  // recovery_reset.cc: recoverNow, markLost, restoreHugePage
 void RegisterControl(Napi::Env env, Napi::Object exports);        // control.cc: pageStates, counters, pause, ...
+void RegisterLazy(Napi::Env env, Napi::Object exports);           // lazy.cc: lazyInfo, setLazyRecovery
 void RegisterTesting(Napi::Env env, Napi::Object exports);        // testing.cc: fill/verifyPattern, vCPU load
 
 // lifecycle.cc, for the other groups

@@ -93,6 +93,7 @@ Napi::Value StopVcpu(const Napi::CallbackInfo& info) {
       so.Set("thread", static_cast<double>(t));
       so.Set("hostAddress", Napi::BigInt::New(env, static_cast<uint64_t>(s.addr)));
       so.Set("stallNs", Napi::BigInt::New(env, s.ns));
+      so.Set("accessNs", Napi::BigInt::New(env, s.access_ns));
       stalls.Set(n++, so);
     }
   }

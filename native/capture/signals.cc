@@ -102,7 +102,7 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
       if (slot->vcpu) {
         uint32_t n = slot->vcpu->stalls.load(std::memory_order_relaxed);
         if (n < kMaxStalls) {
-          slot->vcpu->stall[n] = {addr, MonotonicNs() - t0};
+          slot->vcpu->stall[n] = {addr, MonotonicNs() - t0, t0, 0};
           slot->vcpu->stalls.store(n + 1, std::memory_order_release);
         }
       }

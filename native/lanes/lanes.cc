@@ -16,6 +16,7 @@
 
 #include "capi/capi.h"
 #include "lanes/dropped.h"
+#include "split/lazy.h"
 #include "split/mapping.h"
 #include "split/recovery.h"
 #include "state/state.h"
@@ -53,8 +54,10 @@ struct State {
 };
 State* g_state = nullptr;
 
-// The decision the TypeScript policy armed for this region, carried out: refuse, or split.
-Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers) {
+// The decision the TypeScript policy armed for this region, carried out: refuse, or split. The
+// lazy path (split/lazy.h) puts the page in place at once and posts its event when the fill is
+// done: then nothing is appended and this returns true (processed is counted there).
+bool Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers, std::vector<Event>& out) {
   Event e;
   e.region_id = r.id;
   e.page = page;
@@ -63,8 +66,13 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
   if (reason != kEligible) {
     e.type = tojs::kRefused;
     e.reason = reason;
+  } else if (lazy::Begin(r, page, rep, MonotonicNs(), &e.outcome)) {
+    // Its known lost subpage is recorded for the C API there, before this releases the waiters.
+    EndRecovery(r, page, true);  // the stalled threads go on; missing pieces are filled on touch
+    return true;
   } else {
     e.outcome = recovery::SplitHugePage(r, page, {}, readers);
+    lazy::CountEager();
     e.type = e.outcome.ok ? tojs::kRecovered : tojs::kRefused;
     e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
   }
@@ -80,7 +88,8 @@ Event Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* re
   else
     EndRecovery(r, page, e.outcome.ok);
   e.done_ns = MonotonicNs();
-  return e;
+  out.push_back(e);
+  return false;
 }
 
 // Returns true when the report was handed to the slow lane (it counts as processed there).
@@ -109,8 +118,7 @@ bool Process(const Report& rep, std::vector<Event>& out) {
       g_state->cv.notify_all();
       return true;
     }
-    out.push_back(Recover(r, page, rep, &g_state->fast_readers));
-    return false;
+    return Recover(r, page, rep, &g_state->fast_readers, out);
   }
   if (st == kSplit && (rep.flags & kReportNewSubpageLoss)) {
     Event e;
@@ -131,7 +139,8 @@ bool Process(const Report& rep, std::vector<Event>& out) {
       uintptr_t sub = rep.addr & ~(kSubpage - 1);
       r.MarkSubpageLost(sub);  // first: a thread touching it from now on gets an MCE report
       ThreadSlot* self = ClaimSlot(kSlotSelfPoison);
-      int used = mapping::GuardSubpage(sub, r.guard.load(), &f);
+      // Under a lazy fill the range is registered there: its fd places the marker.
+      int used = lazy::PoisonInFill(r, sub) ? HUGETLB_RAS_GUARD_UFFD : mapping::GuardSubpage(sub, r.guard.load(), &f);
       if (used != r.guard.load()) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
       ReleaseSlot(self);
       capi::RecordLost(r, sub, kSubpage, rep.code);
@@ -163,12 +172,13 @@ void SlowLoop(State* s) {
       job = s->slow_jobs.front();
       s->slow_jobs.pop_front();
     }
+    bool deferred = false;  // the lazy path counts it when its fill is done
     {
       RegionRef use = RegionRef::AtSlot(job.rep.region_slot, job.rep.region_id);
-      if (use) batch.push_back(Recover(*use, job.page, job.rep, &s->slow_readers));
+      if (use && Recover(*use, job.page, job.rep, &s->slow_readers, batch)) deferred = true;
     }
     tojs::Post(batch);
-    GlobalCounters().processed.fetch_add(1);
+    if (!deferred) GlobalCounters().processed.fetch_add(1);
     {
       std::lock_guard<std::mutex> lock(s->mu);
       s->refill_wanted = true;
@@ -187,7 +197,9 @@ void RefillLoop(State* s) {
       if (s->stop.load()) return;
       s->refill_wanted = false;
     }
-    if (!g_paused.load()) mapping::RefillReserve();
+    // One block at a time, and not while a lazy fill runs (it would compete for CPU and mmap_lock).
+    while (!g_paused.load() && !s->stop.load() && !lazy::Busy() && mapping::RefillOne()) {
+    }
   }
 }
 
@@ -252,6 +264,7 @@ bool Start(Napi::Env env, Napi::Function on_events) {
   s->thread = SpawnThread(Loop, s);
   s->slow_thread = SpawnThread(SlowLoop, s);
   s->refill_thread = SpawnThread(RefillLoop, s);
+  lazy::Start();
   return true;
 }
 
@@ -268,6 +281,7 @@ void Stop() {
   if (s->thread.joinable()) s->thread.join();
   if (s->slow_thread.joinable()) s->slow_thread.join();
   if (s->refill_thread.joinable()) s->refill_thread.join();
+  lazy::Stop();  // finishes the fills in progress and posts their events
   SetWorkerEventFd(-1);
   close(s->efd);
   tojs::Stop();

@@ -9,7 +9,12 @@
 
 namespace ras::recovery {
 
+// Which way a recovery went: eager (read all, then one swap) or lazy (in place at once, filled on
+// demand: split/lazy.h).
+enum Path : int { kPathEager = 1, kPathLazy = 2 };
+
 struct Outcome {
+  int path = kPathEager;
   bool ok = false;
   RefuseReason refuse = kEligible;  // why it failed, when it failed
   int err = 0;

@@ -112,8 +112,10 @@ int PoisonRange(char* addr, uint64_t len, bool in_place, const char** syscall_ou
   reg.range.len = len;
   reg.mode = UFFDIO_REGISTER_MODE_MISSING;
   if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
+    int e = errno;  // EBUSY: a lazy fill has the range registered (split/lazy.h)
     *syscall_out = "ioctl(UFFDIO_REGISTER)";
-    return errno;
+    if (in_place) mprotect(addr, len, PROT_NONE);  // the caller reports a fault guard: make it one
+    return e;
   }
   int err = 0;
   // UFFDIO_POISON never replaces a present page (EEXIST): drop the range first. A thread that

@@ -25,7 +25,9 @@ enum SlotMode : int {
 constexpr uint32_t kMaxStalls = 4096;
 struct StallRecord {
   uintptr_t addr;
-  uint64_t ns;
+  uint64_t ns;         // signal to the handler's return (the thread released)
+  uint64_t t0;         // when the signal arrived
+  uint64_t access_ns;  // signal to the retried access completing (set by the thread; 0 if it did not)
 };
 struct VcpuLog {
   std::atomic<int> stop{0};  // set to release a vCPU that waits in the handler (engine paused)

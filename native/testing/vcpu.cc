@@ -23,6 +23,7 @@ struct Thread {
   std::vector<Mce> mces;
   std::vector<uintptr_t> offlined;  // lost subpages this vCPU's guest no longer touches
   uint64_t rng = 0;                 // in memory, not a register: it must survive siglongjmp
+  uint32_t seen = 0;                // stall records whose access completion was noted
 };
 
 struct Load {
@@ -102,6 +103,14 @@ void Run(Load* load, Thread* t) {
       if (write) w[i] = expect;
     }
     t->accesses++;
+    // The access the handler released us for has completed (on the lazy path it may have waited
+    // in the kernel for its piece): that ends the stall.
+    uint32_t n = t->log.stalls.load(std::memory_order_acquire);
+    if (n > t->seen) {
+      uint64_t now = MonotonicNs();
+      for (uint32_t i = t->seen; i < n; i++) t->log.stall[i].access_ns = now - t->log.stall[i].t0;
+      t->seen = n;
+    }
   }
   ReleaseSlot(slot);
 }

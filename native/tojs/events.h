@@ -25,6 +25,7 @@ struct Event {
   uintptr_t lost_addr = 0;
   uint32_t page_state = 0;  // of the huge page when the worker took the report
   uint64_t done_ns = 0;     // when the huge page was usable again (vCPUs released)
+  uint64_t filled_ns = 0;   // when all of it was in place (lazy path; else done_ns)
 };
 
 // On the JS thread, before the lanes start. The function receives arrays of events.

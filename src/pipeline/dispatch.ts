@@ -103,6 +103,8 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
         totalNs: (e.doneNs ?? e.timeNs) - e.timeNs,
         readCalls: e.reads ?? 0,
         usedReserve: e.usedReserve ?? false,
+        path: e.path ?? 'eager',
+        filledNs: (e.filledNs ?? e.doneNs ?? e.timeNs) - e.timeNs,
         guard,
         ...(guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
         ...(e.guardErrno ? { guardErrno: -e.guardErrno, guardSyscall: e.guardSyscall } : {}),

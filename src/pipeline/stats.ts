@@ -16,6 +16,23 @@ export interface EngineStats {
   guard: Guard;
   /** Set when `guard` is 'guard': what that means for a KVM guest, and what the VMM must do. */
   kvmWarning?: string;
+  /**
+   * Which recovery path runs. 'lazy' needs a full userfaultfd (it must see KVM's kernel-mode faults:
+   * /dev/userfaultfd access, vm.unprivileged_userfaultfd=1 or CAP_SYS_PTRACE) and Linux >= 6.8
+   * (UFFDIO_MOVE), and the 'uffd' guard; else 'eager' (why: `lazyUnavailable`). Counts are per process.
+   */
+  recovery: {
+    path: 'lazy' | 'eager';
+    lazyUnavailable?: string;
+    lazyRecoveries: number;
+    eagerRecoveries: number;
+    /** Pieces filled for a waiting thread; 2 MiB chunks moved in whole; chunks collapsed back to 2 MiB. */
+    faultFills: number;
+    chunkMoves: number;
+    collapsed: number;
+    /** Pages UFFDIO_MOVE refused (moved by reading them again and UFFDIO_COPY). */
+    moveFallbacks: number;
+  };
   /** The userfaultfd the engine opened for poison markers ('none': why, and what root can do). */
   userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
   /** stale: reports for a healthy frame of a split page (late KVM reports); the thread retried. */
@@ -43,6 +60,7 @@ export function engineStats(s: EngineState, journal: (JournalStats & { path: str
     ),
     guard: s.guard,
     ...(s.guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
+    recovery: lazyStats(s.guard),
     userfaultfd: {
       kind: uffdInfo().kind,
       ...(uffdInfo().kind === 'none' ? { errno: -uffdInfo().errno, syscall: uffdInfo().syscall, advice: UFFD_ADVICE } : {}),
@@ -61,5 +79,26 @@ export function engineStats(s: EngineState, journal: (JournalStats & { path: str
         bookkeepingBytes: r.bookkeepingBytes,
       };
     }),
+  };
+}
+
+function lazyStats(guard: Guard): EngineStats['recovery'] {
+  const l = native.lazyInfo();
+  const why = !l.available
+    ? `${l.reason} (${l.syscall}: errno ${l.errno})`
+    : !l.enabled
+      ? 'turned off (lazyRecovery: false)'
+      : guard !== 'uffd'
+        ? `the lazy path marks lost subpages with userfaultfd poison markers; this engine's guard is '${guard}'`
+        : undefined;
+  return {
+    path: why ? 'eager' : 'lazy',
+    ...(why ? { lazyUnavailable: why } : {}),
+    lazyRecoveries: l.lazy,
+    eagerRecoveries: l.eager,
+    faultFills: l.faultFills,
+    chunkMoves: l.chunkMoves,
+    collapsed: l.collapsed,
+    moveFallbacks: l.moveFallbacks,
   };
 }

@@ -21,7 +21,10 @@ export interface VcpuStall {
   hostAddress: bigint;
   offset: number;
   guestPhysAddr: bigint;
+  /** Signal to the handler releasing the thread. */
   stallNs: bigint;
+  /** Signal to the retried access completing (on the lazy path it may wait for its piece); 0n if it never completed. */
+  accessNs: bigint;
 }
 
 export interface VcpuMceReport {
@@ -78,7 +81,7 @@ export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): Vcpu
         accesses: r.accesses,
         wrongBytes: r.wrongBytes,
         firstWrongOffset: r.firstWrongOffset,
-        stalls: r.stalls.map((s) => ({ thread: s.thread, stallNs: s.stallNs, ...where(s.hostAddress) })),
+        stalls: r.stalls.map((s) => ({ thread: s.thread, stallNs: s.stallNs, accessNs: s.accessNs, ...where(s.hostAddress) })),
         mceReports: r.mceReports.map((m) => ({ thread: m.thread, ...where(m.hostAddress) })),
       };
     },

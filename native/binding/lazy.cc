@@ -1,0 +1,43 @@
+// The lazy recovery path (split/lazy.h) to JS: whether it is available and why not, its counters,
+// and the switch that forces the eager path (tests, benchmark).
+#include "binding/binding.h"
+#include "split/lazy.h"
+
+namespace ras::binding {
+
+namespace {
+Napi::Value LazyInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  int err = 0;
+  const char* sc = nullptr;
+  const char* why = lazy::Unavailable(&err, &sc);
+  o.Set("available", why == nullptr);
+  o.Set("enabled", lazy::Enabled());
+  if (why) {
+    o.Set("reason", why);
+    o.Set("errno", err);
+    if (sc) o.Set("syscall", sc);
+  }
+  lazy::Counters c = lazy::GetCounters();
+  o.Set("lazy", static_cast<double>(c.lazy));
+  o.Set("eager", static_cast<double>(c.eager));
+  o.Set("faultFills", static_cast<double>(c.fault_fills));
+  o.Set("chunkMoves", static_cast<double>(c.chunk_moves));
+  o.Set("collapsed", static_cast<double>(c.collapsed));
+  o.Set("moveFallbacks", static_cast<double>(c.move_fallbacks));
+  return o;
+}
+
+Napi::Value SetLazyRecovery(const Napi::CallbackInfo& info) {
+  lazy::SetEnabled(info.Length() > 0 && info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+}  // namespace
+
+void RegisterLazy(Napi::Env env, Napi::Object exports) {
+  exports.Set("lazyInfo", Napi::Function::New(env, LazyInfo));
+  exports.Set("setLazyRecovery", Napi::Function::New(env, SetLazyRecovery));
+}
+
+}  // namespace ras::binding
