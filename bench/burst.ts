@@ -13,13 +13,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export interface BurstResult {
   pages: number;
   perPageNs: number[];
+  /** First report to the whole page in place (the lazy path's back half done; = perPageNs if eager). */
+  filledNs: number[];
   limitNs: number[];
+  path: string;
   reserveMisses: number;
 }
 
 export async function benchBurst(reps: number, dir: string, pages = 8): Promise<BurstResult> {
-  const out: BurstResult = { pages, perPageNs: [], limitNs: [], reserveMisses: 0 };
-  const engine = RasEngine.open({ lostPageGuard: 'guard' });
+  const out: BurstResult = { pages, perPageNs: [], filledNs: [], limitNs: [], reserveMisses: 0, path: '' };
+  // The default engine: the uffd guard, and the lazy path where a full userfaultfd exists.
+  const engine = RasEngine.open({ lostPageGuard: 'uffd' });
   const file = path.join(dir, `bench-burst-${process.pid}`);
   try {
     const region = engine.mapRegion({ name: 'burst', path: file, size: pages * 2 * MiB });
@@ -48,6 +52,8 @@ export async function benchBurst(reps: number, dir: string, pages = 8): Promise<
       await engine.resetRegion(region);
       if (rep === 0) continue; // warm-up
       for (const e of got) out.perPageNs.push(Number(e.totalNs));
+      for (const e of got) out.filledNs.push(Number(e.filledNs));
+      out.path = [...new Set(got.map((e) => e.path))].join('+');
       out.limitNs.push(limit);
       out.reserveMisses += missed;
     }

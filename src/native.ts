@@ -116,16 +116,16 @@ export interface NativeLazyInfo {
   lazy: number;
   eager: number;
   faultFills: number;
-  chunkMoves: number;
+  takenBack: number;
   collapsed: number;
-  moveFallbacks: number;
+  inPlaceFinishes: number;
 }
 
 export interface NativeVcpuReport {
   accesses: number;
   wrongBytes: number;
   firstWrongOffset: number;
-  stalls: { thread: number; hostAddress: bigint; stallNs: bigint; accessNs: bigint }[];
+  stalls: { thread: number; hostAddress: bigint; stallNs: bigint; accessNs: bigint; startNs: bigint }[];
   mceReports: { thread: number; hostAddress: bigint }[];
 }
 

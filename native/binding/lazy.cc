@@ -23,9 +23,9 @@ Napi::Value LazyInfo(const Napi::CallbackInfo& info) {
   o.Set("lazy", static_cast<double>(c.lazy));
   o.Set("eager", static_cast<double>(c.eager));
   o.Set("faultFills", static_cast<double>(c.fault_fills));
-  o.Set("chunkMoves", static_cast<double>(c.chunk_moves));
+  o.Set("takenBack", static_cast<double>(c.taken_back));
   o.Set("collapsed", static_cast<double>(c.collapsed));
-  o.Set("moveFallbacks", static_cast<double>(c.move_fallbacks));
+  o.Set("inPlaceFinishes", static_cast<double>(c.in_place_finishes));
   return o;
 }
 

@@ -94,6 +94,7 @@ Napi::Value StopVcpu(const Napi::CallbackInfo& info) {
       so.Set("hostAddress", Napi::BigInt::New(env, static_cast<uint64_t>(s.addr)));
       so.Set("stallNs", Napi::BigInt::New(env, s.ns));
       so.Set("accessNs", Napi::BigInt::New(env, s.access_ns));
+      so.Set("startNs", Napi::BigInt::New(env, s.t0));
       stalls.Set(n++, so);
     }
   }

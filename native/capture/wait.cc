@@ -2,6 +2,30 @@
 
 namespace ras::signals::wait {
 
+namespace {
+// A lazy recovery releases a 2 MiB page's threads some tens of microseconds after the fault; a
+// futex sleep then costs the wake-up on top (a scheduler round trip on a busy host, often longer
+// than the recovery). So a stalled thread first polls its page word for up to this long, on its own
+// CPU (yielding it would hand it to another busy thread for a whole time slice), then sleeps.
+constexpr uint64_t kSpinNs = 200000;
+
+bool Settled(uint32_t word) {
+  uint32_t st = StateOf(word);
+  return st != kPending && st != kRecovering;
+}
+
+void Spin(Region& r, std::atomic<uint32_t>& w) {
+  uint64_t until = MonotonicNs() + kSpinNs;
+  for (int i = 0;; i++) {
+    if (Settled(w.load(std::memory_order_acquire)) || r.removed.load(std::memory_order_acquire)) return;
+    if ((i & 63) == 63 && MonotonicNs() >= until) return;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+}  // namespace
+
 bool WaitHandledFor(Region& r, uint32_t page, int ms) {
   std::atomic<uint32_t>& w = r.Word(page);
   uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(ms) * 1000000ull;
@@ -17,6 +41,7 @@ bool WaitHandledFor(Region& r, uint32_t page, int ms) {
 
 bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
   std::atomic<uint32_t>& w = r.Word(page);
+  Spin(r, w);
   for (;;) {
     uint32_t word = w.load(std::memory_order_acquire);
     uint32_t st = StateOf(word);

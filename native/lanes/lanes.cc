@@ -69,6 +69,7 @@ bool Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* rea
   } else if (lazy::Begin(r, page, rep, MonotonicNs(), &e.outcome)) {
     // Its known lost subpage is recorded for the C API there, before this releases the waiters.
     EndRecovery(r, page, true);  // the stalled threads go on; missing pieces are filled on touch
+    lazy::AfterRelease();
     return true;
   } else {
     e.outcome = recovery::SplitHugePage(r, page, {}, readers);
@@ -167,8 +168,13 @@ void SlowLoop(State* s) {
     SlowJob job;
     {
       std::unique_lock<std::mutex> lock(s->mu);
-      s->cv.wait(lock, [&] { return s->stop.load() || !s->slow_jobs.empty(); });
+      s->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return s->stop.load() || !s->slow_jobs.empty() || lazy::Pending(true); });
       if (s->stop.load()) break;
+      if (s->slow_jobs.empty()) {
+        lock.unlock();
+        lazy::CompleteOne(true);  // a big page's back half, when no big page waits for its front half
+        continue;
+      }
       job = s->slow_jobs.front();
       s->slow_jobs.pop_front();
     }
@@ -209,7 +215,7 @@ void Loop(State* s) {
   std::vector<Event> batch;
   while (!s->stop.load()) {
     struct pollfd pfd = {s->efd, POLLIN, 0};
-    int ready = poll(&pfd, 1, 50);
+    int ready = poll(&pfd, 1, lazy::Pending(false) ? 0 : 50);
     if (ready > 0) {
       uint64_t v;
       ssize_t ignored = read(s->efd, &v, sizeof v);
@@ -235,6 +241,8 @@ void Loop(State* s) {
     }
     tojs::Post(batch);
     GlobalCounters().processed.fetch_add(done);
+    // Every report taken: now the back half of a lazy recovery, if one waits (split/lazy.h).
+    worked |= lazy::CompleteOne(false);
     if (worked) {
       {
         std::lock_guard<std::mutex> lock(s->mu);

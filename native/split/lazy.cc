@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -29,13 +30,15 @@
 namespace ras::lazy {
 
 namespace {
-constexpr int kFillers = 2;
-constexpr int kFaultRt = 2;      // the fault thread serves stalled vCPUs: real-time where permitted
-constexpr int kFillerNice = 0;  // the fillers: background, level with the vCPUs (-10 starved a released vCPU for ms)
+constexpr int kFaultRt = 2;  // the fault thread serves waiting vCPUs: real-time where permitted
+// The back half's priority: a 2 MiB page's level with the vCPUs (~0.3 ms of copying: a vCPU it
+// preempted must not wait for all of it); a 1 GiB page's (~0.1 s) somewhat above, so that the page
+// is whole again in about a copy's time on a busy host while the vCPUs keep most of the other CPU.
+constexpr int kSmallBackHalfNice = 0;
+constexpr int kBigBackHalfNice = -5;
 
 struct State {
   std::thread fault_thread;
-  std::vector<std::thread> fillers;
   std::atomic<bool> stop{false};
   int efd = -1;
   std::mutex mu;
@@ -45,17 +48,15 @@ struct State {
 State* g_state = nullptr;
 std::atomic<bool> g_enabled{true};
 std::atomic<uint64_t> g_lazy{0}, g_eager{0};
+// The lane's front half in progress: Begin put the touched 4 KiB in, AfterRelease does the rest.
+thread_local std::shared_ptr<Job> t_front;
+thread_local uint64_t t_front_sub = 0;
 
 std::shared_ptr<Job> FindJob(uintptr_t addr) {
   std::lock_guard<std::mutex> lock(g_state->mu);
   for (auto& j : g_state->jobs)
     if (addr >= j->dst && addr < j->dst + j->size) return j;
   return nullptr;
-}
-
-void Notify() {
-  { std::lock_guard<std::mutex> lock(g_state->mu); }
-  g_state->cv.notify_all();
 }
 
 // The fault thread's faults to serve, in arrival order.
@@ -98,32 +99,18 @@ void FaultLoop(State* s) {
         continue;
       }
       ServeFault(*j, a);
-      if (j->done.load() == j->pieces) Notify();
     }
   }
 }
 
 void Finalize(Job& j) {
-  j.filled_ns = MonotonicNs();
-  // Everything is in: no registered 4 KiB is left unpopulated (KVM would fail it with EFAULT once
-  // a balloon drops it). The markers stay.
-  int e = lazyfd::Unregister(j.dst, j.size);
   std::vector<uint32_t> lost;
   {
     std::lock_guard<std::mutex> lock(j.mu);
     lost = j.lost;
   }
   std::sort(lost.begin(), lost.end());
-  lost.erase(std::unique(lost.begin(), lost.end()), lost.end());  // found by the fill and reported too
-  // Chunks that touches filled piece by piece are 4 KiB pages: put the healthy ones back on 2 MiB.
-  for (uint32_t c = 0; c < j.chunks && j.size > kChunk; c++) {
-    if (j.chunk[c].load() != kPiecewise) continue;
-    uint32_t lo = static_cast<uint32_t>(c * (kChunk / kSubpage)), hi = lo + static_cast<uint32_t>(kChunk / kSubpage);
-    if (std::any_of(lost.begin(), lost.end(), [&](uint32_t s) { return s >= lo && s < hi; })) continue;
-    if (madvise(reinterpret_cast<void*>(j.dst + c * kChunk), kChunk, MADV_COLLAPSE) == 0)
-      g_collapsed.fetch_add(1, std::memory_order_relaxed);
-  }
-  mapping::DropBlock(j.staging);  // what is left there: the lost subpages' stale copies
+  lost.erase(std::unique(lost.begin(), lost.end()), lost.end());  // found twice (a toucher and the back half)
   std::vector<tojs::Event> batch(1);
   tojs::Event& ev = batch[0];
   ev.type = tojs::kRecovered;
@@ -136,10 +123,9 @@ void Finalize(Job& j) {
   ev.outcome.reads = j.reads;
   ev.outcome.used_reserve = j.used_reserve;
   ev.outcome.guard = lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_UFFD;
-  int fe = j.err.load();
-  if (fe || e) {
-    ev.outcome.guard_errno = fe ? fe : e;
-    ev.outcome.guard_syscall = fe ? j.err_syscall : "ioctl(UFFDIO_UNREGISTER)";
+  if (int fe = j.err.load()) {
+    ev.outcome.guard_errno = fe;
+    ev.outcome.guard_syscall = j.err_syscall;
   }
   ev.outcome.lost = lost;
   ev.outcome.ns = j.in_place_ns;
@@ -150,41 +136,23 @@ void Finalize(Job& j) {
   j.ref.reset();
 }
 
-void FillerLoop(State* s) {
-  SetThreadNice(kFillerNice);
-  for (;;) {
-    std::vector<std::shared_ptr<Job>> jobs;
-    {
-      std::unique_lock<std::mutex> lock(s->mu);
-      if (s->stop.load() && s->jobs.empty()) return;
-      jobs = s->jobs;
-    }
-    bool worked = false;
-    for (auto& j : jobs) {
-      if (j->done.load() == j->pieces) {
-        {
-          std::lock_guard<std::mutex> lock(j->mu);
-          if (j->finalizing) continue;
-          j->finalizing = true;
-        }
-        Finalize(*j);
-        {
-          std::lock_guard<std::mutex> lock(s->mu);
-          s->jobs.erase(std::find(s->jobs.begin(), s->jobs.end(), j));
-        }
-        s->cv.notify_all();
-        worked = true;
-        break;
-      }
-      if (FillSome(*j)) {
-        worked = true;
-        break;
-      }
-    }
-    if (worked) continue;
-    std::unique_lock<std::mutex> lock(s->mu);
-    s->cv.wait_for(lock, std::chrono::milliseconds(20));
+std::shared_ptr<Job> Claim(State* s, int which) {  // which: 0 small, 1 big, -1 any
+  std::lock_guard<std::mutex> lock(s->mu);
+  for (auto& j : s->jobs) {
+    if (which >= 0 && (j->size > kChunk) != (which == 1)) continue;
+    bool no = false;
+    if (j->claimed.compare_exchange_strong(no, true)) return j;
   }
+  return nullptr;
+}
+
+void Run(State* s, const std::shared_ptr<Job>& job) {
+  Finalize(*job);
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->jobs.erase(std::find(s->jobs.begin(), s->jobs.end(), job));
+  }
+  s->cv.notify_all();
 }
 }  // namespace
 
@@ -195,18 +163,19 @@ void Start() {
   s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   g_state = s;
   s->fault_thread = SpawnThread(FaultLoop, s);
-  for (int i = 0; i < kFillers; i++) s->fillers.push_back(SpawnThread(FillerLoop, s));
 }
 
 void Stop() {
   State* s = g_state;
   if (!s) return;
-  {
-    std::lock_guard<std::mutex> lock(s->mu);
-    s->stop.store(true);  // the fillers finish every job first
+  // The lanes are stopped: what is left is finished here (an unfilled registered range would read
+  // zeros once the userfaultfd is closed), while the fault thread still serves the touchers.
+  while (std::shared_ptr<Job> j = Claim(s, -1)) {
+    ReadBlock(*j);
+    Close(*j);
+    Run(s, j);
   }
-  s->cv.notify_all();
-  for (std::thread& t : s->fillers) t.join();
+  s->stop.store(true);
   uint64_t one = 1;
   ssize_t ignored = write(s->efd, &one, sizeof one);
   (void)ignored;
@@ -228,110 +197,140 @@ const char* Unavailable(int* err, const char** syscall) {
 
 bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out) {
   if (!g_enabled.load() || !g_state || r.guard.load() != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
-  // Nobody stalls on an action-optional report: the eager path puts the whole page in sooner (a
-  // lazy fill moves a chunk with a lost subpage in 4 KiB page by 4 KiB page).
+  // Nobody stalls on an action-optional report: the eager path puts the whole page in sooner.
   if (rep.code != BUS_MCEERR_AR) return false;
+  uintptr_t target = r.PageAddress(page);
+  if (rep.addr < target || rep.addr >= target + r.huge_size) return false;
   // All of the page must be in the file (it may have shrunk): else the eager path refuses it whole.
   struct stat sb;
   uint64_t page_end = r.file_offset + (static_cast<uint64_t>(page + 1) << r.huge_shift);
   if (fstat(r.fd, &sb) != 0 || static_cast<uint64_t>(sb.st_size) < page_end) return false;
+  RegionRef hold = RegionRef::AtSlot(rep.region_slot, rep.region_id);
+  if (!hold) return false;
   auto j = std::make_shared<Job>();
   mapping::Failure mf;
-  if (!mapping::TakeBlock(r.huge_size, &j->staging, &mf)) return false;
-  char* fresh = mapping::MapAligned(r.huge_size, &mf);
-  if (!fresh) {
-    mapping::DropBlock(j->staging);
-    return false;
-  }
-  uintptr_t dst = reinterpret_cast<uintptr_t>(fresh);
-  uintptr_t target = r.PageAddress(page);
-  auto undo = [&](bool registered) {
-    if (registered) lazyfd::Unregister(dst, r.huge_size);
-    munmap(fresh, r.huge_size);
-    mapping::DropBlock(j->staging);
-    return false;
-  };
-  if (lazyfd::Register(dst, r.huge_size)) return undo(false);
+  if (!mapping::TakeBlock(r.huge_size, &j->block, &mf)) return false;
   j->r = &r;
+  j->ref.emplace(std::move(hold));  // the job holds the region against removal until it is done
   j->region_id = r.id;
   j->page = page;
   j->rep = rep;
   j->dst = target;
   j->size = r.huge_size;
   j->file_off = r.file_offset + (static_cast<uint64_t>(page) << r.huge_shift);
-  j->chunks = static_cast<uint32_t>(j->size / kChunk);
   j->pieces = static_cast<uint32_t>(j->size / kPiece);
-  j->pieces_per_chunk = static_cast<uint32_t>(kChunk / kPiece);
-  j->chunk.reset(new std::atomic<uint8_t>[j->chunks]);
   j->piece.reset(new std::atomic<uint8_t>[j->pieces]);
-  for (uint32_t c = 0; c < j->chunks; c++) j->chunk[c].store(kUntouched);
   for (uint32_t p = 0; p < j->pieces; p++) j->piece[p].store(kMissing);
-  j->used_reserve = j->staging.from_reserve;
+  j->used_reserve = j->block.from_reserve;
   j->t0 = t0;
-  // The reported subpage is the likeliest toucher: if the file says it is lost, its marker goes
-  // in before the move, so the thread that hit it gets its machine check at once.
-  if (rep.addr >= target && rep.addr < target + j->size) {
-    uint64_t off = (rep.addr - target) & ~(kSubpage - 1);
-    fileio::ReadBack rb = fileio::ReadAround(r.fd, r.dev, r.ino, j->file_off + off, j->staging.addr + off, kSubpage,
-                                             kSubpage, static_cast<uint32_t>(off / kSubpage));
-    if (rb.err) return undo(true);  // not poison but an unreadable file: the eager path refuses it
-    if (!rb.lost.empty()) {
-      if (lazyfd::Poison(dst + off, kSubpage)) return undo(true);
-      uint32_t s = static_cast<uint32_t>(off / kSubpage);
-      r.MarkSubpageLost(target + off);
-      j->premarked.push_back(s);
-      j->lost.push_back(s);
-      j->chunk[off / kChunk].store(kPiecewise);
-    }
-  }
-  RegionRef hold = RegionRef::AtSlot(rep.region_slot, rep.region_id);
-  if (!hold) return undo(true);
-  j->ref.emplace(std::move(hold));  // the fill holds the region against removal
+  uint32_t touched = static_cast<uint32_t>((rep.addr - target) / kPiece);
+  j->piece[touched].store(kFilling);  // this thread's, below
   {
     std::lock_guard<std::mutex> lock(g_state->mu);
-    g_state->jobs.push_back(j);
+    g_state->jobs.push_back(j);  // before any fault can reach the fault thread
   }
-  // One mremap puts it in place, registration and markers included; it returns once the fault
-  // thread has read the REMAP event.
-  void* moved = mremap(fresh, j->size, j->size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
-  if (moved == MAP_FAILED) {
+  auto undo = [&]() {
     {
       std::lock_guard<std::mutex> lock(g_state->mu);
       g_state->jobs.erase(std::find(g_state->jobs.begin(), g_state->jobs.end(), j));
     }
+    mapping::DropBlock(j->block);
     j->ref.reset();
-    return undo(true);
+    return false;  // the eager path replaces whatever is at target now; its touchers wait meanwhile
+  };
+  // The empty replacement is registered off to the side, then one mremap puts it in the huge page's
+  // place, registration included (EVENT_REMAP: the mremap returns once the fault thread has read
+  // the event). No moment where the range is unregistered or inaccessible: a thread, or KVM for a
+  // vCPU, touching it from now on waits in the kernel until its piece is in (a PROT_NONE moment
+  // would fail KVM_RUN with EFAULT).
+  void* m = mmap(nullptr, j->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) return undo();
+  madvise(m, j->size, MADV_DONTFORK);  // a VMM that forks must not copy guest RAM
+  if (lazyfd::Register(reinterpret_cast<uintptr_t>(m), j->size)) {
+    munmap(m, j->size);
+    return undo();
   }
-  for (uint32_t s : j->premarked) capi::RecordLost(r, target + static_cast<uint64_t>(s) * kSubpage, kSubpage, rep.code);
+  if (mremap(m, j->size, j->size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target)) == MAP_FAILED) {
+    lazyfd::Unregister(reinterpret_cast<uintptr_t>(m), j->size);
+    munmap(m, j->size);
+    return undo();
+  }
+  // The 4 KiB the stalled thread touched goes in before it is released (if lost: its marker, and
+  // it is recorded for the C API): it runs again without a second wait. The rest of its piece
+  // follows right after the release (AfterRelease).
+  uint64_t sub = (rep.addr - target) & ~(kSubpage - 1);
+  InstallSubpage(*j, sub);
+  t_front = j;
+  t_front_sub = sub;
   uint64_t now = MonotonicNs();
   j->in_place_ns = now - t0;
   j->released_ns = now;
   out->ok = true;
   out->path = recovery::kPathLazy;
   out->used_reserve = j->used_reserve;
-  out->guard = j->premarked.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_UFFD;
-  out->lost = j->premarked;
+  {
+    std::lock_guard<std::mutex> lock(j->mu);
+    out->lost = j->lost;
+  }
+  out->guard = out->lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_UFFD;
   out->ns = j->in_place_ns;
   g_lazy.fetch_add(1);
-  g_state->cv.notify_all();
   return true;
+}
+
+void AfterRelease() {
+  if (!t_front) return;
+  InstallRestOfPiece(*t_front, t_front_sub);
+  t_front.reset();
+}
+
+bool CompleteOne(bool big) {
+  State* s = g_state;
+  if (!s) return false;
+  std::shared_ptr<Job> j = Claim(s, big ? 1 : 0);
+  if (!j) return false;
+  // The read at normal priority: nobody waits for it (the fault thread serves the touchers of
+  // missing pieces in real time meanwhile), and a real-time lane copying the page would keep a
+  // vCPU it preempted off its CPU. The close at the lane's own priority: every toucher waits for it.
+  Sched saved = CurrentSched();
+  SetSched(Sched{SCHED_OTHER, 0, big ? kBigBackHalfNice : kSmallBackHalfNice});
+  sched_yield();  // a vCPU this lane preempted while it was real-time runs first
+  ReadBlock(*j);
+  SetSched(saved);
+  Close(*j);  // sets filled_ns
+  Run(s, j);
+  return true;
+}
+
+bool Pending(bool big) {
+  State* s = g_state;
+  if (!s) return false;
+  std::lock_guard<std::mutex> lock(s->mu);
+  return std::any_of(s->jobs.begin(), s->jobs.end(), [big](const std::shared_ptr<Job>& j) { return (j->size > kChunk) == big && !j->claimed.load(); });
 }
 
 bool PoisonInFill(Region& r, uintptr_t sub) {
   if (!g_state) return false;
   std::shared_ptr<Job> j = FindJob(sub);
   if (!j || j->r != &r) return false;
-  int e = lazyfd::Poison(sub, kSubpage);
-  if (e == EEXIST) {
-    // In place already: drop it, then the marker. A toucher in between faults to the fault thread,
-    // which sees the subpage lost and places the marker itself (never a zero page).
-    madvise(reinterpret_cast<void*>(sub), kSubpage, MADV_DONTNEED);
-    e = lazyfd::Poison(sub, kSubpage);
+  {
+    std::lock_guard<std::mutex> lock(j->mu);
+    if (!j->sealed) {
+      int e = lazyfd::Poison(sub, kSubpage);
+      if (e == EEXIST) {
+        // In place already: drop it, then the marker. A toucher in between waits in the kernel.
+        madvise(reinterpret_cast<void*>(sub), kSubpage, MADV_DONTNEED);
+        e = lazyfd::Poison(sub, kSubpage);
+      }
+      if (e && e != EEXIST) return false;
+      j->lost.push_back(static_cast<uint32_t>((sub - j->dst) / kSubpage));
+      return true;
+    }
   }
-  if (e && e != EEXIST) return false;
-  std::lock_guard<std::mutex> lock(j->mu);
-  j->lost.push_back(static_cast<uint32_t>((sub - j->dst) / kSubpage));
-  return true;
+  // The block's markers are fixed and it is about to replace the range: guard it there, after.
+  std::unique_lock<std::mutex> lock(g_state->mu);
+  g_state->cv.wait(lock, [&] { return std::find(g_state->jobs.begin(), g_state->jobs.end(), j) == g_state->jobs.end(); });
+  return false;
 }
 
 bool Busy() {
@@ -353,9 +352,9 @@ Counters GetCounters() {
   c.lazy = g_lazy.load();
   c.eager = g_eager.load();
   c.fault_fills = g_fault_fills.load();
-  c.chunk_moves = g_chunk_moves.load();
+  c.taken_back = g_taken_back.load();
   c.collapsed = g_collapsed.load();
-  c.move_fallbacks = g_move_fallbacks.load();
+  c.in_place_finishes = g_in_place_finishes.load();
   return c;
 }
 

@@ -1,17 +1,16 @@
-// Lazy recovery: a stalled vCPU goes on as soon as the part it touched is in place.
+// Lazy recovery: a stalled vCPU goes on as soon as the piece it touched is in place.
 //
-// The replacement goes in at once: an empty anonymous range, registered MISSING with the full
-// userfaultfd (split/lazy_uffd.h), gets a poison marker on the reported subpage if the file says
-// it is lost, and is moved over the poisoned huge page with one mremap (EVENT_REMAP keeps the
-// registration). The page is Split from then on and its stalled threads are released. A touch of a
-// piece not yet there blocks in the kernel until it is: the fault thread fills the faulting 64 KiB
-// piece first, background fillers fill the rest in 2 MiB chunks. A piece is read from the file into
-// pre-faulted memory off to the side (a reserve block) and moved in with UFFDIO_MOVE, which wakes
-// its waiters: nobody ever reads a zero or stale piece. A whole untouched chunk moves as one THP;
-// lost subpages found while filling are marked lost first, then get a marker in place (its waiters
-// wake to an MCE-style SIGBUS). When every piece is in: UFFDIO_UNREGISTER (markers stay; no
-// unpopulated registered 4 KiB is left for a balloon or KVM to trip on), MADV_COLLAPSE of the
-// chunks the touches broke into 4 KiB pieces, and the `recovered` event.
+// Front half, on the lane that owns the page: an empty anonymous range takes the huge page's place
+// (MAP_FIXED, PROT_NONE until it is registered MISSING with the full userfaultfd of
+// split/lazy_uffd.h, then opened), the touched 64 KiB piece is read from the file and copied in
+// (its lost subpages marked and given a poison marker), and the page's stalled threads are
+// released. A touch of any other piece blocks in the kernel until the fault thread has copied that
+// piece in: nobody ever reads a zero or stale piece. Back half, on the same lane once idle: the whole page is read
+// into a pre-faulted block off to the side (the reserve's), the pieces touched meanwhile are moved
+// back into it with UFFDIO_MOVE (with whatever the guest wrote there), the lost subpages get their
+// markers in the block, and one mremap puts the block in place of the registered range: the eager
+// path's end state (one VMA, 2 MiB THPs, nothing registered), then UFFDIO_WAKE for the threads
+// that touched meanwhile and MADV_COLLAPSE of the chunks touches broke. Then the `recovered` event.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +20,8 @@
 
 namespace ras::lazy {
 
-// Threads: one fault thread and the background fillers, owned here; from lanes::Start/Stop. Stop
-// first finishes every fill in progress (an unfilled registered range would read zeros once the
-// userfaultfd is closed).
+// Threads: one fault thread, owned here; from lanes::Start/Stop. Stop (after the lanes stopped)
+// first finishes every recovery still in progress.
 void Start();
 void Stop();
 
@@ -38,6 +36,15 @@ const char* Unavailable(int* err, const char** syscall);
 // `recovered` event (with every lost subpage) is posted later, when the fill completes, together
 // with the processed count. False: nothing changed; use the eager path.
 bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out);
+// Back halves run on the lane that ran the front half, once it has no report left to take: on the
+// CPU it already holds, so the released vCPU keeps its own (a separate filler thread woken at the
+// release preempted exactly that vCPU), and never ahead of another page's front half. The fast
+// lane takes pages of 2 MiB, the slow lane bigger ones. True: one was run.
+bool CompleteOne(bool big);
+// Right after the caller released the waiters of a page Begin put in place (same thread): the rest
+// of the touched piece.
+void AfterRelease();
+bool Pending(bool big);
 
 // A loss found after the page went in place (marked lost by the caller): if a fill is in progress
 // on it, its marker goes in through the fill's userfaultfd (another fd cannot register the range).
@@ -52,10 +59,10 @@ void WaitRegion(const Region& r);
 struct Counters {
   uint64_t lazy = 0;          // recoveries that went the lazy way
   uint64_t eager = 0;         // recoveries that went the eager way
-  uint64_t fault_fills = 0;   // pieces filled for a waiting thread
-  uint64_t chunk_moves = 0;   // 2 MiB chunks moved whole (THP kept)
-  uint64_t collapsed = 0;     // chunks put back on a 2 MiB page after the fill
-  uint64_t move_fallbacks = 0;  // pages the kernel would not move: read again and copied in
+  uint64_t fault_fills = 0;   // pieces filled for a thread that touched them (not the first toucher)
+  uint64_t taken_back = 0;    // touched pieces moved back into the block before the swap
+  uint64_t collapsed = 0;     // chunks put back on a 2 MiB page after the swap
+  uint64_t in_place_finishes = 0;  // the block could not go in: the range was filled in place
 };
 Counters GetCounters();
 void CountEager();

@@ -1,93 +1,94 @@
-// Filling a lazy replacement: claims are per 2 MiB chunk (untouched / whole by a filler / piece by
-// piece) and per 64 KiB piece (missing / filling / done), all lock-free, so the fault thread never
-// waits behind a filler: a piece somebody is filling is left alone (its move wakes the waiters).
+// The two halves of a lazy recovery (split/lazy_job.h has the piece states): the front, where a
+// toucher's 64 KiB piece is read and copied into the registered range, and the back, where the
+// whole page is read into a pre-faulted block off to the side, the pieces touched meanwhile are
+// moved back into it, and the block replaces the range in one mremap: the eager path's end state
+// (one VMA, 2 MiB THPs, markers on the lost subpages), reached after the vCPUs went on.
 #include <errno.h>
+#include <sched.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "capi/capi.h"
 #include "split/fileio.h"
 #include "split/lazy_job.h"
 #include "split/lazy_uffd.h"
+#include "split/mapping.h"
+#include "split/numa.h"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25  // Linux >= 6.1
+#endif
 
 namespace ras::lazy {
 
-std::atomic<uint64_t> g_fault_fills{0}, g_chunk_moves{0}, g_collapsed{0}, g_move_fallbacks{0};
+std::atomic<uint64_t> g_fault_fills{0}, g_taken_back{0}, g_collapsed{0}, g_in_place_finishes{0};
 
 namespace {
-constexpr uint32_t kRunPieces = 4;  // 256 KiB per background run in a piecewise chunk
-
-void Fail(Job& j, int e, const char* sc) {
-  int zero = 0;
-  if (j.err.compare_exchange_strong(zero, e)) j.err_syscall = sc;
+// Each thread that fills pieces (the lanes and the fault thread) reads into its own buffer.
+char* PieceBuffer() {
+  static thread_local char* buf = nullptr;
+  if (!buf) buf = static_cast<char*>(aligned_alloc(kSubpage, kPiece));
+  return buf;
 }
 
-bool Premarked(Job& j, uint32_t s) {
-  std::lock_guard<std::mutex> lock(j.mu);
-  return std::find(j.premarked.begin(), j.premarked.end(), s) != j.premarked.end();
-}
+bool IsLost(const std::vector<uint32_t>& sorted, uint32_t s) { return std::binary_search(sorted.begin(), sorted.end(), s); }
 
-// Lost from now on: marked before its marker goes in, so a toucher's SIGBUS is taken for what it is.
-void MarkLost(Job& j, uint64_t off) {
-  j.r->MarkSubpageLost(j.dst + off);
-  capi::RecordLost(*j.r, j.dst + off, kSubpage, j.rep.code);
-  int e = lazyfd::Poison(j.dst + off, kSubpage);
-  if (e && e != EEXIST) Fail(j, e, "ioctl(UFFDIO_POISON)");
-  std::lock_guard<std::mutex> lock(j.mu);
-  j.lost.push_back(static_cast<uint32_t>(off / kSubpage));
-}
-
-// Moves the healthy run [run, end) in. A run the kernel refuses as one (a subpage guarded with
-// PROT_NONE meanwhile splits the VMA: EINVAL) goes page by page; a page that still cannot go in is
-// lost (never a hole that reads as zeros), unless it is lost and guarded already.
-uint64_t MoveRun(Job& j, uint64_t run, uint64_t end) {
-  uintptr_t src = reinterpret_cast<uintptr_t>(j.staging.addr);
-  if (lazyfd::Move(j.dst + run, src + run, end - run) == 0) return end - run;
-  uint64_t healthy = 0;
-  for (uint64_t a = run; a < end; a += kSubpage) {
-    int e = lazyfd::Move(j.dst + a, src + a, kSubpage);
-    if (e == 0 || e == EEXIST) {
-      healthy += kSubpage;
-      continue;
-    }
-    if (j.r->SubpageLost(j.dst + a)) continue;
-    // Whatever kept it from moving, the file still has it: read it again and copy it in.
-    alignas(64) static thread_local char buf[kSubpage];
-    fileio::ReadBack rb = fileio::ReadAround(j.r->fd, j.r->dev, j.r->ino, j.file_off + a, buf, kSubpage, kSubpage,
-                                             static_cast<uint32_t>(a / kSubpage));
-    g_move_fallbacks.fetch_add(1, std::memory_order_relaxed);
-    if (!rb.err && rb.lost.empty()) {
-      int c = lazyfd::Copy(j.dst + a, reinterpret_cast<uintptr_t>(buf), kSubpage);
-      if (c == 0 || c == EEXIST) {
-        healthy += kSubpage;
-        continue;
-      }
-      e = c;
-    }
-    Fail(j, e, "ioctl(UFFDIO_MOVE)");
-    MarkLost(j, a);
+// Calls f(start, end) for each run of subpages of [lo, hi) not in `lost` (sorted), in bytes.
+template <typename F>
+bool ForHealthyRuns(const std::vector<uint32_t>& lost, uint64_t lo, uint64_t hi, F f) {
+  uint64_t run = lo;
+  for (uint64_t a = lo; a <= hi; a += kSubpage) {
+    if (a < hi && !IsLost(lost, static_cast<uint32_t>(a / kSubpage))) continue;
+    if (a > run && !f(run, a)) return false;
+    run = a + kSubpage;
   }
-  return healthy;
+  return true;
 }
 
-// [off, off+len) of the page has been read into staging (lost subpages in `lost`, sorted): marks
-// the losses, places their markers and moves the healthy runs in. Returns healthy bytes.
-uint64_t Install(Job& j, uint64_t off, uint64_t len, const std::vector<uint32_t>& lost) {
-  uint64_t healthy = 0;
-  uint64_t run = off;
-  for (size_t i = 0; i <= lost.size(); i++) {
-    uint64_t end = i < lost.size() ? static_cast<uint64_t>(lost[i]) * kSubpage : off + len;
-    if (end > run) healthy += MoveRun(j, run, end);
-    if (i == lost.size()) break;
-    if (!Premarked(j, lost[i])) MarkLost(j, end);
-    run = end + kSubpage;
+// op(addr, len) on [a, z) at once; where that fails (a range crossing a VMA boundary: something
+// changed the protection of one 4 KiB inside, as the kernel does when it takes a page away), page
+// by page. A page op still refuses is lost: never a hole that reads as zeros or stale data.
+template <typename Op>
+void PerPage(Job& j, uint64_t a, uint64_t z, const char* what, Op op) {
+  if (op(a, z - a) == 0) return;
+  for (uint64_t x = a; x < z; x += kSubpage) {
+    int e = op(x, kSubpage);
+    if (e == 0) continue;
+    Fail(j, e, what);
+    MarkLost(j, x);
   }
-  return healthy;
 }
 
-uint64_t ReadInstall(Job& j, uint64_t off, uint64_t len) {
-  fileio::ReadBack rb = fileio::ReadAround(j.r->fd, j.r->dev, j.r->ino, j.file_off + off, j.staging.addr + off, len,
-                                           len, static_cast<uint32_t>(off / kSubpage));
+// The page's lost subpages as known now, sorted: the job's and the region's bits (a signal handler
+// marks a loss in a split page there).
+std::vector<uint32_t> LostNow(Job& j) {
+  std::vector<uint32_t> lost;
+  {
+    std::lock_guard<std::mutex> lock(j.mu);
+    lost = j.lost;
+  }
+  for (uint64_t a = 0; a < j.size; a += kSubpage)
+    if (j.r->SubpageLost(j.dst + a)) lost.push_back(static_cast<uint32_t>(a / kSubpage));
+  std::sort(lost.begin(), lost.end());
+  lost.erase(std::unique(lost.begin(), lost.end()), lost.end());
+  return lost;
+}
+
+// [off, off+len) of a claimed piece from the file into place at dst: healthy runs copied in (which
+// wakes their waiters), lost subpages marked (their marker wakes them with a SIGBUS). Never a hole
+// that reads as zeros.
+void FillRange(Job& j, uint64_t off, uint64_t len) {
+  if (len == 0) return;
+  char* buf = PieceBuffer();
+  if (!buf) {
+    Fail(j, ENOMEM, "aligned_alloc");
+    for (uint64_t a = off; a < off + len; a += kSubpage) MarkLost(j, a);
+    return;
+  }
+  fileio::ReadBack rb = fileio::ReadAround(j.r->fd, j.r->dev, j.r->ino, j.file_off + off, buf, len, len,
+                                           static_cast<uint32_t>(off / kSubpage));
   if (rb.err) {
     // Not a poisoned subpage but a failed read (the file shrank, an I/O error): what was read
     // cannot be told from what was not, so none of it goes in as data.
@@ -96,87 +97,189 @@ uint64_t ReadInstall(Job& j, uint64_t off, uint64_t len) {
     for (uint64_t a = off; a < off + len; a += kSubpage) rb.lost.push_back(static_cast<uint32_t>(a / kSubpage));
   }
   std::sort(rb.lost.begin(), rb.lost.end());
-  // A subpage that got its marker before the move reads as lost again: not moved, not counted.
-  uint64_t healthy = Install(j, off, len, rb.lost);
+  // Known lost before (a marker is in): not copied over.
+  for (uint64_t a = off; a < off + len; a += kSubpage)
+    if (j.r->SubpageLost(j.dst + a) && !IsLost(rb.lost, static_cast<uint32_t>(a / kSubpage)))
+      rb.lost.insert(std::upper_bound(rb.lost.begin(), rb.lost.end(), a / kSubpage), static_cast<uint32_t>(a / kSubpage));
+  for (uint32_t s : rb.lost) MarkLost(j, static_cast<uint64_t>(s) * kSubpage);
+  ForHealthyRuns(rb.lost, off, off + len, [&](uint64_t a, uint64_t b) {
+    PerPage(j, a, b, "ioctl(UFFDIO_COPY)", [&](uint64_t x, uint64_t n) {
+      return lazyfd::Copy(j.dst + x, reinterpret_cast<uintptr_t>(buf + (x - off)), n);
+    });
+    return true;
+  });
   std::lock_guard<std::mutex> lock(j.mu);
-  j.bytes += healthy;
   j.reads += rb.calls;
-  return healthy;
+}
+
+// The block cannot replace the range (a failure after the front half): finish in place instead, as
+// 4 KiB pages. Pieces already moved into the block are copied back from it, the others read again.
+void FinishInPlace(Job& j, const std::vector<uint8_t>& in_block, const std::vector<uint32_t>& lost) {
+  g_in_place_finishes.fetch_add(1, std::memory_order_relaxed);
+  j.in_place_finish = true;
+  lazyfd::Unregister(reinterpret_cast<uintptr_t>(j.block.addr), j.size);  // if it was registered
+  for (uint32_t p = 0; p < j.pieces; p++) {
+    uint8_t st = j.piece[p].load(std::memory_order_acquire);
+    uint64_t off = static_cast<uint64_t>(p) * kPiece, end = std::min(off + kPiece, j.size);
+    if (st == kClosed) {
+      FillRange(j, off, end - off);
+    } else if (in_block[p]) {
+      ForHealthyRuns(lost, off, end, [&](uint64_t a, uint64_t b) {
+        PerPage(j, a, b, "ioctl(UFFDIO_COPY)", [&](uint64_t x, uint64_t n) {
+          return lazyfd::Copy(j.dst + x, reinterpret_cast<uintptr_t>(j.block.addr) + x, n);
+        });
+        return true;
+      });
+      for (uint32_t s : lost)
+        if (s * kSubpage >= off && s * kSubpage < end) MarkLost(j, s * kSubpage);
+    }
+  }
+  lazyfd::Wake(j.dst, j.size);
+  j.filled_ns = MonotonicNs();
+  int e = lazyfd::Unregister(j.dst, j.size);
+  if (e) Fail(j, e, "ioctl(UFFDIO_UNREGISTER)");
+  mapping::DropBlock(j.block);
 }
 }  // namespace
 
-void FillPieces(Job& j, uint32_t p0, uint32_t p1) {
-  ReadInstall(j, static_cast<uint64_t>(p0) * kPiece, static_cast<uint64_t>(p1 - p0) * kPiece);
-  for (uint32_t p = p0; p < p1; p++) j.piece[p].store(kDone, std::memory_order_release);
-  j.done.fetch_add(p1 - p0, std::memory_order_acq_rel);
+void Fail(Job& j, int e, const char* sc) {
+  int zero = 0;
+  if (j.err.compare_exchange_strong(zero, e)) j.err_syscall = sc;
 }
 
-void FillChunk(Job& j, uint32_t c) {
-  uint64_t off = static_cast<uint64_t>(c) * kChunk;
-  uint64_t len = std::min(kChunk, j.size - off);
-  uint32_t p0 = c * j.pieces_per_chunk;
-  uint32_t p1 = std::min(j.pieces, p0 + j.pieces_per_chunk);
-  for (uint32_t p = p0; p < p1; p++) j.piece[p].store(kFilling, std::memory_order_relaxed);
-  // Healthy and aligned: one UFFDIO_MOVE of the PMD-mapped THP (the chunk stays a 2 MiB page).
-  if (ReadInstall(j, off, len) == len) g_chunk_moves.fetch_add(1, std::memory_order_relaxed);
-  for (uint32_t p = p0; p < p1; p++) j.piece[p].store(kDone, std::memory_order_release);
-  j.done.fetch_add(p1 - p0, std::memory_order_acq_rel);
+void MarkLost(Job& j, uint64_t off) {
+  // Marked first: a toucher's SIGBUS from the marker is then taken for the MCE it is.
+  if (j.r->MarkSubpageLost(j.dst + off)) capi::RecordLost(*j.r, j.dst + off, kSubpage, j.rep.code);
+  int e = lazyfd::Poison(j.dst + off, kSubpage);
+  if (e && e != EEXIST) Fail(j, e, "ioctl(UFFDIO_POISON)");
+  std::lock_guard<std::mutex> lock(j.mu);
+  j.lost.push_back(static_cast<uint32_t>(off / kSubpage));
+}
+
+void InstallPiece(Job& j, uint32_t p) {
+  uint64_t off = static_cast<uint64_t>(p) * kPiece;
+  FillRange(j, off, std::min(kPiece, j.size - off));
+  j.piece[p].store(kDone, std::memory_order_release);
+}
+
+void InstallSubpage(Job& j, uint64_t sub) { FillRange(j, sub, kSubpage); }
+
+void InstallRestOfPiece(Job& j, uint64_t sub) {
+  uint32_t p = static_cast<uint32_t>(sub / kPiece);
+  uint64_t off = static_cast<uint64_t>(p) * kPiece, end = std::min(off + kPiece, j.size);
+  FillRange(j, off, sub - off);
+  FillRange(j, sub + kSubpage, end - sub - kSubpage);
+  j.piece[p].store(kDone, std::memory_order_release);
 }
 
 void ServeFault(Job& j, uintptr_t addr) {
   uint64_t off = (addr - j.dst) & ~(kSubpage - 1);
-  uint32_t c = static_cast<uint32_t>(off / kChunk);
-  uint8_t cs = j.chunk[c].load(std::memory_order_acquire);
-  if (cs == kUntouched && !j.chunk[c].compare_exchange_strong(cs, kPiecewise)) {
-    // A filler took it whole meanwhile (its move wakes us), or somebody made it piecewise.
-  }
-  cs = j.chunk[c].load(std::memory_order_acquire);
-  if (cs == kWhole) return;
   uint32_t p = static_cast<uint32_t>(off / kPiece);
   uint8_t ps = kMissing;
   if (j.piece[p].compare_exchange_strong(ps, kFilling)) {
-    FillPieces(j, p, p + 1);
+    InstallPiece(j, p);
     g_fault_fills.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  // Being filled: its move wakes the waiter. In place already: a late message (the waiter was
-  // woken), or the page was dropped since (MADV_DONTNEED): then it reads as zeros, as anonymous
-  // memory does after a drop; a wake alone would send the thread round again for ever.
-  if (ps != kDone) return;
+  // kFilling: its copy wakes the waiter. kClosed / kTaken: the swap does. kDone: a late message
+  // (the waiter was woken), or the page was dropped since (MADV_DONTNEED): then it reads as zeros,
+  // as anonymous memory does after a drop; a wake alone would send the thread round for ever.
+  if (ps != kDone || !j.piece[p].compare_exchange_strong(ps, kFilling)) return;
   int e = j.r->SubpageLost(j.dst + off) ? lazyfd::Poison(j.dst + off, kSubpage) : lazyfd::ZeroPage(j.dst + off, kSubpage);
   if (e == EEXIST) lazyfd::Wake(j.dst + off, kSubpage);
+  j.piece[p].store(kDone, std::memory_order_release);
 }
 
-bool FillSome(Job& j) {
-  for (;;) {
-    uint32_t c = j.next_chunk.fetch_add(1, std::memory_order_acq_rel);
-    if (c >= j.chunks) break;
-    uint8_t cs = kUntouched;
-    if (j.chunk[c].compare_exchange_strong(cs, kWhole)) {
-      FillChunk(j, c);
-      return true;
-    }
+void ReadBlock(Job& j) {
+  Region& r = *j.r;
+  numa::PlaceOn(j.block.addr, j.size, numa::HugePageNode(r, j.page), j.block.from_reserve);
+  fileio::ReadBack rb = fileio::ReadAround(r.fd, r.dev, r.ino, j.file_off, j.block.addr, j.size, kChunk, 0);
+  {
+    std::lock_guard<std::mutex> lock(j.mu);
+    j.reads += rb.calls;
   }
-  // Piecewise chunks: claim runs of missing pieces (one read and one move per run).
+  j.read_err = rb.err;
+  if (!rb.err)
+    for (uint32_t s : rb.lost) MarkLost(j, static_cast<uint64_t>(s) * kSubpage);
+}
+
+void Close(Job& j) {
+  uintptr_t b = reinterpret_cast<uintptr_t>(j.block.addr);
+  // Closing: every piece claimed, so nobody fills, zeroes or drops one from here on.
+  std::vector<uint8_t> in_block(j.pieces, 0);
   for (uint32_t p = 0; p < j.pieces; p++) {
-    if (j.chunk[p / j.pieces_per_chunk].load(std::memory_order_acquire) != kPiecewise) {
-      p = (p / j.pieces_per_chunk + 1) * j.pieces_per_chunk - 1;  // a whole chunk: its filler's
-      continue;
+    for (;;) {
+      uint8_t st = j.piece[p].load(std::memory_order_acquire);
+      if (st == kMissing && j.piece[p].compare_exchange_strong(st, kClosed)) break;
+      if (st == kDone && j.piece[p].compare_exchange_strong(st, kTaken)) break;
+      if (st == kFilling) sched_yield();  // a toucher's piece going in: a few microseconds
     }
-    uint8_t ps = kMissing;
-    if (!j.piece[p].compare_exchange_strong(ps, kFilling)) continue;
-    uint32_t end = p + 1;
-    // Short runs: a thread touching a piece a filler holds waits for that run only.
-    uint32_t chunk_end = std::min((p / j.pieces_per_chunk + 1) * j.pieces_per_chunk, p + kRunPieces);
-    while (end < std::min(j.pieces, chunk_end)) {
-      uint8_t m = kMissing;
-      if (!j.piece[end].compare_exchange_strong(m, kFilling)) break;
-      end++;
-    }
-    FillPieces(j, p, end);
-    return true;
   }
-  return false;
+  {
+    std::lock_guard<std::mutex> lock(j.mu);
+    j.sealed = true;  // a loss PoisonInFill would add waits for the end and is guarded after it
+  }
+  std::vector<uint32_t> lost = LostNow(j);
+  if (j.read_err) {
+    Fail(j, j.read_err, "pread");
+    return FinishInPlace(j, in_block, lost);
+  }
+  int e = lazyfd::Register(b, j.size);  // UFFDIO_MOVE's destination must be registered
+  if (e) {
+    Fail(j, e, "ioctl(UFFDIO_REGISTER)");
+    return FinishInPlace(j, in_block, lost);
+  }
+  // The pieces touched so far go back into the block with the guest's writes since: moved, not
+  // copied (a write racing the move lands before it or faults and waits for the swap).
+  for (uint32_t p = 0; p < j.pieces; p++) {
+    if (j.piece[p].load(std::memory_order_relaxed) != kTaken) continue;
+    uint64_t off = static_cast<uint64_t>(p) * kPiece, end = std::min(off + kPiece, j.size);
+    ForHealthyRuns(lost, off, end, [&](uint64_t a, uint64_t z) {
+      PerPage(j, a, z, "ioctl(UFFDIO_MOVE)", [&](uint64_t x, uint64_t n) {
+        if (madvise(reinterpret_cast<void*>(b + x), n, MADV_DONTNEED) != 0) return errno;
+        return lazyfd::MoveBack(b + x, j.dst + x, n);
+      });
+      return true;
+    });
+    in_block[p] = 1;
+    g_taken_back.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The lost subpages (those found while moving too) get their markers in the block before it goes in.
+  lost = LostNow(j);
+  for (uint32_t s : lost) {
+    uintptr_t a = b + static_cast<uint64_t>(s) * kSubpage;
+    e = madvise(reinterpret_cast<void*>(a), kSubpage, MADV_DONTNEED) != 0 ? errno : lazyfd::Poison(a, kSubpage);
+    if (e) {
+      Fail(j, e, "ioctl(UFFDIO_POISON)");
+      return FinishInPlace(j, in_block, lost);
+    }
+  }
+  e = lazyfd::Unregister(b, j.size);
+  void* moved = e ? MAP_FAILED
+                  : mremap(j.block.addr, j.size, j.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(j.dst));
+  if (moved == MAP_FAILED) {
+    Fail(j, e ? e : errno, e ? "ioctl(UFFDIO_UNREGISTER)" : "mremap");
+    return FinishInPlace(j, in_block, lost);
+  }
+  j.block.addr = nullptr;  // it lives at dst now, unregistered
+  // A loss a signal handler marked after the markers went in: guarded in the final mapping.
+  for (uint32_t s : LostNow(j)) {
+    if (std::binary_search(lost.begin(), lost.end(), s)) continue;
+    mapping::Failure f;
+    mapping::GuardSubpage(j.dst + static_cast<uint64_t>(s) * kSubpage, j.r->guard.load(), &f);
+    lost.insert(std::upper_bound(lost.begin(), lost.end(), s), s);
+  }
+  lazyfd::Wake(j.dst, j.size);  // the touchers of closed and taken pieces
+  j.filled_ns = MonotonicNs();  // all of it usable; the collapse below only restores 2 MiB pages
+  // Chunks the touched pieces broke into 4 KiB pages go back on 2 MiB pages where nothing is lost.
+  for (uint64_t c = 0; c < j.size / kChunk; c++) {
+    uint32_t p0 = static_cast<uint32_t>(c * (kChunk / kPiece)), p1 = p0 + static_cast<uint32_t>(kChunk / kPiece);
+    if (!std::any_of(in_block.begin() + p0, in_block.begin() + p1, [](uint8_t x) { return x != 0; })) continue;
+    uint32_t lo = static_cast<uint32_t>(c * (kChunk / kSubpage)), hi = lo + static_cast<uint32_t>(kChunk / kSubpage);
+    if (std::any_of(lost.begin(), lost.end(), [&](uint32_t s) { return s >= lo && s < hi; })) continue;
+    if (madvise(reinterpret_cast<void*>(j.dst + c * kChunk), kChunk, MADV_COLLAPSE) == 0)
+      g_collapsed.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace ras::lazy

@@ -1,4 +1,15 @@
-// Internal to split/lazy*.cc: one lazy recovery in progress, and how its pieces get filled.
+// Internal to split/lazy*.cc: one lazy recovery in progress.
+//
+// A piece (64 KiB of the huge page at its own address, in the registered replacement) goes
+//
+//   kMissing --claim by a toucher--> kFilling --read + UFFDIO_COPY (wakes)--> kDone
+//       |                                                                       |
+//       +--closing (back half)--> kClosed          kDone --closing--> kTaken (moved into the block)
+//
+// and a kDone piece may be claimed (kFilling) once more to answer a fault on a page dropped since.
+// Closing claims every piece with a CAS, so after it nobody fills, drops or zeroes a piece: the
+// touchers of kClosed and kTaken pieces wait in the kernel until the block replaces the range, and
+// are woken then (UFFDIO_WAKE).
 #pragma once
 
 #include <atomic>
@@ -13,48 +24,56 @@
 
 namespace ras::lazy {
 
-constexpr uint64_t kPiece = 64ull << 10;  // what a fault fills first
-constexpr uint64_t kChunk = 2ull << 20;   // what a filler fills (and moves as one THP)
+constexpr uint64_t kPiece = 64ull << 10;  // what a toucher waits for
+constexpr uint64_t kChunk = 2ull << 20;   // a THP of the block (collapsed again where touches broke it)
 
-enum ChunkState : uint8_t { kUntouched = 0, kWhole = 1, kPiecewise = 2 };
-enum PieceState : uint8_t { kMissing = 0, kFilling = 1, kDone = 2 };
+enum PieceState : uint8_t { kMissing = 0, kFilling = 1, kDone = 2, kClosed = 3, kTaken = 4 };
 
 struct Job {
   Region* r = nullptr;
-  std::optional<RegionRef> ref;  // holds the region against removal until the fill is done
+  std::optional<RegionRef> ref;  // holds the region against removal until the job is done
   uint32_t region_id = 0;
   uint32_t page = 0;
   Report rep{};
   uintptr_t dst = 0;            // the huge page's address: the registered replacement lives there
-  mapping::Block staging;       // pre-faulted memory the pieces are read into, then moved from
+  mapping::Block block;         // pre-faulted memory the whole page is read into, then swapped in
   uint64_t size = 0;
   uint64_t file_off = 0;
-  uint32_t chunks = 0, pieces = 0, pieces_per_chunk = 0;
-  std::unique_ptr<std::atomic<uint8_t>[]> chunk;  // ChunkState
+  uint32_t pieces = 0;
   std::unique_ptr<std::atomic<uint8_t>[]> piece;  // PieceState
-  std::atomic<uint32_t> done{0};                  // pieces in place
-  std::atomic<uint32_t> next_chunk{0};            // the fillers' cursor for whole chunks
-  std::atomic<int> err{0};                        // first failure (the fill then stops)
+  std::atomic<bool> claimed{false};               // a lane runs the back half
+  std::atomic<int> err{0};                        // first failure
   const char* err_syscall = nullptr;
   std::mutex mu;                  // guards the fields below
+  bool sealed = false;            // the block's lost subpages are fixed: later losses wait for the end
   std::vector<uint32_t> lost;     // subpage indices, as found
-  std::vector<uint32_t> premarked;  // lost subpages that got their marker before the move
-  uint64_t bytes = 0;
   uint32_t reads = 0;
   uint64_t t0 = 0, in_place_ns = 0, released_ns = 0, filled_ns = 0;
   bool used_reserve = false;
-  bool finalizing = false;
+  bool in_place_finish = false;   // the block could not be swapped in: the range was filled in place
+  int read_err = 0;               // ReadBlock's failure that is not a lost subpage
 };
 
-// Fill claimed pieces [p0, p1) of a piecewise chunk (all kFilling): read, mark losses, move in.
-void FillPieces(Job& j, uint32_t p0, uint32_t p1);
-// Fill an untouched chunk claimed whole (kWhole): one read, one THP move where nothing is lost.
-void FillChunk(Job& j, uint32_t c);
-// A thread waits at `addr`: make its piece come first.
+// Reads piece `p` (claimed: kFilling) from the file and puts it in place: healthy runs with
+// UFFDIO_COPY, lost subpages marked lost (recorded) and given a poison marker. Then kDone.
+void InstallPiece(Job& j, uint32_t p);
+// The front half in two steps: the touched 4 KiB alone (before the release), then the rest of its
+// claimed piece (after; a toucher of the rest waits for it in the kernel meanwhile).
+void InstallSubpage(Job& j, uint64_t sub);
+void InstallRestOfPiece(Job& j, uint64_t sub);
+// A thread waits at `addr` (a userfaultfd fault): give it its piece.
 void ServeFault(Job& j, uintptr_t addr);
-// One unit of background work on `j`; false when nothing is left to claim.
-bool FillSome(Job& j);
+// The back half, on a lane, in two steps. ReadBlock: the whole page into the block (long; the
+// touchers of missing pieces are served meanwhile). Close: take the pieces touched so far back
+// into it (UFFDIO_MOVE: the guest's writes go with them), mark the lost subpages there, and swap it
+// in place of the registered range in one mremap (2 MiB THPs stay whole, nothing registered is
+// left), then wake whoever touched meanwhile. Short, and every toucher waits for its end.
+void ReadBlock(Job& j);
+void Close(Job& j);
+// Marks subpage `off` (bytes into the page) lost: recorded, a marker at dst where it is missing.
+void MarkLost(Job& j, uint64_t off);
+void Fail(Job& j, int e, const char* syscall);
 
-extern std::atomic<uint64_t> g_fault_fills, g_chunk_moves, g_collapsed, g_move_fallbacks;
+extern std::atomic<uint64_t> g_fault_fills, g_taken_back, g_collapsed, g_in_place_finishes;
 
 }  // namespace ras::lazy

@@ -57,6 +57,8 @@ bool g_opened = false;
 int g_fd = -1;
 Info g_info;
 
+// EVENT_REMAP: the registered empty range keeps its registration when mremap puts it in place;
+// POISON for the markers; MOVE to take touched pieces back into the block that replaces it.
 constexpr uint64_t kFeatures = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_POISON | UFFD_FEATURE_MOVE;
 
 // A full userfaultfd: the syscall without UFFD_USER_MODE_ONLY (needs the sysctl or
@@ -169,12 +171,42 @@ int Move(uintptr_t dst, uintptr_t src, uint64_t len) {
 }
 
 int Copy(uintptr_t dst, uintptr_t src, uint64_t len) {
-  for (;;) {
-    struct uffdio_copy cp = {dst, src, len, 0, 0};
+  uint64_t done = 0;
+  while (done < len) {
+    struct uffdio_copy cp = {dst + done, src + done, len - done, 0, 0};
     if (ioctl(Fd(), UFFDIO_COPY, &cp) == 0) return 0;
-    if (errno != EAGAIN) return errno;
-    Again();
+    int e = errno;
+    if (cp.copy > 0) done += static_cast<uint64_t>(cp.copy);
+    if (e == EEXIST) {
+      done += 4096;  // present already: its data is there
+      continue;
+    }
+    if (e == EAGAIN) {
+      if (cp.copy <= 0) Again();
+      continue;
+    }
+    return e;
   }
+  return 0;
+}
+
+int MoveBack(uintptr_t dst, uintptr_t src, uint64_t len) {
+  constexpr uint64_t kAllowSrcHoles = 1ull << 1;  // UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES: a dropped page stays dropped
+  uint64_t done = 0;
+  int busy = 0;
+  while (done < len) {
+    struct uffdio_move mv = {dst + done, src + done, len - done, kAllowSrcHoles, 0};
+    if (ioctl(Fd(), UFFDIO_MOVE, &mv) == 0) return 0;
+    int e = errno;
+    if (mv.move > 0) done += static_cast<uint64_t>(mv.move);
+    if (e == EAGAIN || (e == EBUSY && ++busy < 100)) {
+      // EBUSY: a page pinned for a moment (O_DIRECT I/O into guest memory) or a folio being split.
+      if (mv.move <= 0) usleep(e == EBUSY ? 100 : 20);
+      continue;
+    }
+    return e;
+  }
+  return 0;
 }
 
 int Poison(uintptr_t addr, uint64_t len) {

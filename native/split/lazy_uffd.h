@@ -3,9 +3,10 @@
 // guest RAM on behalf of a vCPU, a read()/write() syscall into the range): a user-mode-only
 // userfaultfd never sees those, and KVM_RUN would fail (EFAULT) or read a hole. So it needs
 // /dev/userfaultfd access, vm.unprivileged_userfaultfd = 1, or CAP_SYS_PTRACE (root has it).
-// Features asked for: EVENT_REMAP (a registered range keeps its registration when mremap moves it
-// into place; mremap then blocks until the monitor has read the event), POISON (Linux >= 6.6:
-// markers for lost subpages) and MOVE (Linux >= 6.8: moves pre-faulted pages, a 2 MiB THP whole).
+// Features asked for: EVENT_REMAP (the empty range keeps its registration when mremap puts it in
+// place; mremap then blocks until the monitor has read the event), POISON (Linux >= 6.6: markers
+// for lost subpages) and MOVE (Linux >= 6.8: touched pieces are moved back into the block that
+// replaces the range).
 #pragma once
 
 #include <cstdint>
@@ -31,13 +32,15 @@ int Unregister(uintptr_t addr, uint64_t len);
 // the threads waiting there. A 2 MiB-aligned, PMD-mapped THP moves whole. Where the kernel refuses a
 // move (EBUSY: a page it cannot move now) the rest is copied (UFFDIO_COPY, which also wakes).
 int Move(uintptr_t dst, uintptr_t src, uint64_t len);
-int Copy(uintptr_t dst, uintptr_t src, uint64_t len);  // UFFDIO_COPY; wakes
+int Copy(uintptr_t dst, uintptr_t src, uint64_t len);  // UFFDIO_COPY; wakes; pages present already are left
+// UFFDIO_MOVE of present pages of [src, src+len) into the missing, registered [dst, dst+len), never a
+// copy (the source stays writable meanwhile: a copy could lose a write); holes in src stay holes.
+int MoveBack(uintptr_t dst, uintptr_t src, uint64_t len);
 int Poison(uintptr_t addr, uint64_t len);  // markers on missing pages; wakes the waiters (SIGBUS)
 int Wake(uintptr_t addr, uint64_t len);
 
-// While an mremap of a registered range waits for its REMAP event to be read, every fill ioctl
-// fails with EAGAIN. The thread that reads the events (the fault thread) installs a hook that
-// reads them, so it never waits for itself; other threads back off briefly and retry.
+// EAGAIN (the mm is changing under a userfaultfd event): the thread that reads the events installs
+// a hook that reads them, so it never waits for itself; other threads back off briefly and retry.
 void SetEagainHook(void (*hook)());
 int ZeroPage(uintptr_t addr, uint64_t len);  // zeros on missing pages (EEXIST where present); wakes
 

@@ -41,9 +41,9 @@ bool Region::SubpageLost(uintptr_t a) const {
   return (lost_bits[sub / 64].load(std::memory_order_acquire) >> (sub % 64)) & 1;
 }
 
-void Region::MarkSubpageLost(uintptr_t a) {
+bool Region::MarkSubpageLost(uintptr_t a) {
   uint64_t sub = (a - start) >> kSubpageShift;
-  lost_bits[sub / 64].fetch_or(1ull << (sub % 64), std::memory_order_acq_rel);
+  return !(lost_bits[sub / 64].fetch_or(1ull << (sub % 64), std::memory_order_acq_rel) & (1ull << (sub % 64)));
 }
 
 void Region::ClearPageLost(uint32_t page) {

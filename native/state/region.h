@@ -82,7 +82,7 @@ struct Region {
   uintptr_t PageAddress(uint32_t i) const { return start + (static_cast<uintptr_t>(i) << huge_shift); }
   std::atomic<uint32_t>& Word(uint32_t i) { return page_words[i]; }
   bool SubpageLost(uintptr_t a) const;
-  void MarkSubpageLost(uintptr_t a);
+  bool MarkSubpageLost(uintptr_t a);  // true: it was not marked before
   void ClearPageLost(uint32_t page);  // every lost bit of one huge page
   uint64_t BookkeepingBytes() const;
 };

@@ -1,5 +1,6 @@
 #include "state/sys.h"
 
+#include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
@@ -43,6 +44,23 @@ void RaiseThreadPriority(int rt_priority) {
   sp.sched_priority = rt_priority;
   if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) return;
   setpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()), -5 * rt_priority);
+}
+
+Sched CurrentSched() {
+  Sched s;
+  struct sched_param sp = {};
+  pthread_getschedparam(pthread_self(), &s.policy, &sp);
+  s.rt_priority = sp.sched_priority;
+  errno = 0;
+  s.nice = getpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()));
+  return s;
+}
+
+void SetSched(const Sched& s) {
+  struct sched_param sp = {};
+  sp.sched_priority = s.policy == SCHED_FIFO || s.policy == SCHED_RR ? s.rt_priority : 0;
+  pthread_setschedparam(pthread_self(), s.policy, &sp);
+  setpriority(PRIO_PROCESS, static_cast<id_t>(Gettid()), s.nice);
 }
 
 void AsyncSignals(sigset_t* set) {

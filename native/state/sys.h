@@ -24,6 +24,15 @@ void RaiseThreadPriority(int rt_priority);
 // should win the CPU without stopping anybody.
 void SetThreadNice(int nice);
 
+// The calling thread's scheduling, saved to be put back (after a stretch at another priority).
+struct Sched {
+  int policy = 0;
+  int rt_priority = 0;
+  int nice = 0;
+};
+Sched CurrentSched();
+void SetSched(const Sched& s);
+
 // Every signal except the synchronous ones (SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGSYS),
 // which the thread itself raises and must handle.
 void AsyncSignals(sigset_t* set);

@@ -26,12 +26,12 @@ export interface EngineStats {
     lazyUnavailable?: string;
     lazyRecoveries: number;
     eagerRecoveries: number;
-    /** Pieces filled for a waiting thread; 2 MiB chunks moved in whole; chunks collapsed back to 2 MiB. */
+    /** Pieces filled for a thread that touched them; touched pieces moved back into the block; chunks collapsed back to 2 MiB. */
     faultFills: number;
-    chunkMoves: number;
+    takenBack: number;
     collapsed: number;
-    /** Pages UFFDIO_MOVE refused (moved by reading them again and UFFDIO_COPY). */
-    moveFallbacks: number;
+    /** Recoveries whose block could not replace the range (it was filled in place, as 4 KiB pages). */
+    inPlaceFinishes: number;
   };
   /** The userfaultfd the engine opened for poison markers ('none': why, and what root can do). */
   userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
@@ -97,8 +97,8 @@ function lazyStats(guard: Guard): EngineStats['recovery'] {
     lazyRecoveries: l.lazy,
     eagerRecoveries: l.eager,
     faultFills: l.faultFills,
-    chunkMoves: l.chunkMoves,
+    takenBack: l.takenBack,
     collapsed: l.collapsed,
-    moveFallbacks: l.moveFallbacks,
+    inPlaceFinishes: l.inPlaceFinishes,
   };
 }

@@ -25,6 +25,8 @@ export interface VcpuStall {
   stallNs: bigint;
   /** Signal to the retried access completing (on the lazy path it may wait for its piece); 0n if it never completed. */
   accessNs: bigint;
+  /** CLOCK_MONOTONIC when the signal reached the thread (compare with the poison report's). */
+  startNs: bigint;
 }
 
 export interface VcpuMceReport {
@@ -81,7 +83,7 @@ export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): Vcpu
         accesses: r.accesses,
         wrongBytes: r.wrongBytes,
         firstWrongOffset: r.firstWrongOffset,
-        stalls: r.stalls.map((s) => ({ thread: s.thread, stallNs: s.stallNs, accessNs: s.accessNs, ...where(s.hostAddress) })),
+        stalls: r.stalls.map((s) => ({ thread: s.thread, stallNs: s.stallNs, accessNs: s.accessNs, startNs: s.startNs, ...where(s.hostAddress) })),
         mceReports: r.mceReports.map((m) => ({ thread: m.thread, ...where(m.hostAddress) })),
       };
     },
