@@ -195,6 +195,8 @@ interface Addon {
   lazyInfo(): NativeLazyInfo;
   /** false: never the lazy path (tests; as where no full userfaultfd exists). Process-wide. */
   setLazyRecovery(on: boolean): void;
+  /** Tests: while true, no lazy recovery's back half starts (the page stays registered, filled on touch). */
+  testHoldBackHalves(on: boolean): void;
   /** Tests: false forces the path of kernels without MADV_GUARD_INSTALL (before 6.13). */
   useGuardMarkers(on: boolean): void;
   hugeMappedShare(id: number, page: number): number;

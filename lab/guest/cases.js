@@ -6,6 +6,7 @@
 // `t` is util.T: t.check/t.eq record assertions; t.must stops the case.
 
 const fs = require('fs');
+const path = require('path');
 const os = require('os');
 const U = require('./util');
 
@@ -655,7 +656,7 @@ function vmFlagsOf(addr, len) {
 
 def({
   id: '10',
-  name: 'lazy recovery (issue 11), real poison: in place at once, vCPU threads touch pieces while the fillers race, every byte right, registration gone',
+  name: 'lazy recovery (issue 11), real poison: in place at once, vCPU threads touch pieces before and during the back half, every byte right, registration gone',
   kernels: ['6.12'],
   timeout: 300,
   async run(t) {
@@ -699,6 +700,52 @@ def({
     checkLedger4k(t, engine, region, offs);
     checkPattern(t, region, SEED, offs);
     t.note('stats().recovery after', engine.stats().recovery);
+    checkAlive(t);
+  },
+});
+
+def({
+  id: '10c',
+  name: 'lazy recovery, real poison: writes made while the page waits for its back half (held) survive the swap byte for byte',
+  kernels: ['6.12'],
+  timeout: 300,
+  async run(t) {
+    const { native, PageState } = require(path.join(path.dirname(require.resolve(process.env.LAB_PKG || path.resolve(__dirname, '..', '..'))), 'native'));
+    const { engine, ev } = t.openEngine({});
+    const region = t.mapRegion(engine, { name: 'c10c', path: t.hugePath(HP, 'c10c'), size: 2 * HP, guestPhysAddr: 0xc_0000_0000n });
+    pkg().fillPattern(region, SEED);
+    const off = HP + 300 * SUB;
+    native.testHoldBackHalves(true);
+    t.onCleanup(async () => native.testHoldBackHalves(false));
+    // A vCPU thread on the second page finds the real poison: the lazy front half, then held.
+    const load = startLoad(engine, { region, threads: 1, seed: SEED, writeRatio: 0 });
+    await t.inject(engine, region, off, { allowBusy: true });
+    const split = async () => {
+      for (let i = 0; i < 600; i++) {
+        if (native.pageStates(region.id)[1] === PageState.Split) return true;
+        await sleep(50);
+      }
+      return false;
+    };
+    t.must('the page went in place (Split) while its back half is held', await split(), { states: [...native.pageStates(region.id)] });
+    const res = await t.within('vcpu load stop()', load.stop(), 60000);
+    t.eq('the vCPU thread saw no wrong byte', res.wrongBytes, 0);
+    t.check('still registered while held (VmFlags um)', vmFlagsOf(region.address + BigInt(HP), SUB).some((f) => f.split(' ').includes('um')), {});
+    // Writes that invert what is there: they reach pieces not yet filled through the fault thread.
+    const writes = [[HP + 301 * SUB, 100], [HP + 17 * 65536 - 50, 100], [HP + 5 * 65536, 65536], [2 * HP - SUB, SUB]];
+    for (const [o, n] of writes) {
+      const now = Buffer.from(region.read(o, n).map((x) => x ^ 0xff));
+      region.write(o, now);
+    }
+    native.testHoldBackHalves(false);
+    await t.idle(engine);
+    const rec = ev.of('recovered', region, 1);
+    t.eq('recovered.path', rec.length ? rec[0].path : undefined, 'lazy');
+    t.eq('recovered.lostGuestPhysAddrs', rec.length ? rec[0].lostGuestPhysAddrs : undefined, [region.guestPhysAddr + BigInt(off)]);
+    const v = pkg().verifyPattern(region, SEED);
+    t.eq('every written byte is there after the swap, and nothing else changed (wrongBytes = bytes written)', v.wrongBytes, writes.reduce((a, [, n]) => a + n, 0));
+    t.eq('the lost subpage stays unreadable', v.unreadableOffsets, [off]);
+    t.check('no VMA of the page still registered', vmFlagsOf(region.address + BigInt(HP), HP).every((f) => !f.split(' ').includes('um')), {});
     checkAlive(t);
   },
 });

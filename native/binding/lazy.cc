@@ -29,6 +29,13 @@ Napi::Value LazyInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Tests: hold the back halves of lazy recoveries (the page stays registered, its touchers served
+// piece by piece) until released, to act inside that window deterministically.
+Napi::Value HoldBackHalves(const Napi::CallbackInfo& info) {
+  lazy::HoldBackHalves(info.Length() > 0 && info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
 Napi::Value SetLazyRecovery(const Napi::CallbackInfo& info) {
   lazy::SetEnabled(info.Length() > 0 && info[0].ToBoolean().Value());
   return info.Env().Undefined();
@@ -38,6 +45,7 @@ Napi::Value SetLazyRecovery(const Napi::CallbackInfo& info) {
 void RegisterLazy(Napi::Env env, Napi::Object exports) {
   exports.Set("lazyInfo", Napi::Function::New(env, LazyInfo));
   exports.Set("setLazyRecovery", Napi::Function::New(env, SetLazyRecovery));
+  exports.Set("testHoldBackHalves", Napi::Function::New(env, HoldBackHalves));
 }
 
 }  // namespace ras::binding

@@ -48,6 +48,7 @@ struct State {
 State* g_state = nullptr;
 std::atomic<bool> g_enabled{true};
 std::atomic<uint64_t> g_lazy{0}, g_eager{0};
+std::atomic<bool> g_hold{false};  // tests: HoldBackHalves
 // The lane's front half in progress: Begin put the touched 4 KiB in, AfterRelease does the rest.
 thread_local std::shared_ptr<Job> t_front;
 thread_local uint64_t t_front_sub = 0;
@@ -284,9 +285,11 @@ void AfterRelease() {
   t_front.reset();
 }
 
+void HoldBackHalves(bool on) { g_hold.store(on); }
+
 bool CompleteOne(bool big) {
   State* s = g_state;
-  if (!s) return false;
+  if (!s || g_hold.load()) return false;
   std::shared_ptr<Job> j = Claim(s, big ? 1 : 0);
   if (!j) return false;
   // The read at normal priority: nobody waits for it (the fault thread serves the touchers of
@@ -304,7 +307,7 @@ bool CompleteOne(bool big) {
 
 bool Pending(bool big) {
   State* s = g_state;
-  if (!s) return false;
+  if (!s || g_hold.load()) return false;
   std::lock_guard<std::mutex> lock(s->mu);
   return std::any_of(s->jobs.begin(), s->jobs.end(), [big](const std::shared_ptr<Job>& j) { return (j->size > kChunk) == big && !j->claimed.load(); });
 }

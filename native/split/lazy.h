@@ -45,6 +45,8 @@ bool CompleteOne(bool big);
 // of the touched piece.
 void AfterRelease();
 bool Pending(bool big);
+// Tests: while held, no back half starts (Stop still finishes them).
+void HoldBackHalves(bool on);
 
 // A loss found after the page went in place (marked lost by the caller): if a fill is in progress
 // on it, its marker goes in through the fill's userfaultfd (another fd cannot register the range).
