@@ -74,15 +74,19 @@ export async function prepareHandover(s: EngineState, whenIdle: () => Promise<vo
     s.durable.flushNow();
     const result: HandoverResult = { id, handedOver: [], notHandedOver: [], bytesCopied: 0 };
     const regions = [...s.regions.values()].filter((r) => r.eligible); // shared memory is never punched
-    for (const region of regions) handOverRegion(region, result);
+    const done: [Region, HandedOverHugePage][] = [];
+    for (const region of regions) for (const p of handOverRegion(region, result)) done.push([region, p]);
     journal.appendHandover(
       id,
-      result.handedOver.map((p) => {
-        const offset = p.hugePageIndex * sizeOf(s, p.region);
-        return { region: p.region, guestPhysAddr: p.hugePageGuestPhysAddr, offset, size: sizeOf(s, p.region), lost: p.lostGuestPhysAddrs.length };
-      }),
+      done.map(([region, p]) => ({
+        region: region.name,
+        guestPhysAddr: p.hugePageGuestPhysAddr,
+        offset: p.hugePageIndex * region.hugePageSize,
+        size: region.hugePageSize,
+        lost: p.lostGuestPhysAddrs.length,
+      })),
     );
-    for (const p of result.handedOver) regionNamed(s, p.region)?.handedOverPages.add(p.hugePageIndex);
+    for (const [region, p] of done) region.handedOverPages.add(p.hugePageIndex);
     return result;
   } catch (err) {
     s.handover.id = undefined; // not handed over: the successor finds the split pages stale
@@ -99,7 +103,9 @@ export function abortHandover(s: EngineState): void {
   for (const r of s.regions.values()) r.handedOverPages.clear();
 }
 
-function handOverRegion(region: Region, result: HandoverResult): void {
+/** Hands over the region's split pages into `result`; returns those handed over. */
+function handOverRegion(region: Region, result: HandoverResult): HandedOverHugePage[] {
+  const mine: HandedOverHugePage[] = [];
   const states = native.pageStates(region.id);
   for (let page = 0; page < states.length; page++) {
     if (states[page] !== PageState.Split) continue;
@@ -109,7 +115,9 @@ function handOverRegion(region: Region, result: HandoverResult): void {
     if (r.skipped) continue;
     if (r.ok) {
       const lost = (r.lostSubpages ?? []).map((sp) => region.guestPhysAddrOf(hugeOffset + sp * SUBPAGE));
-      result.handedOver.push({ ...base, bytesCopied: r.bytes ?? 0, lostGuestPhysAddrs: lost });
+      const p = { ...base, bytesCopied: r.bytes ?? 0, lostGuestPhysAddrs: lost };
+      result.handedOver.push(p);
+      mine.push(p);
       result.bytesCopied += r.bytes ?? 0;
       continue;
     }
@@ -127,13 +135,5 @@ function handOverRegion(region: Region, result: HandoverResult): void {
       punched: r.punched ?? false,
     });
   }
-}
-
-function regionNamed(s: EngineState, name: string): Region | undefined {
-  for (const r of s.regions.values()) if (r.name === name) return r;
-  return undefined;
-}
-
-function sizeOf(s: EngineState, name: string): number {
-  return regionNamed(s, name)?.hugePageSize ?? 0;
+  return mine;
 }
