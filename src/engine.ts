@@ -7,15 +7,15 @@ import { RasEvents, type ResetEvent } from './events';
 import { hwpoisonIsUsable, hwpoisonUnavailable, uffdInfo, uffdUnavailable } from './guards';
 import { Journal } from './ledger/file';
 import { Ledger, type LostPage } from './ledger/ledger';
-import { identityChange, type JournalReplay, type RegionIdentity } from './ledger/records';
-import { bootId } from './ledger/lock';
+import type { JournalReplay } from './ledger/records';
 import { native, type NativeEvent } from './native';
 import { checkEngineOptions, checkInjectOptions, checkRegionSpec, type EngineOptions, type InjectOptions } from './options';
 import { chooseGuard, GUARD_CODES, ineligibleReason, kernelReadsAroundPoison, reasonCode, type Guard } from './policy';
 import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
 import { attach, attached, detach } from './pipeline/engines';
-import { reprotectFromJournal } from './pipeline/replay';
+import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult } from './pipeline/handover';
+import { checkIdentity, consumeHandovers, reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
 import { DurableLog } from './pipeline/durable';
@@ -58,6 +58,7 @@ export class RasEngine extends RasEvents {
       guard: this.guard,
       durable: this.durable,
       idle: this.idle,
+      handover: { id: undefined, handedOverHugePages: 0, stale: [] },
     };
   }
 
@@ -103,6 +104,7 @@ export class RasEngine extends RasEvents {
 
   mapRegion(spec: RegionSpec): Region {
     this.checkOpen();
+    checkNotHandedOver(this.state, 'mapRegion');
     const elsewhere = [...attached()].filter((e) => e !== this).flatMap((e) => [...e.mappedRegions()]);
     const s = checkRegionSpec(spec, [...this.regions.values()], elsewhere);
     // Decided before the mapping exists: the region goes live with its policy armed.
@@ -128,6 +130,7 @@ export class RasEngine extends RasEvents {
       mapped.bookkeepingBytes,
       `${mapped.dev}:${mapped.ino}`,
     );
+    let handedOver: ReturnType<typeof consumeHandovers>;
     try {
       this.journal?.checkRegion({
         name: s.name,
@@ -137,7 +140,8 @@ export class RasEngine extends RasEvents {
         guestPhysAddr: s.guestPhysAddr,
         hugePageSize: mapped.hugePageSize,
       });
-      if (this.journal) this.checkIdentity(s.name, s.path, mapped);
+      if (this.journal) checkIdentity(this.state, s.name, s.path, mapped);
+      handedOver = consumeHandovers(this.state, s.name); // journaled before the pages are re-split
     } catch (err) {
       native.unmapRegion(mapped.id);
       if (mapped.created) fs.rmSync(s.path, { force: true });
@@ -146,28 +150,8 @@ export class RasEngine extends RasEvents {
     }
     this.regions.set(mapped.id, region);
     applyReserve();
-    reprotectFromJournal(this.state, region);
+    reprotectFromJournal(this.state, region, handedOver);
     return region;
-  }
-
-  /**
-   * The journal's losses of a region apply to this memory only if it is the same memory: the same boot
-   * of the host and the same backing file. Else they are history (journalReplay.history).
-   */
-  private checkIdentity(name: string, file: string, mapped: { dev: number; ino: number }): void {
-    let birthMs = 0;
-    try {
-      birthMs = Math.floor(fs.statSync(file).birthtimeMs);
-    } catch {
-      /* no birth time: dev and ino only */
-    }
-    const now: RegionIdentity = { boot: bootId(), dev: mapped.dev, ino: mapped.ino, birthMs };
-    const before = this.journal!.noteIdentity(name, now);
-    const why = before && identityChange(before, now);
-    if (!why || !this.replay) return;
-    const kept = this.replay.lost.filter((f) => f.region !== name);
-    for (const f of this.replay.lost) if (f.region === name) this.replay.history.push({ ...f, why });
-    this.replay.lost.splice(0, this.replay.lost.length, ...kept);
   }
 
   /** Unmaps a region (its lost pages are forgotten by the ledger, not by the journal). */
@@ -226,6 +210,22 @@ export class RasEngine extends RasEvents {
   async resetRegion(region: Region): Promise<ResetEvent> {
     this.ownRegion(region);
     return resetRegion(this.state, region, () => this.whenIdle());
+  }
+
+  /**
+   * Live update: with the vCPUs paused, writes every split huge page's current data into its file
+   * (pipeline/handover.ts) and journals it, so the successor that maps the files sees it as current.
+   * The engine is handed over from then on: the guest must not run in this process until close().
+   */
+  async prepareHandover(): Promise<HandoverResult> {
+    this.checkOpen();
+    return prepareHandover(this.state, () => this.whenIdle());
+  }
+
+  /** The update was called off: journals the handover void, so the guest may run here again. */
+  abortHandover(): void {
+    this.checkOpen();
+    abortHandover(this.state);
   }
 
   stats(): EngineStats {

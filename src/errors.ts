@@ -24,6 +24,11 @@ export type ErrorCode =
   | 'ERR_PAGE_BUSY'
   | 'ERR_TIMEOUT'
   | 'ERR_LISTENER_FAILED'
+  | 'ERR_HANDED_OVER'
+  | 'ERR_NO_JOURNAL'
+  // handover: why a huge page was not handed over (HandoverResult.notHandedOver[].code)
+  | 'ERR_NO_HUGE_PAGE'
+  | 'ERR_HANDOVER_FAILED'
   // limits and the machine
   | 'ERR_TOO_MANY_REGIONS'
   | 'ERR_TOO_MANY_THREADS'

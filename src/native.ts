@@ -75,6 +75,23 @@ export interface NativeRestore {
   stillSplit?: boolean;
 }
 
+export interface NativeHandover {
+  ok: boolean;
+  /** Not a split page, or (`reason`, a RefuseCode) a region something else maps: nothing done. */
+  skipped: boolean;
+  reason?: number;
+  /** Why it failed: 'ERR_NO_HUGE_PAGE' or 'ERR_HANDOVER_FAILED'. */
+  code?: 'ERR_NO_HUGE_PAGE' | 'ERR_HANDOVER_FAILED';
+  /** negative, as Node's */
+  errno?: number;
+  syscall?: string;
+  /** The file's huge page was punched out (a failure after it leaves a hole there). */
+  punched?: boolean;
+  bytes?: number;
+  lostSubpages?: number[];
+  faultAddress?: bigint;
+}
+
 export interface NativeVerify {
   checkedBytes: number;
   wrongBytes: number;
@@ -185,6 +202,8 @@ interface Addon {
   recoverNow(id: number, page: number, knownLostSubpages: number[]): NativeRecoverOutcome;
   markLost(id: number, page: number): void;
   restoreHugePage(id: number, page: number): NativeRestore;
+  /** Writes a split page's current data back into a fresh huge page of its file (native/split/handover.h). */
+  handoverPage(id: number, page: number): NativeHandover;
   pageStates(id: number): Uint8Array;
   lostSubpages(id: number): number[];
   counters(): NativeCounters;

@@ -30,6 +30,8 @@ export interface RegionUser {
 
 export class Region {
   /** @internal */ closed = false;
+  /** @internal Huge pages handed over (prepareHandover): their data in the file must not go stale. */
+  readonly handedOverPages = new Set<number>();
 
   /** @internal */
   constructor(
@@ -68,9 +70,25 @@ export class Region {
   write(offset: number, bytes: Uint8Array): void {
     if (!(bytes instanceof Uint8Array)) throw invalidArg('bytes must be a Buffer or Uint8Array');
     this.checkRange(offset, bytes.length);
+    this.checkNotHandedOver(offset, bytes.length);
     const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
     const r = native.write(this.id, offset, buf);
     if (isFault(r)) throw this.faultError(r);
+  }
+
+  /** A write to a handed-over huge page would make its file data stale again: refused. */
+  private checkNotHandedOver(offset: number, length: number): void {
+    if (this.handedOverPages.size === 0 || length === 0) return;
+    const first = Math.floor(offset / this.hugePageSize);
+    const last = Math.floor((offset + length - 1) / this.hugePageSize);
+    for (let p = first; p <= last; p++) {
+      if (this.handedOverPages.has(p))
+        throw new RasError(
+          'ERR_HANDED_OVER',
+          `region ${this.name} huge page ${p} was handed over (prepareHandover): a write would make the file's data stale; abortHandover() first to run the guest here again`,
+          { region: this.name, offset, hugePageIndex: p },
+        );
+    }
   }
 
   /** Guest physical address of a byte offset in this region. */

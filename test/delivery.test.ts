@@ -176,6 +176,7 @@ describe('replayed losses reach listeners attached after mapRegion()', () => {
     const r1 = first.mapRegion({ name: 'ram', path: file, size: 2 * MiB });
     first.injectPoison(r1, 11 * SUB, { mode: 'simulate' });
     await first.whenIdle({ timeoutMs: 10_000 });
+    await first.prepareHandover(); // a warm restart: the split page's data is current in the file
     first.close();
     const engine = openEngine({ journalPath: journal });
     const region = engine.mapRegion({ name: 'ram', path: file, size: 2 * MiB });

@@ -127,7 +127,7 @@ describe('losses of other memory are history, not applied', () => {
       const e = RasEngine.open({ reserveBytes: 0, journalPath: process.env.J });
       const r = e.mapRegion({ name: 'ram', path: process.env.F, size: 2 << 20 });
       e.injectPoison(r, 21 * 4096, { mode: 'simulate' });
-      e.whenIdle().then(() => process.exit(0));
+      e.whenIdle().then(() => e.prepareHandover()).then(() => process.exit(0));
     `, { J: journal, F: file });
     expect(r.stderr).toBe('');
   }

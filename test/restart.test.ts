@@ -11,7 +11,8 @@ describe('the ledger survives a restart of the VMM', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ras-journal-'));
     const journal = path.join(dir, 'ledger.journal');
     const file = hugeFile('restart');
-    // First life: poison, recover, then die without closing anything.
+    // First life: poison, recover, hand over (the split page's data into the file), then die without
+    // closing anything.
     const first = runChild(`
       const { RasEngine } = ${PKG};
       const { fillPattern } = ${TESTING};
@@ -19,7 +20,7 @@ describe('the ledger survives a restart of the VMM', () => {
       const r = e.mapRegion({ name: 'ram', path: process.env.F, size: 4 << 20, guestPhysAddr: 0x200000000n });
       fillPattern(r, 31);
       e.injectPoison(r, (2 << 20) + 17 * 4096, { mode: 'simulate' });
-      e.whenIdle().then(() => { console.log(JSON.stringify(e.lostPages().map((p) => p.offset))); process.exit(0); });
+      e.whenIdle().then(() => e.prepareHandover()).then(() => { console.log(JSON.stringify(e.lostPages().map((p) => p.offset))); process.exit(0); });
     `, { J: journal, F: file });
     expect(first.stderr).toBe('');
     expect(JSON.parse(first.stdout)).toEqual([2 * MiB + 17 * SUB]);

@@ -768,6 +768,8 @@ def({
 require('./cases-vmm').register(def);
 // The Linux guest in the reference VMM (L1, L1b, L1c: manual, npm run test:lab:linux).
 require('./cases-linux').register(def);
+// The handover of a live update (h1, h2 on 6.12; h3 on 6.1).
+require('./cases-handover').register(def, { reportReached });
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).

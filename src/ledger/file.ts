@@ -30,7 +30,8 @@
  */
 import * as fs from 'fs';
 import { invalidArg, RasError } from '../errors';
-import { identityLine, lostLine, regionLine, resetLine } from './format';
+import { handoverAbortLine, handoverLines, identityLine, lostLine, regionLine, resetLine, resplitLine } from './format';
+import { handoverRecordProblem, type ResplitRecord } from './handover';
 import { JournalLock } from './lock';
 import { journalCall, openJournalFile } from './open';
 import {
@@ -41,6 +42,7 @@ import {
   layoutProblem,
   resetProblem,
   sameIdentity,
+  type HandoverPageRecord,
   type JournalReplay,
   type LostFrame,
   type RegionIdentity,
@@ -177,6 +179,43 @@ export class Journal {
     }
     this.usable();
     this.append(resetLine(rec));
+  }
+
+  /**
+   * Appends a handover (ledger/handover.ts): one `handover` line per huge page and the `handover-done`
+   * line, with one write and one fsync. Each page must be a whole huge page of a known region.
+   */
+  appendHandover(id: string, pages: Omit<HandoverPageRecord, 'id' | 'wallTime'>[]): void {
+    if (typeof id !== 'string' || id.length === 0) throw invalidArg('handover id must be a non-empty string');
+    const wallTime = new Date().toISOString();
+    const full = pages.map((p) => ({ ...p, id, wallTime }));
+    full.forEach((p, i) => this.checkHugePage(p, `pages[${i}]`, handoverRecordProblem(p, `pages[${i}]`)));
+    this.usable();
+    this.append(handoverLines(full, id, wallTime));
+  }
+
+  /** Appends a `handover-abort`: the handover `id` is void (the old process runs the guest again). */
+  appendHandoverAbort(id: string): void {
+    if (typeof id !== 'string' || id.length === 0) throw invalidArg('handover id must be a non-empty string');
+    this.usable();
+    this.append(handoverAbortLine(id, new Date().toISOString()));
+  }
+
+  /** Appends `resplit` lines (one write, one fsync): those huge pages are private memory again. */
+  appendResplit(pages: ResplitRecord[]): void {
+    pages.forEach((p, i) => this.checkHugePage(p, `pages[${i}]`, undefined));
+    this.usable();
+    if (pages.length > 0) this.append(pages.map(resplitLine).join(''));
+  }
+
+  private checkHugePage(p: { region: string; offset: number; size: number; guestPhysAddr: bigint }, what: string, problem: string | undefined): void {
+    if (problem) throw invalidArg(problem);
+    const layout = this.regions.get(p.region);
+    if (!layout) throw invalidArg(`${what}.region "${p.region}" is not a region known to the journal (checkRegion first)`);
+    if (p.size !== layout.hugePageSize || p.offset % layout.hugePageSize !== 0 || p.offset + p.size > layout.size)
+      throw invalidArg(`${what} [offset ${p.offset}, size ${p.size}] is not a huge page of region "${p.region}"`);
+    if (p.guestPhysAddr !== layout.guestPhysAddr + BigInt(p.offset))
+      throw invalidArg(`${what}.guestPhysAddr ${hex(p.guestPhysAddr)} does not match region "${p.region}" + offset 0x${p.offset.toString(16)}`);
   }
 
   get isClosed(): boolean {

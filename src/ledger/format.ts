@@ -1,19 +1,23 @@
 /**
  * The journal's on-disk format: one record per line, checksummed. (file.ts: how it is written.)
  *
- * File format (version 1): append-only text, one record per line:
+ * File format (version 2; version 1 is read as it is): append-only text, one record per line:
  *
  *     <crc32 of the JSON bytes, 8 lowercase hex digits> <JSON>\n
  *
- * The JSON always carries `"v":1` and a `type`:
+ * The JSON always carries `"v"` (the format version that introduced its type: 1 for the types below,
+ * 2 for the handover records of handover.ts, so a version-1 build refuses a journal holding a
+ * handover with ERR_JOURNAL_VERSION instead of serving stale data; it still reads one without) and a `type`:
  *   - `region`: `{ name, path, size, offset, guestPhysAddr, hugePageSize, wallTime }` (first mapping)
  *   - `lost`:   `{ region, guestPhysAddr, size, offset, cause, reason?, wallTime }` (one line per frame)
  *   - `reset`:  `{ region, guestPhysAddr, size, wallTime }`
  *   - `identity`: `{ region, boot, dev, ino, birthMs, wallTime }`: which memory the region is from now on
  *     (a host boot, a backing file); the losses recorded before it for another identity are history
+ *   - version 2: `handover`, `handover-done`, `handover-abort`, `resplit` (see handover.ts)
  * Bigints are hex strings ("0x1f000"). There is no header record: an empty file is an empty journal.
  */
 import { crc32 } from 'zlib';
+import { decodeHandover, V2_TYPES, type HandoverDecoded, type HandoverPageRecord, type ResplitRecord } from './handover';
 import type { LostCause } from './ledger';
 import {
   checkString,
@@ -31,10 +35,10 @@ import {
   type ResetRecord,
 } from './records';
 
-const JOURNAL_FORMAT_VERSION = 1;
+const JOURNAL_FORMAT_VERSION = 2;
 
-function encodeLine(obj: Record<string, unknown>): string {
-  const json = JSON.stringify({ v: JOURNAL_FORMAT_VERSION, ...obj });
+function encodeLine(obj: Record<string, unknown>, v = 1): string {
+  const json = JSON.stringify({ v, ...obj });
   const crc = crc32(Buffer.from(json, 'utf8')).toString(16).padStart(8, '0');
   return `${crc} ${json}\n`;
 }
@@ -80,6 +84,21 @@ export function identityLine(region: string, id: RegionIdentity, wallTime: strin
   return encodeLine({ type: 'identity', region, boot: id.boot, dev: id.dev, ino: id.ino, birthMs: id.birthMs, wallTime });
 }
 
+export function handoverLines(pages: HandoverPageRecord[], id: string, wallTime: string): string {
+  const lines = pages.map((p) =>
+    encodeLine({ type: 'handover', id, region: p.region, guestPhysAddr: hex(p.guestPhysAddr), offset: p.offset, size: p.size, lost: p.lost, wallTime }, 2),
+  );
+  return lines.join('') + encodeLine({ type: 'handover-done', id, pages: pages.length, wallTime }, 2);
+}
+
+export function handoverAbortLine(id: string, wallTime: string): string {
+  return encodeLine({ type: 'handover-abort', id, wallTime }, 2);
+}
+
+export function resplitLine(r: ResplitRecord): string {
+  return encodeLine({ type: 'resplit', region: r.region, guestPhysAddr: hex(r.guestPhysAddr), offset: r.offset, size: r.size, wallTime: r.wallTime }, 2);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 
@@ -90,7 +109,8 @@ export type Decoded =
   | { type: 'region'; layout: RegionLayout }
   | { type: 'lost'; frame: LostFrame }
   | { type: 'reset'; reset: ResetRecord }
-  | { type: 'identity'; region: string; identity: RegionIdentity };
+  | { type: 'identity'; region: string; identity: RegionIdentity }
+  | HandoverDecoded;
 
 export class VersionError extends Error {}
 
@@ -114,7 +134,9 @@ export function decodeLine(line: Buffer): Decoded | string {
   if (typeof obj.v === 'number' && Number.isSafeInteger(obj.v) && obj.v > JOURNAL_FORMAT_VERSION) {
     throw new VersionError(`record format version ${obj.v} (this build reads version ${JOURNAL_FORMAT_VERSION})`);
   }
-  if (obj.v !== JOURNAL_FORMAT_VERSION) return `unsupported record version ${describe(obj.v)}`;
+  const isV2Type = typeof obj.type === 'string' && V2_TYPES.includes(obj.type);
+  if (obj.v !== 1 && obj.v !== JOURNAL_FORMAT_VERSION) return `unsupported record version ${describe(obj.v)}`;
+  if (isV2Type && obj.v !== 2) return `a ${obj.type} record must have version 2 (got ${describe(obj.v)})`;
   const rec = { ...obj };
   if (rec.guestPhysAddr !== undefined) {
     if (typeof rec.guestPhysAddr !== 'string' || !ADDR_RE.test(rec.guestPhysAddr)) {
@@ -165,7 +187,7 @@ export function decodeLine(line: Buffer): Decoded | string {
       };
     }
     default:
-      return `unknown record type ${describe(rec.type)}`;
+      return isV2Type ? decodeHandover(rec) : `unknown record type ${describe(rec.type)}`;
   }
 }
 

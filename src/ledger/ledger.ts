@@ -3,10 +3,13 @@
 
 /**
  * recovered: lost while its huge page was split; refused: whole huge page lost; split-poison: a 4 KiB
- * page lost in memory that was already split; replayed: known lost from the journal after a restart.
+ * page lost in memory that was already split; replayed: known lost from the journal after a restart;
+ * stale: after a restart, a whole huge page that was split before it and not handed over: its data in
+ * the file is as of the poison, not current, so it is kept inaccessible (never journaled: replay
+ * decides it from the journal each time).
  */
-export type LostCause = 'recovered' | 'refused' | 'split-poison' | 'replayed';
-export const LOST_CAUSES: readonly LostCause[] = ['recovered', 'refused', 'split-poison', 'replayed'];
+export type LostCause = 'recovered' | 'refused' | 'split-poison' | 'replayed' | 'stale';
+export const LOST_CAUSES: readonly LostCause[] = ['recovered', 'refused', 'split-poison', 'replayed', 'stale'];
 
 export interface LostPage {
   region: string;

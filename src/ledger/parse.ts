@@ -2,6 +2,7 @@
 // later reset, warnings for a torn tail and bad records). Pure: file.ts reads and truncates.
 import { RasError } from '../errors';
 import { decodeLine, VersionError, type Decoded } from './format';
+import { HandoverFold } from './handover';
 import {
   identityChange,
   layoutDiff,
@@ -33,6 +34,7 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
   const history: HistoricLoss[] = [];
   let records = 0;
   let tornAt = -1;
+  const handovers = new HandoverFold(regions);
 
   let pos = 0;
   while (pos < buf.length) {
@@ -86,6 +88,7 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       }
     } else if (decoded.type === 'lost') {
       records++;
+      handovers.lost(decoded.frame.region, decoded.frame.offset, decoded.frame.size);
       const key = frameKey(decoded.frame);
       if (!lostKeys.has(key)) {
         lostKeys.add(key);
@@ -97,6 +100,7 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       const why = old && identityChange(old, decoded.identity);
       if (why) {
         // The region is other memory from here on: what was lost before is history.
+        handovers.voidRegion(decoded.region);
         const kept: LostFrame[] = [];
         for (const f of lost) {
           if (f.region !== decoded.region) kept.push(f);
@@ -108,9 +112,13 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
         lost = kept;
       }
       identities.set(decoded.region, decoded.identity);
+    } else if (decoded.type !== 'reset') {
+      records++;
+      handovers.record(decoded);
     } else {
       records++;
       const r = decoded.reset;
+      handovers.reset(r.region, r.guestPhysAddr, r.size);
       const end = r.guestPhysAddr + BigInt(r.size);
       const kept: LostFrame[] = [];
       for (const f of lost) {
@@ -123,5 +131,5 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
     }
     pos = nl + 1;
   }
-  return { replay: { regions, lost, history, identities, warnings, records }, tornAt };
+  return { replay: { regions, lost, history, identities, warnings, records, handedOver: handovers.result() }, tornAt };
 }

@@ -41,6 +41,12 @@ export function formatJournal(replay: JournalReplay): string {
   for (const f of replay.history) {
     lines.push(`history ${text(f.region)}  gpa ${hex(f.guestPhysAddr)}  ${humanSize(f.size)}  offset 0x${f.offset.toString(16)}  not applied: ${f.why}`);
   }
+  for (const h of replay.handedOver) {
+    lines.push(
+      `handover ${text(h.region)}  gpa ${hex(h.guestPhysAddr)}  ${humanSize(h.size)}  offset 0x${h.offset.toString(16)}  ` +
+        `file data current (${h.lost} lost frame${h.lost === 1 ? '' : 's'} kept lost)  at ${text(h.wallTime || '?')}  id ${text(h.id)}`,
+    );
+  }
   for (const w of replay.warnings) {
     lines.push(`warning ${w.code} at byte ${w.byteOffset}: ${w.message}`);
   }

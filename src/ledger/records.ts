@@ -31,6 +31,22 @@ export interface ResetRecord {
   wallTime: string;
 }
 
+export interface HandoverPageRecord {
+  id: string;
+  region: string;
+  guestPhysAddr: bigint;
+  /** byte offset of the huge page in the region */
+  offset: number;
+  /** the huge page size */
+  size: number;
+  /** lost 4 KiB frames in it (zero in the file, still lost) */
+  lost: number;
+  wallTime: string;
+}
+
+/** A huge page whose data in the backing file is current (a valid handover), from the journal. */
+export type HandedOverPage = HandoverPageRecord;
+
 export interface JournalWarning {
   code: 'ERR_JOURNAL_TORN_TAIL' | 'ERR_JOURNAL_BAD_RECORD';
   byteOffset: number;
@@ -69,6 +85,12 @@ export interface JournalReplay {
   warnings: JournalWarning[];
   /** good records read */
   records: number;
+  /**
+   * Huge pages whose data in the backing file is current: their last record is a completed,
+   * unaborted handover (ledger/handover.ts). A page split before the restart and not here has
+   * stale data in the file (frozen at the poison). mapRegion uses each up (a `resplit` record).
+   */
+  handedOver: HandedOverPage[];
 }
 
 const LAYOUT_FIELDS = ['path', 'size', 'offset', 'guestPhysAddr', 'hugePageSize'] as const;

@@ -63,6 +63,11 @@ export class DurableLog {
     return { failedWrites: this.failedWrites, notDurable: this.waiting.length, retriedWrites: this.retriedWrites };
   }
 
+  /** Writes the frames that wait now; true when none wait any more (a handover needs them durable). */
+  flushNow(): boolean {
+    return this.flush([], false);
+  }
+
   /** A last attempt, then no more retries. */
   close(): void {
     if (this.waiting.length > 0) this.flush([]);

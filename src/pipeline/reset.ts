@@ -5,6 +5,7 @@ import type { ResetEvent, ResetSkip } from '../events';
 import { native, PageState } from '../native';
 import { reasonFromCode, type RefuseReason } from '../policy';
 import type { Region } from '../region';
+import { checkNotHandedOver } from './handover';
 import type { EngineState } from './state';
 
 /** Why a reset must not punch or remap a shared region's page. */
@@ -16,6 +17,7 @@ export const RESET_SKIP_WORDS: Partial<Record<RefuseReason, string>> = {
 };
 
 export async function resetRegion(s: EngineState, region: Region, whenIdle: () => Promise<void>): Promise<ResetEvent> {
+  checkNotHandedOver(s, 'resetRegion');
   const c = native.counters();
   if (c.paused && c.processed < c.captured) throw new RasError('ERR_ENGINE_PAUSED', 'reports are waiting: resume() the engine before a reset');
   await whenIdle();

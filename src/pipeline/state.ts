@@ -8,6 +8,25 @@ import type { JournalReplay } from '../ledger/records';
 import type { Guard } from '../policy';
 import type { Region } from '../region';
 
+/** A huge page that was split before a restart and not handed over: its file data is stale. */
+export interface StaleHugePage {
+  region: string;
+  hugePageIndex: number;
+  hugePageGuestPhysAddr: bigint;
+  size: number;
+  /** The 4 KiB frames the journal has lost in it (lost either way). */
+  lostGuestPhysAddrs: bigint[];
+}
+
+/** The engine's handover (pipeline/handover.ts) and what its replay found of an earlier one. */
+export interface HandoverState {
+  /** Set by prepareHandover() (and while it runs), cleared by abortHandover(): the engine is handed over. */
+  id: string | undefined;
+  /** Replay: huge pages re-split from a valid handover (file data current), and pages found stale. */
+  handedOverHugePages: number;
+  stale: StaleHugePage[];
+}
+
 export interface EngineState {
   /** Mapped regions by native id. */
   readonly regions: ReadonlyMap<number, Region>;
@@ -22,4 +41,5 @@ export interface EngineState {
   readonly idle: Idle;
   /** The guard the engine asked the native side for (a page whose guard failed says its own). */
   readonly guard: Guard;
+  readonly handover: HandoverState;
 }

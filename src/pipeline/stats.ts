@@ -5,7 +5,7 @@ import { native, PageState, type NativeUffdInfo } from '../native';
 import { KVM_FAULT_GUARD_WARNING, type Guard } from '../policy';
 import type { JournalStats } from './durable';
 import { sizeKey } from './reserve';
-import type { EngineState } from './state';
+import type { EngineState, StaleHugePage } from './state';
 
 export interface EngineStats {
   /** Pre-faulted reserve memory held now (RAM it costs), and what the pools want in all. */
@@ -39,6 +39,14 @@ export interface EngineStats {
   reports: { captured: number; processed: number; overflow: number; stale: number };
   /** With a journal: appends that failed, losses it does not hold yet (retried), retries that succeeded. */
   journal?: JournalStats & { path: string };
+  /**
+   * What the replay of the journal found (mapRegion): huge pages re-split from a valid handover (the
+   * file's data was current), and huge pages split before the restart without one, whose data in the
+   * file is stale (kept inaccessible, `lost` events with cause 'stale'; resetRegion gives them back).
+   */
+  replay: { handedOverHugePages: number; staleHugePages: StaleHugePage[] };
+  /** Set while the engine is handed over (prepareHandover, not aborted): the handover's id. */
+  handoverId?: string;
   regions: {
     name: string;
     hugePageSize: number;
@@ -67,6 +75,8 @@ export function engineStats(s: EngineState, journal: (JournalStats & { path: str
     },
     reports: { captured: c.captured, processed: c.processed, overflow: c.overflow, stale: c.stale },
     ...(journal ? { journal } : {}),
+    replay: { handedOverHugePages: s.handover.handedOverHugePages, staleHugePages: [...s.handover.stale] },
+    ...(s.handover.id !== undefined ? { handoverId: s.handover.id } : {}),
     regions: [...s.regions.values()].map((r) => {
       const states = native.pageStates(r.id);
       return {

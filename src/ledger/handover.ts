@@ -1,0 +1,134 @@
+// The journal's handover records (format version 2) and the rule that decides, on replay, which
+// huge pages' data in the backing file is current.
+//
+// After a split the guest's data lives in private memory; the file's huge page is frozen at the
+// poison. A handover (engine.prepareHandover) copies the current data back into a fresh huge page
+// of the file and journals, in one append:
+//   - `handover`: `{ id, region, guestPhysAddr, offset, size, lost, wallTime }` per huge page
+//     (guestPhysAddr/offset of the huge page, size the huge page size, lost: lost 4 KiB frames kept);
+//   - `handover-done`: `{ id, pages, wallTime }`: the handover is complete (a torn append has none).
+// `handover-abort` `{ id, wallTime }`: the old process resumed the guest (abortHandover): void.
+// `resplit` `{ region, guestPhysAddr, offset, size, wallTime }`: a restarted engine re-split that
+// huge page from the file: it is private memory again, the handover is used up.
+//
+// The rule: a huge page's file data is current iff its last record is a `handover` of a handover
+// that is done and not aborted. Any later record about that huge page (a loss, a reset, a resplit,
+// another identity of the region) voids it.
+import { checkString, isObject, type HandedOverPage, type HandoverPageRecord, type RegionLayout } from './records';
+
+export type { HandedOverPage, HandoverPageRecord } from './records';
+
+export interface ResplitRecord {
+  region: string;
+  guestPhysAddr: bigint;
+  offset: number;
+  size: number;
+  wallTime: string;
+}
+
+export type HandoverDecoded =
+  | { type: 'handover'; page: HandoverPageRecord }
+  | { type: 'handover-done'; id: string; pages: number }
+  | { type: 'handover-abort'; id: string }
+  | { type: 'resplit'; resplit: ResplitRecord };
+
+/** The record types of format version 2. */
+export const V2_TYPES: readonly string[] = ['handover', 'handover-done', 'handover-abort', 'resplit'];
+
+const int = (v: unknown, what: string, min: number): string | undefined =>
+  typeof v === 'number' && Number.isSafeInteger(v) && v >= min ? undefined : `${what} must be an integer >= ${min}`;
+
+function pageProblem(r: Record<string, unknown>, what: string): string | undefined {
+  if (typeof r.guestPhysAddr !== 'bigint') return `${what}.guestPhysAddr must be a bigint`;
+  return (
+    checkString(r.region, `${what}.region`) ??
+    int(r.offset, `${what}.offset`, 0) ??
+    int(r.size, `${what}.size`, 1) ??
+    checkString(r.wallTime, `${what}.wallTime`, true)
+  );
+}
+
+/** A decoded v2 record (guestPhysAddr already a bigint), or why it is bad. */
+export function decodeHandover(rec: Record<string, unknown>): HandoverDecoded | string {
+  const what = `${String(rec.type)} record`;
+  switch (rec.type) {
+    case 'handover': {
+      const p = checkString(rec.id, `${what}.id`) ?? pageProblem(rec, what) ?? int(rec.lost, `${what}.lost`, 0);
+      if (p) return p;
+      const { id, region, guestPhysAddr, offset, size, lost, wallTime } = rec as unknown as HandoverPageRecord;
+      return { type: 'handover', page: { id, region, guestPhysAddr, offset, size, lost, wallTime } };
+    }
+    case 'handover-done': {
+      const p = checkString(rec.id, `${what}.id`) ?? int(rec.pages, `${what}.pages`, 0) ?? checkString(rec.wallTime, `${what}.wallTime`, true);
+      return p ?? { type: 'handover-done', id: rec.id as string, pages: rec.pages as number };
+    }
+    case 'handover-abort': {
+      const p = checkString(rec.id, `${what}.id`) ?? checkString(rec.wallTime, `${what}.wallTime`, true);
+      return p ?? { type: 'handover-abort', id: rec.id as string };
+    }
+    default: {
+      const p = pageProblem(rec, what);
+      if (p) return p;
+      const { region, guestPhysAddr, offset, size, wallTime } = rec as unknown as ResplitRecord;
+      return { type: 'resplit', resplit: { region, guestPhysAddr, offset, size, wallTime } };
+    }
+  }
+}
+
+export function handoverRecordProblem(v: unknown, what: string): string | undefined {
+  if (!isObject(v)) return `${what} must be an object`;
+  return checkString(v.id, `${what}.id`) ?? pageProblem(v, what) ?? int(v.lost, `${what}.lost`, 0);
+}
+
+const key = (region: string, hugeOffset: number): string => `${region}\u0000${hugeOffset}`;
+
+/** Folds handover-related facts while the journal is replayed (parse.ts), in record order. */
+export class HandoverFold {
+  private readonly pending = new Map<string, HandoverPageRecord[]>();
+  private readonly valid = new Map<string, HandoverPageRecord>();
+
+  constructor(private readonly regions: ReadonlyMap<string, RegionLayout>) {}
+
+  record(d: HandoverDecoded): void {
+    if (d.type === 'handover') {
+      this.voidPage(d.page.region, d.page.offset);
+      this.pending.set(d.page.id, [...(this.pending.get(d.page.id) ?? []), d.page]);
+    } else if (d.type === 'handover-done') {
+      const pages = this.pending.get(d.id) ?? [];
+      this.pending.delete(d.id);
+      if (pages.length !== d.pages) return; // not the handover that was written: not trusted
+      for (const p of pages) this.valid.set(key(p.region, p.offset), p);
+    } else if (d.type === 'handover-abort') {
+      for (const [k, p] of this.valid) if (p.id === d.id) this.valid.delete(k);
+    } else {
+      this.voidPage(d.resplit.region, d.resplit.offset);
+    }
+  }
+
+  /** A loss recorded at `offset` of a region (any size): the huge pages it touches are not current. */
+  lost(region: string, offset: number, size: number): void {
+    const hps = this.regions.get(region)?.hugePageSize;
+    if (!hps) return this.voidRegion(region);
+    for (let o = offset - (offset % hps); o < offset + size; o += hps) this.voidPage(region, o);
+  }
+
+  /** A reset of [guestPhysAddr, +size): its huge pages are fresh memory. */
+  reset(region: string, guestPhysAddr: bigint, size: number): void {
+    const base = this.regions.get(region)?.guestPhysAddr;
+    if (base === undefined) return this.voidRegion(region);
+    this.lost(region, Number(guestPhysAddr - base), size);
+  }
+
+  /** The region is other memory from here on (another boot, a recreated file). */
+  voidRegion(region: string): void {
+    for (const [k, p] of this.valid) if (p.region === region) this.valid.delete(k);
+  }
+
+  private voidPage(region: string, hugeOffset: number): void {
+    this.valid.delete(key(region, hugeOffset));
+  }
+
+  result(): HandedOverPage[] {
+    return [...this.valid.values()];
+  }
+}
