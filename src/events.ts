@@ -43,14 +43,15 @@ export interface RecoveredEvent {
   /** The 4 KiB guest frames that are gone: inject a machine check for these. */
   lostGuestPhysAddrs: bigint[];
   bytesRecovered: number;
-  /** Time spent splitting (read back, guard, swap). */
+  /** Time spent splitting (read back, guard, swap); on the lazy path the front half (in place with the touched 4 KiB). */
   durationNs: bigint;
   /** From the first report of this huge page to the moment it was usable again (vCPUs released). */
   totalNs: bigint;
   /**
    * 'eager': read back whole, then swapped in (vCPUs waited for all of it). 'lazy': in place at
-   * once, vCPUs released, each piece filled when first touched or by background fillers (needs a
-   * full userfaultfd: see `stats().recovery`); the event comes when the fill is complete.
+   * once with the touched 4 KiB, vCPUs released, other pieces filled when first touched, then the
+   * page read whole off to the side and swapped in with the touched pieces moved into it (needs a
+   * full userfaultfd: see `stats().recovery`); the event comes after that swap.
    */
   path: 'eager' | 'lazy';
   /** From the first report to the whole huge page in place (equals totalNs on the eager path). */

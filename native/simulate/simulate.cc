@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "capture/signals.h"
+#include "capture/stale.h"
 
 namespace ras::simulate {
 
@@ -75,6 +76,10 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
     // The range is known as poison before it becomes inaccessible: a thread faulting in between
     // must find it.
     if (!r.SubpageLost(sub)) {
+      // The kernel poisons pages that are there: under a lazy fill this 4 KiB may not be in yet
+      // (a poisoned missing page would be one nobody could ever have read). A kernel-mode read
+      // brings it in, as any access would (the fault thread serves it).
+      stale::KernelCanRead(sub);
       if (!AddRange(sub, sub + kSubpage, kSubpageShift, r, page_file_off)) {
         *syscall = "simulate";
         return ENOSPC;
