@@ -52,6 +52,9 @@ std::atomic<bool> g_hold{false};  // tests: HoldBackHalves
 // The lane's front half in progress: Begin put the touched 4 KiB in, AfterRelease does the rest.
 thread_local std::shared_ptr<Job> t_front;
 thread_local uint64_t t_front_sub = 0;
+// The back half this lane is in the middle of (CompleteOne returned to take reports first).
+thread_local std::shared_ptr<Job> t_back;
+constexpr uint64_t kReadStep = 256ull << 10;
 
 std::shared_ptr<Job> FindJob(uintptr_t addr) {
   std::lock_guard<std::mutex> lock(g_state->mu);
@@ -171,8 +174,15 @@ void Stop() {
   if (!s) return;
   // The lanes are stopped: what is left is finished here (an unfilled registered range would read
   // zeros once the userfaultfd is closed), while the fault thread still serves the touchers.
-  while (std::shared_ptr<Job> j = Claim(s, -1)) {
-    ReadBlock(*j);
+  // A job a lane had begun is claimed already: take every job left, claimed or not.
+  for (;;) {
+    std::shared_ptr<Job> j;
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      if (s->jobs.empty()) break;
+      j = s->jobs.front();
+    }
+    ReadBlock(*j, UINT64_MAX);
     Close(*j);
     Run(s, j);
   }
@@ -290,24 +300,31 @@ void HoldBackHalves(bool on) { g_hold.store(on); }
 bool CompleteOne(bool big) {
   State* s = g_state;
   if (!s || g_hold.load()) return false;
-  std::shared_ptr<Job> j = Claim(s, big ? 1 : 0);
-  if (!j) return false;
+  if (!t_back) t_back = Claim(s, big ? 1 : 0);
+  if (!t_back) return false;
+  std::shared_ptr<Job> j = t_back;
   // The read at normal priority: nobody waits for it (the fault thread serves the touchers of
   // missing pieces in real time meanwhile), and a real-time lane copying the page would keep a
-  // vCPU it preempted off its CPU. The close at the lane's own priority: every toucher waits for it.
+  // vCPU it preempted off its CPU. In steps, so that a new report (the fast lane) is taken first.
+  // The close at the lane's own priority: every toucher waits for it.
   Sched saved = CurrentSched();
   SetSched(Sched{SCHED_OTHER, 0, big ? kBigBackHalfNice : kSmallBackHalfNice});
-  sched_yield();  // a vCPU this lane preempted while it was real-time runs first
-  ReadBlock(*j);
+  if (j->read_off == 0) sched_yield();  // a vCPU this lane preempted while it was real-time runs first
+  bool read = false;
+  while (!(read = ReadBlock(*j, kReadStep)) && (big || !ReportsWaiting())) {
+  }
   SetSched(saved);
+  if (!read) return true;  // back after the reports
   Close(*j);  // sets filled_ns
   Run(s, j);
+  t_back.reset();
   return true;
 }
 
 bool Pending(bool big) {
   State* s = g_state;
   if (!s || g_hold.load()) return false;
+  if (t_back) return true;
   std::lock_guard<std::mutex> lock(s->mu);
   return std::any_of(s->jobs.begin(), s->jobs.end(), [big](const std::shared_ptr<Job>& j) { return (j->size > kChunk) == big && !j->claimed.load(); });
 }

@@ -190,17 +190,24 @@ void ServeFault(Job& j, uintptr_t addr) {
   j.piece[p].store(kDone, std::memory_order_release);
 }
 
-void ReadBlock(Job& j) {
+bool ReadBlock(Job& j, uint64_t budget) {
   Region& r = *j.r;
-  numa::PlaceOn(j.block.addr, j.size, numa::HugePageNode(r, j.page), j.block.from_reserve);
-  fileio::ReadBack rb = fileio::ReadAround(r.fd, r.dev, r.ino, j.file_off, j.block.addr, j.size, kChunk, 0);
-  {
-    std::lock_guard<std::mutex> lock(j.mu);
-    j.reads += rb.calls;
+  if (j.read_off == 0) numa::PlaceOn(j.block.addr, j.size, numa::HugePageNode(r, j.page), j.block.from_reserve);
+  while (j.read_off < j.size && budget > 0 && !j.read_err) {
+    uint64_t len = std::min({budget, kChunk, j.size - j.read_off});
+    fileio::ReadBack rb = fileio::ReadAround(r.fd, r.dev, r.ino, j.file_off + j.read_off, j.block.addr + j.read_off, len, len,
+                                             static_cast<uint32_t>(j.read_off / kSubpage));
+    {
+      std::lock_guard<std::mutex> lock(j.mu);
+      j.reads += rb.calls;
+    }
+    j.read_err = rb.err;
+    if (!rb.err)
+      for (uint32_t s : rb.lost) MarkLost(j, static_cast<uint64_t>(s) * kSubpage);
+    j.read_off += len;
+    budget -= len;
   }
-  j.read_err = rb.err;
-  if (!rb.err)
-    for (uint32_t s : rb.lost) MarkLost(j, static_cast<uint64_t>(s) * kSubpage);
+  return j.read_off >= j.size || j.read_err;
 }
 
 void Close(Job& j) {

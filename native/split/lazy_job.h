@@ -52,6 +52,7 @@ struct Job {
   bool used_reserve = false;
   bool in_place_finish = false;   // the block could not be swapped in: the range was filled in place
   int read_err = 0;               // ReadBlock's failure that is not a lost subpage
+  uint64_t read_off = 0;          // how far ReadBlock got
 };
 
 // Reads piece `p` (claimed: kFilling) from the file and puts it in place: healthy runs with
@@ -68,7 +69,9 @@ void ServeFault(Job& j, uintptr_t addr);
 // into it (UFFDIO_MOVE: the guest's writes go with them), mark the lost subpages there, and swap it
 // in place of the registered range in one mremap (2 MiB THPs stay whole, nothing registered is
 // left), then wake whoever touched meanwhile. Short, and every toucher waits for its end.
-void ReadBlock(Job& j);
+// ReadBlock reads up to `budget` bytes more (so that a lane can take new reports in between);
+// true when the whole page is read (or a read failed).
+bool ReadBlock(Job& j, uint64_t budget);
 void Close(Job& j);
 // Marks subpage `off` (bytes into the page) lost: recorded, a marker at dst where it is missing.
 void MarkLost(Job& j, uint64_t off);

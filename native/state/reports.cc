@@ -69,6 +69,11 @@ bool DequeueReport(Report* out) {
   }
 }
 
+bool ReportsWaiting() {
+  uint32_t pos = g_dequeue_pos.load(std::memory_order_acquire);
+  return g_cells[pos % kQueueSize].seq.load(std::memory_order_acquire) == pos + 1;
+}
+
 Counters& GlobalCounters() { return g_counters; }
 
 void WakeWorker() {

@@ -25,6 +25,7 @@ constexpr uint32_t kReportNewSubpageLoss = 2;
 constexpr uint32_t kQueueSize = 8192;
 bool EnqueueReport(const Report& r);  // false when full (counted as overflow); async-signal-safe
 bool DequeueReport(Report* r);
+bool ReportsWaiting();  // a report is queued (a lane in the middle of long work takes it first)
 
 struct Counters {
   std::atomic<uint64_t> captured{0};   // reports queued by handlers
