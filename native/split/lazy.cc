@@ -311,7 +311,8 @@ bool CompleteOne(bool big) {
   SetSched(Sched{SCHED_OTHER, 0, big ? kBigBackHalfNice : kSmallBackHalfNice});
   if (j->read_off == 0) sched_yield();  // a vCPU this lane preempted while it was real-time runs first
   bool read = false;
-  while (!(read = ReadBlock(*j, kReadStep)) && (big || !ReportsWaiting())) {
+  // A big page's read in one go (2 MiB reads): its lane has no small pages to serve.
+  while (!(read = ReadBlock(*j, big ? UINT64_MAX : kReadStep)) && !ReportsWaiting()) {
   }
   SetSched(saved);
   if (!read) return true;  // back after the reports
