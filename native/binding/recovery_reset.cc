@@ -11,6 +11,7 @@
 #include "capi/capi.h"
 #include "linux_compat.h"
 #include "split/fileio.h"
+#include "split/lazy.h"
 #include "split/mapping.h"
 #include "split/recovery.h"
 #include "state/state.h"
@@ -86,6 +87,9 @@ Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   uint32_t p;
   Region* r = RegionPage(info, &p);
   if (!r) return env.Undefined();
+  // A lazy recovery still in progress in this region would swap its block in over the fresh huge
+  // page: its back half ends first (it does not wait for JavaScript).
+  lazy::WaitRegion(*r);
   uint32_t st = StateOf(r->Word(p).load());
   Napi::Object o = Napi::Object::New(env);
   if (st != kSplit && st != kLost) {

@@ -135,41 +135,6 @@ int Unregister(uintptr_t addr, uint64_t len) {
   return ioctl(Fd(), UFFDIO_UNREGISTER, &rg) == 0 ? 0 : errno;
 }
 
-int Move(uintptr_t dst, uintptr_t src, uint64_t len) {
-  int fd = Fd();
-  uint64_t done = 0;
-  bool copy = false;
-  while (done < len) {
-    int rc;
-    int64_t n;
-    if (!copy) {
-      struct uffdio_move mv = {dst + done, src + done, len - done, 0, 0};
-      rc = ioctl(fd, UFFDIO_MOVE, &mv);
-      n = mv.move;
-    } else {
-      struct uffdio_copy cp = {dst + done, src + done, len - done, 0, 0};
-      rc = ioctl(fd, UFFDIO_COPY, &cp);
-      n = cp.copy;
-    }
-    if (rc == 0) return 0;  // the whole rest
-    int e = errno;
-    if (n > 0) {
-      done += static_cast<uint64_t>(n);
-      continue;
-    }
-    if (e == EAGAIN) {
-      Again();
-      continue;
-    }
-    if (e == EBUSY && !copy) {
-      copy = true;  // a page the kernel cannot move now (pinned, or a large folio it could not split)
-      continue;
-    }
-    return e;
-  }
-  return 0;
-}
-
 int Copy(uintptr_t dst, uintptr_t src, uint64_t len) {
   uint64_t done = 0;
   while (done < len) {

@@ -28,10 +28,6 @@ void Close();
 // Each returns 0 or an errno. Ranges are page aligned.
 int Register(uintptr_t addr, uint64_t len);  // MODE_MISSING
 int Unregister(uintptr_t addr, uint64_t len);
-// Moves [src, src+len) (present, exclusive anonymous pages) to the missing [dst, dst+len) and wakes
-// the threads waiting there. A 2 MiB-aligned, PMD-mapped THP moves whole. Where the kernel refuses a
-// move (EBUSY: a page it cannot move now) the rest is copied (UFFDIO_COPY, which also wakes).
-int Move(uintptr_t dst, uintptr_t src, uint64_t len);
 int Copy(uintptr_t dst, uintptr_t src, uint64_t len);  // UFFDIO_COPY; wakes; pages present already are left
 // UFFDIO_MOVE of present pages of [src, src+len) into the missing, registered [dst, dst+len), never a
 // copy (the source stays writable meanwhile: a copy could lose a write); holes in src stay holes.
