@@ -193,6 +193,15 @@ async function recoveredCase(t, { vcpus, with1G, unprivileged }) {
 async function refusedCase(t, { vcpus }) {
   kvmReady(t);
   const { regions, targets } = layout(false);
+  // Refused, every frame the guest verifies in a lost huge page is a machine check: with 64-frame
+  // windows that was ~126 per run, and under nested KVM on TCG each injected machine check carries a
+  // small chance of an L2 shutdown that no check explains (about one run in three did; the recovered
+  // cases inject 2-3). 16 frames per window in the lost pages: still one per touched frame, checked.
+  for (const tg of targets) {
+    const rg = regions.find((r) => r.name === tg.region);
+    const hp = Math.floor(tg.offset / (2 * MiB)) * 2 * MiB;
+    rg.verify = rg.verify.map((w) => (w.offset >= hp && w.offset < hp + 2 * MiB ? { offset: w.offset, size: 64 * 1024 } : w));
+  }
   const opts = { vcpus, regions, targets, mode: 'madvise', expectWholeHugePage: true, engine: { reserveBytes: 0 }, dir2M: '/mnt/huge2m', timeoutMs: 150000 };
   const { result: res, code, signal } = await runVmm(t, opts);
   t.must('the VMM process survived and reported', res && code === 0 && !signal, { code, signal, failures: res && res.failures });
