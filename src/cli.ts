@@ -144,10 +144,19 @@ async function demo(o: DemoOptions): Promise<number> {
       if ('reason' in out) {
         console.log(`  REFUSED huge page ${out.hugePageIndex}: ${out.reason}: ${out.message}; whole ${out.size >> 20} MiB lost`);
       } else {
-        console.log(
-          `  recovered huge page ${out.hugePageIndex} in ${us(out.durationNs)} (memcpy of ${o.pageSize} here: ${us(limitNs)}; ` +
-            `${(Number(out.durationNs) / limitNs).toFixed(2)}x), ${bytes(out.bytesRecovered)} bytes back in ${out.readCalls} reads`,
-        );
+        const ratio = (ns: bigint) => `${(Number(ns) / limitNs).toFixed(2)}x`;
+        if (out.path === 'lazy')
+          console.log(
+            `  recovered huge page ${out.hugePageIndex} on the lazy path: vCPUs released after ${us(out.totalNs)} (${ratio(out.totalNs)} of a memcpy of ` +
+              `${o.pageSize} here, ${us(limitNs)}), whole page in place after ${us(out.filledNs)} (${ratio(out.filledNs)}), ` +
+              `${bytes(out.bytesRecovered)} bytes back in ${out.readCalls} reads`,
+          );
+        else
+          console.log(
+            `  recovered huge page ${out.hugePageIndex} on the eager path in ${us(out.durationNs)} (memcpy of ${o.pageSize} here: ${us(limitNs)}; ` +
+              `${ratio(out.durationNs)}), ${bytes(out.bytesRecovered)} bytes back in ${out.readCalls} reads` +
+              (st.recovery.lazyUnavailable ? ` (not lazy: ${st.recovery.lazyUnavailable})` : ''),
+          );
         console.log(`  lost 4 KiB frames (inject an MCE for these): ${out.lostGuestPhysAddrs.map(hex).join(', ')}`);
       }
     }

@@ -30,11 +30,12 @@ describe('hugetlb-ras (dist/src/cli.js)', () => {
     expect(r.stderr).toContain('usage:');
   });
 
-  it('the demo says why poison was simulated, and which guard it picked and why', () => {
+  it('the demo says why poison was simulated, which guard it picked and why, and which recovery path ran', () => {
     const r = cli('demo', '--threads', '2');
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/poison (simulated because .+|is real: MADV_HWPOISON.*)/);
     expect(r.stdout).toMatch(/guard (uffd|hwpoison|guard): .*'auto'/);
+    expect(r.stdout).toMatch(/recovered huge page \d+ on the (lazy path: vCPUs released after .+ whole page in place after|eager path in .+\(not lazy: .+\))/);
   });
 });
