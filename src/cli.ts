@@ -155,7 +155,7 @@ async function demo(o: DemoOptions): Promise<number> {
           console.log(
             `  recovered huge page ${out.hugePageIndex} on the eager path in ${us(out.durationNs)} (memcpy of ${o.pageSize} here: ${us(limitNs)}; ` +
               `${ratio(out.durationNs)}), ${bytes(out.bytesRecovered)} bytes back in ${out.readCalls} reads` +
-              (st.recovery.lazyUnavailable ? ` (not lazy: ${st.recovery.lazyUnavailable})` : ''),
+              ` (not lazy: ${st.recovery.lazyUnavailable ?? 'an action-optional report, or the page could not go in lazily'})`,
           );
         console.log(`  lost 4 KiB frames (inject an MCE for these): ${out.lostGuestPhysAddrs.map(hex).join(', ')}`);
       }
