@@ -17,7 +17,7 @@ describe('region removal and slot reuse', () => {
         const e = RasEngine.open({ reserveBytes: 0 });
         const ev = [];
         for (const k of ['poison', 'recovered', 'refused']) e.on(k, (x) => ev.push(k + ':' + x.region));
-        const a = e.mapRegion({ name: 'a', path: process.env.F + 'a', size: 4 * H });
+        const a = e.mapRegion({ name: 'a', path: process.env.FA, size: 4 * H });
         native.testHoldDelay(300e6);  // the handler stops right after finding region a
         native.testRaiseInThread(a.address + BigInt(3 * H + 0x5000), ${AO}, 21);
         sleep(50);
@@ -25,7 +25,7 @@ describe('region removal and slot reuse', () => {
         e.unmapRegion(a);
         const waited = Date.now() - t0;
         // Same slot, same size, most likely the same addresses: what a stale handler would hit.
-        const b = e.mapRegion({ name: 'b', path: process.env.F + 'b', size: 4 * H, guestPhysAddr: 1n << 32n });
+        const b = e.mapRegion({ name: 'b', path: process.env.FB, size: 4 * H, guestPhysAddr: 1n << 32n });
         native.testJoinRaisers();
         native.testHoldDelay(0);
         await e.whenIdle({ timeoutMs: 10000 });
@@ -33,7 +33,7 @@ describe('region removal and slot reuse', () => {
         console.log('RESULT ' + JSON.stringify({ waited, sameAddress: a.address === b.address, b: Array.from(native.pageStates(b.id)), ev }));
         e.close();
       })().catch((err) => { console.error(err); process.exit(3); });
-    `, { F: hugeFile('reuse') });
+    `, { FA: hugeFile('reuse-a'), FB: hugeFile('reuse-b') }); // both removed after the test (their reservations with them)
     const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
     expect(line, `status ${r.status} signal ${r.signal} ${r.stderr}`).toBeDefined();
     const o = JSON.parse((line as string).slice(7)) as { waited: number; b: number[]; ev: string[] };

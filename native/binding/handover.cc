@@ -43,10 +43,16 @@ Napi::Value HandoverPage(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value TestPoolEmpty(const Napi::CallbackInfo& info) {
+  handover::TestPoolEmpty(info.Length() > 0 && info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterHandover(Napi::Env env, Napi::Object exports) {
   exports.Set("handoverPage", Napi::Function::New(env, HandoverPage));
+  exports.Set("testHandoverPoolEmpty", Napi::Function::New(env, TestPoolEmpty));
 }
 
 }  // namespace ras::binding

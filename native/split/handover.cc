@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <sys/mman.h>
 
+#include <atomic>
+
 #include "capture/access.h"
 #include "linux_compat.h"
 #include "split/fileio.h"
@@ -18,7 +20,14 @@ namespace {
 // Is a huge page of `size` (2^shift) free in the pool? Takes one (an anonymous MAP_HUGETLB page,
 // faulted in) and gives it back at once. A really poisoned huge page leaves the pool when it is
 // punched, so the fresh page must come from a free one; asking first keeps a failure harmless.
+std::atomic<bool> g_pool_empty{false};  // tests: TestPoolEmpty
+
 bool PoolHasPage(uint64_t size, uint32_t shift, Outcome* out) {
+  if (g_pool_empty.load()) {
+    out->err = ENOMEM;  // what mmap(MAP_HUGETLB) says when the pool has none
+    out->syscall = "mmap(MAP_HUGETLB)";
+    return false;
+  }
   int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | static_cast<int>(shift << MAP_HUGE_SHIFT);
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
   if (p == MAP_FAILED) {
@@ -37,6 +46,8 @@ void Fail(Outcome* out, const char* code, int err, const char* syscall) {
 }
 
 }  // namespace
+
+void TestPoolEmpty(bool on) { g_pool_empty.store(on); }
 
 Outcome WriteBack(Region& r, uint32_t page) {
   Outcome out;

@@ -35,4 +35,8 @@ struct Outcome {
 //    zero; 5. unmap the temporary mapping.
 Outcome WriteBack(Region& r, uint32_t page);
 
+// Tests: the pool check answers "no free huge page" (ENOMEM), without emptying the machine's pool
+// under every other test that runs meanwhile.
+void TestPoolEmpty(bool on);
+
 }  // namespace ras::handover
