@@ -23,6 +23,7 @@
         "native/split/handover.cc",
         "native/split/lazy.cc",
         "native/split/lazy_fill.cc",
+        "native/split/lazy_front.cc",
         "native/split/lazy_uffd.cc",
         "native/split/mapping.cc",
         "native/split/numa.cc",

@@ -5,8 +5,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,16 +14,10 @@
 #include <thread>
 #include <vector>
 
-#include "capi/capi.h"
 #include "linux_compat.h"
-#include "split/fileio.h"
 #include "split/lazy_job.h"
 #include "split/lazy_uffd.h"
 #include "tojs/events.h"
-
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25  // Linux >= 6.1
-#endif
 
 namespace ras::lazy {
 
@@ -49,19 +41,9 @@ State* g_state = nullptr;
 std::atomic<bool> g_enabled{true};
 std::atomic<uint64_t> g_lazy{0}, g_eager{0};
 std::atomic<bool> g_hold{false};  // tests: HoldBackHalves
-// The lane's front half in progress: Begin put the touched 4 KiB in, AfterRelease does the rest.
-thread_local std::shared_ptr<Job> t_front;
-thread_local uint64_t t_front_sub = 0;
 // The back half this lane is in the middle of (CompleteOne returned to take reports first).
 thread_local std::shared_ptr<Job> t_back;
 constexpr uint64_t kReadStep = 256ull << 10;
-
-std::shared_ptr<Job> FindJob(uintptr_t addr) {
-  std::lock_guard<std::mutex> lock(g_state->mu);
-  for (auto& j : g_state->jobs)
-    if (addr >= j->dst && addr < j->dst + j->size) return j;
-  return nullptr;
-}
 
 // The fault thread's faults to serve, in arrival order.
 thread_local std::deque<uintptr_t>* t_faults = nullptr;
@@ -150,15 +132,42 @@ std::shared_ptr<Job> Claim(State* s, int which) {  // which: 0 small, 1 big, -1 
   return nullptr;
 }
 
-void Run(State* s, const std::shared_ptr<Job>& job) {
+void Run(const std::shared_ptr<Job>& job) {
   Finalize(*job);
-  {
-    std::lock_guard<std::mutex> lock(s->mu);
-    s->jobs.erase(std::find(s->jobs.begin(), s->jobs.end(), job));
-  }
-  s->cv.notify_all();
+  RemoveJob(job);
 }
 }  // namespace
+
+// The registry of recoveries in progress (split/lazy_job.h), for the front half and the fault thread.
+bool Accepting() { return g_state && g_enabled.load(); }
+
+void AddJob(const std::shared_ptr<Job>& j) {
+  std::lock_guard<std::mutex> lock(g_state->mu);
+  g_state->jobs.push_back(j);
+}
+
+void RemoveJob(const std::shared_ptr<Job>& j) {
+  {
+    std::lock_guard<std::mutex> lock(g_state->mu);
+    g_state->jobs.erase(std::find(g_state->jobs.begin(), g_state->jobs.end(), j));
+  }
+  g_state->cv.notify_all();
+}
+
+std::shared_ptr<Job> FindJob(uintptr_t addr) {
+  if (!g_state) return nullptr;
+  std::lock_guard<std::mutex> lock(g_state->mu);
+  for (auto& j : g_state->jobs)
+    if (addr >= j->dst && addr < j->dst + j->size) return j;
+  return nullptr;
+}
+
+void WaitGone(const std::shared_ptr<Job>& j) {
+  std::unique_lock<std::mutex> lock(g_state->mu);
+  g_state->cv.wait(lock, [&] { return std::find(g_state->jobs.begin(), g_state->jobs.end(), j) == g_state->jobs.end(); });
+}
+
+void CountLazy() { g_lazy.fetch_add(1); }
 
 void Start() {
   if (g_state) return;
@@ -184,7 +193,7 @@ void Stop() {
     }
     ReadBlock(*j, UINT64_MAX);
     Close(*j);
-    Run(s, j);
+    Run(j);
   }
   s->stop.store(true);
   uint64_t one = 1;
@@ -204,95 +213,6 @@ const char* Unavailable(int* err, const char** syscall) {
   *err = i.err;
   *syscall = i.syscall;
   return i.ok ? nullptr : i.why;
-}
-
-bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out) {
-  if (!g_enabled.load() || !g_state || r.guard.load() != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
-  // Nobody stalls on an action-optional report: the eager path puts the whole page in sooner.
-  if (rep.code != BUS_MCEERR_AR) return false;
-  uintptr_t target = r.PageAddress(page);
-  if (rep.addr < target || rep.addr >= target + r.huge_size) return false;
-  // All of the page must be in the file (it may have shrunk): else the eager path refuses it whole.
-  struct stat sb;
-  uint64_t page_end = r.file_offset + (static_cast<uint64_t>(page + 1) << r.huge_shift);
-  if (fstat(r.fd, &sb) != 0 || static_cast<uint64_t>(sb.st_size) < page_end) return false;
-  RegionRef hold = RegionRef::AtSlot(rep.region_slot, rep.region_id);
-  if (!hold) return false;
-  auto j = std::make_shared<Job>();
-  mapping::Failure mf;
-  if (!mapping::TakeBlock(r.huge_size, &j->block, &mf)) return false;
-  j->r = &r;
-  j->ref.emplace(std::move(hold));  // the job holds the region against removal until it is done
-  j->region_id = r.id;
-  j->page = page;
-  j->rep = rep;
-  j->dst = target;
-  j->size = r.huge_size;
-  j->file_off = r.file_offset + (static_cast<uint64_t>(page) << r.huge_shift);
-  j->pieces = static_cast<uint32_t>(j->size / kPiece);
-  j->piece.reset(new std::atomic<uint8_t>[j->pieces]);
-  for (uint32_t p = 0; p < j->pieces; p++) j->piece[p].store(kMissing);
-  j->used_reserve = j->block.from_reserve;
-  j->t0 = t0;
-  uint32_t touched = static_cast<uint32_t>((rep.addr - target) / kPiece);
-  j->piece[touched].store(kFilling);  // this thread's, below
-  {
-    std::lock_guard<std::mutex> lock(g_state->mu);
-    g_state->jobs.push_back(j);  // before any fault can reach the fault thread
-  }
-  auto undo = [&]() {
-    {
-      std::lock_guard<std::mutex> lock(g_state->mu);
-      g_state->jobs.erase(std::find(g_state->jobs.begin(), g_state->jobs.end(), j));
-    }
-    mapping::DropBlock(j->block);
-    j->ref.reset();
-    return false;  // the eager path replaces whatever is at target now; its touchers wait meanwhile
-  };
-  // The empty replacement is registered off to the side, then one mremap puts it in the huge page's
-  // place, registration included (EVENT_REMAP: the mremap returns once the fault thread has read
-  // the event). No moment where the range is unregistered or inaccessible: a thread, or KVM for a
-  // vCPU, touching it from now on waits in the kernel until its piece is in (a PROT_NONE moment
-  // would fail KVM_RUN with EFAULT).
-  void* m = mmap(nullptr, j->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (m == MAP_FAILED) return undo();
-  madvise(m, j->size, MADV_DONTFORK);  // a VMM that forks must not copy guest RAM
-  if (lazyfd::Register(reinterpret_cast<uintptr_t>(m), j->size)) {
-    munmap(m, j->size);
-    return undo();
-  }
-  if (mremap(m, j->size, j->size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target)) == MAP_FAILED) {
-    lazyfd::Unregister(reinterpret_cast<uintptr_t>(m), j->size);
-    munmap(m, j->size);
-    return undo();
-  }
-  // The 4 KiB the stalled thread touched goes in before it is released (if lost: its marker, and
-  // it is recorded for the C API): it runs again without a second wait. The rest of its piece
-  // follows right after the release (AfterRelease).
-  uint64_t sub = (rep.addr - target) & ~(kSubpage - 1);
-  InstallSubpage(*j, sub);
-  t_front = j;
-  t_front_sub = sub;
-  uint64_t now = MonotonicNs();
-  j->in_place_ns = now - t0;
-  j->released_ns = now;
-  out->ok = true;
-  out->path = recovery::kPathLazy;
-  out->used_reserve = j->used_reserve;
-  {
-    std::lock_guard<std::mutex> lock(j->mu);
-    out->lost = j->lost;
-  }
-  out->guard = out->lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_UFFD;
-  out->ns = j->in_place_ns;
-  g_lazy.fetch_add(1);
-  return true;
-}
-
-void AfterRelease() {
-  if (!t_front) return;
-  InstallRestOfPiece(*t_front, t_front_sub);
-  t_front.reset();
 }
 
 void HoldBackHalves(bool on) { g_hold.store(on); }
@@ -317,7 +237,7 @@ bool CompleteOne(bool big) {
   SetSched(saved);
   if (!read) return true;  // back after the reports
   Close(*j);  // sets filled_ns
-  Run(s, j);
+  Run(j);
   t_back.reset();
   return true;
 }
@@ -328,30 +248,6 @@ bool Pending(bool big) {
   if (t_back) return true;
   std::lock_guard<std::mutex> lock(s->mu);
   return std::any_of(s->jobs.begin(), s->jobs.end(), [big](const std::shared_ptr<Job>& j) { return (j->size > kChunk) == big && !j->claimed.load(); });
-}
-
-bool PoisonInFill(Region& r, uintptr_t sub) {
-  if (!g_state) return false;
-  std::shared_ptr<Job> j = FindJob(sub);
-  if (!j || j->r != &r) return false;
-  {
-    std::lock_guard<std::mutex> lock(j->mu);
-    if (!j->sealed) {
-      int e = lazyfd::Poison(sub, kSubpage);
-      if (e == EEXIST) {
-        // In place already: drop it, then the marker. A toucher in between waits in the kernel.
-        madvise(reinterpret_cast<void*>(sub), kSubpage, MADV_DONTNEED);
-        e = lazyfd::Poison(sub, kSubpage);
-      }
-      if (e && e != EEXIST) return false;
-      j->lost.push_back(static_cast<uint32_t>((sub - j->dst) / kSubpage));
-      return true;
-    }
-  }
-  // The block's markers are fixed and it is about to replace the range: guard it there, after.
-  std::unique_lock<std::mutex> lock(g_state->mu);
-  g_state->cv.wait(lock, [&] { return std::find(g_state->jobs.begin(), g_state->jobs.end(), j) == g_state->jobs.end(); });
-  return false;
 }
 
 bool Busy() {

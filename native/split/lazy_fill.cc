@@ -69,8 +69,8 @@ std::vector<uint32_t> LostNow(Job& j) {
     std::lock_guard<std::mutex> lock(j.mu);
     lost = j.lost;
   }
-  for (uint64_t a = 0; a < j.size; a += kSubpage)
-    if (j.r->SubpageLost(j.dst + a)) lost.push_back(static_cast<uint32_t>(a / kSubpage));
+  std::vector<uint32_t> bits = j.r->LostSubpagesOf(j.page);
+  lost.insert(lost.end(), bits.begin(), bits.end());
   std::sort(lost.begin(), lost.end());
   lost.erase(std::unique(lost.begin(), lost.end()), lost.end());
   return lost;

@@ -48,7 +48,7 @@ struct Job {
   bool sealed = false;            // the block's lost subpages are fixed: later losses wait for the end
   std::vector<uint32_t> lost;     // subpage indices, as found
   uint32_t reads = 0;
-  uint64_t t0 = 0, in_place_ns = 0, released_ns = 0, filled_ns = 0;
+  uint64_t in_place_ns = 0, released_ns = 0, filled_ns = 0;
   bool used_reserve = false;
   bool in_place_finish = false;   // the block could not be swapped in: the range was filled in place
   int read_err = 0;               // ReadBlock's failure that is not a lost subpage
@@ -76,6 +76,15 @@ void Close(Job& j);
 // Marks subpage `off` (bytes into the page) lost: recorded, a marker at dst where it is missing.
 void MarkLost(Job& j, uint64_t off);
 void Fail(Job& j, int e, const char* syscall);
+
+// The registry of recoveries in progress (split/lazy.cc): the fault thread finds a fault's job
+// there; a job leaves it when its back half is done (waiters on the lazy state's condition wake).
+bool Accepting();  // the threads run and the lazy path is enabled
+void AddJob(const std::shared_ptr<Job>& j);
+void RemoveJob(const std::shared_ptr<Job>& j);
+std::shared_ptr<Job> FindJob(uintptr_t addr);
+void WaitGone(const std::shared_ptr<Job>& j);
+void CountLazy();
 
 extern std::atomic<uint64_t> g_fault_fills, g_taken_back, g_collapsed, g_in_place_finishes;
 

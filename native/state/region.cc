@@ -46,6 +46,15 @@ bool Region::MarkSubpageLost(uintptr_t a) {
   return !(lost_bits[sub / 64].fetch_or(1ull << (sub % 64), std::memory_order_acq_rel) & (1ull << (sub % 64)));
 }
 
+std::vector<uint32_t> Region::LostSubpagesOf(uint32_t page) const {
+  std::vector<uint32_t> out;
+  const std::atomic<uint64_t>* w = lost_bits + static_cast<size_t>(page) * lost_words_per_page;
+  for (uint32_t i = 0; i < lost_words_per_page; i++)
+    for (uint64_t bits = w[i].load(std::memory_order_acquire); bits; bits &= bits - 1)
+      out.push_back(i * 64 + static_cast<uint32_t>(__builtin_ctzll(bits)));
+  return out;
+}
+
 void Region::ClearPageLost(uint32_t page) {
   for (uint32_t i = 0; i < lost_words_per_page; i++)
     lost_bits[static_cast<size_t>(page) * lost_words_per_page + i].store(0, std::memory_order_release);

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "hugetlb_ras.h"
 
@@ -83,6 +84,7 @@ struct Region {
   std::atomic<uint32_t>& Word(uint32_t i) { return page_words[i]; }
   bool SubpageLost(uintptr_t a) const;
   bool MarkSubpageLost(uintptr_t a);  // true: it was not marked before
+  std::vector<uint32_t> LostSubpagesOf(uint32_t page) const;  // subpage indices in the page, sorted
   void ClearPageLost(uint32_t page);  // every lost bit of one huge page
   uint64_t BookkeepingBytes() const;
 };
