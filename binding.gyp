@@ -35,6 +35,7 @@
         "native/binding/args.cc",
         "native/binding/constants.cc",
         "native/binding/control.cc",
+        "native/binding/drain.cc",
         "native/binding/errors.cc",
         "native/binding/handover.cc",
         "native/binding/inject.cc",

@@ -18,6 +18,7 @@ import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult
 import { checkIdentity, consumeHandovers, reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
+import { finishInFlight } from './pipeline/close';
 import { DurableLog } from './pipeline/durable';
 import { Idle } from './pipeline/idle';
 import type { EngineState } from './pipeline/state';
@@ -241,10 +242,14 @@ export class RasEngine extends RasEvents {
     return native.hugeMappedShare(region.id, hugePageIndex);
   }
 
-  /** Unmaps every region, stops the threads and restores the signal handlers. Idempotent. */
+  /**
+   * Finishes or records every recovery in flight (pipeline/close.ts: bounded by CLOSE_DRAIN_MS), then
+   * unmaps every region, stops the threads and restores the signal handlers. Idempotent.
+   */
   close(): void {
     if (this.closed) return;
     for (const user of [...this.users]) user.stopNow();
+    finishInFlight(this.state);
     for (const r of this.regions.values()) {
       native.unmapRegion(r.id);
       r.closed = true;

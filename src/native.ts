@@ -189,6 +189,8 @@ interface Addon {
   nativeApi(): bigint;
   init(onEvents: (events: NativeEvent[]) => void): void;
   shutdown(): void;
+  /** close(): finish what is in flight (bounded), hand over the events not yet delivered (drain.cc). */
+  drain(timeoutMs: number): { events: NativeEvent[]; settled: boolean; inFlight: [number, number][] };
   /** The policy is armed before the region goes live. guard: enum hugetlb_ras_guard. */
   mapRegion(path: string, size: number, offset: number, refuseReason: number, guard: number, guestPhysAddr: bigint): NativeMapped;
   unmapRegion(id: number): void;

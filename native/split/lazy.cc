@@ -250,6 +250,12 @@ bool Pending(bool big) {
   return std::any_of(s->jobs.begin(), s->jobs.end(), [big](const std::shared_ptr<Job>& j) { return (j->size > kChunk) == big && !j->claimed.load(); });
 }
 
+void InFlight(std::vector<std::pair<uint32_t, uint32_t>>* out) {
+  if (!g_state) return;
+  std::lock_guard<std::mutex> lock(g_state->mu);
+  for (auto& j : g_state->jobs) out->emplace_back(j->region_id, j->page);
+}
+
 bool Busy() {
   if (!g_state) return false;
   std::lock_guard<std::mutex> lock(g_state->mu);

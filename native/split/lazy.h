@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "split/recovery.h"
 #include "state/state.h"
@@ -55,6 +57,8 @@ bool PoisonInFill(Region& r, uintptr_t sub);
 
 // A fill is in progress (the reserve's refill waits: it competes for the CPU and mmap_lock).
 bool Busy();
+// close(): (region id, page) of every recovery whose back half is not done yet.
+void InFlight(std::vector<std::pair<uint32_t, uint32_t>>* out);
 // Until no fill is in progress on region `r` (reset, removal).
 void WaitRegion(const Region& r);
 

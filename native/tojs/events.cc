@@ -1,6 +1,8 @@
 #include "tojs/events.h"
 
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 
 namespace ras::tojs {
 
@@ -11,8 +13,12 @@ Napi::ThreadSafeFunction g_tsfn;
 struct Batch {
   std::vector<Event> events;
   uint32_t generation;
+  bool taken = false;  // close() took its events synchronously (TakePending): CallJs skips it
 };
 std::atomic<uint32_t> g_generation{1};  // bumped when a worker stops
+// Posted and not yet called: close() takes them (TakePending) so no loss waits in the queue.
+std::mutex g_inflight_mu;
+std::vector<Batch*> g_inflight;
 
 void CallJs(Napi::Env env, Napi::Function fn, Batch* batch);
 
@@ -24,7 +30,15 @@ void Post(std::vector<Event>& batch) {
   batch.clear();
   size_t n = heap->events.size();
   GlobalCounters().posted.fetch_add(n);
+  {
+    std::lock_guard<std::mutex> lock(g_inflight_mu);
+    g_inflight.push_back(heap);
+  }
   if (g_tsfn.NonBlockingCall(heap, CallJs) != napi_ok) {
+    {
+      std::lock_guard<std::mutex> lock(g_inflight_mu);
+      g_inflight.erase(std::find(g_inflight.begin(), g_inflight.end(), heap));
+    }
     GlobalCounters().delivered.fetch_add(n);
     delete heap;
   }
@@ -92,17 +106,33 @@ bool BuildEvent(napi_env env, const Event& e, napi_value* out) {
   return o.ok;
 }
 
+bool BuildArray(napi_env e, const std::vector<Event>& events, napi_value* arr) {
+  bool ok = napi_create_array_with_length(e, events.size(), arr) == napi_ok;
+  for (size_t i = 0; ok && i < events.size(); i++) {
+    napi_value v = nullptr;
+    ok = BuildEvent(e, events[i], &v) && napi_set_element(e, *arr, static_cast<uint32_t>(i), v) == napi_ok;
+  }
+  return ok;
+}
+
 void CallJs(Napi::Env env, Napi::Function fn, Batch* batch) {
   size_t n = batch->events.size();
+  bool taken;
+  {
+    std::lock_guard<std::mutex> lock(g_inflight_mu);
+    auto it = std::find(g_inflight.begin(), g_inflight.end(), batch);
+    if (it != g_inflight.end()) g_inflight.erase(it);
+    taken = batch->taken;
+  }
+  if (taken) {  // close() delivered (and counted) it already
+    delete batch;
+    return;
+  }
   // A batch from a worker that has stopped since (engine closed) has nobody left to tell.
   if (env != nullptr && fn != nullptr && batch->generation == g_generation.load()) {
     napi_env e = env;
     napi_value arr = nullptr;
-    bool ok = napi_create_array_with_length(e, n, &arr) == napi_ok;
-    for (size_t i = 0; ok && i < n; i++) {
-      napi_value v = nullptr;
-      ok = BuildEvent(e, batch->events[i], &v) && napi_set_element(e, arr, static_cast<uint32_t>(i), v) == napi_ok;
-    }
+    bool ok = BuildArray(e, batch->events, &arr);
     napi_value global = nullptr, result = nullptr;
     if (ok && napi_get_global(e, &global) == napi_ok) {
       napi_value args[1] = {arr};
@@ -114,6 +144,22 @@ void CallJs(Napi::Env env, Napi::Function fn, Batch* batch) {
 }
 
 }  // namespace
+
+napi_value TakePending(napi_env env) {
+  std::vector<Event> events;
+  {
+    std::lock_guard<std::mutex> lock(g_inflight_mu);
+    for (Batch* b : g_inflight) {
+      if (b->taken) continue;
+      b->taken = true;
+      events.insert(events.end(), b->events.begin(), b->events.end());
+    }
+  }
+  GlobalCounters().delivered.fetch_add(events.size());  // delivered by the caller, now
+  napi_value arr = nullptr;
+  if (!BuildArray(env, events, &arr)) napi_create_array(env, &arr);
+  return arr;
+}
 
 void Start(Napi::Env env, Napi::Function on_events) {
   g_tsfn = Napi::ThreadSafeFunction::New(env, on_events, "hugetlb-ras-events", 0, 1);

@@ -32,6 +32,10 @@ struct Event {
 void Start(Napi::Env env, Napi::Function on_events);
 // From any lane: hands the batch to JS (and empties it); counted as posted, then delivered.
 void Post(std::vector<Event>& batch);
+// close(), on the JS thread: the events of every batch posted and not yet delivered, as a JS array
+// (they are counted delivered now; their queued calls do nothing). A loss in flight is recorded by
+// the closing engine, not dropped with the queue.
+napi_value TakePending(napi_env env);
 // After the lanes stopped: batches still in flight are dropped, the function released.
 void Stop();
 
