@@ -41,6 +41,7 @@
         "native/binding/inject.cc",
         "native/binding/lazy.cc",
         "native/binding/lifecycle.cc",
+        "native/binding/lock.cc",
         "native/binding/recovery_reset.cc",
         "native/binding/regions.cc",
         "native/binding/testing.cc",

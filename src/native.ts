@@ -189,6 +189,9 @@ interface Addon {
   nativeApi(): bigint;
   init(onEvents: (events: NativeEvent[]) => void): void;
   shutdown(): void;
+  /** The journal's lock (lock.cc): an fd holding an OFD lock on the file, or -1 if another holds it. */
+  lockFile(path: string): number;
+  unlockFile(fd: number): void;
   /** close(): finish what is in flight (bounded), hand over the events not yet delivered (drain.cc). */
   drain(timeoutMs: number): { events: NativeEvent[]; settled: boolean; inFlight: [number, number][] };
   /** The policy is armed before the region goes live. guard: enum hugetlb_ras_guard. */

@@ -18,6 +18,7 @@ void RegisterHandover(Napi::Env env, Napi::Object exports);       // handover.cc
 void RegisterControl(Napi::Env env, Napi::Object exports);        // control.cc: pageStates, counters, pause, ...
 void RegisterLazy(Napi::Env env, Napi::Object exports);           // lazy.cc: lazyInfo, setLazyRecovery
 void RegisterTesting(Napi::Env env, Napi::Object exports);        // testing.cc: fill/verifyPattern, vCPU load
+void RegisterLock(Napi::Env env, Napi::Object exports);           // lock.cc: lockFile, unlockFile (the journal's lock)
 void RegisterDrain(Napi::Env env, Napi::Object exports);          // drain.cc: drain (close() in flight)
 
 // lifecycle.cc, for the other groups

@@ -55,7 +55,7 @@ export const WHAT: Record<string, string> = {
 
 /** A journal error with the path and the fs error's errno, syscall and cause, never a raw fs error. */
 function openError(path: string, e: unknown, step = 'open'): Error {
-  if (e instanceof RasError) return e;
+  if (e instanceof RasError && e.code.startsWith('ERR_')) return e;
   const err = e as NodeJS.ErrnoException;
   const why = (err.code && WHAT[err.code]) ?? err.message;
   return new RasError('ERR_JOURNAL_OPEN', `journal ${path}: cannot ${step} it: ${why} (${err.code ?? 'error'}${err.syscall ? `, ${err.syscall}` : ''})`, {
