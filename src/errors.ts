@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_LISTENER_FAILED'
   | 'ERR_HANDED_OVER'
+  | 'ERR_HANDOVER_ABORTED'
   | 'ERR_NO_JOURNAL'
   // handover: why a huge page was not handed over (HandoverResult.notHandedOver[].code)
   | 'ERR_NO_HUGE_PAGE'

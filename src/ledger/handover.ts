@@ -86,6 +86,8 @@ const key = (region: string, hugeOffset: number): string => `${region}\u0000${hu
 export class HandoverFold {
   private readonly pending = new Map<string, HandoverPageRecord[]>();
   private readonly valid = new Map<string, HandoverPageRecord>();
+  /** Aborted handover ids: a `handover-done` written after its abort is not trusted. */
+  private readonly aborted = new Set<string>();
 
   constructor(private readonly regions: ReadonlyMap<string, RegionLayout>) {}
 
@@ -96,9 +98,10 @@ export class HandoverFold {
     } else if (d.type === 'handover-done') {
       const pages = this.pending.get(d.id) ?? [];
       this.pending.delete(d.id);
-      if (pages.length !== d.pages) return; // not the handover that was written: not trusted
+      if (pages.length !== d.pages || this.aborted.has(d.id)) return; // not the handover that was written, or called off: not trusted
       for (const p of pages) this.valid.set(key(p.region, p.offset), p);
     } else if (d.type === 'handover-abort') {
+      this.aborted.add(d.id);
       for (const [k, p] of this.valid) if (p.id === d.id) this.valid.delete(k);
     } else {
       this.voidPage(d.resplit.region, d.resplit.offset);

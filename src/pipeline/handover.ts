@@ -70,6 +70,9 @@ export async function prepareHandover(s: EngineState, whenIdle: () => Promise<vo
   s.handover.id = id; // from here on: handed over (a second call, a reset, a mapRegion are refused)
   try {
     await whenIdle();
+    // abortHandover() while this waited: the abort wins (it is journaled already); nothing is done.
+    if (s.handover.id !== id)
+      throw new RasError('ERR_HANDOVER_ABORTED', 'prepareHandover: abortHandover() was called while it waited; nothing was handed over', { handoverId: id });
     // Lost frames the journal does not hold yet must be in it before a handover that keeps them lost.
     s.durable.flushNow();
     const result: HandoverResult = { id, handedOver: [], notHandedOver: [], bytesCopied: 0 };
@@ -89,7 +92,7 @@ export async function prepareHandover(s: EngineState, whenIdle: () => Promise<vo
     for (const [region, p] of done) region.handedOverPages.add(p.hugePageIndex);
     return result;
   } catch (err) {
-    s.handover.id = undefined; // not handed over: the successor finds the split pages stale
+    if (s.handover.id === id) s.handover.id = undefined; // not handed over: the successor finds the split pages stale
     throw err;
   }
 }
