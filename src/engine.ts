@@ -15,7 +15,7 @@ import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
 import { attach, attached, detach } from './pipeline/engines';
 import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult } from './pipeline/handover';
-import { checkIdentity, consumeHandovers, reprotectFromJournal } from './pipeline/replay';
+import { checkIdentity, checkRenamed, consumeHandovers, reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
 import { finishInFlight } from './pipeline/close';
@@ -133,6 +133,7 @@ export class RasEngine extends RasEvents {
     );
     let handedOver: ReturnType<typeof consumeHandovers>;
     try {
+      if (this.journal) checkRenamed(this.state, s.name, s.path, s.offset, s.size, mapped); // before anything is journaled
       this.journal?.checkRegion({
         name: s.name,
         path: s.path,

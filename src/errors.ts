@@ -46,6 +46,7 @@ export type ErrorCode =
   | 'ERR_JOURNAL_LOCKED'
   | 'ERR_JOURNAL_OPEN'
   | 'ERR_JOURNAL_PERMISSIONS'
+  | 'ERR_JOURNAL_REGION_RENAMED'
   | 'ERR_JOURNAL_VERSION'
   | 'ERR_JOURNAL_WRITE'
   // a failed syscall (with errno and syscall)

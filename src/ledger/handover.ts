@@ -14,7 +14,7 @@
 // The rule: a huge page's file data is current iff its last record is a `handover` of a handover
 // that is done and not aborted. Any later record about that huge page (a loss, a reset, a resplit,
 // another identity of the region) voids it.
-import { checkString, isObject, type HandedOverPage, type HandoverPageRecord, type RegionLayout } from './records';
+import { checkString, isObject, type HandedOverPage, type HandoverPageRecord, type RegionLayout, type SplitPageRecord } from './records';
 
 export type { HandedOverPage, HandoverPageRecord } from './records';
 
@@ -86,6 +86,8 @@ const key = (region: string, hugeOffset: number): string => `${region}\u0000${hu
 export class HandoverFold {
   private readonly pending = new Map<string, HandoverPageRecord[]>();
   private readonly valid = new Map<string, HandoverPageRecord>();
+  /** `split` and `resplit` records not cleared by a reset or another identity since. */
+  private readonly splitPages = new Map<string, SplitPageRecord>();
   /** Aborted handover ids: a `handover-done` written after its abort is not trusted. */
   private readonly aborted = new Set<string>();
 
@@ -133,5 +135,10 @@ export class HandoverFold {
 
   result(): HandedOverPage[] {
     return [...this.valid.values()];
+  }
+
+  /** Huge pages split and not covered by a valid handover since (stale for a successor). */
+  split(): SplitPageRecord[] {
+    return [...this.splitPages].filter(([k]) => !this.valid.has(k)).map(([, p]) => p);
   }
 }

@@ -151,7 +151,7 @@ export function openJournalFile(path: string): OpenedJournalFile {
         fs.fsyncSync(fd);
         fsyncDirectory(nodePath.dirname(nodePath.resolve(path)));
       });
-      const replay: JournalReplay = { regions: new Map(), lost: [], warnings: [], records: 0, identities: new Map(), history: [], handedOver: [] };
+      const replay: JournalReplay = { regions: new Map(), lost: [], warnings: [], records: 0, identities: new Map(), history: [], handedOver: [], split: [] };
       return { fd, size: 0, regions: new Map(), identities: new Map(), replay };
     }
     const st = checkRegularFile(fd, path);

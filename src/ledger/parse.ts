@@ -131,5 +131,5 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
     }
     pos = nl + 1;
   }
-  return { replay: { regions, lost, history, identities, warnings, records, handedOver: handovers.result() }, tornAt };
+  return { replay: { regions, lost, history, identities, warnings, records, handedOver: handovers.result(), split: handovers.split() }, tornAt };
 }

@@ -44,6 +44,21 @@ export interface HandoverPageRecord {
   wallTime: string;
 }
 
+/**
+ * A huge page whose current data lived only in a process's private memory (format version 3 `split`
+ * record: a recovery split it, a reset fell back to anonymous memory, a restart re-split it), and that
+ * no later complete handover or reset covers: its data in the file is stale for a successor.
+ */
+export interface SplitPageRecord {
+  region: string;
+  guestPhysAddr: bigint;
+  /** byte offset of the huge page in the region */
+  offset: number;
+  /** the huge page size */
+  size: number;
+  wallTime: string;
+}
+
 /** A huge page whose data in the backing file is current (a valid handover), from the journal. */
 export type HandedOverPage = HandoverPageRecord;
 
@@ -91,6 +106,8 @@ export interface JournalReplay {
    * stale data in the file (frozen at the poison). mapRegion uses each up (a `resplit` record).
    */
   handedOver: HandedOverPage[];
+  /** Huge pages split (private memory) and not handed over since: stale for this life (version 3). */
+  split: SplitPageRecord[];
 }
 
 const LAYOUT_FIELDS = ['path', 'size', 'offset', 'guestPhysAddr', 'hugePageSize'] as const;

@@ -9,6 +9,7 @@
 // lost. Without one the whole huge page is stale: it is kept inaccessible and reported (cause
 // 'stale'), never presented as current; resetRegion() gives it back as fresh memory (a cold boot).
 import { SUBPAGE } from '../constants';
+import { RasError } from '../errors';
 import * as fs from 'node:fs';
 import type { HandedOverPage } from '../ledger/handover';
 import { bootId } from '../ledger/lock';
@@ -28,12 +29,7 @@ export const STALE_REASON =
  * of the host and the same backing file. Else they are history (journalReplay.history).
  */
 export function checkIdentity(s: EngineState, name: string, file: string, mapped: { dev: number; ino: number }): void {
-  let birthMs = 0;
-  try {
-    birthMs = Math.floor(fs.statSync(file).birthtimeMs);
-  } catch {
-    /* no birth time: dev and ino only */
-  }
+  const birthMs = birthMsOf(file); // 0 without a birth time: dev and ino only
   const now: RegionIdentity = { boot: bootId(), dev: mapped.dev, ino: mapped.ino, birthMs };
   const before = s.journal!.noteIdentity(name, now);
   const why = before && identityChange(before, now);
@@ -41,6 +37,43 @@ export function checkIdentity(s: EngineState, name: string, file: string, mapped
   const kept = s.replay.lost.filter((f) => f.region !== name);
   for (const f of s.replay.lost) if (f.region === name) s.replay.history.push({ ...f, why });
   s.replay.lost.splice(0, s.replay.lost.length, ...kept);
+}
+
+/**
+ * The journal knows memory by name, and by file: the same memory (this boot, this file, an
+ * overlapping file range) mapped under another name while the journal holds losses, split pages or a
+ * handover for it under its old name would read as healthy. Refused (ERR_JOURNAL_REGION_RENAMED),
+ * before anything is journaled; with nothing outstanding under the old name, a new name is fine.
+ */
+export function checkRenamed(s: EngineState, name: string, file: string, offset: number, size: number, mapped: { dev: number; ino: number }): void {
+  const replay = s.replay;
+  if (!replay) return;
+  const now = { boot: bootId(), dev: mapped.dev, ino: mapped.ino, birthMs: birthMsOf(file) };
+  for (const [other, id] of replay.identities) {
+    if (other === name || identityChange(id, now)) continue;
+    const layout = replay.regions.get(other);
+    if (!layout || !(layout.offset < offset + size && offset < layout.offset + layout.size)) continue;
+    const pending =
+      replay.lost.filter((f) => f.region === other).length +
+      replay.handedOver.filter((h) => h.region === other).length +
+      (replay.split ?? []).filter((p) => p.region === other).length;
+    if (pending === 0) continue;
+    throw new RasError(
+      'ERR_JOURNAL_REGION_RENAMED',
+      `region ${name}: the journal holds ${pending} record(s) of lost, split or handed-over memory of this file ` +
+        `(${file}, device ${mapped.dev}, inode ${mapped.ino}) under the region name "${other}": map it as "${other}" ` +
+        `(the journal names regions), or give it back as fresh memory under that name first (resetRegion)`,
+      { region: name, journalRegion: other, path: file },
+    );
+  }
+}
+
+function birthMsOf(file: string): number {
+  try {
+    return Math.floor(fs.statSync(file).birthtimeMs);
+  } catch {
+    return 0;
+  }
 }
 
 /**
