@@ -9,7 +9,7 @@ import { Journal } from './ledger/file';
 import { Ledger, type LostPage } from './ledger/ledger';
 import type { JournalReplay } from './ledger/records';
 import { native, type NativeEvent } from './native';
-import { checkEngineOptions, checkInjectOptions, checkRegionSpec, type EngineOptions, type InjectOptions } from './options';
+import { checkEngineOptions, checkInjectOptions, checkKeys, checkRegionSpec, type EngineOptions, type InjectOptions } from './options';
 import { chooseGuard, GUARD_CODES, ineligibleReason, kernelReadsAroundPoison, reasonCode, type Guard } from './policy';
 import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
@@ -199,6 +199,7 @@ export class RasEngine extends RasEvents {
    */
   async whenIdle(options: { timeoutMs?: number } = {}): Promise<void> {
     if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
+    checkKeys(options, 'whenIdle');
     const timeoutMs = options.timeoutMs === undefined ? undefined : checkUint(options.timeoutMs, 'timeoutMs');
     if (this.closed) return;
     return this.idle.wait(timeoutMs);

@@ -10,6 +10,7 @@ export type ErrnoCode = keyof typeof os.constants.errno | 'EUNKNOWN';
 export type ErrorCode =
   // bad input
   | 'ERR_INVALID_ARG'
+  | 'ERR_UNKNOWN_OPTION'
   | 'ERR_OUT_OF_RANGE'
   | 'ERR_NOT_HUGETLBFS'
   | 'ERR_NOT_REGULAR_FILE'

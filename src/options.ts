@@ -42,9 +42,51 @@ export interface InjectOptions {
   signal?: boolean;
 }
 
+/**
+ * The keys each options object takes. A key not listed is refused (ERR_UNKNOWN_OPTION): a typo must
+ * never mean a default (for injectPoison's `mode` that default, as root, is real MADV_HWPOISON). A new
+ * option is added to its list here.
+ */
+export const OPTION_KEYS = {
+  'RasEngine.open': ['lostPageGuard', 'reserveBytes', 'reserve', 'lazyRecovery', 'journalPath', 'kernelReadsAroundPoison', 'readThreads'],
+  reserve: ['2M', '1G'],
+  mapRegion: ['name', 'path', 'size', 'offset', 'guestPhysAddr', 'share', 'consumers'],
+  injectPoison: ['mode', 'kind', 'signal'],
+  whenIdle: ['timeoutMs'],
+  startVcpuLoad: ['region', 'threads', 'seed', 'writeRatio', 'window'],
+  'startVcpuLoad window': ['offset', 'length'],
+} satisfies Record<string, string[]>;
+
+function distance(a: string, b: string): number {
+  a = a.toLowerCase();
+  b = b.toLowerCase();
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/** Refuses any own key of `obj` that `what`'s list (OPTION_KEYS) does not have, naming the nearest known one. */
+export function checkKeys(obj: object, what: keyof typeof OPTION_KEYS, noun = 'option'): void {
+  const known: readonly string[] = OPTION_KEYS[what];
+  for (const key of Object.keys(obj)) {
+    if (known.includes(key)) continue;
+    const nearest = known.reduce((best, k) => (distance(key, k) < distance(key, best) ? k : best), known[0]);
+    throw new RasError('ERR_UNKNOWN_OPTION', `${what}: unknown ${noun} "${key}" (did you mean "${nearest}"? known: ${known.join(', ')})`, {
+      key,
+      nearest,
+      known: [...known],
+    });
+  }
+}
+
 /** Checks RasEngine.open's options; returns the guard mode asked for. */
 export function checkEngineOptions(options: EngineOptions): GuardMode {
   if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
+  checkKeys(options, 'RasEngine.open');
   const guard = options.lostPageGuard === undefined ? 'auto' : options.lostPageGuard;
   if (!GUARD_MODES.includes(guard)) throw invalidArg(`lostPageGuard must be one of ${GUARD_MODES.join(', ')}`);
   if (options.reserveBytes !== undefined && options.reserveBytes !== 'auto') {
@@ -55,6 +97,7 @@ export function checkEngineOptions(options: EngineOptions): GuardMode {
   }
   if (options.reserve !== undefined) {
     if (typeof options.reserve !== 'object' || options.reserve === null) throw invalidArg("reserve must be an object like { '2M': 8, '1G': 1 }");
+    checkKeys(options.reserve, 'reserve', 'page size');
     let bytes = 0;
     for (const [k, v] of Object.entries(options.reserve)) {
       if (k !== '2M' && k !== '1G') throw invalidArg(`reserve: unknown page size ${k} (2M or 1G)`);
@@ -73,6 +116,7 @@ export function checkEngineOptions(options: EngineOptions): GuardMode {
 
 export function checkInjectOptions(options: InjectOptions): Required<InjectOptions> {
   if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
+  checkKeys(options, 'injectPoison');
   const mode = options.mode ?? 'auto';
   if (!['madvise', 'simulate', 'auto'].includes(mode)) throw invalidArg(`mode must be madvise, simulate or auto`);
   const kind = options.kind ?? 'AR';
@@ -87,6 +131,7 @@ export function checkInjectOptions(options: InjectOptions): Required<InjectOptio
  */
 export function checkRegionSpec(spec: RegionSpec, regions: readonly Region[], elsewhere: readonly Region[] = []): Required<RegionSpec> {
   if (typeof spec !== 'object' || spec === null) throw invalidArg('region spec must be an object');
+  checkKeys(spec, 'mapRegion');
   const { name, path: file } = spec;
   if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw invalidArg('name must be a non-empty string');
   if (typeof file !== 'string' || file.length === 0 || file.includes('\0')) throw invalidArg('path must be a file path');

@@ -3,6 +3,7 @@
 import { RasEngine } from '../engine';
 import { checkUint, invalidArg, RasError } from '../errors';
 import { native, type NativeVcpuReport } from '../native';
+import { checkKeys } from '../options';
 import { Region, type RegionUser } from '../region';
 
 export interface VcpuLoadOptions {
@@ -53,6 +54,8 @@ type VcpuLoadHandle = VcpuLoad & RegionUser;
 export function startVcpuLoad(engine: RasEngine, options: VcpuLoadOptions): VcpuLoad {
   if (!(engine instanceof RasEngine)) throw invalidArg('engine must be a RasEngine');
   if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
+  checkKeys(options, 'startVcpuLoad');
+  if (typeof options.window === 'object' && options.window !== null) checkKeys(options.window, 'startVcpuLoad window');
   const region = Region.check(options.region);
   engine.ownRegion(region);
   const threads = checkUint(options.threads, 'threads');
