@@ -191,6 +191,10 @@ interface Addon {
   shutdown(): void;
   /** The journal's lock (lock.cc): an fd holding an OFD lock on the file, or -1 if another holds it. */
   lockFile(path: string): number;
+  /** Tests: restoreHugePage finds no free huge page (falls back to anonymous memory). */
+  testResetPoolEmpty(on: boolean): void;
+  /** Tests: a handover's copy fails after `bytes` (0: off): a half-done handover. */
+  testHandoverFailAfter(bytes: number): void;
   unlockFile(fd: number): void;
   /** close(): finish what is in flight (bounded), hand over the events not yet delivered (drain.cc). */
   drain(timeoutMs: number): { events: NativeEvent[]; settled: boolean; inFlight: [number, number][] };

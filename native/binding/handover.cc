@@ -48,11 +48,19 @@ Napi::Value TestPoolEmpty(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value TestFailCopyAfter(const Napi::CallbackInfo& info) {
+  uint64_t bytes = 0;
+  if (info.Length() > 0 && !Uint(info.Env(), info[0], "bytes", &bytes)) return info.Env().Undefined();
+  handover::TestFailCopyAfter(bytes);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void RegisterHandover(Napi::Env env, Napi::Object exports) {
   exports.Set("handoverPage", Napi::Function::New(env, HandoverPage));
   exports.Set("testHandoverPoolEmpty", Napi::Function::New(env, TestPoolEmpty));
+  exports.Set("testHandoverFailAfter", Napi::Function::New(env, TestFailCopyAfter));
 }
 
 }  // namespace ras::binding

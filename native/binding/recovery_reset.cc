@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <vector>
 
 #include "binding/args.h"
@@ -82,6 +83,14 @@ Napi::Value MarkLost(const Napi::CallbackInfo& info) {
 
 // Guest reset: punch the page out of the file and map a fresh huge page in its place; never in a
 // region something else maps too.
+// Tests: the reset finds no free huge page (as with an empty pool) and falls back to anonymous memory.
+std::atomic<bool> g_reset_pool_empty{false};
+
+Napi::Value TestResetPoolEmpty(const Napi::CallbackInfo& info) {
+  g_reset_pool_empty.store(info.Length() > 0 && info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
 Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t p;
@@ -115,7 +124,13 @@ Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   mapping::Failure mf;
-  bool restored = mapping::MapFreshHugePage(r->fd, file_off, r->huge_size, target, &mf);
+  bool restored = false;
+  if (g_reset_pool_empty.load()) {
+    mf.err = ENOMEM;  // what a fault of the punched file page gets with no free huge page
+    mf.syscall = "mmap";
+  } else {
+    restored = mapping::MapFreshHugePage(r->fd, file_off, r->huge_size, target, &mf);
+  }
   bool anon = false;
   mapping::Failure af;
   if (!restored) anon = mapping::MapFreshAnonymous(target, r->huge_size, &af);
@@ -136,6 +151,7 @@ void RegisterRecoveryReset(Napi::Env env, Napi::Object exports) {
   exports.Set("recoverNow", Napi::Function::New(env, RecoverNow));
   exports.Set("markLost", Napi::Function::New(env, MarkLost));
   exports.Set("restoreHugePage", Napi::Function::New(env, RestoreHugePage));
+  exports.Set("testResetPoolEmpty", Napi::Function::New(env, TestResetPoolEmpty));
 }
 
 }  // namespace ras::binding

@@ -21,6 +21,7 @@ namespace {
 // faulted in) and gives it back at once. A really poisoned huge page leaves the pool when it is
 // punched, so the fresh page must come from a free one; asking first keeps a failure harmless.
 std::atomic<bool> g_pool_empty{false};  // tests: TestPoolEmpty
+std::atomic<uint64_t> g_fail_after{0};  // tests: TestFailCopyAfter (0: off)
 
 bool PoolHasPage(uint64_t size, uint32_t shift, Outcome* out) {
   if (g_pool_empty.load()) {
@@ -48,6 +49,7 @@ void Fail(Outcome* out, const char* code, int err, const char* syscall) {
 }  // namespace
 
 void TestPoolEmpty(bool on) { g_pool_empty.store(on); }
+void TestFailCopyAfter(uint64_t bytes) { g_fail_after.store(bytes); }
 
 Outcome WriteBack(Region& r, uint32_t page) {
   Outcome out;
@@ -79,6 +81,16 @@ Outcome WriteBack(Region& r, uint32_t page) {
     if (s > run) {
       access::Fault f;
       uint64_t len = (s - run) * kSubpage;
+      uint64_t fail_after = g_fail_after.load();
+      if (fail_after && out.bytes + len > fail_after) {  // tests: the copy stops half way, as a failure would
+        uint64_t part = fail_after > out.bytes ? fail_after - out.bytes : 0;
+        access::Fault f;
+        if (part) access::GuardedCopy(dst + run * kSubpage, reinterpret_cast<const void*>(src + run * kSubpage), part, &f);
+        out.bytes += part;
+        Fail(&out, "ERR_HANDOVER_FAILED", EIO, "memcpy");
+        munmap(fresh, size);
+        return out;
+      }
       if (!access::GuardedCopy(dst + run * kSubpage, reinterpret_cast<const void*>(src + run * kSubpage), len, &f)) {
         out.fault_addr = f.addr;
         Fail(&out, "ERR_HANDOVER_FAILED", f.signal < 0 ? EBUSY : EIO, "memcpy");

@@ -38,5 +38,8 @@ Outcome WriteBack(Region& r, uint32_t page);
 // Tests: the pool check answers "no free huge page" (ENOMEM), without emptying the machine's pool
 // under every other test that runs meanwhile.
 void TestPoolEmpty(bool on);
+// Tests: the copy fails (EIO, "memcpy") once `bytes` have been copied into the punched file page: a
+// handover that failed half way. 0: off.
+void TestFailCopyAfter(uint64_t bytes);
 
 }  // namespace ras::handover

@@ -30,7 +30,7 @@
  */
 import * as fs from 'fs';
 import { invalidArg, RasError } from '../errors';
-import { handoverAbortLine, handoverLines, identityLine, lostLine, regionLine, resetLine, resplitLine } from './format';
+import { handoverAbortLine, handoverLines, identityLine, lostLine, regionLine, resetLine, resplitLine, splitLine } from './format';
 import { handoverRecordProblem, type ResplitRecord } from './handover';
 import { JournalLock } from './lock';
 import { journalCall, openJournalFile } from './open';
@@ -48,6 +48,7 @@ import {
   type RegionIdentity,
   type RegionLayout,
   type ResetRecord,
+  type SplitPageRecord,
 } from './records';
 import { appendDurably, reopenSameFile, writeError } from './write';
 
@@ -144,8 +145,9 @@ export class Journal {
    * passed to `checkRegion` (or replayed), lie inside it, and have
    * `guestPhysAddr === region.guestPhysAddr + offset`. Nothing is written if any frame is invalid.
    */
-  appendLost(frames: LostFrame[]): void {
-    if (!Array.isArray(frames)) throw invalidArg('frames must be an array');
+  appendLost(frames: LostFrame[], split: SplitPageRecord[] = []): void {
+    if (!Array.isArray(frames) || !Array.isArray(split)) throw invalidArg('frames must be an array');
+    split.forEach((p, i) => this.checkHugePage(p, `split[${i}]`, undefined));
     for (let i = 0; i < frames.length; i++) {
       const what = `frames[${i}]`;
       const p = frameProblem(frames[i], what);
@@ -166,19 +168,27 @@ export class Journal {
       }
     }
     this.usable();
-    if (frames.length === 0) return;
-    this.append(frames.map(lostLine).join(''));
+    if (frames.length === 0 && split.length === 0) return;
+    this.append(frames.map(lostLine).join('') + split.map(splitLine).join(''));
   }
 
-  /** Appends a reset: it clears the lost frames of that region lying inside [guestPhysAddr, guestPhysAddr+size). */
-  appendReset(rec: ResetRecord): void {
+  /**
+   * Appends a reset: it clears the lost frames of that region lying inside [guestPhysAddr, guestPhysAddr+size).
+   * `split`: the reset's huge page is on private (anonymous) memory, not the file's: a `split` line
+   * follows in the same write (format version 3).
+   */
+  appendReset(rec: ResetRecord, split = false): void {
     const p = resetProblem(rec, 'reset');
     if (p) throw invalidArg(p);
     if (!this.regions.has(rec.region)) {
       throw invalidArg(`reset.region "${rec.region}" is not a region known to the journal (checkRegion first)`);
     }
+    const layout = this.regions.get(rec.region);
+    const splitRec =
+      split && layout ? { region: rec.region, guestPhysAddr: rec.guestPhysAddr, offset: Number(rec.guestPhysAddr - layout.guestPhysAddr), size: rec.size, wallTime: rec.wallTime } : undefined;
+    if (splitRec) this.checkHugePage(splitRec, 'reset', undefined);
     this.usable();
-    this.append(resetLine(rec));
+    this.append(resetLine(rec) + (splitRec ? splitLine(splitRec) : ''));
   }
 
   /**

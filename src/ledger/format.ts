@@ -1,7 +1,7 @@
 /**
  * The journal's on-disk format: one record per line, checksummed. (file.ts: how it is written.)
  *
- * File format (version 2; version 1 is read as it is): append-only text, one record per line:
+ * File format (version 3; versions 1 and 2 are read as they are): append-only text, one record per line:
  *
  *     <crc32 of the JSON bytes, 8 lowercase hex digits> <JSON>\n
  *
@@ -14,10 +14,12 @@
  *   - `identity`: `{ region, boot, dev, ino, birthMs, wallTime }`: which memory the region is from now on
  *     (a host boot, a backing file); the losses recorded before it for another identity are history
  *   - version 2: `handover`, `handover-done`, `handover-abort`, `resplit` (see handover.ts)
+ *   - version 3: `split` (see handover.ts), written only where no lost 4 KiB frame already says that a
+ *     huge page lives in private memory, so a journal without one stays readable by a version-2 build
  * Bigints are hex strings ("0x1f000"). There is no header record: an empty file is an empty journal.
  */
 import { crc32 } from 'zlib';
-import { decodeHandover, V2_TYPES, type HandoverDecoded, type HandoverPageRecord, type ResplitRecord } from './handover';
+import { decodeHandover, V2_TYPES, V3_TYPES, type HandoverDecoded, type HandoverPageRecord, type ResplitRecord } from './handover';
 import type { LostCause } from './ledger';
 import {
   checkString,
@@ -33,9 +35,10 @@ import {
   type LostFrame,
   type RegionLayout,
   type ResetRecord,
+  type SplitPageRecord,
 } from './records';
 
-const JOURNAL_FORMAT_VERSION = 2;
+const JOURNAL_FORMAT_VERSION = 3;
 
 function encodeLine(obj: Record<string, unknown>, v = 1): string {
   const json = JSON.stringify({ v, ...obj });
@@ -95,6 +98,10 @@ export function handoverAbortLine(id: string, wallTime: string): string {
   return encodeLine({ type: 'handover-abort', id, wallTime }, 2);
 }
 
+export function splitLine(r: SplitPageRecord): string {
+  return encodeLine({ type: 'split', region: r.region, guestPhysAddr: hex(r.guestPhysAddr), offset: r.offset, size: r.size, wallTime: r.wallTime }, 3);
+}
+
 export function resplitLine(r: ResplitRecord): string {
   return encodeLine({ type: 'resplit', region: r.region, guestPhysAddr: hex(r.guestPhysAddr), offset: r.offset, size: r.size, wallTime: r.wallTime }, 2);
 }
@@ -135,8 +142,10 @@ export function decodeLine(line: Buffer): Decoded | string {
     throw new VersionError(`record format version ${obj.v} (this build reads version ${JOURNAL_FORMAT_VERSION})`);
   }
   const isV2Type = typeof obj.type === 'string' && V2_TYPES.includes(obj.type);
-  if (obj.v !== 1 && obj.v !== JOURNAL_FORMAT_VERSION) return `unsupported record version ${describe(obj.v)}`;
+  const isV3Type = typeof obj.type === 'string' && V3_TYPES.includes(obj.type);
+  if (obj.v !== 1 && obj.v !== 2 && obj.v !== 3) return `unsupported record version ${describe(obj.v)}`;
   if (isV2Type && obj.v !== 2) return `a ${obj.type} record must have version 2 (got ${describe(obj.v)})`;
+  if (isV3Type && obj.v !== 3) return `a ${obj.type} record must have version 3 (got ${describe(obj.v)})`;
   const rec = { ...obj };
   if (rec.guestPhysAddr !== undefined) {
     if (typeof rec.guestPhysAddr !== 'string' || !ADDR_RE.test(rec.guestPhysAddr)) {
@@ -187,7 +196,7 @@ export function decodeLine(line: Buffer): Decoded | string {
       };
     }
     default:
-      return isV2Type ? decodeHandover(rec) : `unknown record type ${describe(rec.type)}`;
+      return isV2Type || isV3Type ? decodeHandover(rec) : `unknown record type ${describe(rec.type)}`;
   }
 }
 

@@ -10,10 +10,15 @@
 // `handover-abort` `{ id, wallTime }`: the old process resumed the guest (abortHandover): void.
 // `resplit` `{ region, guestPhysAddr, offset, size, wallTime }`: a restarted engine re-split that
 // huge page from the file: it is private memory again, the handover is used up.
+// Version 3: `split` `{ region, guestPhysAddr, offset, size, wallTime }`: the huge page's current data
+// lives only in the writer's private memory from now on, with no lost 4 KiB frame to say so (a split
+// that lost nothing, a reset that fell back to anonymous memory). Like a lost 4 KiB frame and a
+// `resplit`, it makes the page stale for a successor until a complete handover (or a reset) covers it.
 //
 // The rule: a huge page's file data is current iff its last record is a `handover` of a handover
-// that is done and not aborted. Any later record about that huge page (a loss, a reset, a resplit,
-// another identity of the region) voids it.
+// that is done and not aborted. Any later record about that huge page (a loss, a reset, a split or
+// resplit, another identity of the region) voids it. A page split (a lost 4 KiB frame, `split`,
+// `resplit`) and not covered by such a handover since is stale: its current data died with the writer.
 import { checkString, isObject, type HandedOverPage, type HandoverPageRecord, type RegionLayout, type SplitPageRecord } from './records';
 
 export type { HandedOverPage, HandoverPageRecord } from './records';
@@ -27,6 +32,7 @@ export interface ResplitRecord {
 }
 
 export type HandoverDecoded =
+  | { type: 'split'; split: SplitPageRecord }
   | { type: 'handover'; page: HandoverPageRecord }
   | { type: 'handover-done'; id: string; pages: number }
   | { type: 'handover-abort'; id: string }
@@ -34,6 +40,8 @@ export type HandoverDecoded =
 
 /** The record types of format version 2. */
 export const V2_TYPES: readonly string[] = ['handover', 'handover-done', 'handover-abort', 'resplit'];
+/** The record types of format version 3. */
+export const V3_TYPES: readonly string[] = ['split'];
 
 const int = (v: unknown, what: string, min: number): string | undefined =>
   typeof v === 'number' && Number.isSafeInteger(v) && v >= min ? undefined : `${what} must be an integer >= ${min}`;
@@ -70,7 +78,8 @@ export function decodeHandover(rec: Record<string, unknown>): HandoverDecoded | 
       const p = pageProblem(rec, what);
       if (p) return p;
       const { region, guestPhysAddr, offset, size, wallTime } = rec as unknown as ResplitRecord;
-      return { type: 'resplit', resplit: { region, guestPhysAddr, offset, size, wallTime } };
+      const page = { region, guestPhysAddr, offset, size, wallTime };
+      return rec.type === 'split' ? { type: 'split', split: page } : { type: 'resplit', resplit: page };
     }
   }
 }
@@ -106,7 +115,10 @@ export class HandoverFold {
       this.aborted.add(d.id);
       for (const [k, p] of this.valid) if (p.id === d.id) this.valid.delete(k);
     } else {
-      this.voidPage(d.resplit.region, d.resplit.offset);
+      // split (v3) and resplit: the page's current data lives in a process's private memory from here on.
+      const page = d.type === 'split' ? d.split : d.resplit;
+      this.voidPage(page.region, page.offset);
+      this.splitPages.set(key(page.region, page.offset), page);
     }
   }
 
@@ -117,16 +129,19 @@ export class HandoverFold {
     for (let o = offset - (offset % hps); o < offset + size; o += hps) this.voidPage(region, o);
   }
 
-  /** A reset of [guestPhysAddr, +size): its huge pages are fresh memory. */
+  /** A reset of [guestPhysAddr, +size): its huge pages are fresh memory (a `split` after it says where that is private memory). */
   reset(region: string, guestPhysAddr: bigint, size: number): void {
     const base = this.regions.get(region)?.guestPhysAddr;
     if (base === undefined) return this.voidRegion(region);
-    this.lost(region, Number(guestPhysAddr - base), size);
+    const offset = Number(guestPhysAddr - base);
+    this.lost(region, offset, size);
+    for (const [k, p] of this.splitPages) if (p.region === region && p.offset >= offset && p.offset + p.size <= offset + size) this.splitPages.delete(k);
   }
 
   /** The region is other memory from here on (another boot, a recreated file). */
   voidRegion(region: string): void {
     for (const [k, p] of this.valid) if (p.region === region) this.valid.delete(k);
+    for (const [k, p] of this.splitPages) if (p.region === region) this.splitPages.delete(k);
   }
 
   private voidPage(region: string, hugeOffset: number): void {

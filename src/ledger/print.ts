@@ -47,6 +47,12 @@ export function formatJournal(replay: JournalReplay): string {
         `file data current (${h.lost} lost frame${h.lost === 1 ? '' : 's'} kept lost)  at ${text(h.wallTime || '?')}  id ${text(h.id)}`,
     );
   }
+  for (const p of replay.split) {
+    lines.push(
+      `split   ${text(p.region)}  gpa ${hex(p.guestPhysAddr)}  ${humanSize(p.size)}  offset 0x${p.offset.toString(16)}  ` +
+        `private memory, not handed over: stale for a successor  at ${text(p.wallTime || '?')}`,
+    );
+  }
   for (const w of replay.warnings) {
     lines.push(`warning ${w.code} at byte ${w.byteOffset}: ${w.message}`);
   }

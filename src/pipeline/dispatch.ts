@@ -7,7 +7,7 @@ import { NativeEventType, PageState, type NativeEvent } from '../native';
 import { guardFromCode, KVM_FAULT_GUARD_WARNING, reasonFromCode, REASON_WORDS, type RefuseReason } from '../policy';
 import type { Region } from '../region';
 import { attached } from './engines';
-import { emitLost, record } from './record';
+import { emitLost, record, recordSplit } from './record';
 import type { EngineState } from './state';
 
 /**
@@ -91,7 +91,9 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
     }
     case NativeEventType.Recovered: {
       const lost = (e.lostSubpages ?? []).map((sp) => hugeOffset + sp * SUBPAGE);
-      record(s, region, lost.map((o) => ({ offset: o, size: SUBPAGE })), 'recovered', e.page);
+      // Journal first: the lost frames, or (none lost) that the page lives in private memory now.
+      if (lost.length > 0) record(s, region, lost.map((o) => ({ offset: o, size: SUBPAGE })), 'recovered', e.page);
+      else recordSplit(s, region, e.page);
       const guard = e.guard ? guardFromCode(e.guard) : s.guard;
       const event: RecoveredEvent = {
         region: region.name,

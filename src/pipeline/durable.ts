@@ -8,7 +8,7 @@ import { RasError } from '../errors';
 import type { RasEvents } from '../events';
 import type { Journal } from '../ledger/file';
 import type { LostPage } from '../ledger/ledger';
-import type { LostFrame } from '../ledger/records';
+import type { LostFrame, SplitPageRecord } from '../ledger/records';
 
 /** How often frames the journal refused are written again (besides before every append). */
 export const RETRY_MS = 1000;
@@ -29,6 +29,8 @@ interface Waiting {
 
 export class DurableLog {
   private readonly waiting: Waiting[] = [];
+  /** `split` records (huge pages in private memory with no lost frame to say so) not written yet. */
+  private readonly splits: SplitPageRecord[] = [];
   private failedWrites = 0;
   private retriedWrites = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -42,8 +44,9 @@ export class DurableLog {
    * Writes the frames (after any that wait) and marks their pages durable; on failure the pages are
    * marked not durable, the failure is reported and the frames wait for a retry. Never throws.
    */
-  append(frames: LostFrame[], pages: LostPage[]): void {
+  append(frames: LostFrame[], pages: LostPage[], split: SplitPageRecord[] = []): void {
     if (!this.journal) return;
+    this.splits.push(...split);
     const items = frames.map((frame, i) => ({ frame, page: pages[i] }));
     for (const it of items) it.page.durable = false;
     this.waiting.push(...items);
@@ -56,11 +59,15 @@ export class DurableLog {
       const f = this.waiting[i].frame;
       if (f.region === region && f.offset >= offset && f.offset + f.size <= offset + size) this.waiting.splice(i, 1);
     }
-    if (this.waiting.length === 0) this.stopTimer();
+    for (let i = this.splits.length - 1; i >= 0; i--) {
+      const p = this.splits[i];
+      if (p.region === region && p.offset >= offset && p.offset + p.size <= offset + size) this.splits.splice(i, 1);
+    }
+    if (this.waiting.length === 0 && this.splits.length === 0) this.stopTimer();
   }
 
   stats(): JournalStats {
-    return { failedWrites: this.failedWrites, notDurable: this.waiting.length, retriedWrites: this.retriedWrites };
+    return { failedWrites: this.failedWrites, notDurable: this.waiting.length + this.splits.length, retriedWrites: this.retriedWrites };
   }
 
   /** Writes the frames that wait now; true when none wait any more (a handover needs them durable). */
@@ -70,7 +77,7 @@ export class DurableLog {
 
   /** A last attempt, then no more retries. */
   close(): void {
-    if (this.waiting.length > 0) this.flush([]);
+    if (this.waiting.length > 0 || this.splits.length > 0) this.flush([]);
     this.stopTimer();
   }
 
@@ -80,11 +87,15 @@ export class DurableLog {
    */
   private flush(fresh: Waiting[], report = true): boolean {
     const journal = this.journal;
-    if (!journal || this.waiting.length === 0) return true;
+    if (!journal || (this.waiting.length === 0 && this.splits.length === 0)) return true;
     const batch = [...this.waiting];
+    const splits = [...this.splits];
     const hadWaited = batch.length > fresh.length;
     try {
-      journal.appendLost(batch.map((w) => w.frame));
+      journal.appendLost(
+        batch.map((w) => w.frame),
+        splits,
+      );
     } catch (err) {
       this.failedWrites++;
       if (report) this.report(journal.path, (fresh.length > 0 ? fresh : batch).map((w) => w.frame), batch.length, err);
@@ -94,6 +105,7 @@ export class DurableLog {
     if (hadWaited) this.retriedWrites++;
     for (const w of batch) w.page.durable = true;
     this.waiting.splice(0, batch.length);
+    this.splits.splice(0, splits.length);
     this.stopTimer();
     return true;
   }

@@ -60,3 +60,15 @@ export function emitLost(s: EngineState, region: Region, offset: number, cause: 
   };
   s.events.deliver('lost', event);
 }
+
+/**
+ * A huge page split with no lost frame to say so: its current data lives only in this process's
+ * memory from now on, and the journal must know (a `split` record) so that a successor finds it stale
+ * unless it is handed over. Written like a lost frame (retried, never thrown).
+ */
+export function recordSplit(s: EngineState, region: Region, page: number): void {
+  if (!s.journal) return;
+  const offset = page * region.hugePageSize;
+  const split = { region: region.name, guestPhysAddr: region.guestPhysAddrOf(offset), offset, size: region.hugePageSize, wallTime: new Date().toISOString() };
+  s.durable.append([], [], [split]);
+}

@@ -37,6 +37,7 @@ export function checkIdentity(s: EngineState, name: string, file: string, mapped
   const kept = s.replay.lost.filter((f) => f.region !== name);
   for (const f of s.replay.lost) if (f.region === name) s.replay.history.push({ ...f, why });
   s.replay.lost.splice(0, s.replay.lost.length, ...kept);
+  s.replay.split = s.replay.split.filter((p) => p.region !== name); // fresh memory: nothing of it is private
 }
 
 /**
@@ -97,7 +98,8 @@ export function consumeHandovers(s: EngineState, name: string): Map<number, Hand
 
 export function reprotectFromJournal(s: EngineState, region: Region, handedOver: Map<number, HandedOverPage>): void {
   const frames = s.replay?.lost.filter((f) => f.region === region.name) ?? [];
-  if (frames.length === 0) return;
+  const split = s.replay?.split.filter((p) => p.region === region.name && p.offset + p.size <= region.size) ?? [];
+  if (frames.length === 0 && split.length === 0) return;
   const events: LostEvent[] = [];
   // Collected now, delivered after mapRegion() returned.
   const report = (offset: number, size: number, cause: 'replayed' | 'stale' = 'replayed'): void => {
@@ -107,6 +109,13 @@ export function reprotectFromJournal(s: EngineState, region: Region, handedOver:
   for (const f of frames) {
     const page = Math.floor(f.offset / region.hugePageSize);
     byPage.set(page, [...(byPage.get(page) ?? []), f]);
+  }
+  // Split (private memory) with no lost frame, and no complete handover since: its file data is stale.
+  for (const p of split) {
+    const page = Math.floor(p.offset / region.hugePageSize);
+    if (byPage.has(page) || !region.eligible) continue;
+    markStale(s, region, page, []);
+    report(page * region.hugePageSize, region.hugePageSize, 'stale');
   }
   for (const [page, list] of byPage) {
     const whole = list.some((f) => f.size >= region.hugePageSize);

@@ -46,12 +46,17 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
     s.ledger.clearRange(region.name, offset, region.hugePageSize);
     s.durable.dropRange(region.name, offset, region.hugePageSize);
     try {
-      s.journal?.appendReset({
-        region: region.name,
-        guestPhysAddr: region.guestPhysAddrOf(offset),
-        size: region.hugePageSize,
-        wallTime: new Date().toISOString(),
-      });
+      // Not restored: the page is on anonymous memory (or still split), not the file's: a successor
+      // must find it stale, so a `split` record goes with the reset.
+      s.journal?.appendReset(
+        {
+          region: region.name,
+          guestPhysAddr: region.guestPhysAddrOf(offset),
+          size: region.hugePageSize,
+          wallTime: new Date().toISOString(),
+        },
+        !r.restored,
+      );
     } catch (err) {
       // The page is fresh memory now whatever the disk does: go on with the other pages. Without the
       // reset record a restart would mark this fresh memory lost again (safe, not silent).
