@@ -73,8 +73,15 @@ export async function prepareHandover(s: EngineState, whenIdle: () => Promise<vo
     // abortHandover() while this waited: the abort wins (it is journaled already); nothing is done.
     if (s.handover.id !== id)
       throw new RasError('ERR_HANDOVER_ABORTED', 'prepareHandover: abortHandover() was called while it waited; nothing was handed over', { handoverId: id });
-    // Lost frames the journal does not hold yet must be in it before a handover that keeps them lost.
-    s.durable.flushNow();
+    // Lost frames the journal does not hold yet must be in it before a handover that keeps them lost:
+    // else the successor would find zeros in the file where they were, and no record of the loss.
+    if (!s.durable.flushNow())
+      throw new RasError(
+        'ERR_JOURNAL_WRITE',
+        `prepareHandover: ${s.durable.stats().notDurable} lost frame(s) or split page(s) are not in the journal ${journal.path} yet ` +
+          '(it cannot be written: see the error events); nothing was handed over',
+        { path: journal.path, notDurable: s.durable.stats().notDurable },
+      );
     const result: HandoverResult = { id, handedOver: [], notHandedOver: [], bytesCopied: 0 };
     const regions = [...s.regions.values()].filter((r) => r.eligible); // shared memory is never punched
     const done: [Region, HandedOverHugePage][] = [];
