@@ -15,7 +15,7 @@ import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
 import { attach, attached, detach } from './pipeline/engines';
 import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult } from './pipeline/handover';
-import { checkIdentity, checkRenamed, consumeHandovers, reprotectFromJournal } from './pipeline/replay';
+import { carryOver, checkIdentity, checkRenamed, consumeHandovers, reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
 import { finishInFlight } from './pipeline/close';
@@ -161,6 +161,8 @@ export class RasEngine extends RasEvents {
     this.ownRegion(region);
     // vCPU threads on it first (they may wait for a paused engine): else they touch unmapped memory.
     for (const user of [...this.users]) if (user.region === region) user.stopNow();
+    finishInFlight(this.state); // a recovery in flight on it is finished or recorded, as by close()
+    carryOver(this.state, region); // a later mapRegion of it applies this life's losses and split pages
     native.unmapRegion(region.id);
     region.closed = true;
     this.regions.delete(region.id);

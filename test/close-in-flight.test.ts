@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { native } from '../src/native';
 import { hugeFile, MiB, openEngine, PKG, runChild, SUB, TESTING } from './helpers';
 
 const GPA = 0x1_0000_0000n;
@@ -57,4 +58,20 @@ describe('close() while a recovery is in flight', () => {
       fs.rmSync(dir, { recursive: true, force: true });
     });
   }
+});
+
+describe('unmapRegion() while a recovery on it is in flight', () => {
+  it('the loss reaches the journal before unmapRegion returns', async () => {
+    const { readJournal } = await import('../src/index');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ras-unmap-'));
+    const journal = path.join(dir, 'j');
+    const engine = openEngine({ journalPath: journal });
+    const region = engine.mapRegion({ name: 'ram', path: hugeFile('unmap-in-flight'), size: 4 * MiB, guestPhysAddr: GPA });
+    engine.pause();
+    engine.injectPoison(region, 2 * MiB + 5 * SUB, { mode: 'simulate' });
+    engine.unmapRegion(region);
+    expect(readJournal(journal).lost).toEqual([expect.objectContaining({ offset: 2 * MiB + 5 * SUB, size: SUB })]);
+    expect(native.counters().paused).toBe(true); // still paused: the drain resumed it only for itself
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 });

@@ -16,7 +16,7 @@ import { bootId } from '../ledger/lock';
 import { identityChange, type RegionIdentity } from '../ledger/records';
 import type { LostPage } from '../ledger/ledger';
 import type { LostFrame } from '../ledger/records';
-import { native } from '../native';
+import { native, PageState } from '../native';
 import type { Region } from '../region';
 import type { LostEvent } from '../events';
 import type { EngineState } from './state';
@@ -173,4 +173,36 @@ function replayedPage(region: Region, offset: number, size: number, page: number
     durable: true,
     ...(reason ? { reason } : {}),
   };
+}
+
+/**
+ * unmapRegion(): what this life knows of the region joins the journal's view (s.replay), so that a
+ * later mapRegion() of it in the same engine applies it as a restart would: this life's losses, and
+ * its split pages (their private memory goes with the unmap: the file holds them as of the split).
+ * Everything added is in the journal already (or waits for it); this only keeps the view current.
+ */
+export function carryOver(s: EngineState, region: Region): void {
+  const replay = s.replay;
+  if (!replay) return;
+  const has = new Set(replay.lost.filter((f) => f.region === region.name).map((f) => `${f.offset}:${f.size}`));
+  for (const p of s.ledger.all()) {
+    if (p.region !== region.name || p.cause === 'stale' || p.cause === 'replayed' || has.has(`${p.offset}:${p.size}`)) continue;
+    replay.lost.push({ region: p.region, guestPhysAddr: p.guestPhysAddr, size: p.size, offset: p.offset, cause: p.cause, wallTime: '', ...(p.reason ? { reason: p.reason } : {}) });
+  }
+  const states = native.pageStates(region.id);
+  const split = new Set(replay.split.filter((p) => p.region === region.name).map((p) => p.offset));
+  for (let page = 0; page < states.length; page++) {
+    const offset = page * region.hugePageSize;
+    if (states[page] !== PageState.Split || split.has(offset)) continue;
+    replay.split.push({ region: region.name, guestPhysAddr: region.guestPhysAddrOf(offset), offset, size: region.hugePageSize, wallTime: '' });
+  }
+}
+
+/** resetRegion(): the range is fresh memory; the journal's view forgets what it had there. */
+export function forgetRange(s: EngineState, region: string, offset: number, size: number): void {
+  const replay = s.replay;
+  if (!replay) return;
+  const inside = (o: number, n: number) => o >= offset && o + n <= offset + size;
+  replay.lost = replay.lost.filter((f) => f.region !== region || !inside(f.offset, f.size));
+  replay.split = replay.split.filter((p) => p.region !== region || !inside(p.offset, p.size));
 }

@@ -6,6 +6,7 @@ import { native, PageState } from '../native';
 import { reasonFromCode, type RefuseReason } from '../policy';
 import type { Region } from '../region';
 import { checkNotHandedOver } from './handover';
+import { forgetRange } from './replay';
 import type { EngineState } from './state';
 
 /** Why a reset must not punch or remap a shared region's page. */
@@ -45,6 +46,7 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
     const offset = page * region.hugePageSize;
     s.ledger.clearRange(region.name, offset, region.hugePageSize);
     s.durable.dropRange(region.name, offset, region.hugePageSize);
+    forgetRange(s, region.name, offset, region.hugePageSize);
     try {
       // Not restored: the page is on anonymous memory (or still split), not the file's: a successor
       // must find it stale, so a `split` record goes with the reset.
