@@ -206,8 +206,10 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'demo' && rest.includes('--kvm')) return kvmDemo(rest.filter((a) => a !== '--kvm'));
   if (cmd === 'demo') return demo(parseDemo(rest));
   if (cmd === 'journal' && rest.length === 1) {
-    process.stdout.write(formatJournal(readJournal(rest[0])) + '\n');
-    return 0;
+    const replay = readJournal(rest[0]);
+    process.stdout.write(formatJournal(replay) + '\n');
+    // A bad record may have been a loss: not a clean journal.
+    return replay.warnings.some((w) => w.code === 'ERR_JOURNAL_BAD_RECORD') ? 1 : 0;
   }
   console.error(`${USAGE}\n(hugetlb-ras --help says more)`);
   return 2;

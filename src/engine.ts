@@ -81,7 +81,22 @@ export class RasEngine extends RasEvents {
     const engine = new RasEngine(options, journal);
     attach(engine);
     applyReserve();
+    engine.reportBadRecords();
     return engine;
+  }
+
+  /** A record skipped in the journal may have been a loss: an `error` event, after open() returned. */
+  private reportBadRecords(): void {
+    const bad = this.replay?.warnings.filter((w) => w.code === 'ERR_JOURNAL_BAD_RECORD') ?? [];
+    if (bad.length === 0) return;
+    const path = this.journal?.path;
+    const err = new RasError(
+      'ERR_JOURNAL_BAD_RECORD',
+      `journal ${path}: ${bad.length} bad record(s) skipped (the first at byte ${bad[0].byteOffset}): a loss recorded there is not known; ` +
+        'check the journal (hugetlb-ras journal PATH) and the memory it names',
+      { path, warnings: bad },
+    );
+    this.idle.defer(() => this.reportError(err));
   }
 
   /** The journal's state when the engine opened (warnings about torn records, lost frames). */

@@ -40,6 +40,7 @@ export type ErrorCode =
   | 'ERR_POISONED'
   | 'ERR_MEMORY_FAULT'
   // the journal
+  | 'ERR_JOURNAL_BAD_RECORD'
   | 'ERR_JOURNAL_CLOSED'
   | 'ERR_JOURNAL_FAILED'
   | 'ERR_JOURNAL_FORMAT'
