@@ -145,8 +145,9 @@ export class Journal {
    * passed to `checkRegion` (or replayed), lie inside it, and have
    * `guestPhysAddr === region.guestPhysAddr + offset`. Nothing is written if any frame is invalid.
    */
-  appendLost(frames: LostFrame[], split: SplitPageRecord[] = []): void {
+  appendLost(frames: LostFrame[], split: SplitPageRecord[] = [], resets: { rec: ResetRecord; split: boolean }[] = []): void {
     if (!Array.isArray(frames) || !Array.isArray(split)) throw invalidArg('frames must be an array');
+    const resetText = resets.map((r) => this.resetText(r.rec, r.split)).join('');
     split.forEach((p, i) => this.checkHugePage(p, `split[${i}]`, undefined));
     for (let i = 0; i < frames.length; i++) {
       const what = `frames[${i}]`;
@@ -168,8 +169,9 @@ export class Journal {
       }
     }
     this.usable();
-    if (frames.length === 0 && split.length === 0) return;
-    this.append(frames.map(lostLine).join('') + split.map(splitLine).join(''));
+    if (frames.length === 0 && split.length === 0 && resets.length === 0) return;
+    // Resets first: a frame or split waiting now was recorded after them (older ones in their range were dropped).
+    this.append(resetText + frames.map(lostLine).join('') + split.map(splitLine).join(''));
   }
 
   /**
@@ -178,6 +180,13 @@ export class Journal {
    * follows in the same write (format version 3).
    */
   appendReset(rec: ResetRecord, split = false): void {
+    const text = this.resetText(rec, split);
+    this.usable();
+    this.append(text);
+  }
+
+  /** A reset's line (and its split line), checked. */
+  private resetText(rec: ResetRecord, split: boolean): string {
     const p = resetProblem(rec, 'reset');
     if (p) throw invalidArg(p);
     if (!this.regions.has(rec.region)) {
@@ -187,8 +196,7 @@ export class Journal {
     const splitRec =
       split && layout ? { region: rec.region, guestPhysAddr: rec.guestPhysAddr, offset: Number(rec.guestPhysAddr - layout.guestPhysAddr), size: rec.size, wallTime: rec.wallTime } : undefined;
     if (splitRec) this.checkHugePage(splitRec, 'reset', undefined);
-    this.usable();
-    this.append(resetLine(rec) + (splitRec ? splitLine(splitRec) : ''));
+    return resetLine(rec) + (splitRec ? splitLine(splitRec) : '');
   }
 
   /**

@@ -8,7 +8,7 @@ import { RasError } from '../errors';
 import type { RasEvents } from '../events';
 import type { Journal } from '../ledger/file';
 import type { LostPage } from '../ledger/ledger';
-import type { LostFrame, SplitPageRecord } from '../ledger/records';
+import type { LostFrame, ResetRecord, SplitPageRecord } from '../ledger/records';
 
 /** How often frames the journal refused are written again (besides before every append). */
 export const RETRY_MS = 1000;
@@ -31,6 +31,8 @@ export class DurableLog {
   private readonly waiting: Waiting[] = [];
   /** `split` records (huge pages in private memory with no lost frame to say so) not written yet. */
   private readonly splits: SplitPageRecord[] = [];
+  /** Reset records the journal refused (written before everything else that waits). */
+  private readonly resets: { rec: ResetRecord; split: boolean }[] = [];
   private failedWrites = 0;
   private retriedWrites = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -66,8 +68,27 @@ export class DurableLog {
     if (this.waiting.length === 0 && this.splits.length === 0) this.stopTimer();
   }
 
+  /**
+   * Journals a reset (with a `split` line when the page is on private memory now). If the journal
+   * refuses it, the failure is reported and the reset waits and is retried like a lost frame: without
+   * it a restart would find the fresh memory lost. Never throws.
+   */
+  reset(rec: ResetRecord, split: boolean, hugePageIndex: number): void {
+    if (!this.journal) return;
+    this.resets.push({ rec, split });
+    if (this.flush([], false)) return;
+    const path = this.journal.path;
+    this.events.reportError(
+      new RasError(
+        'ERR_JOURNAL_WRITE',
+        `journal ${path}: could not record the reset of region ${rec.region} huge page ${hugePageIndex} (guest physical 0x${rec.guestPhysAddr.toString(16)}); it is retried`,
+        { path, region: rec.region, hugePageIndex, guestPhysAddr: rec.guestPhysAddr },
+      ),
+    );
+  }
+
   stats(): JournalStats {
-    return { failedWrites: this.failedWrites, notDurable: this.waiting.length + this.splits.length, retriedWrites: this.retriedWrites };
+    return { failedWrites: this.failedWrites, notDurable: this.waiting.length + this.splits.length + this.resets.length, retriedWrites: this.retriedWrites };
   }
 
   /** Writes the frames that wait now; true when none wait any more (a handover needs them durable). */
@@ -77,7 +98,7 @@ export class DurableLog {
 
   /** A last attempt, then no more retries. */
   close(): void {
-    if (this.waiting.length > 0 || this.splits.length > 0) this.flush([]);
+    if (this.waiting.length > 0 || this.splits.length > 0 || this.resets.length > 0) this.flush([]);
     this.stopTimer();
   }
 
@@ -87,14 +108,16 @@ export class DurableLog {
    */
   private flush(fresh: Waiting[], report = true): boolean {
     const journal = this.journal;
-    if (!journal || (this.waiting.length === 0 && this.splits.length === 0)) return true;
+    if (!journal || (this.waiting.length === 0 && this.splits.length === 0 && this.resets.length === 0)) return true;
     const batch = [...this.waiting];
     const splits = [...this.splits];
+    const resets = [...this.resets];
     const hadWaited = batch.length > fresh.length;
     try {
       journal.appendLost(
         batch.map((w) => w.frame),
         splits,
+        resets,
       );
     } catch (err) {
       this.failedWrites++;
@@ -106,6 +129,7 @@ export class DurableLog {
     for (const w of batch) w.page.durable = true;
     this.waiting.splice(0, batch.length);
     this.splits.splice(0, splits.length);
+    this.resets.splice(0, resets.length);
     this.stopTimer();
     return true;
   }

@@ -47,30 +47,11 @@ export async function resetRegion(s: EngineState, region: Region, whenIdle: () =
     s.ledger.clearRange(region.name, offset, region.hugePageSize);
     s.durable.dropRange(region.name, offset, region.hugePageSize);
     forgetRange(s, region.name, offset, region.hugePageSize);
-    try {
-      // Not restored: the page is on anonymous memory (or still split), not the file's: a successor
-      // must find it stale, so a `split` record goes with the reset.
-      s.journal?.appendReset(
-        {
-          region: region.name,
-          guestPhysAddr: region.guestPhysAddrOf(offset),
-          size: region.hugePageSize,
-          wallTime: new Date().toISOString(),
-        },
-        !r.restored,
-      );
-    } catch (err) {
-      // The page is fresh memory now whatever the disk does: go on with the other pages. Without the
-      // reset record a restart would mark this fresh memory lost again (safe, not silent).
-      s.events.reportError(
-        new RasError('ERR_JOURNAL_WRITE', `journal ${s.journal?.path}: could not record the reset of region ${region.name} huge page ${page}: ${(err as Error).message}`, {
-          path: s.journal?.path,
-          region: region.name,
-          hugePageIndex: page,
-          cause: err,
-        }),
-      );
-    }
+    // Not restored: the page is on anonymous memory (or still split), not the file's: a successor
+    // must find it stale, so a `split` record goes with the reset. A refused write is reported and
+    // retried (durable.ts): the page is fresh memory now whatever the disk does.
+    const rec = { region: region.name, guestPhysAddr: region.guestPhysAddrOf(offset), size: region.hugePageSize, wallTime: new Date().toISOString() };
+    s.durable.reset(rec, !r.restored, page);
   }
   const event: ResetEvent = { region: region.name, restoredHugePages: restored, stillSplit, ...(reason ? { reason } : {}), skipped };
   s.events.deliver('reset', event);
