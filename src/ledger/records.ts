@@ -230,14 +230,19 @@ export function layoutDiff(old: RegionLayout, now: RegionLayout): LayoutDifferen
   return out;
 }
 
+/** Birth times differ only where both are known (0: unknown; never a ctime standing in for one). */
+function birthDiffers(a: RegionIdentity, b: RegionIdentity): boolean {
+  return a.birthMs !== 0 && b.birthMs !== 0 && a.birthMs !== b.birthMs;
+}
+
 export function sameIdentity(a: RegionIdentity, b: RegionIdentity): boolean {
-  return a.boot === b.boot && a.dev === b.dev && a.ino === b.ino && a.birthMs === b.birthMs;
+  return a.boot === b.boot && a.dev === b.dev && a.ino === b.ino && !birthDiffers(a, b);
 }
 
 /** Why memory `now` is not the memory `then` (undefined: the same). */
 export function identityChange(then: RegionIdentity, now: RegionIdentity): string | undefined {
   if (then.boot !== now.boot) return `recorded in another boot of the host (boot id ${then.boot}); the memory is fresh`;
-  if (then.dev !== now.dev || then.ino !== now.ino || then.birthMs !== now.birthMs)
+  if (then.dev !== now.dev || then.ino !== now.ino || birthDiffers(then, now))
     return `recorded for another backing file (dev ${then.dev}, inode ${then.ino}); the file was created again`;
   return undefined;
 }

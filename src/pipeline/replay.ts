@@ -69,9 +69,15 @@ export function checkRenamed(s: EngineState, name: string, file: string, offset:
   }
 }
 
-function birthMsOf(file: string): number {
+/**
+ * The file's birth time, or 0 where it has none. Without statx (an old kernel, a seccomp filter) Node
+ * reports the change time as the birth time, and the engine's own ftruncate/fallocate changes that:
+ * a birth time equal to the change time is not trusted (0: the identity is boot, dev and inode).
+ */
+export function birthMsOf(file: string): number {
   try {
-    return Math.floor(fs.statSync(file).birthtimeMs);
+    const st = fs.statSync(file);
+    return st.birthtimeMs === st.ctimeMs ? 0 : Math.floor(st.birthtimeMs);
   } catch {
     return 0;
   }
