@@ -18,7 +18,7 @@
  *     huge page lives in private memory, so a journal without one stays readable by a version-2 build
  * Bigints are hex strings ("0x1f000"). There is no header record: an empty file is an empty journal.
  */
-import { crc32 } from 'zlib';
+import { crc32 } from './crc32';
 import { decodeHandover, V2_TYPES, V3_TYPES, type HandoverDecoded, type HandoverPageRecord, type ResplitRecord } from './handover';
 import type { LostCause } from './ledger';
 import {
