@@ -15,7 +15,7 @@ import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
 import { attach, attached, detach } from './pipeline/engines';
 import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult } from './pipeline/handover';
-import { carryOver, checkIdentity, checkRenamed, consumeHandovers, reprotectFromJournal } from './pipeline/replay';
+import { carryOver, checkIdentity, checkRenamed, consumeHandovers, reportBadRecords, reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
 import { finishInFlight } from './pipeline/close';
@@ -81,22 +81,8 @@ export class RasEngine extends RasEvents {
     const engine = new RasEngine(options, journal);
     attach(engine);
     applyReserve();
-    engine.reportBadRecords();
+    reportBadRecords(engine.state);
     return engine;
-  }
-
-  /** A record skipped in the journal may have been a loss: an `error` event, after open() returned. */
-  private reportBadRecords(): void {
-    const bad = this.replay?.warnings.filter((w) => w.code === 'ERR_JOURNAL_BAD_RECORD') ?? [];
-    if (bad.length === 0) return;
-    const path = this.journal?.path;
-    const err = new RasError(
-      'ERR_JOURNAL_BAD_RECORD',
-      `journal ${path}: ${bad.length} bad record(s) skipped (the first at byte ${bad[0].byteOffset}): a loss recorded there is not known; ` +
-        'check the journal (hugetlb-ras journal PATH) and the memory it names',
-      { path, warnings: bad },
-    );
-    this.idle.defer(() => this.reportError(err));
   }
 
   /** The journal's state when the engine opened (warnings about torn records, lost frames). */

@@ -212,3 +212,17 @@ export function forgetRange(s: EngineState, region: string, offset: number, size
   replay.lost = replay.lost.filter((f) => f.region !== region || !inside(f.offset, f.size));
   replay.split = replay.split.filter((p) => p.region !== region || !inside(p.offset, p.size));
 }
+
+/** A record skipped in the journal may have been a loss: an `error` event, after open() returned. */
+export function reportBadRecords(s: EngineState): void {
+  const bad = s.replay?.warnings.filter((w) => w.code === 'ERR_JOURNAL_BAD_RECORD') ?? [];
+  if (bad.length === 0) return;
+  const path = s.journal?.path;
+  const err = new RasError(
+    'ERR_JOURNAL_BAD_RECORD',
+    `journal ${path}: ${bad.length} bad record(s) skipped (the first at byte ${bad[0].byteOffset}): a loss recorded there is not known; ` +
+      'check the journal (hugetlb-ras journal PATH) and the memory it names',
+    { path, warnings: bad },
+  );
+  s.idle.defer(() => s.events.reportError(err));
+}
