@@ -27,7 +27,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
                        {InstanceMethod("start", &VmWrap::Start), InstanceMethod("requestStop", &VmWrap::RequestStop),
                         InstanceMethod("kick", &VmWrap::Kick), InstanceMethod("allDone", &VmWrap::AllDone),
                         InstanceMethod("join", &VmWrap::Join), InstanceMethod("stats", &VmWrap::Stats),
-                        InstanceMethod("info", &VmWrap::Info)});
+                        InstanceMethod("info", &VmWrap::Info), InstanceMethod("dispose", &VmWrap::Dispose)});
   }
 
   explicit VmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VmWrap>(info) {
@@ -66,6 +66,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
   Napi::Value Start(const Napi::CallbackInfo& info) { return host_.Start(info, "ras_vmm events"); }
   Napi::Value RequestStop(const Napi::CallbackInfo& info) { return host_.RequestStop(info); }
   Napi::Value Kick(const Napi::CallbackInfo& info) { return host_.Kick(info); }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) { return host_.Dispose(info); }
   Napi::Value AllDone(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), !host_.machine || !host_.running() || host_.machine->AllDone());
   }
@@ -98,6 +99,13 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
       n("injected", s.injected);
       n("deferred", s.deferred);
       n("injectFailed", s.inject_failed);
+      n("injectedAo", s.injected_ao);
+      n("broadcastPieces", s.pieces);
+      n("merged", s.merged);
+      n("disabled", s.disabled);
+      n("shutdown", s.shutdown);
+      n("mmioRewound", s.mmio_rewound);
+      n("hwpoison", s.hwpoison);
       n("healthy", s.healthy);
       n("recovering", s.recovering);
       n("lost", s.lost);
@@ -156,6 +164,7 @@ Napi::Value SigbusCounters(const Napi::CallbackInfo& info) {
   o.Set("total", Napi::Number::New(env, static_cast<double>(c.total)));
   o.Set("otherThread", Napi::Number::New(env, static_cast<double>(c.other_thread)));
   o.Set("nullUcontext", Napi::Number::New(env, static_cast<double>(c.null_ucontext)));
+  o.Set("outsideRun", Napi::Number::New(env, static_cast<double>(c.outside_run)));
   o.Set("lastCode", c.last_code);
   o.Set("lastLsb", c.last_lsb);
   o.Set("lastAddr", Big(env, c.last_addr));
@@ -175,7 +184,8 @@ Napi::Value KvmAvailable(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RegisterLinux(Napi::Env env, Napi::Object exports);  // linux_addon.cc: the Linux boot mode
+void RegisterLinux(Napi::Env env, Napi::Object exports);    // linux_addon.cc: the Linux boot mode
+void RegisterTesting(Napi::Env env, Napi::Object exports);  // testing_addon.cc: host tests without KVM
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Vm", VmWrap::Init(env));
@@ -183,6 +193,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sigbusCounters", Napi::Function::New(env, SigbusCounters));
   exports.Set("kvmAvailable", Napi::Function::New(env, KvmAvailable));
   RegisterLinux(env, exports);
+  RegisterTesting(env, exports);
   return exports;
 }
 

@@ -40,6 +40,7 @@ struct Vm {
   std::vector<Slot> slots;
   std::vector<kvm_cpuid_entry2> cpuid;  // the guest's CPUID, from KVM_GET_SUPPORTED_CPUID
   uint64_t mcg_cap = 0;                 // what KVM_X86_SETUP_MCE gets
+  bool lmce = true;                     // Intel: offer LMCE where KVM can (QEMU's lmce=on)
   std::string error;                    // the last failure, with the ioctl and errno
 };
 
