@@ -144,7 +144,7 @@ const sum = (res, k) => (res.report ? res.report.vcpus.reduce((a, c) => a + c[k]
 
 // 6.12: every lost 4 KiB is exactly one machine check; KVM honours the engine's guard as a real
 // SIGBUS, so no EFAULT and no MMIO exit inside RAM.
-async function recoveredCase(t, { vcpus, with1G, unprivileged }) {
+async function recoveredCase(t, { vcpus, with1G, unprivileged, memLock }) {
   kvmReady(t, with1G);
   const { regions, targets } = layout(with1G);
   if (unprivileged) prepareUnprivileged();
@@ -157,11 +157,21 @@ async function recoveredCase(t, { vcpus, with1G, unprivileged }) {
     dir2M: '/mnt/huge2m',
     dir1G: '/mnt/huge1g',
     timeoutMs: 150000,
+    ...(memLock ? { memLock } : {}),
   };
   const { result: res, code, signal } = await runVmm(t, opts, { uid: unprivileged ? NOBODY : 0 });
   t.must('the VMM process survived and reported', res && code === 0 && !signal, { code, signal, failures: res && res.failures });
   t.note('vmm', { guard: res.guard, ms: res.ms, efault: res.efault, mmioInRam: res.mmioInRam, eintrSigbus: res.eintrSigbus, eintr: res.eintr, injections: res.report.injections, sigbus: res.report.sigbus });
-  t.eq('VMM verdict: no failures', res.failures, []);
+  if (memLock) {
+    // Issue 19: a VMM that locks its guest RAM. The engine's fix that keeps replacements locked is
+    // on branch 'locked'; until it merges the last check fails (and so does the verdict).
+    t.note(`guest RAM locked (${memLock}): VMAs over each recovered huge page`, res.lockedAfter);
+    t.check(`the recovered huge pages are still locked (VmFlags 'lo' over each)`, Array.isArray(res.lockedAfter) && res.lockedAfter.length === res.targets.length && res.lockedAfter.every((x) => x.locked), res.lockedAfter);
+    t.note('verdict without the lock check', res.failures.filter((f) => !/no longer locked/.test(f)));
+    t.eq('VMM verdict, the lock check aside: no failures', res.failures.filter((f) => !/no longer locked/.test(f)), []);
+  } else {
+    t.eq('VMM verdict: no failures', res.failures, []);
+  }
   t.eq(`engine guard (${unprivileged ? 'uid 65534' : 'root'}): userfaultfd poison marker`, res.guard, 'uffd');
   const want = {};
   for (const tg of res.targets) want[tg.guestPhysAddr] = 1;
@@ -242,6 +252,15 @@ function register(def) {
         run: (t) => recoveredCase(t, { vcpus, with1G, unprivileged }),
       });
     }
+  }
+  for (const [id, memLock] of [['k8', 'on'], ['k8b', 'on-fault']]) {
+    def({
+      id,
+      name: `reference VMM, 4 vCPUs, root (madvise), guest RAM locked (--mem-lock ${memLock}: ${memLock === 'on' ? 'mlock' : 'mlock2(MLOCK_ONFAULT)'}): 2 MiB pages, real poison; the recovered pages stay locked`,
+      kernels: ['6.12'],
+      timeout: 300,
+      run: (t) => recoveredCase(t, { vcpus: 4, with1G: false, unprivileged: false, memLock }),
+    });
   }
   def({
     id: 'k7',

@@ -5,6 +5,8 @@
 #include <napi.h>
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -171,6 +173,28 @@ Napi::Value SigbusCounters(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// memLock(hva, size, 'on' | 'on-fault'): locks guest RAM as QEMU's -overcommit mem-lock=on|on-fault
+// does for its RAM blocks: mlock(), or mlock2(MLOCK_ONFAULT) (pages locked as they are touched).
+Napi::Value MemLock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t hva = U64(info[0], "hva");
+  uint64_t size = U64(info[1], "size");
+  if (env.IsExceptionPending()) return env.Undefined();
+  std::string mode = info[2].ToString().Utf8Value();
+  int rc;
+  if (mode == "on") rc = mlock(reinterpret_cast<void*>(hva), size);
+  else if (mode == "on-fault") rc = static_cast<int>(syscall(SYS_mlock2, hva, size, 1 /* MLOCK_ONFAULT */));
+  else NAPI_THROW(Napi::TypeError::New(env, "memLock mode must be 'on' or 'on-fault'"), env.Undefined());
+  if (rc != 0) {
+    int e = errno;
+    Napi::Error err = Napi::Error::New(env, std::string(mode == "on" ? "mlock" : "mlock2(MLOCK_ONFAULT)") + ": " + strerror(e));
+    err.Set("errno", Napi::Number::New(env, e));
+    err.Set("syscall", mode == "on" ? "mlock" : "mlock2");
+    NAPI_THROW(err, env.Undefined());
+  }
+  return env.Undefined();
+}
+
 // Whether /dev/kvm can be opened here (the tests and the demo skip with this reason otherwise).
 Napi::Value KvmAvailable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -192,6 +216,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("installSigbusHandler", Napi::Function::New(env, InstallSigbusHandler));
   exports.Set("sigbusCounters", Napi::Function::New(env, SigbusCounters));
   exports.Set("kvmAvailable", Napi::Function::New(env, KvmAvailable));
+  exports.Set("memLock", Napi::Function::New(env, MemLock));
   RegisterLinux(env, exports);
   RegisterTesting(env, exports);
   return exports;

@@ -55,6 +55,7 @@ bool Capability(Vm* vm) {
 
 namespace {
 
+// kvm_msrs with room (C's layout: kvm_vm.h says why not the header's struct and ioctl numbers).
 struct MsrList {
   uint32_t nmsrs, pad;
   kvm_msr_entry entries[4 + 2 * kBanks];
@@ -73,7 +74,7 @@ bool Setup(Vm* vm, int vcpu_fd) {
     l.nmsrs = 1;
     l.entries[0].index = MSR_IA32_FEAT_CTL;
     l.entries[0].data = FEAT_CTL_LOCKED | FEAT_CTL_LMCE_ENABLED;
-    if (ioctl(vcpu_fd, KVM_SET_MSRS, &l) != 1) {
+    if (ioctl(vcpu_fd, kIoctlSetMsrs, &l) != 1) {
       vm->error = std::string("KVM_SET_MSRS IA32_FEATURE_CONTROL (LMCE): ") + strerror(errno);
       return false;
     }
@@ -94,7 +95,7 @@ Msrs Read(int vcpu_fd, uint64_t mcg_cap) {
     l.entries[n++].index = MsrMcStatus(b);
   }
   l.nmsrs = n;
-  if (ioctl(vcpu_fd, KVM_GET_MSRS, &l) != static_cast<int>(n)) return m;
+  if (ioctl(vcpu_fd, kIoctlGetMsrs, &l) != static_cast<int>(n)) return m;
   uint32_t k = 0;
   m.mcg_status = l.entries[k++].data;
   m.mcg_ctl = (mcg_cap & MCG_CTL_P) ? l.entries[k++].data : ~0ull;

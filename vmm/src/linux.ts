@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { RasEngine, type EngineOptions, type InjectMode, type Region, type RecoveredEvent } from '../../src/index';
 import { EV_ERROR, EV_INJECTED, EV_STALL, PATH_NAMES, decodeMceFlags, packageRoot, vmmNative, type NativeVmEvent } from './native';
+import { lockGuestRam } from './memlock';
 import { MiB, type VmmRegionSpec } from './vmm';
 
 export const EV_CONSOLE = 10;
@@ -172,7 +173,9 @@ export class LinuxGuest {
       for (const s of specs) {
         const file = path.join(dirs[s.pageSize], `linux-${process.pid}-${s.name}`);
         files.push(file);
-        regions.set(s.name, engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr }));
+        const r = engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr });
+        regions.set(s.name, r);
+        lockGuestRam(r.address, s.size, o.memLock ?? 'off');
       }
       const vm = new native.LinuxVm({
         api: engine.nativeApi(),
@@ -293,11 +296,15 @@ export class LinuxGuest {
     if (this.started) {
       this.vm.requestStop();
       const t0 = Date.now();
+      let kickedAt = 0;
       while (!this.vm.done()) {
-        if (Date.now() - t0 > timeoutMs) {
+        if (!kickedAt && Date.now() - t0 > timeoutMs) {
           this.errors.push(`the guest did not shut down within ${timeoutMs} ms`);
+          kickedAt = Date.now();
           this.vm.kick();
         }
+        // A kick is seen within one engine-question slice: never wait on it for ever.
+        if (kickedAt && Date.now() - kickedAt > 10_000) throw new Error('stop(): vCPU threads still running 10 s after the kick');
         await sleep(10);
       }
     }

@@ -3,6 +3,7 @@
 // loop. Uses only the package's public API.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { lockGuestRam, type MemLock } from './memlock';
 import { RasEngine, type EngineOptions, type InjectOptions, type Region, type RecoveredEvent, type RefusedEvent, type PoisonEvent } from '../../src/index';
 import {
   EV_ERROR,
@@ -55,6 +56,8 @@ export interface ReferenceVmmOptions {
   passEventMs?: number;
   /** Use the engine's C API (default true where the engine has nativeApi()). */
   useApi?: boolean;
+  /** Lock the guest RAM: mlock ('on') or mlock2(MLOCK_ONFAULT) ('on-fault'), QEMU's -overcommit mem-lock. */
+  memLock?: MemLock;
 }
 
 /** The default guest RAM: two regions of 2 MiB pages and one 1 GiB page. */
@@ -187,7 +190,9 @@ export class ReferenceVmm {
       for (const s of specs) {
         const file = path.join(dirs[s.pageSize], `vmm-${process.pid}-${s.name}`);
         files.push(file);
-        regions.set(s.name, engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr }));
+        const r = engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr });
+        regions.set(s.name, r);
+        lockGuestRam(r.address, s.size, opts.memLock ?? 'off');
       }
       const ranges: { gpa: bigint; size: number }[] = [];
       for (const s of specs) {
