@@ -107,6 +107,19 @@ describe('reference VMM: AR vs AO, MCIP, banks (issue 21 items 2, 5, 8)', () => 
     expect(r.outcomes.filter((o) => o.verdict === 'defer')).toEqual([]);
   });
 
+  it('two vCPUs touching one lost frame: each access gets its own AR (no "already injected" silence)', () => {
+    const r = sim({ model: AMD, mcgCap: CAP, vcpus: 2, steps: [{ deliver: 0, gpa: GPA, ar: true }, { deliver: 1, gpa: GPA, ar: true }] });
+    for (const k of [0, 1]) {
+      expect(r.vcpus[k].banks[9]).toEqual({ status: QEMU.amdAr.status, addr: GPA, misc: MISC });
+      expect(r.vcpus[k].mcQueued).toBe(1);
+    }
+    // A frame no access named (next_lost): AO, and only the first vCPU to drain it tells the VM.
+    const ao = sim({ model: AMD, mcgCap: CAP, vcpus: 2, steps: [{ firstAo: 0, gpa: GPA }, { firstAo: 1, gpa: GPA }] });
+    expect(ao.outcomes.map((o) => [o.vcpu, o.ar, o.verdict])).toEqual([[0, false, 'inject']]);
+    expect(ao.vcpus[0].banks[9]).toEqual({ status: QEMU.amdAo.status, addr: GPA, misc: MISC });
+    expect(ao.vcpus[1].banks[9].status).toBe(0n);
+  });
+
   it('AO waits while MCIP is set, once per frame, and is injected when the guest is done', () => {
     const steps: object[] = [{ deliver: 0, gpa: GPA, ar: true }];
     for (let k = 0; k < 5; k++) steps.push({ deliver: 0, gpa: GPA + 0x2000n, ar: false }, { beforeRun: 0 });

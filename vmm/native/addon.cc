@@ -46,6 +46,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
     if (o.Has("passEventMs") && o.Get("passEventMs").IsNumber())
       cfg.pass_event_ms = o.Get("passEventMs").As<Napi::Number>().Int32Value();
     uint64_t api = U64(o.Get("api"), "api");
+    if (o.Has("mcTouchGpa") && !o.Get("mcTouchGpa").IsUndefined()) cfg.mc_touch = U64(o.Get("mcTouchGpa"), "mcTouchGpa");
     if (env.IsExceptionPending()) return;
     if (!ApiTable(env, api, &cfg.api)) return;
     std::vector<Slot> slots = Slots(o);

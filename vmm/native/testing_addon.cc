@@ -123,8 +123,8 @@ Napi::Value PlanMce(const Napi::CallbackInfo& info) {
 
 // simulateDelivery({ model, mcgCap, vcpus, msrs?: [per vCPU], steps: [...] }): the Delivery every
 // machine uses, against the KVM model, one step at a time as the vCPU threads would run them:
-// { deliver: vcpu, gpa, ar } | { beforeRun: vcpu } | { guestDone: vcpu } (its #MC handler read and
-// cleared every bank and MCIP) | { cursor: vcpu }. Returns each vCPU's MSRs, the outcomes and kicks.
+// { deliver: vcpu, gpa, ar } | { firstAo: vcpu, gpa } (a next_lost frame) | { beforeRun: vcpu } |
+// { guestDone: vcpu } (its #MC handler read and cleared every bank and MCIP). Returns each vCPU's MSRs, the outcomes and kicks.
 Napi::Value SimulateDelivery(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
@@ -163,6 +163,10 @@ Napi::Value SimulateDelivery(const Napi::CallbackInfo& info) {
     if (st.Has("deliver")) {
       int k = st.Get("deliver").As<Napi::Number>().Int32Value();
       d.Deliver(k, k, U64(st.Get("gpa"), "gpa"), st.Get("ar").ToBoolean().Value(), 0, 0, 0);
+    } else if (st.Has("firstAo")) {  // what DrainNextLost does with a frame of its cursor
+      int k = st.Get("firstAo").As<Napi::Number>().Int32Value();
+      uint64_t gpa = U64(st.Get("gpa"), "gpa");
+      if (d.FirstAo(gpa)) d.Deliver(k, k, gpa, false, 0, 5, 0);
     } else if (st.Has("beforeRun")) {
       int k = st.Get("beforeRun").As<Napi::Number>().Int32Value();
       d.BeforeRun(k, k);

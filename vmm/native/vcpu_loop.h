@@ -43,7 +43,8 @@ struct Config {
   std::vector<ras_guest_range> ranges;
   const hugetlb_ras_api* api = nullptr;
   int wait_ms = HUGETLB_RAS_WAIT_MS_DEFAULT;
-  int pass_event_ms = 200;  // at most one PASS event per vCPU per this many ms (counters are exact)
+  int pass_event_ms = 200;
+  uint64_t mc_touch = 0;    // tests: a GPA the guest's #MC handler reads before clearing MCIP  // at most one PASS event per vCPU per this many ms (counters are exact)
 };
 
 class Machine {

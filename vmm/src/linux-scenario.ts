@@ -47,7 +47,7 @@ export interface LinuxScenarioResult {
   errors: string[];
   walkerSetup: string[];
   consoleTail: string[];
-  /** CPUs the guest brought up ("smp: Brought up N nodes, M CPUs"), -1 when it did not say. */
+  /** CPUs the guest has online (init's "CPUs online N", from /proc/cpuinfo), -1 when it did not say. */
   guestCpus: number;
   /** Per walker worker: the CPU it ran on and its heartbeats after the first report. */
   workers: { worker: number; cpus: number[]; heartbeats: number; wrong: number }[];
@@ -79,11 +79,16 @@ export async function runLinuxScenario(o: LinuxScenarioOptions): Promise<LinuxSc
     const kinds = o.reports ?? ['AR', 'AO'];
     // Each report under another walker worker where there are several (the SMP guest: another CPU).
     const workerOf = (name: string) => Number(/(\d+)$/.exec(name)?.[1] ?? 0);
+    // And never in a huge page an earlier report already split (the second poison would land in
+    // the engine's replacement memory, not in a huge page: a different report).
     const usedWorkers: number[] = [];
+    const usedPages: bigint[] = [];
     for (const [i, kind] of kinds.entries()) {
-      const fresh = g.targets.filter((x) => !usedWorkers.includes(workerOf(x.name)));
-      const tg = fresh.length ? fresh[0] : g.targets[i % g.targets.length];
+      const ok = g.targets.filter((x) => !usedPages.includes(x.gpa >> 21n));
+      const fresh = ok.filter((x) => !usedWorkers.includes(workerOf(x.name)));
+      const tg = fresh.length ? fresh[0] : ok.length ? ok[0] : g.targets[i % g.targets.length];
       usedWorkers.push(workerOf(tg.name));
+      usedPages.push(tg.gpa >> 21n);
       if (!tg.pfn) {
         failures.push(`walker target ${tg.name} has no pfn`);
         continue;
@@ -156,7 +161,8 @@ export async function runLinuxScenario(o: LinuxScenarioOptions): Promise<LinuxSc
   if (bad.length) failures.push(`the guest kernel complained: ${bad.slice(0, 3).join(' | ')}`);
   failures.push(...g.errors);
   const setup = g.console.map((l) => l.text).filter((t) => /walker: (filled|target|PR_MCE|ioperm)|init: user space|smp: Brought up|sched_setaffinity/.test(t));
-  const smp = g.console.map((l) => /smp: Brought up \d+ nodes?, (\d+) CPUs?/.exec(l.text)).find((m) => m);
+  // init's own line (the kernel's "smp: Brought up" is below loglevel 5).
+  const smp = g.console.map((l) => /init: user space up .*CPUs online (\d+)/.exec(l.text) ?? /smp: Brought up \d+ nodes?, (\d+) CPUs?/.exec(l.text)).find((m) => m);
   const guestCpus = smp ? Number(smp[1]) : -1;
   if ((o.vcpus ?? 1) > 1 && guestCpus !== o.vcpus) failures.push(`the guest brought up ${guestCpus} CPUs, expected ${o.vcpus}`);
   const byWorker = new Map<number, { worker: number; cpus: number[]; heartbeats: number; wrong: number }>();
@@ -168,7 +174,7 @@ export async function runLinuxScenario(o: LinuxScenarioOptions): Promise<LinuxSc
     byWorker.set(h.worker, w);
   }
   const workers = [...byWorker.values()].sort((a, b) => a.worker - b.worker);
-  const guestLines = g.console.map((l) => l.text).filter((t) => /mce: |Memory failure: |walker: (SIGBUS|bye|worker \d+ done)|smp: Brought up|Kernel panic|Timeout: /.test(t));
+  const guestLines = g.console.map((l) => l.text).filter((t) => /mce: |Memory failure: |walker: (SIGBUS|bye|worker \d+ done)|smp: Brought up|init: user space|Kernel panic|Timeout: /.test(t));
   return {
     ok: failures.length === 0,
     failures,

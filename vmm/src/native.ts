@@ -15,6 +15,7 @@ export interface NativeVmOptions {
   image: Buffer;
   waitMs?: number;
   passEventMs?: number;
+  mcTouchGpa?: bigint;
 }
 
 /** One event from a vCPU thread; v holds the raw values (see vmm/native/vcpu_loop.h). */

@@ -28,6 +28,9 @@ export interface ScenarioOptions {
   /** Lock the guest RAM (mlock / mlock2(MLOCK_ONFAULT)); the result then says whether the recovered
    * huge pages are still locked (VmFlags 'lo' over each of them). */
   memLock?: MemLock;
+  /** Tests: a frame the guest's #MC handler reads before it clears MCIP (poison it too: a machine
+   * check inside a machine check, which hardware answers with a shutdown). */
+  mcTouch?: PoisonTarget;
   log?: (msg: string) => void;
   onVmm?: (vmm: ReferenceVmm) => void;
 }
@@ -72,6 +75,11 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     seed: o.seed,
     memLock: o.memLock,
   };
+  if (o.mcTouch) {
+    const spec = vopts.regions!.find((r) => r.name === o.mcTouch!.region);
+    if (!spec) throw new Error(`mcTouch: no region ${o.mcTouch.region}`);
+    vopts.mcTouchGpa = BigInt(spec.guestPhysAddr) + BigInt(o.mcTouch.offset);
+  }
   const vmm = ReferenceVmm.open(vopts);
   log(`opened: engine, ${vopts.regions!.length} regions, VM with ${o.vcpus} vCPUs`);
   o.onVmm?.(vmm);

@@ -56,6 +56,8 @@ export interface ReferenceVmmOptions {
   passEventMs?: number;
   /** Use the engine's C API (default true where the engine has nativeApi()). */
   useApi?: boolean;
+  /** Tests: a GPA the guest's #MC handler reads before it clears MCIP (a machine check inside one). */
+  mcTouchGpa?: bigint;
   /** Lock the guest RAM: mlock ('on') or mlock2(MLOCK_ONFAULT) ('on-fault'), QEMU's -overcommit mem-lock. */
   memLock?: MemLock;
 }
@@ -219,6 +221,7 @@ export class ReferenceVmm {
         image: guestImage(),
         waitMs: opts.waitMs,
         passEventMs: opts.passEventMs,
+        mcTouchGpa: opts.mcTouchGpa,
       });
       return new ReferenceVmm(engine, vm, vcpus, regions, files, api !== 0n);
     } catch (e) {
