@@ -133,6 +133,8 @@ void mc_handler(struct mc_frame *f) {
   /* The interrupted access was the verifier's: abandon that frame (it returns ~0). */
   u64 rip = f->rip;
   if (guarded) f->rip = (u64)verify_frame_fail;
+  /* Tests only: touch a frame before MCIP is cleared (a second machine check inside this one). */
+  if (CFG->mc_touch) (void)*(volatile u64 *)CFG->mc_touch;
   /* MCIP cleared before reporting: at that exit the VMM may inject the next machine check. */
   wrmsr(MSR_MCG_STATUS, 0);
   if (n == 0) report(cpu, 1, RAS_EV_MCE, 0, 0, mcg, 0, ~0ull, rip, guarded);

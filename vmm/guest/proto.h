@@ -67,6 +67,9 @@ struct ras_guest_config {
   volatile uint64_t stop; /* the VMM sets 1: every vCPU reports BYE and halts */
   uint64_t nranges;
   struct ras_guest_range ranges[RAS_GUEST_MAX_RANGES];
+  /* Tests only: a GPA the #MC handler reads before it clears MCIP (0: none), as a guest whose
+   * handler touches a second lost frame: hardware shuts down, so must the VMM's injection. */
+  uint64_t mc_touch;
   /* Written by the guest: the frames its #MC handler recorded as lost (for the VMM's report). */
   volatile uint64_t nlost;
   volatile uint64_t lost[RAS_GUEST_MAX_LOST];

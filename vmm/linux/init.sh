@@ -8,7 +8,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec </dev/null >/dev/kmsg 2>&1
 arg() { sed -n "s/.*walker\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
-echo "<4>init: user space up at $(cut -d' ' -f1 /proc/uptime) s, $(grep MemTotal /proc/meminfo | tr -s ' ')"
+echo "<4>init: user space up at $(cut -d' ' -f1 /proc/uptime) s, $(grep MemTotal /proc/meminfo | tr -s ' '), CPUs online $(grep -c ^processor /proc/cpuinfo)"
 # Poll the machine-check banks every second: an action-optional (AMD deferred) report raises no
 # #MC, the kernel finds it when it polls (default every 5 minutes).
 for f in /sys/devices/system/machinecheck/machinecheck*/check_interval; do

@@ -11,7 +11,12 @@
  * It names a few of its pages' guest-physical frames (from /proc/self/pagemap) so that the VMM
  * can poison memory that is really under it. It asks the VMM through one I/O port whether to stop.
  *
- * Static glibc (gcc -static), no other library. Usage: walker [percent of MemAvailable] [ms between passes]
+ * With several CPUs it forks one worker per CPU (or the count given), each pinned to its CPU with
+ * its own share of the memory: the SMP guest's machine checks land under every CPU. Worker 0 asks
+ * the VMM whether to stop and tells the others through shared memory; its bye sums them all.
+ *
+ * Static glibc (gcc -static), no other library.
+ * Usage: walker [percent of MemAvailable] [ms between passes] [workers, default: online CPUs]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,7 +29,9 @@
 #include <string.h>
 #include <sys/io.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +49,16 @@ static uint64_t* pfns;
 static volatile size_t lost_pages[MAX_LOST];
 static volatile int nlost;
 static int have_port;
+#define MAX_WORKERS 64
+struct shared {
+  volatile int stop;
+  struct {
+    volatile uint64_t passes, wrong;
+    volatile int lost, cpu;
+  } w[MAX_WORKERS];
+};
+static struct shared* sh;
+static int me;  /* worker index */
 
 static uint64_t word(size_t page, size_t w) {
   uint64_t x = (page * WORDS + w) ^ (seed << 32);
@@ -163,17 +180,39 @@ static uint64_t now_ms(void) {
 }
 
 static int stop_requested(void) {
-  return have_port && inb(RAS_LINUX_PORT_CONTROL) == RAS_LINUX_CONTROL_STOP;
+  if (me == 0 && have_port && inb(RAS_LINUX_PORT_CONTROL) == RAS_LINUX_CONTROL_STOP) sh->stop = 1;
+  return sh->stop;
 }
 
 int main(int argc, char** argv) {
   int percent = argc > 1 ? atoi(argv[1]) : 50;
   int interval = argc > 2 ? atoi(argv[2]) : 1000;
+  int workers = argc > 3 && atoi(argv[3]) > 0 ? atoi(argv[3]) : (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (percent < 1 || percent > 90) percent = 50;
+  if (workers < 1) workers = 1;
+  if (workers > MAX_WORKERS) workers = MAX_WORKERS;
   int k = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
   if (k >= 0) kmsg = k;
   have_port = ioperm(RAS_LINUX_PORT_CONTROL, 1, 1) == 0;
   if (!have_port) say("ioperm(0x%x): %s: the VMM cannot stop me", RAS_LINUX_PORT_CONTROL, strerror(errno));
+  sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (sh == MAP_FAILED) return 1;
+  long avail = mem_available_kib();
+  pid_t kids[MAX_WORKERS];
+  for (int w = 1; w < workers; w++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      me = w;
+      break;
+    }
+    kids[w] = pid;
+  }
+  int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(me % (ncpu > 0 ? ncpu : 1), &set);
+  if (workers > 1 && sched_setaffinity(0, sizeof set, &set) != 0) say("worker %d: sched_setaffinity: %s", me, strerror(errno));
+  sh->w[me].cpu = sched_getcpu();
   /* Action-optional reports too, before the page is touched. */
   if (prctl(PR_MCE_KILL, PR_MCE_KILL_SET, PR_MCE_KILL_EARLY, 0, 0) != 0) say("PR_MCE_KILL_EARLY: %s", strerror(errno));
   struct sigaction sa;
@@ -183,8 +222,7 @@ int main(int argc, char** argv) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGBUS, &sa, NULL);
 
-  long avail = mem_available_kib();
-  npages = (size_t)((avail > 0 ? avail : 65536) / 100 * percent / 4);
+  npages = (size_t)((avail > 0 ? avail : 65536) / 100 * percent / 4) / workers;
   buf = mmap(NULL, npages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   pfns = mmap(NULL, npages * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (buf == MAP_FAILED || pfns == MAP_FAILED) {
@@ -200,13 +238,18 @@ int main(int argc, char** argv) {
     pfns[p] = pm >= 0 ? pfn_of(pm, buf + p * PAGE) : 0;
     if (pfns[p]) mapped++;
   }
-  say("filled %zu pages (%zu MiB of MemAvailable %ld MiB) in %llu ms, %zu with a known pfn", npages, npages * PAGE >> 20,
-      avail >> 10, (unsigned long long)(now_ms() - t0), mapped);
-  /* Frames for the VMM to poison: a few pages spread over the buffer. */
+  say("filled %zu pages (%zu MiB of MemAvailable %ld MiB) in %llu ms, %zu with a known pfn, worker %d of %d on cpu %d", npages,
+      npages * PAGE >> 20, avail >> 10, (unsigned long long)(now_ms() - t0), mapped, me, workers, sched_getcpu());
+  /* Frames for the VMM to poison: a few pages spread over the buffer (workers after the first
+   * name theirs after it, so that the first targets the VMM reads are spread over the workers). */
   const char* names[] = {"a", "b", "c"};
+  if (me) {
+    struct timespec ts = {0, 50000000L * me};
+    nanosleep(&ts, NULL);
+  }
   for (int i = 0; i < 3; i++) {
     size_t p = npages * (i + 1) / 4;
-    say("target %s page=%zu va=%p pfn=0x%llx gpa=0x%llx", names[i], p, (void*)(buf + p * PAGE), (unsigned long long)pfns[p],
+    say("target %s%d page=%zu va=%p pfn=0x%llx gpa=0x%llx", names[i], me, p, (void*)(buf + p * PAGE), (unsigned long long)pfns[p],
         (unsigned long long)pfns[p] * PAGE);
   }
 
@@ -225,8 +268,11 @@ int main(int argc, char** argv) {
     }
     pass++;
     wrong_total += wrong;
-    say("heartbeat pass=%llu pages=%zu wrong=%llu lost=%d ms=%llu", (unsigned long long)pass, npages, (unsigned long long)wrong,
-        nlost, (unsigned long long)(now_ms() - t));
+    sh->w[me].passes = pass;
+    sh->w[me].wrong = wrong_total;
+    sh->w[me].lost = nlost;
+    say("heartbeat pass=%llu pages=%zu wrong=%llu lost=%d ms=%llu worker=%d cpu=%d", (unsigned long long)pass, npages,
+        (unsigned long long)wrong, nlost, (unsigned long long)(now_ms() - t), me, sched_getcpu());
     if (stop_requested()) break;
     struct timespec ts = {interval / 1000, (interval % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -235,6 +281,24 @@ int main(int argc, char** argv) {
   char lost[256] = "";
   for (int i = 0, n = 0; i < nlost && i < MAX_LOST && n < 200; i++)
     n += snprintf(lost + n, sizeof lost - n, "%s0x%llx", i ? "," : "", (unsigned long long)pfns[lost_pages[i]]);
-  say("bye passes=%llu wrong=%llu lost=%d lost_pfns=%s", (unsigned long long)pass, (unsigned long long)wrong_total, nlost, lost);
-  return wrong_total ? 2 : 0;
+  if (me) {
+    say("worker %d done passes=%llu wrong=%llu lost=%d lost_pfns=%s", me, (unsigned long long)pass, (unsigned long long)wrong_total,
+        nlost, lost);
+    return wrong_total ? 2 : 0;
+  }
+  /* Worker 0: the others' end, then one bye for them all. */
+  int failed = 0, all_lost = nlost;
+  uint64_t all_wrong = wrong_total;
+  char cpus[200] = "";
+  int cn = snprintf(cpus, sizeof cpus, "%d", sh->w[0].cpu);
+  for (int w = 1; w < workers; w++) {
+    int st = 0;
+    if (waitpid(kids[w], &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) failed++;
+    all_wrong += sh->w[w].wrong;
+    all_lost += sh->w[w].lost;
+    if (cn < (int)sizeof cpus - 8) cn += snprintf(cpus + cn, sizeof cpus - cn, ",%d", sh->w[w].cpu);
+  }
+  say("bye passes=%llu wrong=%llu lost=%d lost_pfns=%s workers=%d cpus=%s failed_workers=%d", (unsigned long long)pass,
+      (unsigned long long)all_wrong, all_lost, lost, workers, cpus, failed);
+  return all_wrong || failed ? 2 : 0;
 }

@@ -5,6 +5,8 @@
 #include <napi.h>
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -27,7 +29,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
                        {InstanceMethod("start", &VmWrap::Start), InstanceMethod("requestStop", &VmWrap::RequestStop),
                         InstanceMethod("kick", &VmWrap::Kick), InstanceMethod("allDone", &VmWrap::AllDone),
                         InstanceMethod("join", &VmWrap::Join), InstanceMethod("stats", &VmWrap::Stats),
-                        InstanceMethod("info", &VmWrap::Info)});
+                        InstanceMethod("info", &VmWrap::Info), InstanceMethod("dispose", &VmWrap::Dispose)});
   }
 
   explicit VmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VmWrap>(info) {
@@ -44,6 +46,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
     if (o.Has("passEventMs") && o.Get("passEventMs").IsNumber())
       cfg.pass_event_ms = o.Get("passEventMs").As<Napi::Number>().Int32Value();
     uint64_t api = U64(o.Get("api"), "api");
+    if (o.Has("mcTouchGpa") && !o.Get("mcTouchGpa").IsUndefined()) cfg.mc_touch = U64(o.Get("mcTouchGpa"), "mcTouchGpa");
     if (env.IsExceptionPending()) return;
     if (!ApiTable(env, api, &cfg.api)) return;
     std::vector<Slot> slots = Slots(o);
@@ -66,6 +69,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
   Napi::Value Start(const Napi::CallbackInfo& info) { return host_.Start(info, "ras_vmm events"); }
   Napi::Value RequestStop(const Napi::CallbackInfo& info) { return host_.RequestStop(info); }
   Napi::Value Kick(const Napi::CallbackInfo& info) { return host_.Kick(info); }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) { return host_.Dispose(info); }
   Napi::Value AllDone(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), !host_.machine || !host_.running() || host_.machine->AllDone());
   }
@@ -98,6 +102,13 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
       n("injected", s.injected);
       n("deferred", s.deferred);
       n("injectFailed", s.inject_failed);
+      n("injectedAo", s.injected_ao);
+      n("broadcastPieces", s.pieces);
+      n("merged", s.merged);
+      n("disabled", s.disabled);
+      n("shutdown", s.shutdown);
+      n("mmioRewound", s.mmio_rewound);
+      n("hwpoison", s.hwpoison);
       n("healthy", s.healthy);
       n("recovering", s.recovering);
       n("lost", s.lost);
@@ -156,10 +167,33 @@ Napi::Value SigbusCounters(const Napi::CallbackInfo& info) {
   o.Set("total", Napi::Number::New(env, static_cast<double>(c.total)));
   o.Set("otherThread", Napi::Number::New(env, static_cast<double>(c.other_thread)));
   o.Set("nullUcontext", Napi::Number::New(env, static_cast<double>(c.null_ucontext)));
+  o.Set("outsideRun", Napi::Number::New(env, static_cast<double>(c.outside_run)));
   o.Set("lastCode", c.last_code);
   o.Set("lastLsb", c.last_lsb);
   o.Set("lastAddr", Big(env, c.last_addr));
   return o;
+}
+
+// memLock(hva, size, 'on' | 'on-fault'): locks guest RAM as QEMU's -overcommit mem-lock=on|on-fault
+// does for its RAM blocks: mlock(), or mlock2(MLOCK_ONFAULT) (pages locked as they are touched).
+Napi::Value MemLock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t hva = U64(info[0], "hva");
+  uint64_t size = U64(info[1], "size");
+  if (env.IsExceptionPending()) return env.Undefined();
+  std::string mode = info[2].ToString().Utf8Value();
+  int rc;
+  if (mode == "on") rc = mlock(reinterpret_cast<void*>(hva), size);
+  else if (mode == "on-fault") rc = static_cast<int>(syscall(SYS_mlock2, hva, size, 1 /* MLOCK_ONFAULT */));
+  else NAPI_THROW(Napi::TypeError::New(env, "memLock mode must be 'on' or 'on-fault'"), env.Undefined());
+  if (rc != 0) {
+    int e = errno;
+    Napi::Error err = Napi::Error::New(env, std::string(mode == "on" ? "mlock" : "mlock2(MLOCK_ONFAULT)") + ": " + strerror(e));
+    err.Set("errno", Napi::Number::New(env, e));
+    err.Set("syscall", mode == "on" ? "mlock" : "mlock2");
+    NAPI_THROW(err, env.Undefined());
+  }
+  return env.Undefined();
 }
 
 // Whether /dev/kvm can be opened here (the tests and the demo skip with this reason otherwise).
@@ -175,14 +209,17 @@ Napi::Value KvmAvailable(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RegisterLinux(Napi::Env env, Napi::Object exports);  // linux_addon.cc: the Linux boot mode
+void RegisterLinux(Napi::Env env, Napi::Object exports);    // linux_addon.cc: the Linux boot mode
+void RegisterTesting(Napi::Env env, Napi::Object exports);  // testing_addon.cc: host tests without KVM
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Vm", VmWrap::Init(env));
   exports.Set("installSigbusHandler", Napi::Function::New(env, InstallSigbusHandler));
   exports.Set("sigbusCounters", Napi::Function::New(env, SigbusCounters));
   exports.Set("kvmAvailable", Napi::Function::New(env, KvmAvailable));
+  exports.Set("memLock", Napi::Function::New(env, MemLock));
   RegisterLinux(env, exports);
+  RegisterTesting(env, exports);
   return exports;
 }
 

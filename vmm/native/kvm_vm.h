@@ -26,6 +26,7 @@ struct MsrBuf {
 constexpr unsigned long kIoctlGetSupportedCpuid = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x05, 8);
 constexpr unsigned long kIoctlSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, 8);
 constexpr unsigned long kIoctlGetMsrs = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x88, 8);
+constexpr unsigned long kIoctlSetMsrs = _IOC(_IOC_WRITE, KVMIO, 0x89, 8);
 
 struct Slot {
   uint64_t gpa, size;
@@ -40,6 +41,7 @@ struct Vm {
   std::vector<Slot> slots;
   std::vector<kvm_cpuid_entry2> cpuid;  // the guest's CPUID, from KVM_GET_SUPPORTED_CPUID
   uint64_t mcg_cap = 0;                 // what KVM_X86_SETUP_MCE gets
+  bool lmce = true;                     // Intel: offer LMCE where KVM can (QEMU's lmce=on)
   std::string error;                    // the last failure, with the ioctl and errno
 };
 

@@ -21,7 +21,7 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
                        {InstanceMethod("start", &LinuxVmWrap::Start), InstanceMethod("requestStop", &LinuxVmWrap::RequestStop),
                         InstanceMethod("injectMce", &LinuxVmWrap::InjectMce), InstanceMethod("kick", &LinuxVmWrap::Kick),
                         InstanceMethod("done", &LinuxVmWrap::Done), InstanceMethod("join", &LinuxVmWrap::Join),
-                        InstanceMethod("stats", &LinuxVmWrap::Stats), InstanceMethod("info", &LinuxVmWrap::Info)});
+                        InstanceMethod("stats", &LinuxVmWrap::Stats), InstanceMethod("info", &LinuxVmWrap::Info), InstanceMethod("dispose", &LinuxVmWrap::Dispose)});
   }
 
   explicit LinuxVmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinuxVmWrap>(info) {
@@ -34,6 +34,7 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     LinuxConfig cfg;
     uint64_t api = U64(o.Get("api"), "api");
     if (o.Has("waitMs") && o.Get("waitMs").IsNumber()) cfg.wait_ms = o.Get("waitMs").As<Napi::Number>().Int32Value();
+    if (o.Has("vcpus") && o.Get("vcpus").IsNumber()) cfg.vcpus = o.Get("vcpus").As<Napi::Number>().Int32Value();
     if (env.IsExceptionPending()) return;
     if (!ApiTable(env, api, &cfg.api)) return;
     std::vector<Slot> slots = Slots(o);
@@ -61,6 +62,7 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     return env.Undefined();
   }
   Napi::Value Kick(const Napi::CallbackInfo& info) { return host_.Kick(info); }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) { return host_.Dispose(info); }
   Napi::Value Done(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), !host_.machine || !host_.running() || host_.machine->Done());
   }
@@ -90,6 +92,12 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     n("deferred", s.deferred);
     n("injectFailed", s.inject_failed);
     n("duplicate", s.duplicate);
+    n("broadcastPieces", s.pieces);
+    n("merged", s.merged);
+    n("disabled", s.disabled);
+    n("shutdown", s.shutdown);
+    n("hwpoison", s.hwpoison);
+    n("vcpusEntered", s.vcpus_entered);
     n("healthy", s.healthy);
     n("recovering", s.recovering);
     n("lost", s.lost);
@@ -113,6 +121,7 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     const linux_boot::Loaded& l = host_.machine->loaded();
     o.Set("vendor", vm.amd ? "AuthenticAMD" : "GenuineIntel");
     o.Set("mcgCap", Napi::BigInt::New(env, vm.mcg_cap));
+    o.Set("vcpus", Napi::Number::New(env, host_.machine->vcpus()));
     o.Set("bootProtocol", Napi::Number::New(env, l.protocol));
     o.Set("entry", Napi::BigInt::New(env, l.entry));
     o.Set("entry64", Napi::Boolean::New(env, l.entry64));

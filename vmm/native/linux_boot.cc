@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "linux_mptable.h"
 #include "mce.h"
 
 namespace ras_vmm::linux_boot {
@@ -217,9 +218,12 @@ bool Load(Vm* vm, const Image& img, Loaded* out) {
   return true;
 }
 
-bool CreateBootVcpu(Vm* vm, const Loaded& l, Vcpu* v) {
-  v->index = 0;
-  v->fd = ioctl(vm->fd, KVM_CREATE_VCPU, 0);
+namespace {
+
+// KVM_CREATE_VCPU, kvm_run, CPUID (with this vCPU's APIC id) and the MCE banks.
+bool NewVcpu(Vm* vm, int index, Vcpu* v) {
+  v->index = index;
+  v->fd = ioctl(vm->fd, KVM_CREATE_VCPU, index);
   if (v->fd < 0) return Fail(vm, "KVM_CREATE_VCPU");
   void* run = mmap(nullptr, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
   if (run == MAP_FAILED) return Fail(vm, "mmap kvm_run");
@@ -230,12 +234,27 @@ bool CreateBootVcpu(Vm* vm, const Loaded& l, Vcpu* v) {
   memcpy(c->entries, vm->cpuid.data(), vm->cpuid.size() * sizeof(kvm_cpuid_entry2));
   for (uint32_t i = 0; i < c->nent; i++) {
     kvm_cpuid_entry2& e = c->entries[i];
-    // APIC id 0, as the in-kernel LAPIC of vCPU 0 has it ("APIC ID mismatch" otherwise).
-    if (e.function == 1) e.ebx &= 0x00ffffff;
-    if (e.function == 0xb || e.function == 0x1f) e.edx = 0;
+    // The APIC id the in-kernel LAPIC of this vCPU has (its index; "APIC ID mismatch" otherwise).
+    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffff) | (static_cast<uint32_t>(index) << 24);
+    if (e.function == 0xb || e.function == 0x1f) e.edx = static_cast<uint32_t>(index);
   }
   if (ioctl(v->fd, kIoctlSetCpuid2, c.get()) != 0) return Fail(vm, "KVM_SET_CPUID2");
-  if (!mce::Setup(vm, v->fd)) return false;
+  return mce::Setup(vm, v->fd);
+}
+
+}  // namespace
+
+bool CreateApVcpu(Vm* vm, int index, Vcpu* v) { return NewVcpu(vm, index, v); }
+
+bool WriteMpTable(Vm* vm, int vcpus) {
+  uint8_t* at = Hva(vm, kMpTableGpa, kMpTableMax);
+  if (!at) return Fail(vm, "the MP table's place (GPA 0x9fc00) is not guest RAM", false);
+  if (WriteMpTable(at, vcpus) == 0) return Fail(vm, "too many vCPUs for the MP table", false);
+  return true;
+}
+
+bool CreateBootVcpu(Vm* vm, const Loaded& l, Vcpu* v) {
+  if (!NewVcpu(vm, 0, v)) return false;
 
   kvm_sregs sr;
   if (ioctl(v->fd, KVM_GET_SREGS, &sr) != 0) return Fail(vm, "KVM_GET_SREGS");

@@ -42,5 +42,10 @@ bool SetupVm(Vm* vm);
 bool Load(Vm* vm, const Image& img, Loaded* out);
 // A vCPU (index 0) at the kernel's 32-bit entry: CPUID, MCE banks, sregs, regs.
 bool CreateBootVcpu(Vm* vm, const Loaded& l, Vcpu* v);
+// An application processor (index >= 1): CPUID with its APIC id and MCE banks; no registers: with
+// the in-kernel LAPIC it waits in KVM_RUN for the guest's INIT/SIPI.
+bool CreateApVcpu(Vm* vm, int index, Vcpu* v);
+// The MP table for `vcpus` CPUs at linux_mptable.h's kMpTableGpa (in the first slot).
+bool WriteMpTable(Vm* vm, int vcpus);
 
 }  // namespace ras_vmm::linux_boot

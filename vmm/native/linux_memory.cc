@@ -1,97 +1,126 @@
 // linux_memory: the Linux machine's side of the memory-error contract (include/hugetlb_ras.h): a
 // SIGBUS, an EFAULT from KVM_RUN or an MMIO exit inside guest RAM is a question to the engine; a
-// LOST frame becomes a machine check for exactly that 4 KiB, on the instruction that touched it.
+// LOST frame the access named becomes an AR machine check on that vCPU, on the instruction that
+// touched it; a frame only next_lost() names an AO, once per VM (mce_delivery.h).
 #include <errno.h>
 #include <string.h>
 #include <sys/ioctl.h>
-
-#include <algorithm>
 
 #include "linux_vm.h"
 #include "mce.h"
 
 namespace ras_vmm {
 
-hugetlb_ras_status LinuxMachine::Check(int path, bool by_hva, uint64_t addr) {
+bool LinuxMachine::Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st) {
   LinuxStats& s = stats_;
-  hugetlb_ras_status st = {};
   uint64_t t0 = NowNs();
-  int rc = AskEngine(cfg_.api, cfg_.wait_ms, by_hva, addr, &st, &s.recovering);
-  if (rc != 0) {
-    Fatal(kLxError, "check_" + std::string(by_hva ? "hva" : "gpa") + " failed: " + std::to_string(rc));
-    st.state = HUGETLB_RAS_NOT_RAM;
-    return st;
+  int rc = AskEngine(cfg_.api, cfg_.wait_ms, by_hva, addr, st, &s.recovering, &quit_);
+  if (rc == -ECANCELED) return false;
+  if (rc == -ETIMEDOUT) {
+    Event e{kEvStall, i, {static_cast<uint64_t>(path), addr, NowNs() - t0, HUGETLB_RAS_RECOVERING, by_hva ? 1u : 0u, 0, 0, 0}, {}};
+    Post(std::move(e));
+    return false;  // re-enter: the access re-faults and asks again
   }
-  CountAnswer(&s, st.state);
-  if (st.state != HUGETLB_RAS_LOST) {
-    Event e{kEvStall, 0, {static_cast<uint64_t>(path), addr, NowNs() - t0, st.state, by_hva ? 1u : 0u, 0, 0, 0}, {}};
+  if (rc != 0) {
+    Fatal(i, kLxError, "check_" + std::string(by_hva ? "hva" : "gpa") + " failed: " + std::to_string(rc));
+    return false;
+  }
+  CountAnswer(&s, st->state);
+  if (st->state != HUGETLB_RAS_LOST) {
+    Event e{kEvStall, i, {static_cast<uint64_t>(path), addr, NowNs() - t0, st->state, by_hva ? 1u : 0u, 0, 0, 0}, {}};
     Post(std::move(e));
   }
-  return st;
+  return true;
 }
 
-void LinuxMachine::Lost(const hugetlb_ras_status& st, int path) {
-  Pending p{st.gpa & ~0xfffull, path, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page), true};
-  if (std::find(injected_frames_.begin(), injected_frames_.end(), p.gpa) != injected_frames_.end()) stats_.duplicate++;
-  if (!mce::InProgress(vcpu_.fd)) {
-    InjectNow(p);
-    return;
+void LinuxMachine::Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) {
+  gpa &= ~0xfffull;
+  {
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    if (!injected_frames_.insert(gpa).second && ar) stats_.duplicate++;
   }
-  stats_.deferred++;
-  pending_.push_back(p);
+  mce_.Deliver(i, vcpus_[i].fd, gpa, ar, path, code, whole);
 }
 
-void LinuxMachine::InjectNow(const Pending& p) {
+void LinuxMachine::Outcome(int i, const ras_vmm::Outcome& o) {
   LinuxStats& s = stats_;
-  mce::Bits b;
-  int err = mce::Inject(vcpu_.fd, vm_.amd, p.gpa, p.ar, &b);
-  if (err) {
-    s.inject_failed++;
+  const mce::Decision& d = o.d;
+  if (o.piece) {
+    if (d.verdict == mce::kMerged) s.merged++;
+    else if (d.verdict == mce::kDisabled) s.disabled++;
+    else if (o.err) s.inject_failed++;
+    else s.pieces++;
   } else {
-    s.injected++;
-    if (!p.ar) s.injected_ao++;
-    injected_frames_.push_back(p.gpa);
+    switch (d.verdict) {
+      case mce::kInject:
+        if (o.err) s.inject_failed++;
+        else {
+          s.injected++;
+          if (!o.ar) s.injected_ao++;
+        }
+        break;
+      case mce::kDefer: s.deferred++; break;
+      case mce::kDisabled: s.disabled++; break;
+      case mce::kShutdown: s.shutdown++; break;
+      default: break;
+    }
   }
-  Event e{kEvInjected, 0, {p.gpa, static_cast<uint64_t>(p.path), b.status, b.mcg_status, b.misc, static_cast<uint64_t>(p.whole),
-                           static_cast<uint64_t>(p.code), static_cast<uint64_t>(err)}, p.ar ? "AR" : "AO"};
+  uint64_t flags = static_cast<uint64_t>(o.whole & 1) | (static_cast<uint64_t>(d.inj.bank) << 8) |
+                   (static_cast<uint64_t>(d.verdict) << 16) | (d.lmce ? 1ull << 24 : 0) | (d.broadcast ? 2ull << 24 : 0) |
+                   (o.piece ? 4ull << 24 : 0) | (d.over ? 8ull << 24 : 0);
+  Event e{kEvInjected, i, {o.gpa, static_cast<uint64_t>(o.path), d.inj.status, d.inj.mcg_status, d.inj.misc, flags,
+                           static_cast<uint64_t>(o.code), static_cast<uint64_t>(o.err)},
+          o.piece ? "piece" : (o.ar ? "AR" : "AO")};
   Post(std::move(e));
+  if (d.verdict == mce::kDisabled && o.ar)
+    Fatal(i, kLxError, "the guest turned uncorrected machine-check reporting off: a lost frame it touched cannot be reported");
 }
 
-void LinuxMachine::OnSigbus(uint64_t hva) {
-  if (!cfg_.api) return Fatal(kLxError, "SIGBUS on the vCPU and no engine API to ask");
-  hugetlb_ras_status st = Check(kPathSigbus, true, hva);
-  if (st.state == HUGETLB_RAS_LOST) Lost(st, kPathSigbus);
-  else if (st.state == HUGETLB_RAS_NOT_RAM) Fatal(kLxError, "SIGBUS outside guest RAM (QEMU would abort)");
+void LinuxMachine::OnSigbus(int i, uint64_t hva) {
+  if (!cfg_.api) return Fatal(i, kLxError, "SIGBUS on a vCPU and no engine API to ask");
+  hugetlb_ras_status st;
+  if (!Check(i, kPathSigbus, true, hva, &st)) return;
+  if (st.state == HUGETLB_RAS_LOST) Lost(i, st.gpa, true, kPathSigbus, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
+  else if (st.state == HUGETLB_RAS_NOT_RAM) Fatal(i, kLxError, "SIGBUS outside guest RAM (QEMU would abort)");
 }
 
-void LinuxMachine::OnEfault() {
-  if (!cfg_.api) return Fatal(kLxError, "KVM_RUN failed with EFAULT and there is no engine API to ask");
-  kvm_run* run = vcpu_.run;
-  if (run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
-    hugetlb_ras_status st = Check(kPathMemoryFault, false, MemoryFaultGpa(run));
-    if (st.state == HUGETLB_RAS_LOST) return Lost(st, kPathMemoryFault);
-    if (st.state == HUGETLB_RAS_HEALTHY) return;
+bool LinuxMachine::OnEfault(int i) {
+  if (!cfg_.api) {
+    Fatal(i, kLxError, "KVM_RUN failed with EFAULT and there is no engine API to ask");
+    return true;
   }
-  // No address: the frames the engine lost that this VM has not been told of.
+  kvm_run* run = vcpus_[i].run;
+  if (run->exit_reason == KVM_EXIT_MEMORY_FAULT) {  // zeroed before KVM_RUN: never a stale one
+    hugetlb_ras_status st;
+    if (!Check(i, kPathMemoryFault, false, MemoryFaultGpa(run), &st)) return true;
+    if (st.state == HUGETLB_RAS_LOST) {
+      Lost(i, st.gpa, true, kPathMemoryFault, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
+      return true;
+    }
+    if (st.state == HUGETLB_RAS_HEALTHY) return true;
+  }
+  // No address: the frames the engine lost that this vCPU has not seen (its own cursor). Not
+  // tied to this access: action optional, once per VM (the guest unmaps them; an access from
+  // user space then faults in the guest and gets its SIGBUS there).
   hugetlb_ras_lost buf[16];
+  bool told = false;
   int n;
-  while ((n = cfg_.api->next_lost(&lost_cursor_, buf, 16)) > 0) {
+  while ((n = cfg_.api->next_lost(mce_.Cursor(i), buf, 16)) > 0) {
     for (int k = 0; k < n; k++) {
       if (buf[k].size > 4096) continue;
       uint64_t gpa = buf[k].gpa & ~0xfffull;
-      if (std::find(injected_frames_.begin(), injected_frames_.end(), gpa) != injected_frames_.end()) continue;
-      pending_.push_back({gpa, kPathNextLost, buf[k].code ? buf[k].code : 4, 0, true});
+      if (!mce_.FirstAo(gpa)) continue;
+      Lost(i, gpa, false, kPathNextLost, buf[k].code ? buf[k].code : 5, 0);
+      told = true;
     }
   }
-  if (!pending_.empty() && !mce::InProgress(vcpu_.fd)) {
-    InjectNow(pending_.front());
-    pending_.erase(pending_.begin());
-  }
+  return told;
 }
 
-void LinuxMachine::OnMmio() {
+void LinuxMachine::OnMmio(int i) {
   LinuxStats& s = stats_;
-  auto& mmio = vcpu_.run->mmio;
+  kvm_run* run = vcpus_[i].run;
+  auto& mmio = run->mmio;
   uint32_t len = mmio.len > 8 ? 8 : mmio.len;
   const Slot* slot = SlotOf(vm_, mmio.phys_addr, len);
   if (!slot) {
@@ -100,36 +129,34 @@ void LinuxMachine::OnMmio() {
     return;
   }
   s.mmio_in_ram++;
-  if (!cfg_.api) return Fatal(kLxError, "MMIO exit inside guest RAM and no engine API to ask");
-  hugetlb_ras_status st = Check(kPathMmio, false, mmio.phys_addr);
-  uint8_t* hva = slot->hva + (mmio.phys_addr - slot->gpa);
+  if (!cfg_.api) return Fatal(i, kLxError, "MMIO exit inside guest RAM and no engine API to ask");
+  hugetlb_ras_status st;
+  uint64_t gpa = mmio.phys_addr;
+  bool write = mmio.is_write;
+  if (!Check(i, kPathMmio, false, gpa, &st)) {
+    if (!write) RewindMmioRead(vcpus_[i].fd, run, slot_[i]);
+    return;
+  }
+  uint8_t* hva = slot->hva + (gpa - slot->gpa);
   switch (st.state) {
     case HUGETLB_RAS_HEALTHY:
-      if (mmio.is_write) memcpy(hva, mmio.data, len);
+      if (write) memcpy(hva, mmio.data, len);
       else memcpy(mmio.data, hva, len);
       return;
-    case HUGETLB_RAS_LOST: {
-      // KVM retires the access at the next KVM_RUN whatever we answer, and a machine check
-      // injected then arrives after the instruction: a guest process that maps a fresh page over
-      // the lost one and returns from its SIGBUS handler would go on with the bytes we made up.
-      // So complete the access without entering the guest (immediate_exit), put the registers
-      // back as they were before the instruction, and inject: the guest takes the machine check
-      // on the instruction that touched the lost frame, as on hardware, and re-executes it.
-      kvm_regs before;
-      bool rewind = ioctl(vcpu_.fd, KVM_GET_REGS, &before) == 0;
-      if (!mmio.is_write) memset(mmio.data, 0xff, len);
-      if (rewind) {
-        __atomic_store_n(&vcpu_.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-        int r = ioctl(vcpu_.fd, KVM_RUN, 0);
-        int e = errno;
-        __atomic_store_n(&vcpu_.run->immediate_exit, 0, __ATOMIC_SEQ_CST);
-        if (r < 0 && (e == EINTR || e == EAGAIN) && ioctl(vcpu_.fd, KVM_SET_REGS, &before) == 0) s.mmio_rewound++;
+    case HUGETLB_RAS_LOST:
+      if (write) {
+        // RIP is already past the store: dropped, and the guest told by an AO, once.
+        if (mce_.FirstAo(st.gpa)) Lost(i, st.gpa, false, kPathMmio, 5, static_cast<int>(st.whole_huge_page));
+        return;
       }
-      Lost(st, kPathMmio);
+      // A guest process that maps a fresh page over the lost one and returns from its SIGBUS
+      // handler must not go on with made-up bytes: complete without entering the guest, put the
+      // registers back, then the AR on the instruction that touched the frame.
+      if (RewindMmioRead(vcpus_[i].fd, run, slot_[i])) s.mmio_rewound++;
+      Lost(i, st.gpa, true, kPathMmio, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
       return;
-    }
     default:
-      Fatal(kLxError, "MMIO exit inside guest RAM that the engine calls not-RAM");
+      Fatal(i, kLxError, "MMIO exit inside guest RAM that the engine calls not-RAM");
       return;
   }
 }

@@ -79,6 +79,13 @@ class MachineHost {
     }
   }
 
+  // Shutdown, then the machine itself: its KVM fds are closed now, not when JS collects the wrapper.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Shutdown();
+    machine.reset();
+    return info.Env().Undefined();
+  }
+
   // Stops and joins the vCPU threads (kick: no time for the guest to end by itself) and drops the TSFN.
   void Shutdown() {
     if (machine && running_) {

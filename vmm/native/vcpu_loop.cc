@@ -3,6 +3,7 @@
 #include "vcpu_loop.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -29,32 +30,30 @@ std::string DescribeVcpu(int fd) {
 
 void Machine::Loop(int i) {
   BlockAsyncSignals(KickSignal());
-  sigbus::RegisterThread(i);
+  while (!go_.load(std::memory_order_acquire)) sched_yield();
+  int slot = sigbus::RegisterThread();
+  slot_[i] = slot;
   Vcpu& v = vcpus_[i];
   VcpuStats& s = *stats_[i];
-  std::vector<Pending> pending;  // machine checks waiting for the guest to finish the previous one
   uint64_t unresolved_in_a_row = 0;
-  while (!quit_.load(std::memory_order_relaxed) && s.state.load() == kRunning) {
-    if (!pending.empty() && !mce::InProgress(v.fd)) {
-      InjectNow(i, pending.front());
-      pending.erase(pending.begin());
-    }
+  if (slot < 0) Fatal(i, kError, "no free SIGBUS slot for this vCPU thread");
+  while (s.state.load() == kRunning && EnterGate(v.run, &quit_)) {
+    // Broadcast pieces other vCPUs asked for, then the AOs that waited (MCIP, a full bank).
+    mce_.BeforeRun(i, v.fd);
     s.runs++;
-    int r = ioctl(v.fd, KVM_RUN, 0);
+    int r = RunVcpu(v.fd, v.run, slot);
     if (r < 0) {
       int e = errno;
-      if (e == EINTR || e == EAGAIN) {
-        // No SIGBUS: the engine stalled this thread for a recoverable report, or a kick.
+      if (e == EINTR || e == EAGAIN || e == EHWPOISON) {
+        // No SIGBUS: the engine stalled this thread for a recoverable report, a kick, or a nudge.
+        if (e == EHWPOISON) s.hwpoison++;
         uint64_t hva;
-        if (TookSigbus(i, &s, &hva)) OnSigbus(i, hva, &pending);
+        if (TookSigbus(slot, &s, &hva)) OnSigbus(i, hva);
         continue;
       }
       if (e == EFAULT) {
         s.efault++;
-        size_t before = pending.size();
-        uint64_t inj = s.injected.load();
-        OnEfault(i, &pending);
-        if (pending.size() == before && s.injected.load() == inj) {
+        if (!OnEfault(i)) {
           if (!EfaultUnresolved(&s.efault_unresolved, &unresolved_in_a_row)) {
             Fatal(i, kError, "KVM_RUN keeps failing with EFAULT and the engine names no lost frame");
             break;
@@ -71,10 +70,10 @@ void Machine::Loop(int i) {
     switch (v.run->exit_reason) {
       case KVM_EXIT_IO:
         s.pio++;
-        if (!OnPio(i, &pending)) goto out;
+        if (!OnPio(i)) goto out;
         break;
       case KVM_EXIT_MMIO:
-        OnMmio(i, &pending);
+        OnMmio(i);
         break;
       case KVM_EXIT_HLT:
         if (s.state == kRunning) s.state = kHalted;
@@ -98,11 +97,11 @@ void Machine::Loop(int i) {
   }
 out:
   if (quit_.load() && s.state.load() == kRunning) s.state = kKicked;
-  sigbus::UnregisterThread(i);
+  sigbus::UnregisterThread(slot);
   s.done = true;
 }
 
-bool Machine::OnPio(int i, std::vector<Pending>*) {
+bool Machine::OnPio(int i) {
   Vcpu& v = vcpus_[i];
   VcpuStats& s = *stats_[i];
   auto& io = v.run->io;

@@ -17,6 +17,7 @@
 #include "hugetlb_ras.h"
 #include "kvm_vm.h"
 #include "mce.h"
+#include "mce_delivery.h"
 #include "proto.h"
 #include "vcpu_thread.h"
 
@@ -27,6 +28,7 @@ enum RunState { kRunning = 0, kBye = 1, kHalted = 2, kFatal = 3, kError = 4, kKi
 struct VcpuStats {
   std::atomic<uint64_t> runs{0}, pio{0}, mmio_in_ram{0}, mmio_outside{0}, efault{0}, efault_unresolved{0};
   std::atomic<uint64_t> eintr{0}, eintr_sigbus{0}, injected{0}, deferred{0}, inject_failed{0};
+  std::atomic<uint64_t> injected_ao{0}, pieces{0}, merged{0}, disabled{0}, shutdown{0}, mmio_rewound{0}, hwpoison{0};
   std::atomic<uint64_t> healthy{0}, recovering{0}, lost{0}, not_ram{0};
   std::atomic<uint64_t> passes{0}, verified{0}, wrong_bytes{0}, filled{0}, guest_mces{0};
   std::atomic<int> state{kRunning};
@@ -41,7 +43,8 @@ struct Config {
   std::vector<ras_guest_range> ranges;
   const hugetlb_ras_api* api = nullptr;
   int wait_ms = HUGETLB_RAS_WAIT_MS_DEFAULT;
-  int pass_event_ms = 200;  // at most one PASS event per vCPU per this many ms (counters are exact)
+  int pass_event_ms = 200;
+  uint64_t mc_touch = 0;    // tests: a GPA the guest's #MC handler reads before clearing MCIP  // at most one PASS event per vCPU per this many ms (counters are exact)
 };
 
 class Machine {
@@ -63,22 +66,20 @@ class Machine {
   uint64_t duplicate_injections() const { return dup_.load(); }
 
  private:
-  struct Pending {
-    uint64_t gpa;
-    int path;
-    int code;
-    int whole;
-  };
   void Loop(int i);
-  bool OnPio(int i, std::vector<Pending>* pending);
-  void OnMmio(int i, std::vector<Pending>* pending);
-  void OnEfault(int i, std::vector<Pending>* pending);
-  void OnSigbus(int i, uint64_t hva, std::vector<Pending>* pending);
-  // Asks the engine until it has an answer that is not RECOVERING; records stalls.
-  hugetlb_ras_status Check(int i, int path, bool by_hva, uint64_t addr);
-  void Lost(int i, const hugetlb_ras_status& st, int path, std::vector<Pending>* pending, bool now);
-  bool DrainNextLost(int i, std::vector<Pending>* pending);
-  bool InjectNow(int i, const Pending& p);
+  bool OnPio(int i);
+  void OnMmio(int i);
+  // Returns true when it told the guest something (a machine check decided for this exit).
+  bool OnEfault(int i);
+  void OnSigbus(int i, uint64_t hva);
+  // Asks the engine until it has an answer that is not RECOVERING; records stalls. False when
+  // there is no answer (stop requested, still recovering after wait_ms: the access re-faults).
+  bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st);
+  // A machine check for the frame this vCPU's access named (AR) or one it did not (AO).
+  void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole);
+  bool DrainNextLost(int i);
+  void Outcome(int i, const ras_vmm::Outcome& o);
+  void Nudge(int i);
   bool OursHva(uint64_t hva) const;
   void Post(Event&& e);
   void Fatal(int i, int state, const std::string& why);
@@ -90,11 +91,13 @@ class Machine {
   std::vector<std::thread> threads_;
   std::vector<uint64_t> last_pass_event_ns_;
   std::atomic<bool> quit_{false};
+  std::atomic<bool> go_{false};
   Sink sink_;
-  std::mutex lost_mu_;        // next_lost cursor and the frames already injected
-  uint64_t lost_cursor_ = 0;
+  Delivery mce_;
+  std::vector<int> slot_;     // each vCPU thread's sigbus slot
+  std::mutex lost_mu_;        // the frames a machine check was injected for (AR or AO)
   std::set<uint64_t> injected_;
-  std::atomic<uint64_t> dup_{0};
+  std::atomic<uint64_t> dup_{0};  // AR for a frame already injected (another access to it)
   bool started_ = false;
 };
 

@@ -2,6 +2,7 @@
 // threads (Start, Kick, Join), the guest's stop flag, and the events and errors it posts. The vCPU
 // loop is in vcpu_loop.cc, its memory-error handling in vcpu_memory.cc.
 #include <pthread.h>
+#include <sched.h>
 
 #include "sigbus.h"
 #include "vcpu_loop.h"
@@ -50,6 +51,7 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
   gc->ncpus = static_cast<uint64_t>(cfg.vcpus);
   gc->seed = cfg.seed;
   gc->stop = 0;
+  gc->mc_touch = cfg.mc_touch;
   gc->nranges = cfg.ranges.size();
   for (size_t i = 0; i < cfg.ranges.size(); i++) gc->ranges[i] = cfg.ranges[i];
   vcpus_.resize(cfg.vcpus);
@@ -58,6 +60,10 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
     if (!CreateVcpu(&vm_, i, &vcpus_[i])) return false;
   }
   last_pass_event_ns_.assign(cfg.vcpus, 0);
+  slot_.assign(cfg.vcpus, -1);
+  mce_.Init(
+      mce::ModelOf(vm_), vm_.mcg_cap, cfg.vcpus, [this](int k) { Nudge(k); },
+      [this](int k, const ras_vmm::Outcome& o) { Outcome(k, o); });
   return true;
 }
 
@@ -66,13 +72,15 @@ bool Machine::Start(Sink sink) {
   InstallWakeHandler(KickSignal());
   if (cfg_.api) {
     // Frames lost before this VM started are not news to it (its own are found by the guest's accesses).
-    std::lock_guard<std::mutex> lock(lost_mu_);
     hugetlb_ras_lost buf[64];
-    while (cfg_.api->next_lost(&lost_cursor_, buf, 64) > 0) {
-    }
+    for (int i = 0; i < vcpus(); i++)
+      while (cfg_.api->next_lost(mce_.Cursor(i), buf, 64) > 0) {
+      }
   }
   started_ = true;
+  threads_.reserve(vcpus());
   for (int i = 0; i < vcpus(); i++) threads_.emplace_back(&Machine::Loop, this, i);
+  go_.store(true, std::memory_order_release);  // every thread exists: vCPUs may nudge each other
   return true;
 }
 
@@ -87,6 +95,12 @@ void Machine::Kick() {
     if (stats_[i]->done.load()) continue;
     Wake(vcpus_[i].run, threads_[i], KickSignal());
   }
+}
+
+// Out of KVM_RUN once (a broadcast piece or a deferred AO for it), not for good.
+void Machine::Nudge(int i) {
+  if (!started_ || i >= static_cast<int>(threads_.size()) || stats_[i]->done.load()) return;
+  Wake(vcpus_[i].run, threads_[i], KickSignal());
 }
 
 bool Machine::AllDone() const {

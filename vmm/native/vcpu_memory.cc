@@ -1,7 +1,9 @@
 // vcpu_memory: the bare-metal Machine's side of the memory-error contract (include/hugetlb_ras.h):
-// a SIGBUS, an EFAULT from KVM_RUN or an MMIO exit inside guest RAM is a question to the engine, a
-// LOST frame a machine check (AR) for exactly that 4 KiB, injected now or when the guest has
-// finished the previous one.
+// a SIGBUS, an EFAULT from KVM_RUN or an MMIO exit inside guest RAM is a question to the engine.
+// A LOST frame this vCPU's access named gets an action-required machine check on this vCPU (each
+// access its own); a frame only next_lost() names, an action-optional one, once per VM. How they
+// reach the vCPUs (AR now, AO when the guest can take it, Intel broadcast or LMCE) is mce_delivery.
+#include <errno.h>
 #include <string.h>
 
 #include "vcpu_loop.h"
@@ -21,109 +23,131 @@ const char* StateName(uint32_t s) {
 
 }  // namespace
 
-hugetlb_ras_status Machine::Check(int i, int path, bool by_hva, uint64_t addr) {
+bool Machine::Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st) {
   VcpuStats& s = *stats_[i];
-  hugetlb_ras_status st = {};
   uint64_t t0 = NowNs();
-  int rc = AskEngine(cfg_.api, cfg_.wait_ms, by_hva, addr, &st, &s.recovering);
+  int rc = AskEngine(cfg_.api, cfg_.wait_ms, by_hva, addr, st, &s.recovering, &quit_);
+  if (rc == -ECANCELED) return false;  // stop(): the loop ends at its gate
+  if (rc == -ETIMEDOUT) {
+    // Still recovering after wait_ms: re-enter; the access re-faults and asks again.
+    Event e{kEvStall, i, {static_cast<uint64_t>(path), addr, NowNs() - t0, HUGETLB_RAS_RECOVERING, by_hva ? 1u : 0u, 0, 0, 0}, "recovering"};
+    Post(std::move(e));
+    return false;
+  }
   if (rc != 0) {
     Fatal(i, kError, "check_" + std::string(by_hva ? "hva" : "gpa") + " failed: " + std::to_string(rc));
-    st.state = HUGETLB_RAS_NOT_RAM;
-    return st;
+    return false;
   }
   uint64_t ns = NowNs() - t0;
-  CountAnswer(&s, st.state);
-  if (st.state != HUGETLB_RAS_LOST) {
+  CountAnswer(&s, st->state);
+  if (st->state != HUGETLB_RAS_LOST) {
     // The exit that found the poison to the re-entry: a stall of this vCPU.
-    Event e{kEvStall, i, {static_cast<uint64_t>(path), addr, ns, st.state, by_hva ? 1u : 0u, 0, 0, 0}, StateName(st.state)};
+    Event e{kEvStall, i, {static_cast<uint64_t>(path), addr, ns, st->state, by_hva ? 1u : 0u, 0, 0, 0}, StateName(st->state)};
     Post(std::move(e));
   }
-  return st;
+  return true;
 }
 
-void Machine::Lost(int i, const hugetlb_ras_status& st, int path, std::vector<Pending>* pending, bool now) {
-  Pending p{st.gpa & ~0xfffull, path, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page)};
-  {
+void Machine::Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) {
+  gpa &= ~0xfffull;
+  if (ar) {
     std::lock_guard<std::mutex> lock(lost_mu_);
-    if (!injected_.insert(p.gpa).second) dup_++;
+    if (!injected_.insert(gpa).second) dup_++;
   }
-  if (now && !mce::InProgress(vcpus_[i].fd)) {
-    InjectNow(i, p);
-    return;
-  }
-  stats_[i]->deferred++;
-  pending->push_back(p);
+  mce_.Deliver(i, vcpus_[i].fd, gpa, ar, path, code, whole);
 }
 
-bool Machine::InjectNow(int i, const Pending& p) {
+void Machine::Outcome(int i, const ras_vmm::Outcome& o) {
   VcpuStats& s = *stats_[i];
-  mce::Bits b;
-  // The guest touched it (every path here is an access by this vCPU): action required.
-  int err = mce::Inject(vcpus_[i].fd, vm_.amd, p.gpa, true, &b);
-  if (err) s.inject_failed++;
-  else s.injected++;
-  Event e{kEvInjected, i, {p.gpa, static_cast<uint64_t>(p.path), b.status, b.mcg_status, b.misc, static_cast<uint64_t>(p.whole),
-                           static_cast<uint64_t>(p.code), static_cast<uint64_t>(err)}, {}};
+  const mce::Decision& d = o.d;
+  if (o.piece) {
+    if (d.verdict == mce::kMerged) s.merged++;
+    else if (d.verdict == mce::kDisabled) s.disabled++;
+    else if (o.err) s.inject_failed++;
+    else s.pieces++;
+  } else {
+    switch (d.verdict) {
+      case mce::kInject:
+        if (o.err) s.inject_failed++;
+        else {
+          s.injected++;
+          if (!o.ar) s.injected_ao++;
+        }
+        break;
+      case mce::kDefer: s.deferred++; break;
+      case mce::kDisabled: s.disabled++; break;
+      case mce::kShutdown: s.shutdown++; break;
+      default: break;
+    }
+  }
+  if (d.verdict == mce::kDisabled && o.ar)
+    Fatal(i, kFatal, "the guest turned uncorrected machine-check reporting off (MCG_CTL/MCi_CTL): a lost frame it touched cannot be reported");
+  uint64_t flags = static_cast<uint64_t>(o.whole & 1) | (static_cast<uint64_t>(d.inj.bank) << 8) |
+                   (static_cast<uint64_t>(d.verdict) << 16) | (d.lmce ? 1ull << 24 : 0) | (d.broadcast ? 2ull << 24 : 0) |
+                   (o.piece ? 4ull << 24 : 0) | (d.over ? 8ull << 24 : 0);
+  Event e{kEvInjected, i, {o.gpa, static_cast<uint64_t>(o.path), d.inj.status, d.inj.mcg_status, d.inj.misc, flags,
+                           static_cast<uint64_t>(o.code), static_cast<uint64_t>(o.err)},
+          o.piece ? "piece" : (o.ar ? "AR" : "AO")};
   Post(std::move(e));
-  return err == 0;
 }
 
-void Machine::OnSigbus(int i, uint64_t hva, std::vector<Pending>* pending) {
+void Machine::OnSigbus(int i, uint64_t hva) {
   if (!cfg_.api) {
     Fatal(i, kError, "SIGBUS on a vCPU and no engine API to ask");
     return;
   }
-  hugetlb_ras_status st = Check(i, kPathSigbus, true, hva);
-  if (st.state == HUGETLB_RAS_LOST) Lost(i, st, kPathSigbus, pending, true);
+  hugetlb_ras_status st;
+  if (!Check(i, kPathSigbus, true, hva, &st)) return;
+  if (st.state == HUGETLB_RAS_LOST) Lost(i, st.gpa, true, kPathSigbus, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
   else if (st.state == HUGETLB_RAS_NOT_RAM) Fatal(i, kError, "SIGBUS outside guest RAM (QEMU would abort)");
 }
 
-bool Machine::DrainNextLost(int i, std::vector<Pending>* pending) {
+bool Machine::DrainNextLost(int i) {
   hugetlb_ras_lost buf[16];
-  std::vector<Pending> fresh;
-  {
-    std::lock_guard<std::mutex> lock(lost_mu_);
-    int n;
-    while ((n = cfg_.api->next_lost(&lost_cursor_, buf, 16)) > 0) {
-      for (int k = 0; k < n; k++) {
-        uint64_t gpa = buf[k].gpa & ~0xfffull;
-        // A whole huge page (refused): which of its frames this vCPU touched is not known here;
-        // the check_* paths (SIGBUS, MMIO, memory_fault) name the frame, one machine check each.
-        if (buf[k].size > 4096) continue;
-        if (!OursHva(buf[k].hva) || injected_.count(gpa)) continue;
+  bool told = false;
+  int n;
+  // This vCPU's own cursor: what another vCPU drained is still news here.
+  while ((n = cfg_.api->next_lost(mce_.Cursor(i), buf, 16)) > 0) {
+    for (int k = 0; k < n; k++) {
+      uint64_t gpa = buf[k].gpa & ~0xfffull;
+      // A whole huge page (refused): which of its frames was touched is not known here; the
+      // check_* paths (SIGBUS, MMIO, memory_fault) name the frame, one machine check each.
+      if (buf[k].size > 4096 || !OursHva(buf[k].hva)) continue;
+      // Not tied to this access (no address came with it): action optional, once per VM.
+      if (!mce_.FirstAo(gpa)) continue;
+      {
+        std::lock_guard<std::mutex> lock(lost_mu_);
         injected_.insert(gpa);
-        fresh.push_back({gpa, kPathNextLost, buf[k].code ? buf[k].code : 4, 0});
       }
+      mce_.Deliver(i, vcpus_[i].fd, gpa, false, kPathNextLost, buf[k].code ? buf[k].code : 5, 0);
+      told = true;
     }
   }
-  for (const Pending& p : fresh) pending->push_back(p);
-  if (!pending->empty() && !mce::InProgress(vcpus_[i].fd)) {
-    InjectNow(i, pending->front());
-    pending->erase(pending->begin());
-  }
-  return !fresh.empty();
+  return told;
 }
 
-void Machine::OnEfault(int i, std::vector<Pending>* pending) {
+bool Machine::OnEfault(int i) {
   if (!cfg_.api) {
     Fatal(i, kError, "KVM_RUN failed with EFAULT and there is no engine API to ask (QEMU would abort)");
-    return;
+    return true;
   }
   kvm_run* run = vcpus_[i].run;
-  if (run->exit_reason == KVM_EXIT_MEMORY_FAULT) {
-    hugetlb_ras_status st = Check(i, kPathMemoryFault, false, MemoryFaultGpa(run));
+  if (run->exit_reason == KVM_EXIT_MEMORY_FAULT) {  // zeroed before KVM_RUN: never a stale one
+    hugetlb_ras_status st;
+    if (!Check(i, kPathMemoryFault, false, MemoryFaultGpa(run), &st)) return true;
     if (st.state == HUGETLB_RAS_LOST) {
-      Lost(i, st, kPathMemoryFault, pending, true);
-      return;
+      Lost(i, st.gpa, true, kPathMemoryFault, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
+      return true;
     }
-    if (st.state == HUGETLB_RAS_HEALTHY) return;
+    if (st.state == HUGETLB_RAS_HEALTHY) return true;
   }
-  DrainNextLost(i, pending);
+  return DrainNextLost(i);
 }
 
-void Machine::OnMmio(int i, std::vector<Pending>* pending) {
+void Machine::OnMmio(int i) {
   VcpuStats& s = *stats_[i];
-  auto& mmio = vcpus_[i].run->mmio;
+  kvm_run* run = vcpus_[i].run;
+  auto& mmio = run->mmio;
   uint32_t len = mmio.len > 8 ? 8 : mmio.len;
   const Slot* slot = SlotOf(vm_, mmio.phys_addr, len);
   if (!slot) {
@@ -136,20 +160,34 @@ void Machine::OnMmio(int i, std::vector<Pending>* pending) {
     Fatal(i, kError, "MMIO exit inside guest RAM and no engine API to ask");
     return;
   }
-  hugetlb_ras_status st = Check(i, kPathMmio, false, mmio.phys_addr);
-  uint8_t* hva = slot->hva + (mmio.phys_addr - slot->gpa);
+  hugetlb_ras_status st;
+  uint64_t gpa = mmio.phys_addr;
+  bool write = mmio.is_write;
+  if (!Check(i, kPathMmio, false, gpa, &st)) {
+    // No answer (stop, or still recovering): KVM retires the access at the next KVM_RUN; a read
+    // is put back so that it re-executes and asks again.
+    if (!write) RewindMmioRead(vcpus_[i].fd, run, slot_[i]);
+    return;
+  }
+  uint8_t* hva = slot->hva + (gpa - slot->gpa);
   switch (st.state) {
     case HUGETLB_RAS_HEALTHY:
-      // Readable RAM: KVM cannot retry the access, so complete it with the RAM's own bytes.
-      if (mmio.is_write) memcpy(hva, mmio.data, len);
+      // Readable RAM: KVM cannot retry the access, so complete it with the RAM's own bytes. (A
+      // frame lost between the answer and this copy kills the VMM cleanly: sigbus.h.)
+      if (write) memcpy(hva, mmio.data, len);
       else memcpy(mmio.data, hva, len);
       return;
     case HUGETLB_RAS_LOST:
-      // KVM completes the instruction at the next KVM_RUN whatever we do; the machine check is
-      // queued first, so the guest takes it before its next instruction and never uses the value
-      // (all ones) that lands in the destination register.
-      if (!mmio.is_write) memset(mmio.data, 0xff, len);
-      Lost(i, st, kPathMmio, pending, true);
+      if (write) {
+        // KVM already advanced RIP past the store: there is no instruction to fault. The store
+        // is dropped (the frame is lost); the guest learns of the frame by an AO, once.
+        if (mce_.FirstAo(st.gpa)) Lost(i, st.gpa, false, kPathMmio, 5, static_cast<int>(st.whole_huge_page));
+        return;
+      }
+      // Complete without entering the guest, put the registers back, then the AR: taken on the
+      // instruction that touched the frame (EIPV right), which re-executes after the handler.
+      if (RewindMmioRead(vcpus_[i].fd, run, slot_[i])) s.mmio_rewound++;
+      Lost(i, st.gpa, true, kPathMmio, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
       return;
     default:
       Fatal(i, kError, "MMIO exit inside guest RAM that the engine calls " + std::string(StateName(st.state)));

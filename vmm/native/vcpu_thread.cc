@@ -5,6 +5,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <errno.h>
+#include <sys/ioctl.h>
+
+#include <algorithm>
 #include <mutex>
 
 namespace ras_vmm {
@@ -65,15 +69,42 @@ uint64_t MemoryFaultGpa(const kvm_run* run) {
 }
 
 int AskEngine(const hugetlb_ras_api* api, int wait_ms, bool by_hva, uint64_t addr, hugetlb_ras_status* st,
-              std::atomic<uint64_t>* recovering) {
-  for (int tries = 0; tries < 100; tries++) {
+              std::atomic<uint64_t>* recovering, const std::atomic<bool>* quit) {
+  uint64_t deadline = NowNs() + static_cast<uint64_t>(wait_ms > 0 ? wait_ms : 0) * 1000000ull;
+  for (;;) {
+    if (quit && quit->load()) return -ECANCELED;
     *st = {};
-    int rc = by_hva ? api->check_hva(addr, wait_ms, st) : api->check_gpa(addr, wait_ms, st);
-    if (rc != 0) return rc;
-    if (st->state != HUGETLB_RAS_RECOVERING) break;
-    (*recovering)++;
+    uint64_t now = NowNs();
+    int slice = now >= deadline ? 0 : static_cast<int>(std::min<uint64_t>((deadline - now) / 1000000ull, kAskSliceMs));
+    int rc = by_hva ? api->check_hva(addr, slice, st) : api->check_gpa(addr, slice, st);
+    if (rc == 0 && st->state != HUGETLB_RAS_RECOVERING) return 0;
+    if (rc != 0 && rc != -EAGAIN && rc != -EINTR && rc != -ETIMEDOUT) return rc;
+    if (rc == 0) (*recovering)++;
+    if (NowNs() >= deadline) {
+      st->state = HUGETLB_RAS_RECOVERING;
+      return -ETIMEDOUT;
+    }
+    if (rc != 0 || slice == 0) {  // a transient error, or an engine that does not wait: pace it
+      timespec ts = {0, 1000000};
+      nanosleep(&ts, nullptr);
+    }
   }
-  return 0;
+}
+
+bool EnterGate(kvm_run* run, const std::atomic<bool>* quit, void (*between)(void*), void* arg) {
+  __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+  if (between) between(arg);
+  return !quit->load(std::memory_order_seq_cst);
+}
+
+int RunVcpu(int fd, kvm_run* run, int sigbus_slot) {
+  run->exit_reason = KVM_EXIT_UNKNOWN;
+  sigbus::EnterRun(sigbus_slot);
+  int r = ioctl(fd, KVM_RUN, 0);
+  int e = errno;
+  sigbus::LeaveRun(sigbus_slot);
+  errno = e;
+  return r;
 }
 
 bool EfaultUnresolved(std::atomic<uint64_t>* count, uint64_t* in_a_row) {
@@ -82,6 +113,24 @@ bool EfaultUnresolved(std::atomic<uint64_t>* count, uint64_t* in_a_row) {
   timespec ts = {0, 200000};
   nanosleep(&ts, nullptr);
   return true;
+}
+
+bool RewindMmioRead(int fd, kvm_run* run, int sigbus_slot) {
+  kvm_regs before;
+  if (ioctl(fd, KVM_GET_REGS, &before) != 0) return false;
+  uint32_t len = run->mmio.len > 8 ? 8 : run->mmio.len;
+  memset(run->mmio.data, 0xff, len);
+  bool completed = false;
+  for (int k = 0; k < 4 && !completed; k++) {
+    __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+    int r = RunVcpu(fd, run, sigbus_slot);
+    int e = errno;
+    __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+    if (r < 0 && (e == EINTR || e == EAGAIN)) completed = true;
+    else if (r == 0 && run->exit_reason == KVM_EXIT_MMIO && run->mmio.is_write) continue;  // the write half: dropped
+    else return false;
+  }
+  return completed && ioctl(fd, KVM_SET_REGS, &before) == 0;
 }
 
 }  // namespace ras_vmm

@@ -54,11 +54,38 @@ void Wake(kvm_run* run, std::thread& thread, int sig);
 // kvm_run->memory_fault's gpa (same union as mmio), for headers that predate it.
 uint64_t MemoryFaultGpa(const kvm_run* run);
 
-// Asks the engine about addr (by hva or by gpa) until the answer is not RECOVERING, at most 100
-// times, counting the RECOVERING answers in *recovering. Returns the API's rc (non-zero: the call
-// failed and *st is not an answer).
+// Asks the engine about addr (by hva or by gpa) until the answer is not RECOVERING, counting the
+// RECOVERING answers in *recovering. Each call waits at most kAskSliceMs, and *quit is looked at
+// between calls, so a stop() during a long recovery is seen within a slice; wait_ms bounds the
+// whole question (0: one call). A transient rc (-EAGAIN, -EINTR, -ETIMEDOUT) is asked again.
+// Returns 0 with an answer, -ECANCELED when *quit was set, -ETIMEDOUT when wait_ms passed with
+// RECOVERING answers only (*st then says RECOVERING), or the API's own error (not an answer).
+constexpr int kAskSliceMs = 200;
 int AskEngine(const hugetlb_ras_api* api, int wait_ms, bool by_hva, uint64_t addr, hugetlb_ras_status* st,
-              std::atomic<uint64_t>* recovering);
+              std::atomic<uint64_t>* recovering, const std::atomic<bool>* quit);
+
+// The entry to KVM_RUN, in the order that loses no kick: clear immediate_exit first, then look at
+// quit. A Kick() (quit = true, then immediate_exit = 1 and a signal) that lands anywhere around
+// it either makes this return false or leaves immediate_exit set, so KVM_RUN returns at once.
+// `between` (tests only) runs between the two steps.
+bool EnterGate(kvm_run* run, const std::atomic<bool>* quit, void (*between)(void*) = nullptr, void* arg = nullptr);
+
+// One KVM_RUN: exit_reason zeroed first (an EFAULT leaves it as it was, and a stale
+// KVM_EXIT_MEMORY_FAULT would name an old GPA), the sigbus slot marked inside KVM_RUN around it.
+// Returns the ioctl's result; errno as it left it.
+int RunVcpu(int fd, kvm_run* run, int sigbus_slot);
+
+// An MMIO exit for a READ of a lost frame: KVM retires the instruction at the next KVM_RUN
+// whatever the VMM answers (and a read-modify-write instruction exits a second time for its
+// write). Completes it without entering the guest (immediate_exit; a second, write exit of the
+// same instruction is dropped: the frame is lost), then puts back the registers saved before, so
+// the machine check injected next is taken on the instruction that touched the frame and the
+// guest re-executes it, as on hardware. Returns true when the registers were put back.
+bool RewindMmioRead(int fd, kvm_run* run, int sigbus_slot);
+
+#ifndef EHWPOISON
+#define EHWPOISON 133
+#endif
 
 // Counts the engine's final answer in s.healthy, s.lost or s.not_ram (either machine's stats).
 template <class S>

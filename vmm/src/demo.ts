@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { InjectMode } from '../../src/index';
+import type { MemLock } from './memlock';
 import { runScenario, type PoisonTarget } from './scenario';
 import { kvmAvailable, MiB, type VmmRegionSpec } from './vmm';
 
@@ -15,6 +16,8 @@ export interface KvmDemoOptions {
   /** Include a 1 GiB-page region (default: where a 1 GiB page is free). */
   with1G?: boolean;
   dir?: string;
+  /** Lock the guest RAM as QEMU's -overcommit mem-lock=on|on-fault (mlock / mlock2(MLOCK_ONFAULT)). */
+  memLock?: MemLock;
   print?: (line: string) => void;
 }
 
@@ -75,6 +78,7 @@ export async function runKvmDemo(opts: KvmDemoOptions = {}): Promise<KvmDemoResu
     regions,
     targets,
     mode: opts.mode ?? 'auto',
+    memLock: opts.memLock,
     engine: { reserveBytes: 0 },
     dir2M: path.join(dir, '2M'),
     dir1G: path.join(dir, '1G'),
@@ -110,7 +114,13 @@ export async function runKvmDemo(opts: KvmDemoOptions = {}): Promise<KvmDemoResu
 
 if (require.main === module) {
   const vcpus = Number(process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? 2);
-  runKvmDemo({ vcpus }).then(
+  const ml = process.argv.indexOf('--mem-lock');
+  const memLock = (ml > 0 ? process.argv[ml + 1] : process.argv.find((a) => a.startsWith('--mem-lock='))?.slice(11)) as MemLock | undefined;
+  if (memLock && !['off', 'on', 'on-fault'].includes(memLock)) {
+    console.error(`--mem-lock takes on, on-fault or off, not ${memLock}`);
+    process.exit(2);
+  }
+  runKvmDemo({ vcpus, memLock }).then(
     (r) => {
       process.exitCode = r.ran && !r.ok ? 1 : 0;
     },

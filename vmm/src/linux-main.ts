@@ -1,6 +1,8 @@
 // The Linux guest in the reference VMM, from the command line (the demo, and the lab's child process):
 //   node dist/vmm/src/linux-main.js [--mode madvise|simulate] [--reports AR,AO] [--loglevel N]
-//                                   [--percent N] [--interval MS] [--entry 64|32] [--json] [--quiet]
+//                                   [--percent N] [--interval MS] [--entry 64|32] [--vcpus N]
+//                                   [--mem-lock on|on-fault]
+//                                   [--json] [--quiet]
 // Prints the guest's console, the engine's events and the VMM's machine checks as they happen,
 // one prefixed line each; --json ends with "RESULT <json>". Exit code 0 when every check held.
 import * as fs from 'node:fs';
@@ -33,6 +35,8 @@ async function main(): Promise<number> {
     engine: process.env.RAS_LINUX_ENGINE ? JSON.parse(process.env.RAS_LINUX_ENGINE) : undefined,
     dir2M: process.env.RAS_LINUX_DIR2M,
     entry: arg('entry') === '32' ? 32 : 64,
+    vcpus: arg('vcpus') ? Number(arg('vcpus')) : undefined,
+    memLock: arg('mem-lock') as LinuxScenarioOptions['memLock'],
     onLine: quiet ? undefined : (src, text) => process.stdout.write(`${tag[src]} ${text}\n`),
   };
   const res = await runLinuxScenario(o);

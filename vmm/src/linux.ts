@@ -1,12 +1,13 @@
 // The reference VMM's Linux mode: Debian's own kernel (bzImage) with a small initramfs (busybox and
-// a memory walker, vmm/linux/), one vCPU, guest RAM made of hugetlb-ras regions, the serial console
+// a memory walker, vmm/linux/), N vCPUs, guest RAM made of hugetlb-ras regions, the serial console
 // forwarded line by line. Poison a frame under the walker, let the engine recover the huge page,
 // let the guest kernel handle the machine check for the lost 4 KiB, watch the walker carry on.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { RasEngine, type EngineOptions, type InjectMode, type Region, type RecoveredEvent } from '../../src/index';
-import { EV_ERROR, EV_INJECTED, EV_STALL, PATH_NAMES, packageRoot, vmmNative, type NativeVmEvent } from './native';
+import { EV_ERROR, EV_INJECTED, EV_STALL, PATH_NAMES, decodeMceFlags, packageRoot, vmmNative, type NativeVmEvent } from './native';
+import { lockGuestRam } from './memlock';
 import { MiB, type VmmRegionSpec } from './vmm';
 
 export const EV_CONSOLE = 10;
@@ -16,6 +17,7 @@ export interface LinuxVmStats {
   runs: number; pio: number; pioOther: number; mmioInRam: number; mmioRewound: number; mmioOutside: number;
   efault: number; efaultUnresolved: number; eintr: number; eintrSigbus: number;
   injected: number; injectedAo: number; deferred: number; injectFailed: number; duplicate: number;
+  broadcastPieces: number; merged: number; disabled: number; shutdown: number; hwpoison: number; vcpusEntered: number;
   healthy: number; recovering: number; lost: number; notRam: number; consoleBytes: number; controlReads: number;
   state: 'running' | 'reset' | 'triple-fault' | 'error' | 'kicked';
   done: boolean;
@@ -30,7 +32,8 @@ interface NativeLinuxVm {
   done(): boolean;
   join(): LinuxVmStats;
   stats(): LinuxVmStats;
-  info(): { vendor: string; mcgCap: bigint; bootProtocol: number; entry: bigint; entry64: boolean; initrdGpa: bigint; initrdSize: number; kernelSize: number; e820Ram: { gpa: bigint; size: number }[] };
+  dispose(): void;
+  info(): { vendor: string; mcgCap: bigint; vcpus: number; bootProtocol: number; entry: bigint; entry64: boolean; initrdGpa: bigint; initrdSize: number; kernelSize: number; e820Ram: { gpa: bigint; size: number }[] };
 }
 
 const hex = (v: bigint | number) => '0x' + v.toString(16);
@@ -70,9 +73,11 @@ export function initramfs(): string {
 
 export interface ConsoleLine { ms: number; text: string }
 export interface WalkerTarget { name: string; page: number; pfn: bigint; gpa: bigint }
-export interface Heartbeat { ms: number; pass: number; pages: number; wrong: number; lost: number }
+export interface Heartbeat { ms: number; pass: number; pages: number; wrong: number; lost: number; worker: number; cpu: number }
 export interface WalkerSigbus { ms: number; kind: 'BUS_MCEERR_AR' | 'BUS_MCEERR_AO'; addr: bigint; lsb: number; page: number; pfn: bigint }
-export interface LinuxInjection { ms: number; gpa: bigint; path: string; ar: boolean; status: bigint; mcgStatus: bigint; misc: bigint; errno: number }
+export interface LinuxInjection { ms: number; cpu: number; gpa: bigint; path: string; ar: boolean; status: bigint; mcgStatus: bigint; misc: bigint; errno: number; bank: number; broadcast: boolean; lmce: boolean }
+/** Not a delivered machine check: a deferred AO, a broadcast piece, a merged piece, a shutdown. */
+export interface LinuxMceOutcome { ms: number; cpu: number; gpa: bigint; kind: string; verdict: string; bank: number; errno: number }
 
 export interface LinuxGuestOptions {
   kernel?: string;
@@ -91,6 +96,10 @@ export interface LinuxGuestOptions {
   /** Boot through the 64-bit entry (long mode, default) or the 32-bit one (flat protected mode). */
   entry?: 64 | 32;
   waitMs?: number;
+  /** vCPUs (the guest finds them in an MP table; the walker runs one worker per CPU). Default 1. */
+  vcpus?: number;
+  /** Lock the guest RAM (mlock / mlock2(MLOCK_ONFAULT)), as QEMU's -overcommit mem-lock=on|on-fault. */
+  memLock?: 'off' | 'on' | 'on-fault';
   /** Every console line, engine event and VMM action, as it happens (the demo prints them). */
   onLine?: (source: 'guest' | 'engine' | 'vmm', text: string) => void;
 }
@@ -109,6 +118,7 @@ export class LinuxGuest {
   readonly heartbeats: Heartbeat[] = [];
   readonly sigbus: WalkerSigbus[] = [];
   readonly injections: LinuxInjection[] = [];
+  readonly mceOutcomes: LinuxMceOutcome[] = [];
   readonly recovered: RecoveredEvent[] = [];
   readonly errors: string[] = [];
   bye?: { passes: number; wrong: number; lost: number };
@@ -142,8 +152,10 @@ export class LinuxGuest {
     const kernel = o.kernel ?? findKernel();
     if (!kernel) throw new Error('no Linux kernel: set RAS_LINUX_KERNEL or run the lab once (lab/cache/kernels/6.12/*/vmlinuz)');
     const initrd = o.initrd ?? initramfs();
-    const native = vmmNative() as unknown as { installSigbusHandler(): { installed: boolean }; LinuxVm: new (x: unknown) => NativeLinuxVm };
-    if (!native.installSigbusHandler().installed) throw new Error('could not install the VMM SIGBUS handler');
+    const native = vmmNative() as unknown as { installSigbusHandler(): { installed: boolean; anotherHandlerFirst: boolean }; LinuxVm: new (x: unknown) => NativeLinuxVm };
+    const h = native.installSigbusHandler();
+    if (h.anotherHandlerFirst) throw new Error('another SIGBUS handler owns SIGBUS: install the VMM\'s handler first, then open the engine');
+    if (!h.installed) throw new Error('could not install the VMM SIGBUS handler');
     const engine = RasEngine.open(o.engine ?? {});
     const root = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
     const dirs = { '2M': o.dir2M ?? path.join(root, '2M'), '1G': o.dir1G ?? path.join(root, '1G') };
@@ -161,7 +173,9 @@ export class LinuxGuest {
       for (const s of specs) {
         const file = path.join(dirs[s.pageSize], `linux-${process.pid}-${s.name}`);
         files.push(file);
-        regions.set(s.name, engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr }));
+        const r = engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr });
+        regions.set(s.name, r);
+        lockGuestRam(r.address, s.size, o.memLock ?? 'off');
       }
       const vm = new native.LinuxVm({
         api: engine.nativeApi(),
@@ -171,6 +185,7 @@ export class LinuxGuest {
         cmdline,
         entry64: (o.entry ?? 64) === 64,
         waitMs: o.waitMs,
+        vcpus: o.vcpus ?? 1,
       });
       return new LinuxGuest(engine, vm, regions, files, specs, cmdline, o.onLine);
     } catch (e) {
@@ -208,17 +223,23 @@ export class LinuxGuest {
       let m: RegExpExecArray | null;
       if ((m = /^walker: target (\w+) page=(\d+) va=\S+ pfn=(0x[0-9a-f]+) gpa=(0x[0-9a-f]+)/.exec(b)))
         this.targets.push({ name: m[1], page: Number(m[2]), pfn: BigInt(m[3]), gpa: BigInt(m[4]) });
-      else if ((m = /^walker: heartbeat pass=(\d+) pages=(\d+) wrong=(\d+) lost=(\d+)/.exec(b)))
-        this.heartbeats.push({ ms, pass: Number(m[1]), pages: Number(m[2]), wrong: Number(m[3]), lost: Number(m[4]) });
+      else if ((m = /^walker: heartbeat pass=(\d+) pages=(\d+) wrong=(\d+) lost=(\d+)(?: ms=\d+ worker=(\d+) cpu=(-?\d+))?/.exec(b)))
+        this.heartbeats.push({ ms, pass: Number(m[1]), pages: Number(m[2]), wrong: Number(m[3]), lost: Number(m[4]), worker: Number(m[5] ?? 0), cpu: Number(m[6] ?? 0) });
       else if ((m = /^walker: SIGBUS (BUS_MCEERR_A[RO]) addr=(0x[0-9a-f]+) lsb=(\d+) page=(\d+) pfn=(0x[0-9a-f]+)/.exec(b)))
         this.sigbus.push({ ms, kind: m[1] as WalkerSigbus['kind'], addr: BigInt(m[2]), lsb: Number(m[3]), page: Number(m[4]), pfn: BigInt(m[5]) });
       else if ((m = /^walker: bye passes=(\d+) wrong=(\d+) lost=(\d+)/.exec(b)))
         this.bye = { passes: Number(m[1]), wrong: Number(m[2]), lost: Number(m[3]) };
     } else if (e.type === EV_INJECTED) {
       const v = e.v;
-      const inj: LinuxInjection = { ms, gpa: v[0], path: PATH_NAMES[Number(v[1])] ?? 'vmm', ar: e.text !== 'AO', status: v[2], mcgStatus: v[3], misc: v[4], errno: Number(v[7]) };
+      const f = decodeMceFlags(v[5]);
+      if (f.verdict !== 'inject' || f.piece) {
+        this.mceOutcomes.push({ ms, cpu: e.cpu, gpa: v[0], kind: e.text ?? '', verdict: f.verdict, bank: f.bank, errno: Number(v[7]) });
+        this.onLine('vmm', `vCPU ${e.cpu}: machine check ${e.text} for gpa ${hex(v[0])}: ${f.verdict}${f.piece ? ` (broadcast piece, bank ${f.bank})` : ''}`);
+        return;
+      }
+      const inj: LinuxInjection = { ms, cpu: e.cpu, gpa: v[0], path: PATH_NAMES[Number(v[1])] ?? 'vmm', ar: e.text === 'AR', status: v[2], mcgStatus: v[3], misc: v[4], errno: Number(v[7]), bank: f.bank, broadcast: f.broadcast, lmce: f.lmce };
       this.injections.push(inj);
-      this.onLine('vmm', `machine check ${inj.ar ? 'AR' : 'AO'} injected for gpa ${hex(inj.gpa)} (pfn ${hex(inj.gpa >> 12n)}) via ${inj.path}: MCi_STATUS ${hex(inj.status)} MCG_STATUS ${hex(inj.mcgStatus)} MCi_MISC ${hex(inj.misc)}${inj.errno ? ` FAILED errno ${inj.errno}` : ''}`);
+      this.onLine('vmm', `vCPU ${inj.cpu}: machine check ${inj.ar ? 'AR' : 'AO'} injected for gpa ${hex(inj.gpa)} (pfn ${hex(inj.gpa >> 12n)}) via ${inj.path}: bank ${inj.bank} MCi_STATUS ${hex(inj.status)} MCG_STATUS ${hex(inj.mcgStatus)} MCi_MISC ${hex(inj.misc)}${inj.broadcast ? ', broadcast' : ''}${inj.lmce ? ', LMCE' : ''}${inj.errno ? ` FAILED errno ${inj.errno}` : ''}`);
     } else if (e.type === EV_STALL) {
       this.onLine('vmm', `vCPU stalled ${(Number(e.v[2]) / 1e6).toFixed(2)} ms on ${PATH_NAMES[Number(e.v[0])]} ${hex(e.v[1])}: ${['not-ram', 'healthy', 'recovering', 'lost'][Number(e.v[3])]}`);
     } else if (e.type === EV_ERROR) {
@@ -227,7 +248,7 @@ export class LinuxGuest {
     } else if (e.type === EV_EXIT) {
       const st = ['running', 'reset', 'triple-fault', 'error', 'kicked'][Number(e.v[0])] ?? 'unknown';
       this.exit = { state: st, ms: Number(e.v[1] / 1000000n) };
-      this.onLine('vmm', `vCPU left: ${st} after ${(this.exit.ms / 1000).toFixed(1)} s`);
+      this.onLine('vmm', `vCPUs left: ${st} after ${(this.exit.ms / 1000).toFixed(1)} s`);
     }
   }
 
@@ -275,11 +296,15 @@ export class LinuxGuest {
     if (this.started) {
       this.vm.requestStop();
       const t0 = Date.now();
+      let kickedAt = 0;
       while (!this.vm.done()) {
-        if (Date.now() - t0 > timeoutMs) {
+        if (!kickedAt && Date.now() - t0 > timeoutMs) {
           this.errors.push(`the guest did not shut down within ${timeoutMs} ms`);
+          kickedAt = Date.now();
           this.vm.kick();
         }
+        // A kick is seen within one engine-question slice: never wait on it for ever.
+        if (kickedAt && Date.now() - kickedAt > 10_000) throw new Error('stop(): vCPU threads still running 10 s after the kick');
         await sleep(10);
       }
     }
@@ -292,8 +317,7 @@ export class LinuxGuest {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.vm.kick();
-    this.vm.join();
+    this.vm.dispose(); // kick, join, and the KVM fds closed now
     this.engine.close();
     for (const f of this.files) fs.rmSync(f, { force: true });
   }

@@ -15,6 +15,7 @@ export interface NativeVmOptions {
   image: Buffer;
   waitMs?: number;
   passEventMs?: number;
+  mcTouchGpa?: bigint;
 }
 
 /** One event from a vCPU thread; v holds the raw values (see vmm/native/vcpu_loop.h). */
@@ -75,6 +76,17 @@ export interface NativeVm {
   join(): NativeVmStats;
   stats(): NativeVmStats;
   info(): { vendor: string; mcgCap: bigint; cpuid1Edx: number; cpuid80000007Ebx?: number };
+  /** Kicks and joins what still runs, then closes the VM's KVM fds (not left to the GC). */
+  dispose(): void;
+}
+
+/** v[5] of an EV_INJECTED event: whole | bank << 8 | verdict << 16 | flags << 24. */
+export const MCE_VERDICTS = ['inject', 'defer', 'disabled', 'shutdown', 'merged'] as const;
+export type MceVerdict = (typeof MCE_VERDICTS)[number];
+export function decodeMceFlags(v5: bigint): { wholeHugePage: boolean; bank: number; verdict: MceVerdict; lmce: boolean; broadcast: boolean; piece: boolean; over: boolean } {
+  const n = Number(v5);
+  const f = (n >>> 24) & 0xff;
+  return { wholeHugePage: (n & 1) === 1, bank: (n >>> 8) & 0xff, verdict: MCE_VERDICTS[(n >>> 16) & 0xff] ?? 'inject', lmce: (f & 1) !== 0, broadcast: (f & 2) !== 0, piece: (f & 4) !== 0, over: (f & 8) !== 0 };
 }
 
 export interface SigbusCounters {
@@ -84,6 +96,8 @@ export interface SigbusCounters {
   total: number;
   otherThread: number;
   nullUcontext: number;
+  /** Action-optional SIGBUSes on a vCPU thread outside KVM_RUN (ignored: nothing re-executes). */
+  outsideRun: number;
   lastCode: number;
   lastLsb: number;
   lastAddr: bigint;

@@ -1,6 +1,7 @@
 // One run of the reference VMM with poison while the guest runs, summarised for assertions: used
 // by the host test (simulated poison), the lab cases (real poison, root and unprivileged) and the demo.
 import type { EngineOptions, InjectMode } from '../../src/index';
+import { allHaveFlag, type MemLock } from './memlock';
 import { ReferenceVmm, defaultRegions, frameOf, type ReferenceVmmOptions, type VmmRegionSpec, type VmmReport } from './vmm';
 
 export interface PoisonTarget { region: string; offset: number }
@@ -24,6 +25,12 @@ export interface ScenarioOptions {
   passesAfter?: number;
   timeoutMs?: number;
   seed?: bigint;
+  /** Lock the guest RAM (mlock / mlock2(MLOCK_ONFAULT)); the result then says whether the recovered
+   * huge pages are still locked (VmFlags 'lo' over each of them). */
+  memLock?: MemLock;
+  /** Tests: a frame the guest's #MC handler reads before it clears MCIP (poison it too: a machine
+   * check inside a machine check, which hardware answers with a shutdown). */
+  mcTouch?: PoisonTarget;
   log?: (msg: string) => void;
   onVmm?: (vmm: ReferenceVmm) => void;
 }
@@ -47,6 +54,8 @@ export interface ScenarioResult {
   errors: string[];
   guard: string;
   report: VmmReport;
+  /** With memLock: per poisoned huge page, whether every VMA over it is still locked after recovery. */
+  lockedAfter?: { hugePage: string; locked: boolean; vmas: { start: string; end: string; flags: string }[] }[];
   /** Milliseconds the run took (wall clock, for the lab's time budget; never asserted). */
   ms: number;
 }
@@ -64,7 +73,13 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     dir2M: o.dir2M,
     dir1G: o.dir1G,
     seed: o.seed,
+    memLock: o.memLock,
   };
+  if (o.mcTouch) {
+    const spec = vopts.regions!.find((r) => r.name === o.mcTouch!.region);
+    if (!spec) throw new Error(`mcTouch: no region ${o.mcTouch.region}`);
+    vopts.mcTouchGpa = BigInt(spec.guestPhysAddr) + BigInt(o.mcTouch.offset);
+  }
   const vmm = ReferenceVmm.open(vopts);
   log(`opened: engine, ${vopts.regions!.length} regions, VM with ${o.vcpus} vCPUs`);
   o.onVmm?.(vmm);
@@ -72,6 +87,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   const targets: ScenarioResult['targets'] = [];
   let before: number[] = [];
   let report: VmmReport | undefined;
+  let lockedAfter: ScenarioResult['lockedAfter'];
   try {
     vmm.start();
     log(`vmm: ${o.vcpus} vCPUs, guard ${vmm.engine.lostPageGuard}, regions ${[...vmm.regions.keys()].join(', ')}`);
@@ -107,6 +123,20 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       failures.push((e as Error).message);
     }
     await vmm.engine.whenIdle({ timeoutMs: timeout }).catch((e: Error) => failures.push(`engine not idle: ${e.message}`));
+    if (o.memLock && o.memLock !== 'off') {
+      // The recovered pages must keep the region's lock (hugetlbfs pages never swap; a VMM that
+      // locked its RAM counted on it): every VMA over each poisoned huge page has 'lo'.
+      lockedAfter = [];
+      for (const t of targets) {
+        const spec = (vopts.regions ?? []).find((r) => r.name === t.region)!;
+        const hp = spec.pageSize === '1G' ? 1n << 30n : 2n << 20n;
+        const start = t.hostAddress - (BigInt(t.offset) % hp);
+        // hugetlb VMAs never get 'lo' (mlock skips them; they never swap): 'ht' or 'lo'.
+        const v = allHaveFlag(start, start + hp, ['lo', 'ht']);
+        lockedAfter.push({ hugePage: hex(start), locked: v.ok, vmas: v.vmas.map((x) => ({ start: hex(x.start), end: hex(x.end), flags: x.flags.join(' ') })) });
+        if (!v.ok) failures.push(`recovered huge page at host ${hex(start)} is no longer locked (a VMA over it with neither 'lo' nor 'ht')`);
+      }
+    }
   } catch (e) {
     failures.push((e as Error).message);
   } finally {
@@ -150,6 +180,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     errors: report.errors.map((e) => `cpu ${e.cpu}: ${e.text}`),
     guard: report.engineGuard,
     report,
+    lockedAfter,
     ms: Math.round(performance.now() - t0),
   };
   // The common verdict (the tests assert each part separately as well).

@@ -3,11 +3,13 @@
 // loop. Uses only the package's public API.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { lockGuestRam, type MemLock } from './memlock';
 import { RasEngine, type EngineOptions, type InjectOptions, type Region, type RecoveredEvent, type RefusedEvent, type PoisonEvent } from '../../src/index';
 import {
   EV_ERROR,
   EV_GUEST,
   EV_INJECTED,
+  decodeMceFlags,
   EV_STALL,
   GUEST_BYE,
   GUEST_FATAL,
@@ -54,6 +56,10 @@ export interface ReferenceVmmOptions {
   passEventMs?: number;
   /** Use the engine's C API (default true where the engine has nativeApi()). */
   useApi?: boolean;
+  /** Tests: a GPA the guest's #MC handler reads before it clears MCIP (a machine check inside one). */
+  mcTouchGpa?: bigint;
+  /** Lock the guest RAM: mlock ('on') or mlock2(MLOCK_ONFAULT) ('on-fault'), QEMU's -overcommit mem-lock. */
+  memLock?: MemLock;
 }
 
 /** The default guest RAM: two regions of 2 MiB pages and one 1 GiB page. */
@@ -90,7 +96,16 @@ export interface Injection {
   wholeHugePage: boolean;
   code: number;
   errno: number;
+  /** Action required (the vCPU's access named the frame) or optional (next_lost, a dropped store). */
+  ar: boolean;
+  bank: number;
+  /** Intel without LMCE: every other vCPU got QEMU's broadcast piece. */
+  broadcast: boolean;
+  lmce: boolean;
 }
+
+/** A machine check that was not (yet) delivered, or a broadcast piece: see vmm/native/mce_delivery.h. */
+export interface MceOutcome { cpu: number; gpa: bigint; kind: string; verdict: string; bank: number; status: bigint; mcgStatus: bigint; errno: number }
 
 export interface Stall { cpu: number; path: VcpuPath; address: bigint; byHva: boolean; ns: bigint; state: string }
 export interface WrongFrame { cpu: number; gpa: bigint; wrongBytes: number; got: bigint; expected: bigint }
@@ -100,6 +115,8 @@ export interface VmmReport {
   duplicateInjections: number;
   guestMces: GuestMce[];
   injections: Injection[];
+  /** Deferred AOs, broadcast pieces, merged pieces, disabled reporting, shutdowns. */
+  mceOutcomes: MceOutcome[];
   stalls: Stall[];
   wrong: WrongFrame[];
   errors: { cpu: number; text: string }[];
@@ -140,6 +157,7 @@ export class ReferenceVmm {
     this.report = {
       guestMces: [],
       injections: [],
+      mceOutcomes: [],
       stalls: [],
       wrong: [],
       errors: [],
@@ -160,6 +178,8 @@ export class ReferenceVmm {
     const vmm = vmmNative();
     // As QEMU: the VMM's handler first, so the engine chains to it (lost frames only).
     const h = vmm.installSigbusHandler();
+    if (h.anotherHandlerFirst)
+      throw new Error('another SIGBUS handler (an engine opened before the VMM?) owns SIGBUS: install the VMM\'s handler first, then open the engine, which chains to it');
     if (!h.installed) throw new Error('could not install the VMM SIGBUS handler');
     const engine = RasEngine.open(opts.engine ?? {});
     const root = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
@@ -172,7 +192,9 @@ export class ReferenceVmm {
       for (const s of specs) {
         const file = path.join(dirs[s.pageSize], `vmm-${process.pid}-${s.name}`);
         files.push(file);
-        regions.set(s.name, engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr }));
+        const r = engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr });
+        regions.set(s.name, r);
+        lockGuestRam(r.address, s.size, opts.memLock ?? 'off');
       }
       const ranges: { gpa: bigint; size: number }[] = [];
       for (const s of specs) {
@@ -199,6 +221,7 @@ export class ReferenceVmm {
         image: guestImage(),
         waitMs: opts.waitMs,
         passEventMs: opts.passEventMs,
+        mcTouchGpa: opts.mcTouchGpa,
       });
       return new ReferenceVmm(engine, vm, vcpus, regions, files, api !== 0n);
     } catch (e) {
@@ -248,6 +271,11 @@ export class ReferenceVmm {
           break; // FILLED, PASS, BYE: the native counters have them
       }
     } else if (e.type === EV_INJECTED) {
+      const f = decodeMceFlags(v[5]);
+      if (f.verdict !== 'inject' || f.piece) {
+        this.report.mceOutcomes.push({ cpu: e.cpu, gpa: v[0], kind: e.text ?? '', verdict: f.verdict, bank: f.bank, status: v[2], mcgStatus: v[3], errno: Number(v[7]) });
+        return;
+      }
       this.report.injections.push({
         cpu: e.cpu,
         gpa: v[0],
@@ -255,9 +283,13 @@ export class ReferenceVmm {
         status: v[2],
         mcgStatus: v[3],
         misc: v[4],
-        wholeHugePage: v[5] === 1n,
+        wholeHugePage: f.wholeHugePage,
         code: Number(v[6]),
         errno: Number(v[7]),
+        ar: e.text === 'AR',
+        bank: f.bank,
+        broadcast: f.broadcast,
+        lmce: f.lmce,
       });
     } else if (e.type === EV_STALL) {
       this.report.stalls.push({ cpu: e.cpu, path: PATH_NAMES[Number(v[0])], address: v[1], ns: v[2], state: e.text ?? '', byHva: v[4] === 1n });
@@ -307,17 +339,25 @@ export class ReferenceVmm {
     return this.report.guestMces;
   }
 
-  /** Asks the guest to stop (it says BYE), kicks the vCPUs after stopTimeoutMs, joins them. */
-  async stop(stopTimeoutMs = 30_000): Promise<VmmReport> {
+  /**
+   * Asks the guest to stop (it says BYE), kicks the vCPUs after stopTimeoutMs, joins them. A vCPU
+   * thread leaves within kickTimeoutMs of the kick (each engine question is sliced and looks at
+   * the kick); if one does not, this throws instead of waiting for ever.
+   */
+  async stop(stopTimeoutMs = 30_000, kickTimeoutMs = 10_000): Promise<VmmReport> {
     let kicked = false;
     if (this.started) {
       this.vm.requestStop();
       const t0 = performance.now();
+      let tKick = 0;
       while (!this.vm.allDone()) {
         if (performance.now() - t0 > stopTimeoutMs && !kicked) {
           kicked = true;
+          tKick = performance.now();
           this.vm.kick();
         }
+        if (kicked && performance.now() - tKick > kickTimeoutMs)
+          throw new Error(`stop(): vCPU threads still running ${kickTimeoutMs} ms after the kick: ${JSON.stringify(this.vm.stats().vcpus.map((c) => [c.state, c.done]))}`);
         await sleep(5);
       }
     }
@@ -331,8 +371,7 @@ export class ReferenceVmm {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.vm.kick();
-    this.vm.join();
+    this.vm.dispose();  // kick, join, and the KVM fds closed now
     this.engine.close();
     for (const f of this.files) fs.rmSync(f, { force: true });
   }

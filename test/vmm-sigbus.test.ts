@@ -1,0 +1,53 @@
+// The reference VMM's SIGBUS handler (vmm/native/sigbus.cc) when the VMM itself, not a vCPU in
+// KVM_RUN, touches a lost frame of guest RAM (issue 21 item 4): the instruction would re-execute
+// and fault again on return, so the process must die at once, as QEMU does, never spin. Simulated
+// poison (no /dev/kvm needed): the engine guards the lost 4 KiB and chains the SIGBUS to the VMM.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { DIR_2M } from './helpers';
+
+const ROOT = path.resolve(__dirname, '..');
+
+function child(body: string) {
+  const file = path.join(DIR_2M, `vmm-sigbus-${process.pid}-${Math.random().toString(16).slice(2)}`);
+  const script = `
+    const vmm = require(${JSON.stringify(path.join(ROOT, 'build/Release/ras_vmm.node'))});
+    const { RasEngine } = require(${JSON.stringify(ROOT)});
+    if (!vmm.installSigbusHandler().installed) throw new Error('no handler');
+    const engine = RasEngine.open({ reserveBytes: 0 });
+    const r = engine.mapRegion({ name: 'ram', path: ${JSON.stringify(file)}, size: 2 * 1024 * 1024, guestPhysAddr: 0x100000000n });
+    r.write(0, Buffer.alloc(2 * 1024 * 1024, 0x5a));
+    ${body}
+  `;
+  try {
+    // The old handler returned and the read re-executed for ever: the timeout is the verdict.
+    return spawnSync(process.execPath, ['-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
+describe('reference VMM: its own access to a lost frame (issue 21 item 4)', () => {
+  it('a guard-less read by a VMM thread dies cleanly with QEMU\'s message, never spins', () => {
+    const r = child(`
+      // fs.writeSync: the process may end by _exit(), with no asynchronous pipe write flushed.
+      const say = (s) => require('fs').writeSync(1, s + '\\n');
+      engine.on('recovered', () => setTimeout(() => {
+        say('LOST ' + engine.lostPages().length);
+        say('HEALTHY ' + vmm.testing.rawRead(r.address + 0x1000n));
+        vmm.testing.rawRead(r.address + 0x3000n);
+        say('SURVIVED');
+      }, 200));
+      setTimeout(() => say('NO RECOVERY'), 15000); // keeps the loop alive for the engine's event
+      engine.injectPoison(r, 0x3000, { mode: 'simulate' });
+    `);
+    expect(r.signal, r.stderr).toBe(null); // not killed by the timeout: it did not spin
+    expect(r.stdout, JSON.stringify([r.status, r.stderr])).toContain('LOST 1');
+    expect(r.stdout).toContain('HEALTHY 90');
+    expect(r.stdout).not.toContain('SURVIVED');
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/ras_vmm: hardware memory error at 0x[0-9a-f]{16} touched by a VMM thread that is not a vCPU/);
+  });
+});
