@@ -56,4 +56,20 @@ describe.skipIf(!root)('one writer per journal, across PID namespaces', () => {
     const e = openEngine({ journalPath: journal });
     e.close();
   });
+
+  it('of many openers racing for a stale lock file, exactly one wins (some in their own PID namespace)', () => {
+    // A lock file a dead owner left, with a pid that may be anyone's now.
+    fs.writeFileSync(`${journal}.lock`, JSON.stringify({ pid: 1, boot: 'x' }) + '\n', { mode: 0o600 });
+    const script = `const { RasEngine } = ${PKG};
+      try { const e = RasEngine.open({ reserveBytes: 0, journalPath: process.env.J }); console.log('opened'); setTimeout(() => e.close(), 3000); }
+      catch (err) { console.log(err.code); }`;
+    const r = spawnSync(
+      'bash',
+      ['-c', 'for i in 1 2 3; do "$N" -e "$S" & unshare --pid --fork --mount-proc "$N" -e "$S" & done; wait'],
+      { cwd: ROOT, env: { ...process.env, J: journal, S: script, N: process.execPath }, encoding: 'utf8', timeout: 60_000 },
+    );
+    const outcomes = r.stdout.trim().split('\n').sort();
+    expect(outcomes).toEqual(['ERR_JOURNAL_LOCKED', 'ERR_JOURNAL_LOCKED', 'ERR_JOURNAL_LOCKED', 'ERR_JOURNAL_LOCKED', 'ERR_JOURNAL_LOCKED', 'opened']);
+    expect(fs.existsSync(`${journal}.lock`)).toBe(false); // the winner's close() removed it
+  });
 });

@@ -6,8 +6,10 @@
 // drops it when that description is closed (release(), Journal.close) or its owner dies; it holds
 // against every other open file description, so against a second engine of this process, another
 // process, and a process in another PID namespace (a container on the same host) alike. Nothing is
-// decided from /proc or from pids: the file's content (pid, boot id) is for the error message only,
-// and the file is never removed (removing a lock file races with the next opener's lock on it).
+// decided from /proc or from pids: the file's content (pid, boot id) is for the error message only.
+// release() removes the file while it still holds the lock, and a taker checks after locking that
+// the path still names the file it locked (lock.cc), so the removal cannot race; a dead owner's file
+// stays, unlocked.
 import * as fs from 'node:fs';
 import { RasError } from '../errors';
 import { native } from '../native';
@@ -69,10 +71,15 @@ export class JournalLock {
     return new JournalLock(file, fd);
   }
 
-  /** Drops the lock (closes its file description). Idempotent. */
+  /** Removes the lock file, then drops the lock (closes its file description). Idempotent. */
   release(): void {
     if (this.fd < 0) return;
     held.delete(this.file);
+    try {
+      fs.rmSync(this.file, { force: true });
+    } catch {
+      /* a lock file we cannot remove stays, unlocked */
+    }
     native.unlockFile(this.fd);
     this.fd = -1;
   }
