@@ -13,12 +13,12 @@ bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault) {
     fault->signal = -1;
     return false;
   }
-  slot->jump = &jb;
   if (sigsetjmp(jb, 1) != 0) {
     *fault = {slot->fault_addr.load(), slot->fault_signal.load(), slot->fault_code.load()};
     ReleaseSlot(slot);
     return false;
   }
+  slot->jump.store(&jb, std::memory_order_release);  // only now is jb a place to jump to
   memcpy(dst, src, len);
   ReleaseSlot(slot);
   return true;
