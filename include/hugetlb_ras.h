@@ -14,7 +14,9 @@
  * In each case the vCPU thread asks the engine what is at that address and acts on the answer:
  *
  *   struct hugetlb_ras_status st;
- *   api->check_gpa(gpa, HUGETLB_RAS_WAIT_MS_DEFAULT, &st);     (or check_hva after a SIGBUS)
+ *   int rc = api->check_gpa(gpa, HUGETLB_RAS_WAIT_MS_DEFAULT, &st);  (or check_hva after a SIGBUS)
+ *   if (rc < 0) ...              the engine could not tell (see the return codes below); st.state
+ *                                is then HUGETLB_RAS_UNKNOWN, never NOT_RAM
  *   switch (st.state) {
  *   case HUGETLB_RAS_HEALTHY:    re-enter KVM_RUN (the fault was stale or has been recovered)
  *   case HUGETLB_RAS_RECOVERING: re-enter KVM_RUN, or call again (the wait timed out)
@@ -54,7 +56,9 @@ enum hugetlb_ras_state {
   HUGETLB_RAS_NOT_RAM = 0,    /* not inside any region of a live engine */
   HUGETLB_RAS_HEALTHY = 1,    /* readable: re-enter KVM_RUN */
   HUGETLB_RAS_RECOVERING = 2, /* the huge page is being recovered: retry (the wait timed out) */
-  HUGETLB_RAS_LOST = 3        /* this 4 KiB frame is lost: inject a machine check for gpa */
+  HUGETLB_RAS_LOST = 3,       /* this 4 KiB frame is lost: inject a machine check for gpa */
+  HUGETLB_RAS_UNKNOWN = 4     /* only with a negative return: guest RAM of the engine whose state
+                                 it could not tell (rc says why); never to be taken for NOT_RAM */
 };
 
 /* How a lost frame is kept inaccessible, i.e. what KVM does when the guest touches it again. */
@@ -92,8 +96,19 @@ struct hugetlb_ras_lost {
 struct hugetlb_ras_api {
   uint32_t version;        /* HUGETLB_RAS_API_VERSION */
   uint32_t size;           /* sizeof(struct hugetlb_ras_api) of the engine */
-  /* What is at this host / guest-physical address. Blocks up to timeout_ms while the huge page is
-   * recovered. Returns 0, or -EINVAL for a null `out`. */
+  /* What is at this host / guest-physical address. Blocks at most timeout_ms (0: not at all; a
+   * negative value is 0) while the huge page is recovered, the engine's own probe of the frame
+   * included; then answers RECOVERING. Returns:
+   *   0        `*out` holds the answer (NOT_RAM, HEALTHY, RECOVERING or LOST);
+   *   -EINVAL  `out` is null (nothing written);
+   *   -EAGAIN  the engine could not probe the frame now: no free thread slot (1024 threads in
+   *            guarded accesses at once), or the probe faulted three times with memory errors that
+   *            left no trace (stale reports): call again;
+   *   -EFAULT  the probe faulted with an error that is not a memory error (e.g. the backing file
+   *            was truncated under the region): the frame is not readable and the engine cannot
+   *            recover it; the VMM's own error path.
+   * With a negative return other than -EINVAL, out->state is HUGETLB_RAS_UNKNOWN and the address
+   * fields describe the frame (it is guest RAM of the engine). */
   int (*check_hva)(uint64_t hva, int timeout_ms, struct hugetlb_ras_status* out);
   int (*check_gpa)(uint64_t gpa, int timeout_ms, struct hugetlb_ras_status* out);
   /* Lost frames in the order the engine found them. *cursor starts at 0 and is advanced past the

@@ -47,7 +47,7 @@ describe('stray signals during guarded access', () => {
           e.pause();
           // A lane backlog: 2000 reports for another huge page, then a silent poison on this one.
           const base = region.address + BigInt(backlog * 2 * MiB + 4096);
-          native.testRaise(base, 4, 12, 2000);
+          native.testRaise(base, 5, 12, 2000);
           e.injectPoison(region, target * 2 * MiB + 8192, { mode: 'simulate', signal: false });
           e.resume();
           for (const off of [target * 2 * MiB, target * 2 * MiB + 4 * 4096]) {

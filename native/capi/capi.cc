@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <signal.h>
 
+#include "linux_compat.h"
+
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -26,6 +28,12 @@ void Describe(const Region& r, uintptr_t hva, hugetlb_ras_status* out) {
   out->gpa = r.guest_phys + (sub - r.start);
   out->huge_page_gpa = r.guest_phys + (huge - r.start);
   out->huge_page_size = r.huge_size;
+}
+
+// A failed check: the address is guest RAM (never NOT_RAM), the engine cannot say more.
+int Fail(hugetlb_ras_status* out, int rc) {
+  out->state = HUGETLB_RAS_UNKNOWN;
+  return rc;
 }
 
 // What is at `hva`. Only a read proves a frame healthy: for memory the engine has no loss on
@@ -67,16 +75,21 @@ int CheckHeld(const RegionRef& ref, uint64_t hva, int timeout_ms, hugetlb_ras_st
       out->guard = static_cast<uint32_t>(r->guard.load(std::memory_order_relaxed));
       return 0;
     }
-    if (probes++ >= 3) return -EAGAIN;  // faults the engine cannot explain: not a memory error
+    if (probes++ >= 3) return Fail(out, -EAGAIN);  // memory errors that leave no trace: stale, retry
     char byte;
     access::Fault f;
-    if (access::GuardedCopy(&byte, reinterpret_cast<const void*>(out->hva), 1, &f)) {
+    // The probe's own wait for a page under recovery is bounded by what is left of timeout_ms.
+    uint64_t now = MonotonicNs();
+    int left_ms = now >= deadline ? 0 : static_cast<int>((deadline - now + 999999ull) / 1000000ull);
+    if (access::GuardedCopy(&byte, reinterpret_cast<const void*>(out->hva), 1, &f, left_ms)) {
       out->state = HUGETLB_RAS_HEALTHY;
       return 0;
     }
-    if (f.signal == access::kFaultNoSlot) return -EAGAIN;  // no thread slot free
+    if (f.signal == access::kFaultNoSlot) return Fail(out, -EAGAIN);  // no thread slot free
     if (f.signal < 0) continue;  // the probe's wait ended (paused, timed out): wait here instead
-    if (f.signal != SIGBUS) return -EFAULT;
+    // Not a memory error (a file truncated under the region, a SIGSEGV): the frame is not readable,
+    // and nothing the engine can recover.
+    if (f.signal != SIGBUS || (f.code != BUS_MCEERR_AR && f.code != BUS_MCEERR_AO)) return Fail(out, -EFAULT);
     // A memory error: the handler has recorded it (pending, or a lost subpage): look again.
   }
 }

@@ -5,7 +5,7 @@
 
 namespace ras::access {
 
-bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault) {
+bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault, int wait_ms) {
   if (len == 0) return true;  // an empty Buffer's data may be null: memcpy(NULL, ..., 0) is UB
   sigjmp_buf jb;
   ThreadSlot* slot = ClaimSlot(kSlotJump);
@@ -18,6 +18,7 @@ bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault) {
     ReleaseSlot(slot);
     return false;
   }
+  slot->wait_ms.store(wait_ms < 0 ? 0 : wait_ms, std::memory_order_relaxed);
   slot->jump.store(&jb, std::memory_order_release);  // only now is jb a place to jump to
   memcpy(dst, src, len);
   ReleaseSlot(slot);

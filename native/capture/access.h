@@ -24,8 +24,9 @@ constexpr int kFaultEnginePaused = -3;   // the huge page waits for a paused eng
 // being recovered. false: it gave up (*fault says why and where).
 bool WaitRecovered(Region& r, uintptr_t start, uint64_t len, Fault* fault);
 
-// Copy with a poison guard: returns false (and the fault) instead of dying.
-bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault);
+// Copy with a poison guard: returns false (and the fault) instead of dying. A fault on a huge page
+// under recovery waits for it at most `wait_ms` (then kFaultWaitTimeout), as WaitRecovered does.
+bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault, int wait_ms = kGuardedWaitMs);
 
 // The first address of [start, start+len) known to be unusable (a huge page being handled or lost,
 // or a lost subpage of a split one), or 0. Lets a write refuse before it changes anything.

@@ -108,7 +108,7 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
       // wait as a vCPU does (bounded; never for a paused engine), then retry the access.
       if (!lost_now) {
         if (g_paused.load(std::memory_order_acquire)) Jump(&ref, slot, addr, access::kFaultEnginePaused, code);
-        if (!wait::WaitHandledFor(r, page, access::kGuardedWaitMs)) Jump(&ref, slot, addr, access::kFaultWaitTimeout, code);
+        if (!wait::WaitHandledFor(r, page, slot->wait_ms.load(std::memory_order_relaxed))) Jump(&ref, slot, addr, access::kFaultWaitTimeout, code);
         return;
       }
       Jump(&ref, slot, addr, SIGBUS, code);
