@@ -51,6 +51,13 @@ extern "C" {
 
 #define HUGETLB_RAS_API_VERSION 1
 #define HUGETLB_RAS_WAIT_MS_DEFAULT 5000
+/* The longest a thread the engine has no slot for (a VMM's vCPU) stays in the engine's SIGBUS
+ * handler for one signal while its huge page is recovered. It does not wait at all while the
+ * engine is paused, and it leaves at once when a handler for another signal runs on it meanwhile
+ * (the VMM's kick, e.g. pthread_kill of its IPI signal, if the thread does not block it): the
+ * handler returns, KVM_RUN reports EINTR, and the guest's access faults (and waits) again when
+ * KVM_RUN is re-entered. So a VMM gets its threads back by kicking them, or by pausing the engine. */
+#define HUGETLB_RAS_FOREIGN_WAIT_MS 1000
 
 enum hugetlb_ras_state {
   HUGETLB_RAS_NOT_RAM = 0,    /* not inside any region of a live engine */
