@@ -265,6 +265,7 @@ bool Start(Napi::Env env, Napi::Function on_events) {
     delete s;
     return false;
   }
+  SettleForNewEngine();  // what closed engines left queued is nobody's work now
   tojs::Start(env, on_events);
   SetWorkerEventFd(s->efd);
   g_shutdown.store(0);

@@ -94,8 +94,11 @@ bool BuildEvent(napi_env env, const Event& e, napi_value* out) {
 
 void CallJs(Napi::Env env, Napi::Function fn, Batch* batch) {
   size_t n = batch->events.size();
-  // A batch from a worker that has stopped since (engine closed) has nobody left to tell.
-  if (env != nullptr && fn != nullptr && batch->generation == g_generation.load()) {
+  // A batch from a worker that has stopped since (engine closed) has nobody left to tell, and it is
+  // not counted: the next engine's Start settled the books without it (batches an environment being
+  // torn down drops come nowhere near here: node-addon-api returns before calling us).
+  bool current = batch->generation == g_generation.load();
+  if (env != nullptr && fn != nullptr && current) {
     napi_env e = env;
     napi_value arr = nullptr;
     bool ok = napi_create_array_with_length(e, n, &arr) == napi_ok;
@@ -109,13 +112,16 @@ void CallJs(Napi::Env env, Napi::Function fn, Batch* batch) {
       napi_call_function(e, global, static_cast<napi_value>(fn), 1, args, &result);
     }
   }
-  GlobalCounters().delivered.fetch_add(n);
+  if (current) GlobalCounters().delivered.fetch_add(n);
   delete batch;
 }
 
 }  // namespace
 
 void Start(Napi::Env env, Napi::Function on_events) {
+  // Batches of stopped engines never delivered (their environment was torn down, or they come
+  // later with an old generation and are not counted): off the books before this engine posts.
+  GlobalCounters().delivered.store(GlobalCounters().posted.load());
   g_tsfn = Napi::ThreadSafeFunction::New(env, on_events, "hugetlb-ras-events", 0, 1);
   g_tsfn.Unref(env);  // an idle engine must not keep the process alive
 }
