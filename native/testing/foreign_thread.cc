@@ -174,6 +174,69 @@ Napi::Value CapiNextLost(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// Stray signals (issue 20): a VMM's own SIGBUS and SIGSEGV handlers, installed before the engine,
+// that count what reaches them and return; and a thread that sends strays (tgkill at one thread, or
+// kill at the process), one at a time, each time waiting until the VMM's handler has seen it.
+std::atomic<uint64_t> g_vmm_seen[2];      // [0] SIGBUS, [1] SIGSEGV
+std::atomic<uint64_t> g_vmm_faults{0};    // a delivery with si_code > 0: not one of the strays
+void VmmCounting(int sig, siginfo_t* si, void*) {
+  if (si->si_code > 0) g_vmm_faults.fetch_add(1);
+  g_vmm_seen[sig == SIGSEGV].fetch_add(1);
+}
+
+Napi::Value InstallVmmCounters(const Napi::CallbackInfo& info) {
+  for (int sig : {SIGBUS, SIGSEGV}) {
+    struct sigaction sa = {};
+    sa.sa_sigaction = VmmCounting;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, nullptr);
+  }
+  return info.Env().Undefined();
+}
+
+std::thread g_storm;
+std::atomic<uint64_t> g_storm_sent{0}, g_storm_missed{0};
+
+// testStrayStart(tid, count): tid > 0 tgkill at that thread, 0: kill at the process.
+Napi::Value StrayStart(const Napi::CallbackInfo& info) {
+  int tid = info[0].As<Napi::Number>().Int32Value();
+  int count = info[1].As<Napi::Number>().Int32Value();
+  g_storm_sent = 0;
+  g_storm_missed = 0;
+  g_storm = SpawnThread([tid, count] {
+    for (int i = 0; i < count; i++) {
+      int sig = i % 2 ? SIGSEGV : SIGBUS;
+      uint64_t before = g_vmm_seen[sig == SIGSEGV].load();
+      if (tid > 0)
+        syscall(SYS_tgkill, getpid(), tid, sig);
+      else
+        kill(getpid(), sig);
+      g_storm_sent.fetch_add(1);
+      uint64_t until = MonotonicNs() + 5000000000ull;  // a stray the handler never sees: missed
+      while (g_vmm_seen[sig == SIGSEGV].load() == before) {
+        if (MonotonicNs() > until) {
+          g_storm_missed.fetch_add(1);
+          break;
+        }
+        usleep(50);
+      }
+    }
+  });
+  return info.Env().Undefined();
+}
+
+Napi::Value StrayJoin(const Napi::CallbackInfo& info) {
+  if (g_storm.joinable()) g_storm.join();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("sent", static_cast<double>(g_storm_sent.load()));
+  o.Set("missed", static_cast<double>(g_storm_missed.load()));
+  o.Set("seenBus", static_cast<double>(g_vmm_seen[0].load()));
+  o.Set("seenSegv", static_cast<double>(g_vmm_seen[1].load()));
+  o.Set("faults", static_cast<double>(g_vmm_faults.load()));
+  return o;
+}
+
 }  // namespace
 
 void RegisterForeignThread(Napi::Env env, Napi::Object exports) {
@@ -181,6 +244,9 @@ void RegisterForeignThread(Napi::Env env, Napi::Object exports) {
   exports.Set("testForeignRead", Napi::Function::New(env, ForeignRead));
   exports.Set("testCapiCheck", Napi::Function::New(env, CapiCheck));
   exports.Set("testCapiNextLost", Napi::Function::New(env, CapiNextLost));
+  exports.Set("testInstallVmmCounters", Napi::Function::New(env, InstallVmmCounters));
+  exports.Set("testStrayStart", Napi::Function::New(env, StrayStart));
+  exports.Set("testStrayJoin", Napi::Function::New(env, StrayJoin));
 }
 
 }  // namespace ras::testing
