@@ -19,6 +19,7 @@ namespace {
 
 std::mutex g_lost_mu;
 std::vector<hugetlb_ras_lost> g_lost;  // every loss since the process started, in order found
+std::vector<bool> g_forgotten;         // per entry: its memory was given back since (guest reset)
 
 void Describe(const Region& r, uintptr_t hva, hugetlb_ras_status* out) {
   uintptr_t sub = hva & ~(kSubpage - 1);
@@ -144,7 +145,7 @@ Napi::Value UffdInfo(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
+bool RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   hugetlb_ras_lost l = {};
   uintptr_t a = hva & ~(size - 1);
   l.hva = a;
@@ -153,14 +154,30 @@ void RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   l.region_id = r.id;
   l.code = code;
   std::lock_guard<std::mutex> lock(g_lost_mu);
+  for (size_t i = 0; i < g_lost.size(); i++) {
+    const hugetlb_ras_lost& x = g_lost[i];
+    if (!g_forgotten[i] && x.region_id == l.region_id && x.hva == l.hva && x.size == l.size) return false;
+  }
   g_lost.push_back(l);
+  g_forgotten.push_back(false);
+  return true;
 }
 
 bool IsRecorded(const Region& r, uintptr_t hva) {
   std::lock_guard<std::mutex> lock(g_lost_mu);
-  for (const hugetlb_ras_lost& l : g_lost)
-    if (l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
+  for (size_t i = 0; i < g_lost.size(); i++) {
+    const hugetlb_ras_lost& l = g_lost[i];
+    if (!g_forgotten[i] && l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
+  }
   return false;
+}
+
+void Forget(const Region& r, uintptr_t hva, uint64_t len) {
+  std::lock_guard<std::mutex> lock(g_lost_mu);
+  for (size_t i = 0; i < g_lost.size(); i++) {
+    const hugetlb_ras_lost& l = g_lost[i];
+    if (l.region_id == r.id && l.hva >= hva && l.hva - hva < len) g_forgotten[i] = true;
+  }
 }
 
 void Register(Napi::Env env, Napi::Object exports) {

@@ -24,6 +24,7 @@ std::atomic<int> g_passthrough{1};  // set while no engine is open: every signal
 std::atomic<SimulatedFaultLsb> g_sim_hook{nullptr};
 bool g_installed = false;  // our handlers are in the chain (changed only on the JS thread)
 std::atomic<uint64_t> g_hold_delay_ns{0};  // tests only: see SetHoldDelayForTests
+std::atomic<uint64_t> g_hold_until_ns{0};  // tests only: see SetHoldUntilForTests
 
 // Only the access's own fault ends a guarded access: a synchronous one (the kernel raised it for
 // this thread's instruction: si_code > 0), never an action-optional report (it comes for memory
@@ -76,9 +77,9 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
         GlobalCounters().stale.fetch_add(1, std::memory_order_relaxed);
         return;
       } else {
-        // The kernel confirms it: this 4 KiB of the ordinary pages is gone.
-        r.MarkSubpageLost(addr);
-        flags = kReportNewSubpageLoss;
+        // The kernel confirms it: this 4 KiB of the ordinary pages is gone. Only the thread whose
+        // mark was the first reports it new (another one's handler may have marked it meanwhile).
+        flags = r.MarkSubpageLost(addr) ? kReportNewSubpageLoss : kReportAlreadyLost;
         lost_now = true;
       }
     } else if (st == kLost) {
@@ -167,6 +168,9 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
   }
   if (uint64_t hold = g_hold_delay_ns.load(std::memory_order_relaxed))
     for (uint64_t until = MonotonicNs() + hold; MonotonicNs() < until;) {
+    }
+  if (uint64_t until = g_hold_until_ns.load(std::memory_order_relaxed))
+    while (MonotonicNs() < until) {
     }
   int code = si->si_code;
   int lsb = si->si_addr_lsb;
@@ -269,6 +273,8 @@ void RaiseMemoryError(uintptr_t addr, int code, int lsb) {
 void SetSimulatedFaultHook(SimulatedFaultLsb hook) { g_sim_hook.store(hook); }
 
 void SetHoldDelayForTests(uint64_t ns) { g_hold_delay_ns.store(ns); }
+
+void SetHoldUntilForTests(uint64_t monotonic_ns) { g_hold_until_ns.store(monotonic_ns); }
 
 bool Install() {
   if (g_refs.fetch_add(1) > 0) return true;

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "capture/signals.h"
 #include "hugetlb_ras.h"
 #include "state/sys.h"
 
@@ -226,6 +227,13 @@ Napi::Value StrayStart(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// testHoldUntil(msFromNow): SIGBUS handlers from now on wait for that instant (0: off).
+Napi::Value HoldUntil(const Napi::CallbackInfo& info) {
+  int ms = info[0].As<Napi::Number>().Int32Value();
+  signals::SetHoldUntilForTests(ms > 0 ? MonotonicNs() + static_cast<uint64_t>(ms) * 1000000ull : 0);
+  return info.Env().Undefined();
+}
+
 Napi::Value StrayJoin(const Napi::CallbackInfo& info) {
   if (g_storm.joinable()) g_storm.join();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -247,6 +255,7 @@ void RegisterForeignThread(Napi::Env env, Napi::Object exports) {
   exports.Set("testInstallVmmCounters", Napi::Function::New(env, InstallVmmCounters));
   exports.Set("testStrayStart", Napi::Function::New(env, StrayStart));
   exports.Set("testStrayJoin", Napi::Function::New(env, StrayJoin));
+  exports.Set("testHoldUntil", Napi::Function::New(env, HoldUntil));
 }
 
 }  // namespace ras::testing
