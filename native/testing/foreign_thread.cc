@@ -234,6 +234,32 @@ Napi::Value HoldUntil(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// testSuspendedFault(addr): a thread with SIGBUS blocked queues itself a memory-error SIGBUS for
+// `addr` (BUS_MCEERR_AR) and takes it in sigsuspend: the handler runs with SIGBUS blocked in the
+// interrupted context's mask (uc_sigmask). Returns when the thread is back (if the process lives).
+Napi::Value SuspendedFault(const Napi::CallbackInfo& info) {
+  bool lossless;
+  uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
+  std::thread t = SpawnThread([addr] {
+    sigset_t bus, wait;
+    sigemptyset(&bus);
+    sigaddset(&bus, SIGBUS);
+    pthread_sigmask(SIG_BLOCK, &bus, nullptr);
+    siginfo_t si = {};
+    si.si_signo = SIGBUS;
+    si.si_code = 4;  // BUS_MCEERR_AR
+    si.si_addr = reinterpret_cast<void*>(addr);
+    si.si_addr_lsb = 12;
+    syscall(SYS_rt_tgsigqueueinfo, getpid(), static_cast<int>(syscall(SYS_gettid)), SIGBUS, &si);
+    pthread_sigmask(SIG_BLOCK, nullptr, &wait);
+    sigdelset(&wait, SIGBUS);
+    sigsuspend(&wait);
+    // SIGBUS stays blocked: a signal left pending for this thread ends with it.
+  });
+  t.join();
+  return info.Env().Undefined();
+}
+
 Napi::Value StrayJoin(const Napi::CallbackInfo& info) {
   if (g_storm.joinable()) g_storm.join();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -256,6 +282,7 @@ void RegisterForeignThread(Napi::Env env, Napi::Object exports) {
   exports.Set("testStrayStart", Napi::Function::New(env, StrayStart));
   exports.Set("testStrayJoin", Napi::Function::New(env, StrayJoin));
   exports.Set("testHoldUntil", Napi::Function::New(env, HoldUntil));
+  exports.Set("testSuspendedFault", Napi::Function::New(env, SuspendedFault));
 }
 
 }  // namespace ras::testing
