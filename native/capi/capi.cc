@@ -119,7 +119,29 @@ int NextLost(uint64_t* cursor, hugetlb_ras_lost* out, int max) {
   return n;
 }
 
-const hugetlb_ras_api g_api = {HUGETLB_RAS_API_VERSION, sizeof(hugetlb_ras_api), CheckHva, CheckGpa, NextLost};
+// copy_from_guest / copy_to_guest: the whole range inside one region of a live engine.
+int CopyGuest(uint64_t gpa, void* buf, uint64_t len, uint64_t* lost, int timeout_ms, bool to) {
+  if (!lost || (!buf && len > 0)) return -EINVAL;
+  RegionRef ref = RegionRef::FindGpa(gpa);
+  if (!ref) return -EINVAL;
+  Region& r = *ref;
+  uint64_t off = gpa - r.guest_phys;
+  uint64_t size = r.end - r.start;
+  if (len > size - off) return -EINVAL;
+  if (len == 0) return 0;
+  return access::CopyAvailable(r, r.start + off, buf, len, lost, to, timeout_ms);
+}
+
+int CopyFromGuest(uint64_t gpa, void* dst, uint64_t len, uint64_t* lost_bitmap, int timeout_ms) {
+  return CopyGuest(gpa, dst, len, lost_bitmap, timeout_ms, false);
+}
+
+int CopyToGuest(uint64_t gpa, const void* src, uint64_t len, uint64_t* lost_bitmap, int timeout_ms) {
+  return CopyGuest(gpa, const_cast<void*>(src), len, lost_bitmap, timeout_ms, true);
+}
+
+const hugetlb_ras_api g_api = {HUGETLB_RAS_API_VERSION, sizeof(hugetlb_ras_api), CheckHva, CheckGpa, NextLost,
+                               CopyFromGuest, CopyToGuest};
 
 const char* KindName(uffd::Kind k) {
   switch (k) {

@@ -150,6 +150,41 @@ Napi::Value CapiCheck(const Napi::CallbackInfo& info) {
   return StatusObject(env, rc, st);
 }
 
+// capiCopy(api, 'from' | 'to', gpa, lengthOrBuffer, timeoutMs), from a thread of its own:
+// { rc, data (from), lost: frame indices whose bit is set }.
+Napi::Value CapiCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const hugetlb_ras_api* api = Api(info[0]);
+  bool to = info[1].As<Napi::String>().Utf8Value() == "to";
+  bool lossless;
+  uint64_t gpa = info[2].As<Napi::BigInt>().Uint64Value(&lossless);
+  std::vector<char> buf;
+  if (to) {
+    Napi::Buffer<char> b = info[3].As<Napi::Buffer<char>>();
+    buf.assign(b.Data(), b.Data() + b.Length());
+  } else {
+    buf.assign(static_cast<size_t>(info[3].As<Napi::Number>().Int64Value()), static_cast<char>(0xee));
+  }
+  int timeout = info[4].As<Napi::Number>().Int32Value();
+  uint64_t frames = (((gpa & 4095) + buf.size() + 4095) / 4096);
+  std::vector<uint64_t> bits(frames / 64 + 1, 0);
+  int rc = 0;
+  std::thread t = SpawnThread([&] {
+    rc = to ? api->copy_to_guest(gpa, buf.data(), buf.size(), bits.data(), timeout)
+            : api->copy_from_guest(gpa, buf.data(), buf.size(), bits.data(), timeout);
+  });
+  t.join();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rc", rc);
+  if (!to) o.Set("data", Napi::Buffer<char>::Copy(env, buf.data(), buf.size()));
+  Napi::Array lost = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (uint64_t i = 0; i < bits.size() * 64; i++)
+    if (bits[i / 64] & (1ull << (i % 64))) lost.Set(n++, static_cast<double>(i));
+  o.Set("lost", lost);
+  return o;
+}
+
 Napi::Value CapiNextLost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const hugetlb_ras_api* api = Api(info[0]);
@@ -278,6 +313,7 @@ void RegisterForeignThread(Napi::Env env, Napi::Object exports) {
   exports.Set("testForeignRead", Napi::Function::New(env, ForeignRead));
   exports.Set("testCapiCheck", Napi::Function::New(env, CapiCheck));
   exports.Set("testCapiNextLost", Napi::Function::New(env, CapiNextLost));
+  exports.Set("testCapiCopy", Napi::Function::New(env, CapiCopy));
   exports.Set("testInstallVmmCounters", Napi::Function::New(env, InstallVmmCounters));
   exports.Set("testStrayStart", Napi::Function::New(env, StrayStart));
   exports.Set("testStrayJoin", Napi::Function::New(env, StrayJoin));
