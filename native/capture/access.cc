@@ -53,7 +53,15 @@ bool WaitRecovered(Region& r, uintptr_t start, uint64_t len, Fault* fault) {
   return true;
 }
 
-int CopyAvailable(Region& r, uintptr_t hva, void* buf, uint64_t len, uint64_t* lost, bool to, int timeout_ms) {
+int CopyAvailable(Region& r, uintptr_t hva, void* buf, uint64_t len, uint64_t* lost, bool to, int timeout_ms,
+                  Fault* why) {
+  Fault ignored;
+  if (!why) why = &ignored;
+  auto timed_out = [&](uintptr_t at) {
+    bool paused = g_paused.load(std::memory_order_acquire);
+    *why = {at, paused ? kFaultEnginePaused : kFaultWaitTimeout, 0};
+    return -ETIMEDOUT;
+  };
   uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(timeout_ms < 0 ? 0 : timeout_ms) * 1000000ull;
   auto left_ms = [&]() -> int {
     uint64_t now = MonotonicNs();
@@ -77,7 +85,7 @@ int CopyAvailable(Region& r, uintptr_t hva, void* buf, uint64_t len, uint64_t* l
     uint32_t st = StateOf(word);
     if (st == kPending || st == kRecovering) {
       int ms = left_ms();
-      if (ms == 0) return -ETIMEDOUT;
+      if (ms == 0 || (g_paused.load(std::memory_order_acquire) && Gettid() == g_main_tid)) return timed_out(a);
       FutexWait(&w, word, ms < 20 ? ms : 20);
       continue;
     }
@@ -106,12 +114,15 @@ int CopyAvailable(Region& r, uintptr_t hva, void* buf, uint64_t len, uint64_t* l
         continue;
       }
       // Not a memory error: nothing the engine can recover or skip.
-      if (f.signal > 0 && !(f.signal == SIGBUS && (f.code == BUS_MCEERR_AR || f.code == BUS_MCEERR_AO))) return -EFAULT;
+      if (f.signal > 0 && !(f.signal == SIGBUS && (f.code == BUS_MCEERR_AR || f.code == BUS_MCEERR_AO))) {
+        *why = f;
+        return -EFAULT;
+      }
       // A memory error (now recorded), a wait that ended, no free slot: look at the page again
       // from here (the part of the run before the fault is simply copied again).
       if (left_ms() == 0) {
         uint32_t now_st = StateOf(w.load(std::memory_order_acquire));
-        if (now_st == kPending || now_st == kRecovering || f.signal == kFaultNoSlot) return -ETIMEDOUT;
+        if (now_st == kPending || now_st == kRecovering || f.signal == kFaultNoSlot) return timed_out(a);
       }
       if (f.signal == kFaultNoSlot) {
         struct timespec ts = {0, 1000000L};

@@ -34,7 +34,10 @@ bool GuardedCopy(void* dst, const void* src, uint64_t len, Fault* fault, int wai
 // zeros put in its place. A huge page under recovery is waited for; the whole call waits at most
 // `timeout_ms`. Returns 0, -ETIMEDOUT (frames before the page it waited for are done), -EFAULT (a
 // fault that is not a memory error) or -EINVAL (the region went away meanwhile). Not signal-safe.
-int CopyAvailable(Region& r, uintptr_t hva, void* buf, uint64_t len, uint64_t* lost, bool to, int timeout_ms);
+// The engine's JS thread never waits for a paused engine here (-ETIMEDOUT at once). `why`, if
+// given, says where and why on -ETIMEDOUT (kFaultWaitTimeout / kFaultEnginePaused) and -EFAULT.
+int CopyAvailable(Region& r, uintptr_t hva, void* buf, uint64_t len, uint64_t* lost, bool to, int timeout_ms,
+                  Fault* why = nullptr);
 
 // The first address of [start, start+len) known to be unusable (a huge page being handled or lost,
 // or a lost subpage of a split one), or 0. Lets a write refuse before it changes anything.
