@@ -14,7 +14,9 @@
  * In each case the vCPU thread asks the engine what is at that address and acts on the answer:
  *
  *   struct hugetlb_ras_status st;
- *   api->check_gpa(gpa, HUGETLB_RAS_WAIT_MS_DEFAULT, &st);     (or check_hva after a SIGBUS)
+ *   int rc = api->check_gpa(gpa, HUGETLB_RAS_WAIT_MS_DEFAULT, &st);  (or check_hva after a SIGBUS)
+ *   if (rc < 0) ...              the engine could not tell (see the return codes below); st.state
+ *                                is then HUGETLB_RAS_UNKNOWN, never NOT_RAM
  *   switch (st.state) {
  *   case HUGETLB_RAS_HEALTHY:    re-enter KVM_RUN (the fault was stale or has been recovered)
  *   case HUGETLB_RAS_RECOVERING: re-enter KVM_RUN, or call again (the wait timed out)
@@ -47,14 +49,23 @@
 extern "C" {
 #endif
 
-#define HUGETLB_RAS_API_VERSION 1
+#define HUGETLB_RAS_API_VERSION 2
 #define HUGETLB_RAS_WAIT_MS_DEFAULT 5000
+/* The longest a thread the engine has no slot for (a VMM's vCPU) stays in the engine's SIGBUS
+ * handler for one signal while its huge page is recovered. It does not wait at all while the
+ * engine is paused, and it leaves at once when a handler for another signal runs on it meanwhile
+ * (the VMM's kick, e.g. pthread_kill of its IPI signal, if the thread does not block it): the
+ * handler returns, KVM_RUN reports EINTR, and the guest's access faults (and waits) again when
+ * KVM_RUN is re-entered. So a VMM gets its threads back by kicking them, or by pausing the engine. */
+#define HUGETLB_RAS_FOREIGN_WAIT_MS 1000
 
 enum hugetlb_ras_state {
   HUGETLB_RAS_NOT_RAM = 0,    /* not inside any region of a live engine */
   HUGETLB_RAS_HEALTHY = 1,    /* readable: re-enter KVM_RUN */
   HUGETLB_RAS_RECOVERING = 2, /* the huge page is being recovered: retry (the wait timed out) */
-  HUGETLB_RAS_LOST = 3        /* this 4 KiB frame is lost: inject a machine check for gpa */
+  HUGETLB_RAS_LOST = 3,       /* this 4 KiB frame is lost: inject a machine check for gpa */
+  HUGETLB_RAS_UNKNOWN = 4     /* only with a negative return: guest RAM of the engine whose state
+                                 it could not tell (rc says why); never to be taken for NOT_RAM */
 };
 
 /* How a lost frame is kept inaccessible, i.e. what KVM does when the guest touches it again. */
@@ -92,14 +103,43 @@ struct hugetlb_ras_lost {
 struct hugetlb_ras_api {
   uint32_t version;        /* HUGETLB_RAS_API_VERSION */
   uint32_t size;           /* sizeof(struct hugetlb_ras_api) of the engine */
-  /* What is at this host / guest-physical address. Blocks up to timeout_ms while the huge page is
-   * recovered. Returns 0, or -EINVAL for a null `out`. */
+  /* What is at this host / guest-physical address. Blocks at most timeout_ms (0: not at all; a
+   * negative value is 0) while the huge page is recovered, the engine's own probe of the frame
+   * included; then answers RECOVERING. Returns:
+   *   0        `*out` holds the answer (NOT_RAM, HEALTHY, RECOVERING or LOST);
+   *   -EINVAL  `out` is null (nothing written);
+   *   -EAGAIN  the engine could not probe the frame now: no free thread slot (1024 threads in
+   *            guarded accesses at once), or the probe faulted three times with memory errors that
+   *            left no trace (stale reports): call again;
+   *   -EFAULT  the probe faulted with an error that is not a memory error (e.g. the backing file
+   *            was truncated under the region): the frame is not readable and the engine cannot
+   *            recover it; the VMM's own error path.
+   * With a negative return other than -EINVAL, out->state is HUGETLB_RAS_UNKNOWN and the address
+   * fields describe the frame (it is guest RAM of the engine). */
   int (*check_hva)(uint64_t hva, int timeout_ms, struct hugetlb_ras_status* out);
   int (*check_gpa)(uint64_t gpa, int timeout_ms, struct hugetlb_ras_status* out);
   /* Lost frames in the order the engine found them. *cursor starts at 0 and is advanced past the
    * frames returned; returns how many were written to out (at most max). The engine keeps every
    * lost frame, so each consumer (one per VMM, or one per vCPU) keeps its own cursor. */
   int (*next_lost)(uint64_t* cursor, struct hugetlb_ras_lost* out, int max);
+  /* Version 2 (check `size` >= offsetof the member before calling it).
+   * Copy guest memory [gpa, gpa + len) out of (copy_from_guest) or into (copy_to_guest) the VMM's
+   * buffer without ever faulting, from any thread (a VMM's I/O, migration or device threads; not a
+   * signal handler). `lost_bitmap` (caller-zeroed) has one bit per 4 KiB frame of the range, frame
+   * 0 the one holding `gpa`, bit i in word i / 64 (bit i % 64): the engine sets the bit of each
+   * lost frame (a lost 4 KiB frame, or every frame of a whole lost huge page), which reads as
+   * zeros (from) or is not written (to); every other byte is copied. A huge page under recovery
+   * is waited for, at most timeout_ms for the whole call (0: not at all; negative is 0). Returns:
+   *   0           copied (bits set for the lost frames);
+   *   -ETIMEDOUT  a huge page of the range was still being recovered (or the engine paused) at the
+   *               deadline: frames before it are copied (their bits set), the rest are not; call again;
+   *   -EINVAL     a null pointer (dst / src with len > 0, lost_bitmap), or a range not inside one
+   *               region of a live engine (nothing copied);
+   *   -EFAULT     a fault that is not a memory error (e.g. the backing file truncated): the VMM's
+   *               own error path.
+   * A poison found by the copy itself is recovered like any other before the copy goes on. */
+  int (*copy_from_guest)(uint64_t gpa, void* dst, uint64_t len, uint64_t* lost_bitmap, int timeout_ms);
+  int (*copy_to_guest)(uint64_t gpa, const void* src, uint64_t len, uint64_t* lost_bitmap, int timeout_ms);
 };
 
 /* Exported with default visibility from hugetlb_ras.node. */

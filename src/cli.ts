@@ -64,31 +64,36 @@ const hex = (v: bigint | number) => '0x' + v.toString(16);
 const us = (ns: bigint | number) => `${(Number(ns) / 1000).toFixed(0)} us`;
 const bytes = (n: number) => n.toLocaleString('en-US');
 
+/** A command line the demo cannot run: exit 2 with the message, before anything is opened. */
+class UsageError extends Error {}
+
 function parseDemo(args: string[]): DemoOptions {
   const o: DemoOptions = { pageSize: '2M', dir: process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras', threads: 4, mode: 'auto' };
   for (let i = 0; i < args.length; i++) {
     const v = args[i + 1];
     switch (args[i]) {
       case '--page-size':
-        if (v !== '2M' && v !== '1G') throw new Error('--page-size is 2M or 1G');
+        if (v !== '2M' && v !== '1G') throw new UsageError('--page-size is 2M or 1G');
         o.pageSize = v;
         i++;
         break;
       case '--dir':
+        if (v === undefined || v === '' || v.startsWith('--')) throw new UsageError('--dir needs a value (a directory holding 2M/ and 1G/)');
         o.dir = v;
         i++;
         break;
       case '--threads':
+        if (!/^[0-9]+$/.test(v ?? '') || Number(v) < 1 || Number(v) > 64) throw new UsageError('--threads is an integer 1..64');
         o.threads = Number(v);
         i++;
         break;
       case '--mode':
-        if (v !== 'auto' && v !== 'simulate' && v !== 'madvise') throw new Error('--mode is auto, simulate or madvise');
+        if (v !== 'auto' && v !== 'simulate' && v !== 'madvise') throw new UsageError('--mode is auto, simulate or madvise');
         o.mode = v;
         i++;
         break;
       default:
-        throw new Error(`unknown option ${args[i]}\n${USAGE}`);
+        throw new UsageError(`unknown option ${args[i]}\n${USAGE}`);
     }
   }
   return o;
@@ -186,7 +191,7 @@ async function kvmDemo(args: string[]): Promise<number> {
   let vcpus = 2;
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--vcpus' && /^[1-8]$/.test(args[i + 1] ?? '')) vcpus = Number(args[++i]);
-    else throw new Error(`unknown option for demo --kvm: ${args[i]} (only --vcpus 1..8)`);
+    else throw new UsageError(`unknown option for demo --kvm: ${args[i]} (only --vcpus 1..8)`);
   }
   const { runKvmDemo } = await import('../vmm/src/index');
   const r = await runKvmDemo({ vcpus });
@@ -219,6 +224,6 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: NodeJS.ErrnoException) => {
     console.error(`hugetlb-ras: ${err.message}${err.code ? ` [${err.code}]` : ''}`);
-    process.exit(1);
+    process.exit(err instanceof UsageError ? 2 : 1);
   },
 );

@@ -26,6 +26,9 @@ import { engineStats, type EngineStats } from './pipeline/stats';
 export type { EngineStats } from './pipeline/stats';
 import { hugePagePoolError } from './pool';
 
+/** The longest delay a Node timer keeps (a longer one fires after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class RasEngine extends RasEvents {
   private closed = false;
   private readonly regions = new Map<number, Region>();
@@ -205,7 +208,8 @@ export class RasEngine extends RasEvents {
     checkKeys(options, 'whenIdle');
     const timeoutMs = options.timeoutMs === undefined ? undefined : checkUint(options.timeoutMs, 'timeoutMs');
     if (this.closed) return;
-    return this.idle.wait(timeoutMs);
+    // Node fires a timer past 2^31-1 ms (24.8 days) after 1 ms: such a timeout waits without one.
+    return this.idle.wait(timeoutMs !== undefined && timeoutMs > MAX_TIMER_MS ? undefined : timeoutMs);
   }
 
   lostPages(): LostPage[] {

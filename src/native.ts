@@ -203,6 +203,8 @@ interface Addon {
   unmapRegion(id: number): void;
   read(id: number, offset: number, length: number): Buffer | NativeFault;
   write(id: number, offset: number, bytes: Buffer): NativeFault | undefined;
+  readAvailable(id: number, offset: number, length: number): { data: Buffer; lost: number[] } | NativeFault;
+  writeAvailable(id: number, offset: number, bytes: Buffer): number[] | NativeFault;
   fillPattern(id: number, seed: number): NativeFault | undefined;
   verifyPattern(id: number, seed: number): NativeVerify;
   hwpoisonProbe(): number;

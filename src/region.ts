@@ -76,6 +76,29 @@ export class Region {
     if (isFault(r)) throw this.faultError(r);
   }
 
+  /**
+   * Read that never throws for lost memory: each lost 4 KiB frame (a lost frame, or every frame of
+   * a whole lost huge page) reads as zeros and its region offset (4 KiB aligned) is listed,
+   * ascending. Waits for a huge page under recovery as read() does (same errors).
+   */
+  readAvailable(offset: number, length: number): { data: Buffer; lostOffsets: number[] } {
+    this.checkRange(offset, length);
+    const r = native.readAvailable(this.id, offset, length);
+    if (isFault(r)) throw this.faultError(r);
+    return { data: r.data, lostOffsets: r.lost };
+  }
+
+  /** Write that never throws for lost memory: every healthy frame is written; returns the lost frames' offsets, skipped. */
+  writeAvailable(offset: number, bytes: Uint8Array): number[] {
+    if (!(bytes instanceof Uint8Array)) throw invalidArg('bytes must be a Buffer or Uint8Array');
+    this.checkRange(offset, bytes.length);
+    this.checkNotHandedOver(offset, bytes.length);
+    const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+    const r = native.writeAvailable(this.id, offset, buf);
+    if (isFault(r)) throw this.faultError(r);
+    return r;
+  }
+
   /** A write to a handed-over huge page would make its file data stale again: refused. */
   private checkNotHandedOver(offset: number, length: number): void {
     if (this.handedOverPages.size === 0 || length === 0) return;

@@ -134,7 +134,10 @@ Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   bool anon = false;
   mapping::Failure af;
   if (!restored) anon = mapping::MapFreshAnonymous(target, r->huge_size, &af);
-  if (restored || anon) ResetPage(*r, p, restored);
+  if (restored || anon) {
+    ResetPage(*r, p, restored);
+    capi::Forget(*r, target, r->huge_size);  // a loss there from now on is a new one
+  }
   o.Set("restored", restored);
   o.Set("skipped", false);
   if (!restored) {

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <signal.h>
 
+#include "linux_compat.h"
+
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -17,6 +19,7 @@ namespace {
 
 std::mutex g_lost_mu;
 std::vector<hugetlb_ras_lost> g_lost;  // every loss since the process started, in order found
+std::vector<bool> g_forgotten;         // per entry: its memory was given back since (guest reset)
 
 void Describe(const Region& r, uintptr_t hva, hugetlb_ras_status* out) {
   uintptr_t sub = hva & ~(kSubpage - 1);
@@ -26,6 +29,12 @@ void Describe(const Region& r, uintptr_t hva, hugetlb_ras_status* out) {
   out->gpa = r.guest_phys + (sub - r.start);
   out->huge_page_gpa = r.guest_phys + (huge - r.start);
   out->huge_page_size = r.huge_size;
+}
+
+// A failed check: the address is guest RAM (never NOT_RAM), the engine cannot say more.
+int Fail(hugetlb_ras_status* out, int rc) {
+  out->state = HUGETLB_RAS_UNKNOWN;
+  return rc;
 }
 
 // What is at `hva`. Only a read proves a frame healthy: for memory the engine has no loss on
@@ -67,16 +76,21 @@ int CheckHeld(const RegionRef& ref, uint64_t hva, int timeout_ms, hugetlb_ras_st
       out->guard = static_cast<uint32_t>(r->guard.load(std::memory_order_relaxed));
       return 0;
     }
-    if (probes++ >= 3) return -EAGAIN;  // faults the engine cannot explain: not a memory error
+    if (probes++ >= 3) return Fail(out, -EAGAIN);  // memory errors that leave no trace: stale, retry
     char byte;
     access::Fault f;
-    if (access::GuardedCopy(&byte, reinterpret_cast<const void*>(out->hva), 1, &f)) {
+    // The probe's own wait for a page under recovery is bounded by what is left of timeout_ms.
+    uint64_t now = MonotonicNs();
+    int left_ms = now >= deadline ? 0 : static_cast<int>((deadline - now + 999999ull) / 1000000ull);
+    if (access::GuardedCopy(&byte, reinterpret_cast<const void*>(out->hva), 1, &f, left_ms)) {
       out->state = HUGETLB_RAS_HEALTHY;
       return 0;
     }
-    if (f.signal == access::kFaultNoSlot) return -EAGAIN;  // no thread slot free
+    if (f.signal == access::kFaultNoSlot) return Fail(out, -EAGAIN);  // no thread slot free
     if (f.signal < 0) continue;  // the probe's wait ended (paused, timed out): wait here instead
-    if (f.signal != SIGBUS) return -EFAULT;
+    // Not a memory error (a file truncated under the region, a SIGSEGV): the frame is not readable,
+    // and nothing the engine can recover.
+    if (f.signal != SIGBUS || (f.code != BUS_MCEERR_AR && f.code != BUS_MCEERR_AO)) return Fail(out, -EFAULT);
     // A memory error: the handler has recorded it (pending, or a lost subpage): look again.
   }
 }
@@ -105,7 +119,29 @@ int NextLost(uint64_t* cursor, hugetlb_ras_lost* out, int max) {
   return n;
 }
 
-const hugetlb_ras_api g_api = {HUGETLB_RAS_API_VERSION, sizeof(hugetlb_ras_api), CheckHva, CheckGpa, NextLost};
+// copy_from_guest / copy_to_guest: the whole range inside one region of a live engine.
+int CopyGuest(uint64_t gpa, void* buf, uint64_t len, uint64_t* lost, int timeout_ms, bool to) {
+  if (!lost || (!buf && len > 0)) return -EINVAL;
+  RegionRef ref = RegionRef::FindGpa(gpa);
+  if (!ref) return -EINVAL;
+  Region& r = *ref;
+  uint64_t off = gpa - r.guest_phys;
+  uint64_t size = r.end - r.start;
+  if (len > size - off) return -EINVAL;
+  if (len == 0) return 0;
+  return access::CopyAvailable(r, r.start + off, buf, len, lost, to, timeout_ms);
+}
+
+int CopyFromGuest(uint64_t gpa, void* dst, uint64_t len, uint64_t* lost_bitmap, int timeout_ms) {
+  return CopyGuest(gpa, dst, len, lost_bitmap, timeout_ms, false);
+}
+
+int CopyToGuest(uint64_t gpa, const void* src, uint64_t len, uint64_t* lost_bitmap, int timeout_ms) {
+  return CopyGuest(gpa, const_cast<void*>(src), len, lost_bitmap, timeout_ms, true);
+}
+
+const hugetlb_ras_api g_api = {HUGETLB_RAS_API_VERSION, sizeof(hugetlb_ras_api), CheckHva, CheckGpa, NextLost,
+                               CopyFromGuest, CopyToGuest};
 
 const char* KindName(uffd::Kind k) {
   switch (k) {
@@ -131,7 +167,7 @@ Napi::Value UffdInfo(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
+bool RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   hugetlb_ras_lost l = {};
   uintptr_t a = hva & ~(size - 1);
   l.hva = a;
@@ -140,14 +176,30 @@ void RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   l.region_id = r.id;
   l.code = code;
   std::lock_guard<std::mutex> lock(g_lost_mu);
+  for (size_t i = 0; i < g_lost.size(); i++) {
+    const hugetlb_ras_lost& x = g_lost[i];
+    if (!g_forgotten[i] && x.region_id == l.region_id && x.hva == l.hva && x.size == l.size) return false;
+  }
   g_lost.push_back(l);
+  g_forgotten.push_back(false);
+  return true;
 }
 
 bool IsRecorded(const Region& r, uintptr_t hva) {
   std::lock_guard<std::mutex> lock(g_lost_mu);
-  for (const hugetlb_ras_lost& l : g_lost)
-    if (l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
+  for (size_t i = 0; i < g_lost.size(); i++) {
+    const hugetlb_ras_lost& l = g_lost[i];
+    if (!g_forgotten[i] && l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
+  }
   return false;
+}
+
+void Forget(const Region& r, uintptr_t hva, uint64_t len) {
+  std::lock_guard<std::mutex> lock(g_lost_mu);
+  for (size_t i = 0; i < g_lost.size(); i++) {
+    const hugetlb_ras_lost& l = g_lost[i];
+    if (l.region_id == r.id && l.hva >= hva && l.hva - hva < len) g_forgotten[i] = true;
+  }
 }
 
 void Register(Napi::Env env, Napi::Object exports) {

@@ -24,14 +24,29 @@ std::atomic<int> g_passthrough{1};  // set while no engine is open: every signal
 std::atomic<SimulatedFaultLsb> g_sim_hook{nullptr};
 bool g_installed = false;  // our handlers are in the chain (changed only on the JS thread)
 std::atomic<uint64_t> g_hold_delay_ns{0};  // tests only: see SetHoldDelayForTests
+std::atomic<uint64_t> g_hold_until_ns{0};  // tests only: see SetHoldUntilForTests
 
-// Leaves the handler: lets go of the region first (nothing after a siglongjmp would).
-[[noreturn]] void Jump(RegionRef* ref, ThreadSlot* s, uintptr_t addr, int sig, int code) {
+// Only the access's own fault ends a guarded access: a synchronous one (the kernel raised it for
+// this thread's instruction: si_code > 0), never an action-optional report (it comes for memory
+// nobody touched) nor one somebody sent (kill, tgkill, sigqueue: si_code <= 0), and only once the
+// slot has its jump buffer. Everything else is chained or handled and the access goes on.
+bool OwnFault(const siginfo_t* si) { return si->si_code > 0 && !(si->si_signo == SIGBUS && si->si_code == BUS_MCEERR_AO); }
+
+bool CanJump(ThreadSlot* s, const siginfo_t* si) {
+  return s && s->mode.load(std::memory_order_acquire) == kSlotJump && OwnFault(si) &&
+         s->jump.load(std::memory_order_acquire) != nullptr;
+}
+
+// Leaves the handler: lets go of the region first (nothing after a siglongjmp would). Callers
+// made sure the slot has its jump buffer; without one it does nothing rather than jump through null.
+void Jump(RegionRef* ref, ThreadSlot* s, uintptr_t addr, int sig, int code) {
+  sigjmp_buf* jb = s->jump.load(std::memory_order_acquire);
+  if (!jb) return;
   if (ref) ref->Release();
   s->fault_addr.store(addr, std::memory_order_relaxed);
   s->fault_signal.store(sig, std::memory_order_relaxed);
   s->fault_code.store(code, std::memory_order_relaxed);
-  siglongjmp(*s->jump, 1);
+  siglongjmp(*jb, 1);
 }
 
 // `ref` holds the region: every way out of here lets go of it (return, Jump, Chain).
@@ -62,9 +77,9 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
         GlobalCounters().stale.fetch_add(1, std::memory_order_relaxed);
         return;
       } else {
-        // The kernel confirms it: this 4 KiB of the ordinary pages is gone.
-        r.MarkSubpageLost(addr);
-        flags = kReportNewSubpageLoss;
+        // The kernel confirms it: this 4 KiB of the ordinary pages is gone. Only the thread whose
+        // mark was the first reports it new (another one's handler may have marked it meanwhile).
+        flags = r.MarkSubpageLost(addr) ? kReportNewSubpageLoss : kReportAlreadyLost;
         lost_now = true;
       }
     } else if (st == kLost) {
@@ -84,6 +99,8 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
 
   if (code == BUS_MCEERR_AO) return;  // asynchronous: nothing faulted, nobody to stall
   int mode = slot ? slot->mode.load(std::memory_order_acquire) : kSlotFree;
+  // A slot whose jump buffer is not set yet cannot have faulted: as a thread without a slot.
+  if ((mode == kSlotJump || mode == kSlotVcpu) && !slot->jump.load(std::memory_order_acquire)) mode = kSlotFree;
   switch (mode) {
     case kSlotReturn:
       return;
@@ -92,10 +109,11 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
       // wait as a vCPU does (bounded; never for a paused engine), then retry the access.
       if (!lost_now) {
         if (g_paused.load(std::memory_order_acquire)) Jump(&ref, slot, addr, access::kFaultEnginePaused, code);
-        if (!wait::WaitHandledFor(r, page, access::kGuardedWaitMs)) Jump(&ref, slot, addr, access::kFaultWaitTimeout, code);
+        if (!wait::WaitHandledFor(r, page, slot->wait_ms.load(std::memory_order_relaxed))) Jump(&ref, slot, addr, access::kFaultWaitTimeout, code);
         return;
       }
       Jump(&ref, slot, addr, SIGBUS, code);
+      return;  // not reached: the slot has its jump buffer
     case kSlotVcpu:
       if (lost_now) Jump(&ref, slot, addr, SIGBUS, code);  // the vCPU reports an MCE to its guest
       if (!wait::WaitHandled(r, page, slot->vcpu)) Jump(&ref, slot, addr, SIGBUS, code);  // told to stop
@@ -124,7 +142,8 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
 
 void OnSigbus(int sig, siginfo_t* si, void* uc) {
   int saved_errno = errno;
-  if (g_passthrough.load(std::memory_order_acquire)) {
+  // Sent by a process (kill, tgkill, sigqueue): never a memory error, never a guarded access's fault.
+  if (g_passthrough.load(std::memory_order_acquire) || si->si_code <= 0) {
     Chain(sig, si, uc);
     errno = saved_errno;
     return;
@@ -142,13 +161,16 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
   RegionRef r = RegionRef::Find(addr);
   if (!r) {
     // A guarded accessor gets an error, never the process's death (its region may be going away).
-    if (slot && slot->mode.load() == kSlotJump) Jump(nullptr, slot, addr, sig, si->si_code);
+    if (CanJump(slot, si)) Jump(nullptr, slot, addr, sig, si->si_code);
     Chain(sig, si, uc);
     errno = saved_errno;
     return;
   }
   if (uint64_t hold = g_hold_delay_ns.load(std::memory_order_relaxed))
     for (uint64_t until = MonotonicNs() + hold; MonotonicNs() < until;) {
+    }
+  if (uint64_t until = g_hold_until_ns.load(std::memory_order_relaxed))
+    while (MonotonicNs() < until) {
     }
   int code = si->si_code;
   int lsb = si->si_addr_lsb;
@@ -162,7 +184,7 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
     } else {
       // Not a memory error (e.g. the file was truncated under the region): a guarded accessor
       // gets an error, everybody else dies as before.
-      if (slot && slot->mode.load() == kSlotJump) Jump(&r, slot, addr, sig, si->si_code);
+      if (CanJump(slot, si)) Jump(&r, slot, addr, sig, si->si_code);
       r.Release();
       Chain(sig, si, uc);
       errno = saved_errno;
@@ -175,7 +197,8 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
 
 void OnSigsegv(int sig, siginfo_t* si, void* uc) {
   int saved_errno = errno;
-  if (g_passthrough.load(std::memory_order_acquire)) {
+  // Sent by a process: not a fault, whatever si_addr happens to hold.
+  if (g_passthrough.load(std::memory_order_acquire) || si->si_code <= 0) {
     Chain(sig, si, uc);
     errno = saved_errno;
     return;
@@ -184,7 +207,7 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
   RegionRef r = RegionRef::Find(addr);
   if (!r) {
     ThreadSlot* slot = FindSlot(Gettid());
-    if (slot && slot->mode.load() == kSlotJump) Jump(nullptr, slot, addr, sig, si->si_code);
+    if (CanJump(slot, si)) Jump(nullptr, slot, addr, sig, si->si_code);
     Chain(sig, si, uc);
     errno = saved_errno;
     return;
@@ -218,7 +241,7 @@ void OnSigsegv(int sig, siginfo_t* si, void* uc) {
       return;  // re-execute: a stale fault now succeeds
     }
     ThreadSlot* slot = FindSlot(tid);
-    if (slot && slot->mode.load() == kSlotJump) Jump(&r, slot, addr, sig, si->si_code);
+    if (CanJump(slot, si)) Jump(&r, slot, addr, sig, si->si_code);
     r.Release();
     Chain(sig, si, uc);
     errno = saved_errno;
@@ -251,14 +274,25 @@ void SetSimulatedFaultHook(SimulatedFaultLsb hook) { g_sim_hook.store(hook); }
 
 void SetHoldDelayForTests(uint64_t ns) { g_hold_delay_ns.store(ns); }
 
+void SetHoldUntilForTests(uint64_t monotonic_ns) { g_hold_until_ns.store(monotonic_ns); }
+
 bool Install() {
   if (g_refs.fetch_add(1) > 0) return true;
   if (!g_installed) {
+    // The previous handlers are read before ours go in: from the moment ours is installed, a
+    // signal on another thread may be chained to them.
+    if (sigaction(SIGBUS, nullptr, &g_prev_bus) != 0 || sigaction(SIGSEGV, nullptr, &g_prev_segv) != 0) {
+      g_refs.fetch_sub(1);
+      return false;
+    }
+    // Each handler blocks the other's signal: a handler that waits (a guarded accessor, a vCPU)
+    // must not be entered again by the other one and left by a jump past its own frame.
     struct sigaction sa = {};
     sa.sa_sigaction = OnSigbus;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGBUS, &sa, &g_prev_bus) != 0) {
+    sigaddset(&sa.sa_mask, SIGSEGV);
+    if (sigaction(SIGBUS, &sa, nullptr) != 0) {
       g_refs.fetch_sub(1);
       return false;
     }
@@ -266,7 +300,8 @@ bool Install() {
     sv.sa_sigaction = OnSigsegv;
     sv.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&sv.sa_mask);
-    if (sigaction(SIGSEGV, &sv, &g_prev_segv) != 0) {
+    sigaddset(&sv.sa_mask, SIGBUS);
+    if (sigaction(SIGSEGV, &sv, nullptr) != 0) {
       int e = errno;
       sigaction(SIGBUS, &g_prev_bus, nullptr);
       g_refs.fetch_sub(1);

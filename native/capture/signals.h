@@ -23,5 +23,8 @@ void SetSimulatedFaultHook(SimulatedFaultLsb hook);
 // Tests: the SIGBUS handler spins this long right after it found the region, as a thread preempted
 // there would (region removal and slot reuse must not hurt it). 0: off.
 void SetHoldDelayForTests(uint64_t ns);
+// Tests: the SIGBUS handler spins there until this CLOCK_MONOTONIC time, so handlers on several
+// threads go on from the same instant (races between them made likely). 0: off.
+void SetHoldUntilForTests(uint64_t monotonic_ns);
 
 }  // namespace ras::signals

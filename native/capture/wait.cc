@@ -1,5 +1,13 @@
 #include "capture/wait.h"
 
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hugetlb_ras.h"
+
 namespace ras::signals::wait {
 
 namespace {
@@ -40,13 +48,21 @@ bool WaitHandledFor(Region& r, uint32_t page, int ms) {
 
 bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
   std::atomic<uint32_t>& w = r.Word(page);
+  // A thread without a slot (a VMM's vCPU) never waits for a paused engine, nor longer than the
+  // header's HUGETLB_RAS_FOREIGN_WAIT_MS, nor past a signal handled on it meanwhile (its VMM's
+  // kick): the handler returns, KVM_RUN reports EINTR, and the access faults again later.
+  if (!vcpu && g_paused.load(std::memory_order_acquire)) return false;
   Spin(r, w);
+  uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(HUGETLB_RAS_FOREIGN_WAIT_MS) * 1000000ull;
   for (;;) {
     uint32_t word = w.load(std::memory_order_acquire);
     if (Settled(word)) return true;
     if (g_shutdown.load(std::memory_order_acquire) || r.removed.load(std::memory_order_acquire)) return true;
     if (vcpu && vcpu->stop.load(std::memory_order_acquire)) return false;
-    FutexWait(&w, word, 20);
+    if (!vcpu && (g_paused.load(std::memory_order_acquire) || MonotonicNs() >= deadline)) return false;
+    struct timespec ts = {0, 20 * 1000000L};
+    long rc = syscall(SYS_futex, reinterpret_cast<uint32_t*>(&w), FUTEX_WAIT, word, &ts, nullptr, 0);
+    if (!vcpu && rc == -1 && errno == EINTR) return false;  // a handler ran on this thread: a kick
   }
 }
 

@@ -128,8 +128,9 @@ bool Process(const Report& rep, std::vector<Event>& out) {
     e.page = page;
     e.report = rep;
     e.lost_addr = rep.addr & ~(kSubpage - 1);
-    capi::RecordLost(r, e.lost_addr, kSubpage, rep.code);
-    out.push_back(e);
+    // The dropped-report scan may have found the mark before this report was queued: one loss,
+    // one record, one event.
+    if (capi::RecordLost(r, e.lost_addr, kSubpage, rep.code)) out.push_back(e);
     return false;
   }
   if (st == kSplit && !(rep.flags & kReportAlreadyLost) && !r.SubpageLost(rep.addr)) {
@@ -265,6 +266,7 @@ bool Start(Napi::Env env, Napi::Function on_events) {
     delete s;
     return false;
   }
+  SettleForNewEngine();  // what closed engines left queued is nobody's work now
   tojs::Start(env, on_events);
   SetWorkerEventFd(s->efd);
   g_shutdown.store(0);

@@ -36,8 +36,10 @@ bool EnqueueReport(const Report& r) {
     if (diff == 0) {
       if (g_enqueue_pos.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
         c.report = r;
-        c.seq.store(pos + 1, std::memory_order_release);
+        // Counted before it is published: a lane never finishes a report that is not counted yet,
+        // so processed never catches up with captured while a report is in flight (whenIdle).
         g_counters.captured.fetch_add(1, std::memory_order_acq_rel);
+        c.seq.store(pos + 1, std::memory_order_release);
         return true;
       }
     } else if (diff < 0) {
@@ -75,6 +77,13 @@ bool ReportsWaiting() {
 }
 
 Counters& GlobalCounters() { return g_counters; }
+
+void SettleForNewEngine() {
+  Report r;
+  while (DequeueReport(&r)) {
+  }
+  g_counters.processed.store(g_counters.captured.load());
+}
 
 void WakeWorker() {
   int fd = g_event_fd.load(std::memory_order_acquire);

@@ -37,6 +37,13 @@ struct Counters {
 };
 Counters& GlobalCounters();
 
+// A first engine opens (no lane runs, no region is mapped, the handlers pass everything through):
+// whatever the engines before it left behind (reports still queued when their lanes stopped, slow
+// lane jobs dropped at stop) will never be processed, so it is taken off the books: the queue is
+// emptied and `processed` brought level with `captured`. Counters stay true across stop, JS
+// environment teardown and Workers; whenIdle of the new engine waits for its own work only.
+void SettleForNewEngine();
+
 void WakeWorker();          // async-signal-safe (eventfd write)
 void SetWorkerEventFd(int fd);
 

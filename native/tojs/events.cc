@@ -128,8 +128,11 @@ void CallJs(Napi::Env env, Napi::Function fn, Batch* batch) {
     delete batch;
     return;
   }
-  // A batch from a worker that has stopped since (engine closed) has nobody left to tell.
-  if (env != nullptr && fn != nullptr && batch->generation == g_generation.load()) {
+  // A batch from a worker that has stopped since (engine closed) has nobody left to tell, and it is
+  // not counted: the next engine's Start settled the books without it (batches an environment being
+  // torn down drops come nowhere near here: node-addon-api returns before calling us).
+  bool current = batch->generation == g_generation.load();
+  if (env != nullptr && fn != nullptr && current) {
     napi_env e = env;
     napi_value arr = nullptr;
     bool ok = BuildArray(e, batch->events, &arr);
@@ -139,7 +142,7 @@ void CallJs(Napi::Env env, Napi::Function fn, Batch* batch) {
       napi_call_function(e, global, static_cast<napi_value>(fn), 1, args, &result);
     }
   }
-  GlobalCounters().delivered.fetch_add(n);
+  if (current) GlobalCounters().delivered.fetch_add(n);
   delete batch;
 }
 
@@ -149,8 +152,10 @@ napi_value TakePending(napi_env env) {
   std::vector<Event> events;
   {
     std::lock_guard<std::mutex> lock(g_inflight_mu);
+    uint32_t gen = g_generation.load();
     for (Batch* b : g_inflight) {
-      if (b->taken) continue;
+      // Only this engine's: a stopped engine's batch (a Worker's, an environment torn down) is not ours to deliver.
+      if (b->taken || b->generation != gen) continue;
       b->taken = true;
       events.insert(events.end(), b->events.begin(), b->events.end());
     }
@@ -162,6 +167,9 @@ napi_value TakePending(napi_env env) {
 }
 
 void Start(Napi::Env env, Napi::Function on_events) {
+  // Batches of stopped engines never delivered (their environment was torn down, or they come
+  // later with an old generation and are not counted): off the books before this engine posts.
+  GlobalCounters().delivered.store(GlobalCounters().posted.load());
   g_tsfn = Napi::ThreadSafeFunction::New(env, on_events, "hugetlb-ras-events", 0, 1);
   g_tsfn.Unref(env);  // an idle engine must not keep the process alive
 }
