@@ -10,6 +10,8 @@
 
 #include <mutex>
 
+#include "split/props.h"
+
 // Debian 12's kernel headers (6.1) predate UFFDIO_POISON (6.6) and may predate user-mode-only.
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
@@ -114,14 +116,13 @@ int PoisonRange(char* addr, uint64_t len, bool in_place, const char** syscall_ou
   if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
     int e = errno;  // EBUSY: a lazy fill has the range registered (split/lazy.h)
     *syscall_out = "ioctl(UFFDIO_REGISTER)";
-    if (in_place) mprotect(addr, len, PROT_NONE);  // the caller reports a fault guard: make it one
+    if (in_place) mprotect(addr, len, PROT_NONE);  // the caller reports a fault guard: make it one (checked there)
     return e;
   }
   int err = 0;
   // UFFDIO_POISON never replaces a present page (EEXIST): drop the range first. A thread that
   // touches it in between waits in the kernel until the marker is in (POISON wakes it).
-  if (madvise(addr, len, MADV_DONTNEED) != 0) {
-    err = errno;
+  if ((err = props::Drop(addr, len)) != 0) {
     *syscall_out = "madvise(MADV_DONTNEED)";
   } else {
     struct uffdio_poison po = {};

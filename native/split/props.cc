@@ -1,0 +1,240 @@
+#include "split/props.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "linux_compat.h"
+
+#ifndef MADV_DONTNEED_LOCKED
+#define MADV_DONTNEED_LOCKED 24  // Linux >= 5.18
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
+#endif
+
+namespace ras::props {
+
+namespace {
+struct Known {
+  Lock lock = kUnlocked;  // declared
+  bool seen = false;      // smaps was read for it
+  bool dontdump = false;  // its huge pages' VMAs carry VM_DONTDUMP
+  bool foreign = false;   // ... a userfaultfd registration of the VMM's own
+};
+
+struct Watch {
+  uint32_t id;
+  uintptr_t start, end;
+};
+
+std::mutex g_mu;  // guards everything below; never held across a syscall
+std::map<uint32_t, Known> g_known;
+std::deque<Watch> g_queue;
+std::condition_variable g_cv;
+std::thread g_thread;
+bool g_stop = false;
+Counters g_counters;
+
+bool Has(const char* flags, const char* f) {
+  size_t n = strlen(f);
+  for (const char* p = flags; (p = strstr(p, f)); p += n)
+    if ((p == flags || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\n' || p[n] == 0)) return true;
+  return false;
+}
+
+// One read of /proc/self/smaps for region [w.start, w.end): what its huge pages' VMAs carry, and the
+// replacement VMAs (not hugetlb) that lack VM_DONTDUMP.
+struct Scan {
+  bool any_huge = false, dontdump = false, foreign = false;
+  std::vector<std::pair<uintptr_t, uintptr_t>> undumped;
+};
+Scan Read(const Watch& w) {
+  Scan s;
+  FILE* f = fopen("/proc/self/smaps", "re");
+  if (!f) return s;
+  char line[512];
+  uintptr_t vs = 0, ve = 0;
+  bool in = false;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long a, b;
+    if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      if (a >= w.end) break;  // in address order: nothing of the region follows
+      vs = a;
+      ve = b;
+      in = vs >= w.start && ve <= w.end;
+      continue;
+    }
+    if (!in || strncmp(line, "VmFlags:", 8) != 0) continue;
+    const char* fl = line + 8;
+    if (Has(fl, "ht")) {
+      s.any_huge = true;
+      s.dontdump |= Has(fl, "dd");
+      s.foreign |= Has(fl, "um") || Has(fl, "uw") || Has(fl, "ui");
+    } else if (!Has(fl, "dd")) {
+      s.undumped.emplace_back(vs, ve);
+    }
+  }
+  fclose(f);
+  return s;
+}
+
+void Loop() {
+  SetThreadNice(5);
+  std::unique_lock<std::mutex> lock(g_mu);
+  for (;;) {
+    g_cv.wait(lock, [] { return g_stop || !g_queue.empty(); });
+    if (g_stop) return;
+    Watch w = g_queue.front();
+    g_queue.pop_front();
+    lock.unlock();
+    // Holds the region against removal: nothing else may be mapped at its addresses meanwhile.
+    RegionRef hold = RegionRef::Find(w.start);
+    if (hold && hold->id == w.id) {
+      Scan s = Read(w);
+      bool dd;
+      {
+        std::lock_guard<std::mutex> g(g_mu);
+        Known& k = g_known[w.id];
+        if (s.any_huge) {  // else (every huge page split) what was seen last stands
+          if (s.foreign && !k.foreign) g_counters.foreign_uffd++;
+          k.dontdump = s.dontdump;
+          k.foreign = s.foreign;
+          k.seen = true;
+        }
+        dd = k.seen && k.dontdump;
+      }
+      if (dd)
+        for (auto& [a, b] : s.undumped)
+          if (madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTDUMP) == 0) {
+            std::lock_guard<std::mutex> g(g_mu);
+            g_counters.dontdump_marked++;
+          }
+    }
+    hold.Release();
+    lock.lock();
+  }
+}
+}  // namespace
+
+Lock FutureLock() {
+  // A fresh mapping is VM_LOCKED exactly when mm->def_flags is (mlockall MCL_FUTURE); PROT_NONE so
+  // that nothing is populated. MCL_ONFAULT then leaves a readable probe page unpopulated.
+  void* p = mmap(nullptr, kSubpage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return kUnlocked;
+  Lock l = kUnlocked;
+  if (msync(p, kSubpage, MS_INVALIDATE) != 0 && errno == EBUSY) {
+    munmap(p, kSubpage);
+    p = mmap(nullptr, kSubpage, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return kLocked;
+    unsigned char v = 0;
+    l = mincore(p, kSubpage, &v) == 0 && !(v & 1) ? kLockedOnFault : kLocked;
+  }
+  munmap(p, kSubpage);
+  return l;
+}
+
+void SetRegionLock(uint32_t id, Lock l) {
+  std::lock_guard<std::mutex> g(g_mu);
+  g_known[id].lock = l;
+}
+
+Lock RegionLock(uint32_t id) {
+  std::lock_guard<std::mutex> g(g_mu);
+  auto it = g_known.find(id);
+  return it == g_known.end() ? kUnlocked : it->second.lock;
+}
+
+void Forget(uint32_t id) {
+  std::lock_guard<std::mutex> g(g_mu);
+  g_known.erase(id);
+}
+
+Lock Wanted(const Region& r) {
+  Lock l = RegionLock(r.id);
+  return l != kUnlocked ? l : FutureLock();
+}
+
+bool IsLocked(const void* addr, uint64_t len) {
+  return msync(const_cast<void*>(addr), len, MS_INVALIDATE) != 0 && errno == EBUSY;
+}
+
+int LockReplacement(char* addr, uint64_t len) {
+  // MLOCK_ONFAULT: every page is present already (a populating mlock would stop at a marker).
+  if (syscall(SYS_mlock2, addr, len, MLOCK_ONFAULT) == 0) return 0;
+  int e = errno;
+  if (e == EINVAL && mlock(addr, len) == 0) return 0;  // kernels before 4.4
+  return e;
+}
+
+void CountLockFailure(int e) {
+  std::lock_guard<std::mutex> g(g_mu);
+  g_counters.lock_failures++;
+  g_counters.lock_errno = e;
+}
+
+int Drop(void* addr, uint64_t len) {
+  if (madvise(addr, len, MADV_DONTNEED) == 0) return 0;
+  int e = errno;
+  if (e != EINVAL) return e;
+  // Locked (mlock, or mlockall(MCL_FUTURE) made it so): the kernel needs the locked variant.
+  return madvise(addr, len, MADV_DONTNEED_LOCKED) == 0 ? 0 : errno;
+}
+
+void MarkLikeRegion(const Region& r, char* addr, uint64_t len) {
+  bool dd;
+  {
+    std::lock_guard<std::mutex> g(g_mu);
+    auto it = g_known.find(r.id);
+    dd = it != g_known.end() && it->second.seen && it->second.dontdump;
+  }
+  if (dd) madvise(addr, len, MADV_DONTDUMP);
+}
+
+void Note(const Region& r) {
+  {
+    std::lock_guard<std::mutex> g(g_mu);
+    if (g_stop) return;
+    for (const Watch& w : g_queue)
+      if (w.id == r.id) return;  // one read will do for both
+    g_queue.push_back({r.id, r.start, r.end});
+    if (!g_thread.joinable()) g_thread = SpawnThread(Loop);
+  }
+  g_cv.notify_one();
+}
+
+void Stop() {
+  std::thread t;
+  {
+    std::lock_guard<std::mutex> g(g_mu);
+    g_stop = true;
+    g_queue.clear();
+    t = std::move(g_thread);
+  }
+  g_cv.notify_all();
+  if (t.joinable()) t.join();
+  std::lock_guard<std::mutex> g(g_mu);
+  g_stop = false;
+}
+
+Counters GetCounters() {
+  std::lock_guard<std::mutex> g(g_mu);
+  return g_counters;
+}
+
+void CountLockedEager() {
+  std::lock_guard<std::mutex> g(g_mu);
+  g_counters.locked_eager++;
+}
+
+}  // namespace ras::props
