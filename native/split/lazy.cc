@@ -171,6 +171,7 @@ void WaitGone(const std::shared_ptr<Job>& j) {
 void CountLazy() { g_lazy.fetch_add(1); }
 
 void Start() {
+  props::Start();
   if (g_state) return;
   if (!lazyfd::Open().ok) return;
   auto* s = new State();

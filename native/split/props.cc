@@ -9,9 +9,10 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <pthread.h>
+#include <signal.h>
 #include <map>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "linux_compat.h"
@@ -38,11 +39,21 @@ struct Watch {
   uintptr_t start, end;
 };
 
-std::mutex g_mu;  // guards everything below; never held across a syscall
-std::map<uint32_t, Known> g_known;
-std::deque<Watch> g_queue;
-std::condition_variable g_cv;
-std::thread g_thread;
+// Never destroyed: a VMM may exit (process.exit) while the thread waits on the condition, and
+// destroying a condition variable with a waiter blocks the exit for good.
+struct Shared {
+  std::mutex mu;  // guards everything here and below; never held across a syscall
+  std::map<uint32_t, Known> known;
+  std::deque<Watch> queue;
+  std::condition_variable cv;
+};
+Shared& S() {
+  static Shared* s = new Shared();
+  return *s;
+}
+
+pthread_t g_thread;  // a pthread, not a std::thread: its creation may fail (no exceptions here),
+bool g_running = false;  // and nothing is destroyed at exit (a VMM may exit without close)
 bool g_stop = false;
 Counters g_counters;
 
@@ -91,12 +102,12 @@ Scan Read(const Watch& w) {
 
 void Loop() {
   SetThreadNice(5);
-  std::unique_lock<std::mutex> lock(g_mu);
+  std::unique_lock<std::mutex> lock(S().mu);
   for (;;) {
-    g_cv.wait(lock, [] { return g_stop || !g_queue.empty(); });
+    S().cv.wait(lock, [] { return g_stop || !S().queue.empty(); });
     if (g_stop) return;
-    Watch w = g_queue.front();
-    g_queue.pop_front();
+    Watch w = S().queue.front();
+    S().queue.pop_front();
     lock.unlock();
     // Holds the region against removal: nothing else may be mapped at its addresses meanwhile.
     RegionRef hold = RegionRef::Find(w.start);
@@ -104,8 +115,8 @@ void Loop() {
       Scan s = Read(w);
       bool dd;
       {
-        std::lock_guard<std::mutex> g(g_mu);
-        Known& k = g_known[w.id];
+        std::lock_guard<std::mutex> g(S().mu);
+        Known& k = S().known[w.id];
         if (s.any_huge) {  // else (every huge page split) what was seen last stands
           if (s.foreign && !k.foreign) g_counters.foreign_uffd++;
           k.dontdump = s.dontdump;
@@ -117,7 +128,7 @@ void Loop() {
       if (dd)
         for (auto& [a, b] : s.undumped)
           if (madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTDUMP) == 0) {
-            std::lock_guard<std::mutex> g(g_mu);
+            std::lock_guard<std::mutex> g(S().mu);
             g_counters.dontdump_marked++;
           }
     }
@@ -145,19 +156,19 @@ Lock FutureLock() {
 }
 
 void SetRegionLock(uint32_t id, Lock l) {
-  std::lock_guard<std::mutex> g(g_mu);
-  g_known[id].lock = l;
+  std::lock_guard<std::mutex> g(S().mu);
+  S().known[id].lock = l;
 }
 
 Lock RegionLock(uint32_t id) {
-  std::lock_guard<std::mutex> g(g_mu);
-  auto it = g_known.find(id);
-  return it == g_known.end() ? kUnlocked : it->second.lock;
+  std::lock_guard<std::mutex> g(S().mu);
+  auto it = S().known.find(id);
+  return it == S().known.end() ? kUnlocked : it->second.lock;
 }
 
 void Forget(uint32_t id) {
-  std::lock_guard<std::mutex> g(g_mu);
-  g_known.erase(id);
+  std::lock_guard<std::mutex> g(S().mu);
+  S().known.erase(id);
 }
 
 Lock Wanted(const Region& r) {
@@ -178,7 +189,7 @@ int LockReplacement(char* addr, uint64_t len) {
 }
 
 void CountLockFailure(int e) {
-  std::lock_guard<std::mutex> g(g_mu);
+  std::lock_guard<std::mutex> g(S().mu);
   g_counters.lock_failures++;
   g_counters.lock_errno = e;
 }
@@ -194,46 +205,63 @@ int Drop(void* addr, uint64_t len) {
 void MarkLikeRegion(const Region& r, char* addr, uint64_t len) {
   bool dd;
   {
-    std::lock_guard<std::mutex> g(g_mu);
-    auto it = g_known.find(r.id);
-    dd = it != g_known.end() && it->second.seen && it->second.dontdump;
+    std::lock_guard<std::mutex> g(S().mu);
+    auto it = S().known.find(r.id);
+    dd = it != S().known.end() && it->second.seen && it->second.dontdump;
   }
   if (dd) madvise(addr, len, MADV_DONTDUMP);
 }
 
 void Note(const Region& r) {
   {
-    std::lock_guard<std::mutex> g(g_mu);
+    std::lock_guard<std::mutex> g(S().mu);
     if (g_stop) return;
-    for (const Watch& w : g_queue)
+    for (const Watch& w : S().queue)
       if (w.id == r.id) return;  // one read will do for both
-    g_queue.push_back({r.id, r.start, r.end});
-    if (!g_thread.joinable()) g_thread = SpawnThread(Loop);
+    if (!g_running) return;  // not started (or could not be): nothing reads smaps
+    S().queue.push_back({r.id, r.start, r.end});
   }
-  g_cv.notify_one();
+  S().cv.notify_one();
+}
+
+void* Trampoline(void*) {
+  Loop();
+  return nullptr;
+}
+
+void Start() {
+  std::lock_guard<std::mutex> g(S().mu);
+  if (g_running) return;
+  g_stop = false;
+  // At open, never on a recovery's path: creating a thread needs memory and map entries (a
+  // recovery may run exactly when those are exhausted). Where it fails nothing reads smaps.
+  sigset_t block, old;
+  AsyncSignals(&block);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  g_running = pthread_create(&g_thread, nullptr, Trampoline, nullptr) == 0;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 void Stop() {
-  std::thread t;
+  bool running;
   {
-    std::lock_guard<std::mutex> g(g_mu);
+    std::lock_guard<std::mutex> g(S().mu);
     g_stop = true;
-    g_queue.clear();
-    t = std::move(g_thread);
+    S().queue.clear();
+    running = g_running;
+    g_running = false;
   }
-  g_cv.notify_all();
-  if (t.joinable()) t.join();
-  std::lock_guard<std::mutex> g(g_mu);
-  g_stop = false;
+  S().cv.notify_all();
+  if (running) pthread_join(g_thread, nullptr);
 }
 
 Counters GetCounters() {
-  std::lock_guard<std::mutex> g(g_mu);
+  std::lock_guard<std::mutex> g(S().mu);
   return g_counters;
 }
 
 void CountLockedEager() {
-  std::lock_guard<std::mutex> g(g_mu);
+  std::lock_guard<std::mutex> g(S().mu);
   g_counters.locked_eager++;
 }
 

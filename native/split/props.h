@@ -47,6 +47,8 @@ int Drop(void* addr, uint64_t len);
 void MarkLikeRegion(const Region& r, char* addr, uint64_t len);
 // After a recovery in `r` starts or ends: read the region's VMAs again (off this thread).
 void Note(const Region& r);
+// The thread that reads smaps: from lazy::Start / lazy::Stop (the lanes' start and stop).
+void Start();
 void Stop();
 
 struct Counters {
