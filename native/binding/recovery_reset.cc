@@ -131,7 +131,7 @@ Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
   mapping::Failure af;
   if (!restored) anon = mapping::MapFreshAnonymous(*r, target, r->huge_size, pol, &af);
   if (restored || anon) ResetPage(*r, p, restored);
-  props::Note(*r);
+  props::Note(*r, true);  // the fresh page: marked after the fact where nothing was known
   o.Set("restored", restored);
   // Nothing could be mapped: the page is as it was (split or lost, its guards in place). Not
   // reported as reset: the ledger and the journal keep its losses.

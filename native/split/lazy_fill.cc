@@ -281,7 +281,7 @@ void Close(Job& j) {
       return FinishInPlace(j, in_block, lost);
     }
   }
-  props::MarkLikeRegion(*j.r, j.block.addr, j.size);
+  bool marked = props::MarkLikeRegion(*j.r, j.block.addr, j.size);
   e = lazyfd::Unregister(b, j.size);
   void* moved = e ? MAP_FAILED
                   : mremap(j.block.addr, j.size, j.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(j.dst));
@@ -298,7 +298,7 @@ void Close(Job& j) {
     lost.insert(std::upper_bound(lost.begin(), lost.end(), s), s);
   }
   lazyfd::Wake(j.dst, j.size);  // the touchers of closed and taken pieces
-  props::Note(*j.r);
+  if (!marked) props::Note(*j.r, true);
   j.filled_ns = MonotonicNs();  // all of it usable; the collapse below only restores 2 MiB pages
   // Chunks the touched pieces broke into 4 KiB pages go back on 2 MiB pages where nothing is lost.
   for (uint64_t c = 0; c < j.size / kChunk; c++) {

@@ -74,7 +74,7 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
     return undo();
   }
   madvise(m, j->size, MADV_DONTFORK);  // a VMM that forks must not copy guest RAM
-  props::Note(r);
+  props::Note(r, false);
   props::MarkLikeRegion(r, static_cast<char*>(m), j->size);
   j->pol = numa::PolicyAt(target);
   numa::PlaceLike(static_cast<char*>(m), j->size, j->pol, numa::HugePageNode(r, page), false);

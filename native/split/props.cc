@@ -32,7 +32,10 @@ struct Known {
   bool seen = false;      // smaps was read for it
   bool dontdump = false;  // its huge pages' VMAs carry VM_DONTDUMP
   bool foreign = false;   // ... a userfaultfd registration of the VMM's own
+  uint64_t read_ns = 0;   // when smaps was last read for it
 };
+// A region's VMAs are read at most this often unless a replacement went in without what they carry.
+constexpr uint64_t kFreshNs = 1'000'000'000ull;
 
 struct Watch {
   uint32_t id;
@@ -117,6 +120,7 @@ void Loop() {
       {
         std::lock_guard<std::mutex> g(S().mu);
         Known& k = S().known[w.id];
+        k.read_ns = MonotonicNs();
         if (s.any_huge) {  // else (every huge page split) what was seen last stands
           if (s.foreign && !k.foreign) g_counters.foreign_uffd++;
           k.dontdump = s.dontdump;
@@ -202,20 +206,24 @@ int Drop(void* addr, uint64_t len) {
   return madvise(addr, len, MADV_DONTNEED_LOCKED) == 0 ? 0 : errno;
 }
 
-void MarkLikeRegion(const Region& r, char* addr, uint64_t len) {
-  bool dd;
+bool MarkLikeRegion(const Region& r, char* addr, uint64_t len) {
+  bool dd, known;
   {
     std::lock_guard<std::mutex> g(S().mu);
     auto it = S().known.find(r.id);
-    dd = it != S().known.end() && it->second.seen && it->second.dontdump;
+    known = it != S().known.end() && it->second.seen;
+    dd = known && it->second.dontdump;
   }
   if (dd) madvise(addr, len, MADV_DONTDUMP);
+  return known;
 }
 
-void Note(const Region& r) {
+void Note(const Region& r, bool force) {
   {
     std::lock_guard<std::mutex> g(S().mu);
     if (g_stop) return;
+    auto it = S().known.find(r.id);
+    if (!force && it != S().known.end() && it->second.seen && MonotonicNs() - it->second.read_ns < kFreshNs) return;
     for (const Watch& w : S().queue)
       if (w.id == r.id) return;  // one read will do for both
     if (!g_running) return;  // not started (or could not be): nothing reads smaps

@@ -44,9 +44,11 @@ bool IsLocked(const void* addr, uint64_t len);
 int Drop(void* addr, uint64_t len);
 
 // MADV_DONTDUMP for a replacement of `r` where the region's huge pages have it (as known now).
-void MarkLikeRegion(const Region& r, char* addr, uint64_t len);
-// After a recovery in `r` starts or ends: read the region's VMAs again (off this thread).
-void Note(const Region& r);
+// False: nothing is known of the region yet (the replacement is marked after the fact, Note(r, true)).
+bool MarkLikeRegion(const Region& r, char* addr, uint64_t len);
+// When a recovery in `r` starts (force false: only where nothing was read in the last second) or a
+// replacement went in unmarked (force): read the region's VMAs again, off this thread.
+void Note(const Region& r, bool force);
 // The thread that reads smaps: from lazy::Start / lazy::Stop (the lanes' start and stop).
 void Start();
 void Stop();

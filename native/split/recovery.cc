@@ -141,7 +141,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   }
   out.used_reserve = block.from_reserve;
   uintptr_t target = r.PageAddress(page);
-  props::Note(r);  // MADV_DONTDUMP and a VMM's own userfaultfd: read off this thread (props.h)
+  props::Note(r, false);  // MADV_DONTDUMP and a VMM's own userfaultfd: read off this thread (props.h)
   // Before the read faults it: the huge page's memory policy as it was (MPOL_BIND stays BIND), else its node.
   numa::PlaceLike(block.addr, block.size, numa::PolicyAt(target), numa::HugePageNode(r, page), block.from_reserve);
   fileio::ReadBack rb = ReadPage(r, page, block.addr, readers ? readers->pool_ : nullptr);
@@ -203,7 +203,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   if (guard == HUGETLB_RAS_GUARD_FAULT) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
   bool in_block = guard == HUGETLB_RAS_GUARD_UFFD || guard == HUGETLB_RAS_GUARD_HWPOISON;
   for (uint32_t s : rb.lost) r.MarkSubpageLost(target + static_cast<uint64_t>(s) * kSubpage);
-  props::MarkLikeRegion(r, block.addr, block.size);
+  bool marked = props::MarkLikeRegion(r, block.addr, block.size);
   if (!mapping::SwapIn(block, target, rb.lost, in_block, props::Wanted(r), &mf)) {
     if (block.addr) mapping::DropBlock(block);
     r.ClearPageLost(page);  // the whole page is reported lost: no subpage bits for it
@@ -212,7 +212,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
     out.syscall = mf.syscall;
     return out;
   }
-  props::Note(r);  // the replacement VMA: marked MADV_DONTDUMP there if it was not known before
+  if (!marked) props::Note(r, true);  // the replacement VMA: marked MADV_DONTDUMP after the fact
   out.ok = true;
   out.bytes = rb.bytes;
   out.lost = std::move(rb.lost);

@@ -78,24 +78,25 @@ Napi::Value PinIoUring(const Napi::CallbackInfo& info) {
 }
 Napi::Value Unpin(const Napi::CallbackInfo& info) { return Result(info.Env(), close(static_cast<int>(Num(info[0])))); }
 
-// O_DIRECT reads into [addr, addr+len) from `path` on a native thread, over and over until stopped:
-// each read pins the pages for its duration (the move of a pinned page gets EBUSY).
+// O_DIRECT writes of [addr, addr+len) to `path` on a native thread, over and over until stopped:
+// each write pins the pages for its duration (the move of a pinned page gets EBUSY), and leaves
+// guest memory as it is (a disk write from guest RAM, as a VMM with cache=none does).
 struct DirectLoop {
   std::thread t;
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> reads{0};
   int err = 0;
 };
-Napi::Value StartDirectReads(const Napi::CallbackInfo& info) {
+Napi::Value StartDirectWrites(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
   uintptr_t a = Addr(info[1]);
   uint64_t len = Num(info[2]);
-  int fd = open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
   if (fd < 0) return Napi::Number::New(info.Env(), -errno);
   auto* l = new DirectLoop();
   l->t = std::thread([l, fd, a, len] {
     while (!l->stop.load()) {
-      if (pread(fd, reinterpret_cast<void*>(a), len, 0) < 0) {
+      if (pwrite(fd, reinterpret_cast<void*>(a), len, 0) < 0) {
         l->err = errno;
         break;
       }
@@ -105,12 +106,12 @@ Napi::Value StartDirectReads(const Napi::CallbackInfo& info) {
   });
   return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(reinterpret_cast<uintptr_t>(l)));
 }
-Napi::Value StopDirectReads(const Napi::CallbackInfo& info) {
+Napi::Value StopDirectWrites(const Napi::CallbackInfo& info) {
   auto* l = reinterpret_cast<DirectLoop*>(Addr(info[0]));
   l->stop.store(true);
   l->t.join();
   Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("reads", static_cast<double>(l->reads.load()));
+  o.Set("writes", static_cast<double>(l->reads.load()));
   o.Set("errno", l->err);
   delete l;
   return o;
@@ -126,8 +127,8 @@ void RegisterMemLock(Napi::Env env, Napi::Object exports) {
   exports.Set("testMbind", Napi::Function::New(env, Mbind));
   exports.Set("testPinIoUring", Napi::Function::New(env, PinIoUring));
   exports.Set("testUnpin", Napi::Function::New(env, Unpin));
-  exports.Set("testStartDirectReads", Napi::Function::New(env, StartDirectReads));
-  exports.Set("testStopDirectReads", Napi::Function::New(env, StopDirectReads));
+  exports.Set("testStartDirectWrites", Napi::Function::New(env, StartDirectWrites));
+  exports.Set("testStopDirectWrites", Napi::Function::New(env, StopDirectWrites));
 }
 
 }  // namespace ras::testing
