@@ -19,7 +19,8 @@ export interface EngineStats {
   /**
    * Which recovery path runs. 'lazy' needs a full userfaultfd (it must see KVM's kernel-mode faults:
    * /dev/userfaultfd access, vm.unprivileged_userfaultfd=1 or CAP_SYS_PTRACE) and Linux >= 6.8
-   * (UFFDIO_MOVE), and the 'uffd' guard; else 'eager' (why: `lazyUnavailable`). Counts are per process.
+   * (UFFDIO_MOVE), and the 'uffd' guard, and memory that is not locked (mlockall MCL_FUTURE: 'eager'); else
+   * 'eager' (why: `lazyUnavailable`, also set with 'lazy' when locked regions went eager). Counts are per process.
    */
   recovery: {
     path: 'lazy' | 'eager';
