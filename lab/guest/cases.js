@@ -776,6 +776,8 @@ require('./cases-vmm').register(def);
 require('./cases-linux').register(def);
 // The handover of a live update (h1, h2 on 6.12; h3 on 6.1).
 require('./cases-handover').register(def, { reportReached });
+// Locked and pinned guest RAM (p1, p2, m1-m3 on 6.12).
+require('./cases-locked').register(def);
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).
