@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -103,8 +104,12 @@ Scan Read(const Watch& w) {
   return s;
 }
 
+// Reads of smaps are spaced at least this far apart: a burst of recoveries is served by a few.
+constexpr auto kSpacing = std::chrono::milliseconds(20);
+
 void Loop() {
-  SetThreadNice(5);
+  // Normal priority, not lower: a read holds mmap_lock (shared) a few VMAs at a time, and a lane's
+  // mremap waits for it; a reader preempted for long by the vCPUs would stall that mremap.
   std::unique_lock<std::mutex> lock(S().mu);
   for (;;) {
     S().cv.wait(lock, [] { return g_stop || !S().queue.empty(); });
@@ -138,6 +143,7 @@ void Loop() {
     }
     hold.Release();
     lock.lock();
+    S().cv.wait_for(lock, kSpacing, [] { return g_stop; });
   }
 }
 }  // namespace
