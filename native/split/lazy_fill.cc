@@ -294,7 +294,8 @@ void Close(Job& j) {
   for (uint32_t s : LostNow(j)) {
     if (std::binary_search(lost.begin(), lost.end(), s)) continue;
     mapping::Failure f;
-    mapping::GuardSubpage(j.dst + static_cast<uint64_t>(s) * kSubpage, j.r->guard.load(), &f);
+    int used = mapping::GuardSubpage(j.dst + static_cast<uint64_t>(s) * kSubpage, props::ChosenGuard(*j.r), &f);
+    if (used != HUGETLB_RAS_GUARD_UFFD) j.r->guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
     lost.insert(std::upper_bound(lost.begin(), lost.end(), s), s);
   }
   lazyfd::Wake(j.dst, j.size);  // the touchers of closed and taken pieces

@@ -20,7 +20,7 @@ thread_local uint64_t t_front_sub = 0;
 }  // namespace
 
 bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out) {
-  if (!Accepting() || r.guard.load() != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
+  if (!Accepting() || props::ChosenGuard(r) != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
   // Nobody stalls on an action-optional report: the eager path puts the whole page in sooner.
   if (rep.code != BUS_MCEERR_AR) return false;
   uintptr_t target = r.PageAddress(page);

@@ -9,10 +9,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <pthread.h>
 #include <signal.h>
-#include <map>
 #include <mutex>
 #include <vector>
 
@@ -29,11 +27,13 @@ namespace ras::props {
 
 namespace {
 struct Known {
+  uint32_t id = 0;        // the region; 0: a free entry
   Lock lock = kUnlocked;  // declared
   bool seen = false;      // smaps was read for it
   bool dontdump = false;  // its huge pages' VMAs carry VM_DONTDUMP
   bool foreign = false;   // ... a userfaultfd registration of the VMM's own
   uint64_t read_ns = 0;   // when smaps was last read for it
+  int guard = -1;         // ChosenGuard
 };
 // A region's VMAs are read at most this often unless a replacement went in without what they carry.
 constexpr uint64_t kFreshNs = 1'000'000'000ull;
@@ -45,11 +45,36 @@ struct Watch {
 
 // Never destroyed: a VMM may exit (process.exit) while the thread waits on the condition, and
 // destroying a condition variable with a waiter blocks the exit for good.
+// Fixed tables, no allocation: a recovery may run exactly when the process can map no more memory
+// (vm.max_map_count), where a new heap chunk would throw std::bad_alloc out of a lane.
+constexpr size_t kKnown = 256;  // > kMaxRegions: the oldest registration's entry goes when full
+constexpr size_t kQueue = 64;
 struct Shared {
   std::mutex mu;  // guards everything here and below; never held across a syscall
-  std::map<uint32_t, Known> known;
-  std::deque<Watch> queue;
+  Known known[kKnown];
+  Watch queue[kQueue];
+  size_t q_head = 0, q_len = 0;
   std::condition_variable cv;
+
+  Known* Find(uint32_t id) {
+    for (Known& k : known)
+      if (k.id == id) return &k;
+    return nullptr;
+  }
+  Known& Get(uint32_t id) {
+    if (Known* k = Find(id)) return *k;
+    Known* victim = &known[0];
+    for (Known& k : known) {
+      if (k.id == 0) {
+        victim = &k;
+        break;
+      }
+      if (k.id < victim->id) victim = &k;
+    }
+    *victim = Known{};
+    victim->id = id;
+    return *victim;
+  }
 };
 Shared& S() {
   static Shared* s = new Shared();
@@ -112,10 +137,11 @@ void Loop() {
   // mremap waits for it; a reader preempted for long by the vCPUs would stall that mremap.
   std::unique_lock<std::mutex> lock(S().mu);
   for (;;) {
-    S().cv.wait(lock, [] { return g_stop || !S().queue.empty(); });
+    S().cv.wait(lock, [] { return g_stop || S().q_len > 0; });
     if (g_stop) return;
-    Watch w = S().queue.front();
-    S().queue.pop_front();
+    Watch w = S().queue[S().q_head];
+    S().q_head = (S().q_head + 1) % kQueue;
+    S().q_len--;
     lock.unlock();
     // Holds the region against removal: nothing else may be mapped at its addresses meanwhile.
     RegionRef hold = RegionRef::Find(w.start);
@@ -124,7 +150,7 @@ void Loop() {
       bool dd;
       {
         std::lock_guard<std::mutex> g(S().mu);
-        Known& k = S().known[w.id];
+        Known& k = S().Get(w.id);
         k.read_ns = MonotonicNs();
         if (s.any_huge) {  // else (every huge page split) what was seen last stands
           if (s.foreign && !k.foreign) g_counters.foreign_uffd++;
@@ -167,18 +193,25 @@ Lock FutureLock() {
 
 void SetRegionLock(uint32_t id, Lock l) {
   std::lock_guard<std::mutex> g(S().mu);
-  S().known[id].lock = l;
+  S().Get(id).lock = l;
 }
 
 Lock RegionLock(uint32_t id) {
   std::lock_guard<std::mutex> g(S().mu);
-  auto it = S().known.find(id);
-  return it == S().known.end() ? kUnlocked : it->second.lock;
+  Known* k = S().Find(id);
+  return k ? k->lock : kUnlocked;
+}
+
+int ChosenGuard(const Region& r) {
+  std::lock_guard<std::mutex> g(S().mu);
+  Known& k = S().Get(r.id);
+  if (k.guard < 0) k.guard = r.guard.load();
+  return k.guard;
 }
 
 void Forget(uint32_t id) {
   std::lock_guard<std::mutex> g(S().mu);
-  S().known.erase(id);
+  if (Known* k = S().Find(id)) *k = Known{};
 }
 
 Lock Wanted(const Region& r) {
@@ -216,9 +249,9 @@ bool MarkLikeRegion(const Region& r, char* addr, uint64_t len) {
   bool dd, known;
   {
     std::lock_guard<std::mutex> g(S().mu);
-    auto it = S().known.find(r.id);
-    known = it != S().known.end() && it->second.seen;
-    dd = known && it->second.dontdump;
+    Known* k = S().Find(r.id);
+    known = k && k->seen;
+    dd = known && k->dontdump;
   }
   if (dd) madvise(addr, len, MADV_DONTDUMP);
   return known;
@@ -228,12 +261,14 @@ void Note(const Region& r, bool force) {
   {
     std::lock_guard<std::mutex> g(S().mu);
     if (g_stop) return;
-    auto it = S().known.find(r.id);
-    if (!force && it != S().known.end() && it->second.seen && MonotonicNs() - it->second.read_ns < kFreshNs) return;
-    for (const Watch& w : S().queue)
-      if (w.id == r.id) return;  // one read will do for both
+    Known* k = S().Find(r.id);
+    if (!force && k && k->seen && MonotonicNs() - k->read_ns < kFreshNs) return;
+    for (size_t i = 0; i < S().q_len; i++)
+      if (S().queue[(S().q_head + i) % kQueue].id == r.id) return;  // one read will do for both
     if (!g_running) return;  // not started (or could not be): nothing reads smaps
-    S().queue.push_back({r.id, r.start, r.end});
+    if (S().q_len == kQueue) return;  // full: a later recovery asks again
+    S().queue[(S().q_head + S().q_len) % kQueue] = {r.id, r.start, r.end};
+    S().q_len++;
   }
   S().cv.notify_one();
 }
@@ -261,7 +296,7 @@ void Stop() {
   {
     std::lock_guard<std::mutex> g(S().mu);
     g_stop = true;
-    S().queue.clear();
+    S().q_len = 0;
     running = g_running;
     g_running = false;
   }

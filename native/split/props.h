@@ -53,6 +53,11 @@ void Note(const Region& r, bool force);
 void Start();
 void Stop();
 
+// The guard the region was mapped with (its `guard` field when first asked): later splits use it
+// again after one fell back to a fault guard (a transient ENOMEM), while Region::guard keeps saying
+// the weakest in use (the C API reports that).
+int ChosenGuard(const Region& r);
+
 struct Counters {
   uint64_t locked_eager = 0;       // recoveries sent the eager way because the memory is locked
   uint64_t lock_failures = 0;      // replacements that could not be locked (RLIMIT_MEMLOCK)

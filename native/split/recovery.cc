@@ -167,7 +167,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   // markers (userfaultfd) or real MADV_HWPOISON where the region asks for it and the kernel
   // allows it; else SwapIn guards them (guard markers or PROT_NONE), a fault KVM cannot resolve.
   int guard = rb.lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_FAULT;
-  int wanted = r.guard.load();
+  int wanted = props::ChosenGuard(r);  // not the weakest in use: one fallback is not for good
   if (!rb.lost.empty() && wanted == HUGETLB_RAS_GUARD_UFFD) {
     guard = HUGETLB_RAS_GUARD_UFFD;
     for (size_t i = 0; i < rb.lost.size(); i++) {

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "split/props.h"
@@ -99,6 +100,12 @@ void Close() {
   g_info = Info{};
 }
 
+namespace {
+std::atomic<int> g_fail_next{0};
+}
+
+void TestFailNext(int err) { g_fail_next.store(err); }
+
 int PoisonRange(char* addr, uint64_t len, bool in_place, const char** syscall_out) {
   int fd;
   {
@@ -113,8 +120,9 @@ int PoisonRange(char* addr, uint64_t len, bool in_place, const char** syscall_ou
   reg.range.start = reinterpret_cast<uintptr_t>(addr);
   reg.range.len = len;
   reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-  if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
-    int e = errno;  // EBUSY: a lazy fill has the range registered (split/lazy.h)
+  int forced = g_fail_next.exchange(0);
+  if (forced || ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
+    int e = forced ? forced : errno;  // EBUSY: a lazy fill has the range registered (split/lazy.h)
     *syscall_out = "ioctl(UFFDIO_REGISTER)";
     if (in_place) mprotect(addr, len, PROT_NONE);  // the caller reports a fault guard: make it one (checked there)
     return e;

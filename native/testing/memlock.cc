@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <thread>
 
+#include "split/uffd.h"
+
 #ifndef MLOCK_ONFAULT
 #define MLOCK_ONFAULT 1
 #endif
@@ -116,6 +118,12 @@ Napi::Value StopDirectWrites(const Napi::CallbackInfo& info) {
   delete l;
   return o;
 }
+// testFailNextMarker(errno): the next poison marker's registration fails with it (a transient
+// ENOMEM at vm.max_map_count), once.
+Napi::Value FailNextMarker(const Napi::CallbackInfo& info) {
+  uffd::TestFailNext(static_cast<int>(Num(info[0])));
+  return info.Env().Undefined();
+}
 }  // namespace
 
 void RegisterMemLock(Napi::Env env, Napi::Object exports) {
@@ -127,6 +135,7 @@ void RegisterMemLock(Napi::Env env, Napi::Object exports) {
   exports.Set("testMbind", Napi::Function::New(env, Mbind));
   exports.Set("testPinIoUring", Napi::Function::New(env, PinIoUring));
   exports.Set("testUnpin", Napi::Function::New(env, Unpin));
+  exports.Set("testFailNextMarker", Napi::Function::New(env, FailNextMarker));
   exports.Set("testStartDirectWrites", Napi::Function::New(env, StartDirectWrites));
   exports.Set("testStopDirectWrites", Napi::Function::New(env, StopDirectWrites));
 }
