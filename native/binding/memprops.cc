@@ -44,7 +44,7 @@ Napi::Value LockRegion(const Napi::CallbackInfo& info) {
     errors::Sys(env, errno, sc).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  props::SetRegionLock(r->id, static_cast<props::Lock>(mode));
+  props::SetRegionLock(*r, static_cast<props::Lock>(mode));
   return env.Undefined();
 }
 

@@ -28,6 +28,7 @@ namespace ras::props {
 namespace {
 struct Known {
   uint32_t id = 0;        // the region; 0: a free entry
+  uintptr_t start = 0;    // its address (is it still mapped?)
   Lock lock = kUnlocked;  // declared
   bool seen = false;      // smaps was read for it
   bool dontdump = false;  // its huge pages' VMAs carry VM_DONTDUMP
@@ -61,18 +62,29 @@ struct Shared {
       if (k.id == id) return &k;
     return nullptr;
   }
-  Known& Get(uint32_t id) {
+  // An entry for region `id` at `start`: a free one, else one whose region is gone, else the
+  // oldest registration's.
+  Known& Get(uint32_t id, uintptr_t start) {
     if (Known* k = Find(id)) return *k;
-    Known* victim = &known[0];
-    for (Known& k : known) {
+    Known* victim = nullptr;
+    for (Known& k : known)
       if (k.id == 0) {
         victim = &k;
         break;
       }
-      if (k.id < victim->id) victim = &k;
+    for (Known& k : known) {
+      if (victim) break;
+      RegionRef live = RegionRef::Find(k.start);
+      if (!live || live->id != k.id) victim = &k;
+    }
+    if (!victim) {
+      victim = &known[0];
+      for (Known& k : known)
+        if (k.id < victim->id) victim = &k;
     }
     *victim = Known{};
     victim->id = id;
+    victim->start = start;
     return *victim;
   }
 };
@@ -150,7 +162,7 @@ void Loop() {
       bool dd;
       {
         std::lock_guard<std::mutex> g(S().mu);
-        Known& k = S().Get(w.id);
+        Known& k = S().Get(w.id, w.start);
         k.read_ns = MonotonicNs();
         if (s.any_huge) {  // else (every huge page split) what was seen last stands
           if (s.foreign && !k.foreign) g_counters.foreign_uffd++;
@@ -191,9 +203,9 @@ Lock FutureLock() {
   return l;
 }
 
-void SetRegionLock(uint32_t id, Lock l) {
+void SetRegionLock(const Region& r, Lock l) {
   std::lock_guard<std::mutex> g(S().mu);
-  S().Get(id).lock = l;
+  S().Get(r.id, r.start).lock = l;
 }
 
 Lock RegionLock(uint32_t id) {
@@ -204,7 +216,7 @@ Lock RegionLock(uint32_t id) {
 
 int ChosenGuard(const Region& r) {
   std::lock_guard<std::mutex> g(S().mu);
-  Known& k = S().Get(r.id);
+  Known& k = S().Get(r.id, r.start);
   if (k.guard < 0) k.guard = r.guard.load();
   return k.guard;
 }

@@ -28,7 +28,7 @@ enum Lock : int { kUnlocked = 0, kLocked = 1, kLockedOnFault = 2 };
 // The process locks new mappings (mlockall(MCL_FUTURE)): kLocked, or kLockedOnFault with MCL_ONFAULT.
 Lock FutureLock();
 // The VMM's declaration for a region (Region.lockMemory); forgotten with Forget.
-void SetRegionLock(uint32_t region_id, Lock l);
+void SetRegionLock(const Region& r, Lock l);
 Lock RegionLock(uint32_t region_id);
 void Forget(uint32_t region_id);
 // The lock a replacement in `r` gets: the region's declaration, else the process's MCL_FUTURE.
