@@ -27,6 +27,7 @@
         "native/split/lazy_uffd.cc",
         "native/split/mapping.cc",
         "native/split/numa.cc",
+        "native/split/props.cc",
         "native/split/recovery.cc",
         "native/split/reserve.cc",
         "native/split/uffd.cc",
@@ -40,6 +41,7 @@
         "native/binding/handover.cc",
         "native/binding/inject.cc",
         "native/binding/lazy.cc",
+        "native/binding/memprops.cc",
         "native/binding/lifecycle.cc",
         "native/binding/lock.cc",
         "native/binding/recovery_reset.cc",
@@ -48,6 +50,7 @@
         "native/simulate/simulate.cc",
         "native/testing/foreign_thread.cc",
         "native/testing/mapcount.cc",
+        "native/testing/memlock.cc",
         "native/testing/prev_handler.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"

@@ -16,6 +16,7 @@
 #include "binding/errors.h"
 #include "capi/capi.h"
 #include "testing/foreign_thread.h"
+#include "testing/memlock.h"
 #include "testing/prev_handler.h"
 
 namespace {
@@ -31,12 +32,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ras::binding::RegisterHandover(env, exports);
   ras::binding::RegisterControl(env, exports);
   ras::binding::RegisterLazy(env, exports);
+  ras::binding::RegisterMemProps(env, exports);
   ras::binding::RegisterTesting(env, exports);
   ras::binding::RegisterDrain(env, exports);
   ras::binding::RegisterLock(env, exports);
   ras::capi::Register(env, exports);                  // nativeApi, uffdInfo
   ras::testing::RegisterForeignThread(env, exports);  // test-only: threads the engine does not know
   ras::testing::RegisterPrevHandler(env, exports);    // test-only: dispositions installed before ours
+  ras::testing::RegisterMemLock(env, exports);        // test-only: mlock, mbind, io_uring pins of guest RAM
   return exports;
 }
 }  // namespace

@@ -12,7 +12,7 @@ import { fillPattern, startVcpuLoad, verifyPattern } from './testing';
 import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
 
 const USAGE = `usage:
-  hugetlb-ras demo [--page-size 2M|1G] [--dir DIR] [--threads N] [--mode auto|simulate|madvise]
+  hugetlb-ras demo [--page-size 2M|1G] [--dir DIR] [--threads N] [--mode auto|simulate|madvise] [--mem-lock on|on-fault]
   hugetlb-ras demo --kvm [--vcpus N]   (the reference VMM: a KVM guest gets a machine check for each lost frame)
   hugetlb-ras journal PATH
   hugetlb-ras --help | --version`;
@@ -41,6 +41,9 @@ demo options:
                        simulate  the same signal, siginfo and EIO on the poisoned subpage, without
                                  kernel support (any user, any kernel)
                        auto      madvise where it works, else simulate (the demo says why)
+  --mem-lock on|on-fault  lock the guest RAM as QEMU's -overcommit mem-lock does: mlock, or
+                     mlock2(MLOCK_ONFAULT) (Region.lockMemory); the demo checks that the memory
+                     standing in for the poisoned huge page is locked too (VmFlags lo)
 
 environment:
   HUGETLB_RAS_DIR    the hugetlbfs mounts' parent directory (default /mnt/hugetlb-ras), as for
@@ -48,6 +51,18 @@ environment:
 
 In the checkout run it as: npm run demo -- --page-size 1G (npx would reinstall and rebuild the package).
 --help, -h   this text.  --version, -V   the package's version.`;
+
+/** VMAs of [addr, addr+len) whose VmFlags lack `lo` (locked), from /proc/self/smaps. */
+function unlockedVmas(addr: bigint, len: number): number {
+  let n = 0;
+  let inside = false;
+  for (const line of fs.readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (m) inside = BigInt('0x' + m[1]) < addr + BigInt(len) && BigInt('0x' + m[2]) > addr;
+    else if (inside && line.startsWith('VmFlags:') && !line.slice(8).trim().split(/\s+/).includes('lo')) n++;
+  }
+  return n;
+}
 
 function version(): string {
   return (JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
@@ -58,6 +73,7 @@ interface DemoOptions {
   dir: string;
   threads: number;
   mode: 'auto' | 'simulate' | 'madvise';
+  memLock?: 'on' | 'on-fault';
 }
 
 const hex = (v: bigint | number) => '0x' + v.toString(16);
@@ -90,6 +106,11 @@ function parseDemo(args: string[]): DemoOptions {
       case '--mode':
         if (v !== 'auto' && v !== 'simulate' && v !== 'madvise') throw new UsageError('--mode is auto, simulate or madvise');
         o.mode = v;
+        i++;
+        break;
+      case '--mem-lock':
+        if (v !== 'on' && v !== 'on-fault') throw new Error('--mem-lock is on or on-fault');
+        o.memLock = v;
         i++;
         break;
       default:
@@ -127,6 +148,10 @@ async function demo(o: DemoOptions): Promise<number> {
     if (st.userfaultfd.kind === 'none') console.log(`  no userfaultfd (${st.userfaultfd.syscall}: errno ${st.userfaultfd.errno}): ${st.userfaultfd.advice}`);
     if (st.kvmWarning) console.log(`  WARNING for KVM guests: ${st.kvmWarning}`);
     console.log(`  region ram0: ${size >> 20} MiB of ${o.pageSize} pages on ${file}, guest physical ${hex(gpa)}`);
+    if (o.memLock) {
+      region.lockMemory(o.memLock);
+      console.log(`  guest RAM locked (--mem-lock ${o.memLock}): ${o.memLock === 'on' ? 'mlock' : 'mlock2(MLOCK_ONFAULT)'}`);
+    }
     fillPattern(region, seed);
     const load = startVcpuLoad(engine, { region, threads: o.threads, seed, window: { offset: page * huge, length: huge } });
     await new Promise((r) => setTimeout(r, 100));
@@ -160,7 +185,7 @@ async function demo(o: DemoOptions): Promise<number> {
           console.log(
             `  recovered huge page ${out.hugePageIndex} on the eager path in ${us(out.durationNs)} (memcpy of ${o.pageSize} here: ${us(limitNs)}; ` +
               `${ratio(out.durationNs)}), ${bytes(out.bytesRecovered)} bytes back in ${out.readCalls} reads` +
-              ` (not lazy: ${st.recovery.lazyUnavailable ?? 'an action-optional report, or the page could not go in lazily'})`,
+              ` (not lazy: ${engine.stats().recovery.lazyUnavailable ?? 'an action-optional report, or the page could not go in lazily'})`,
           );
         console.log(`  lost 4 KiB frames (inject an MCE for these): ${out.lostGuestPhysAddrs.map(hex).join(', ')}`);
       }
@@ -173,10 +198,18 @@ async function demo(o: DemoOptions): Promise<number> {
     );
     const check = verifyPattern(region, seed);
     console.log(`  verify: ${bytes(check.checkedBytes)} bytes checked, ${check.wrongBytes} wrong, ${check.unreadableOffsets.length} subpages unreadable`);
+    const unlocked = o.memLock ? unlockedVmas(region.address + BigInt(page * huge), huge) : 0;
+    if (o.memLock) {
+      const m = engine.stats().memory;
+      console.log(
+        `  locked: ${unlocked === 0 ? 'the memory standing in for the huge page is locked (VmFlags lo)' : `${unlocked} VMA(s) of the replacement NOT locked`}` +
+          (m.lockFailures ? ` (RLIMIT_MEMLOCK refused ${m.lockFailures} time(s), errno ${m.lockErrno})` : ''),
+      );
+    }
     const reset = await engine.resetRegion(region);
     console.log(`  guest reset: ${reset.restoredHugePages} huge page(s) restored, ${reset.stillSplit} still split${reset.reason ? ` (${reset.reason})` : ''}`);
     const expectedLost = outcomes.every((x) => !('reason' in x)) ? 1 : huge / 4096;
-    const ok = check.wrongBytes === 0 && report.wrongBytes === 0 && check.unreadableOffsets.length === expectedLost && outcomes.length === 1;
+    const ok = unlocked === 0 && check.wrongBytes === 0 && report.wrongBytes === 0 && check.unreadableOffsets.length === expectedLost && outcomes.length === 1;
     console.log(ok ? 'OK: every healthy byte is back' : 'FAILED: see above');
     return ok ? 0 : 1;
   } finally {

@@ -138,6 +138,17 @@ export interface NativeLazyInfo {
   inPlaceFinishes: number;
 }
 
+/** What the replacements of guest memory kept (native/split/props.h). */
+export interface NativeMemPropsInfo {
+  /** mlockall(MCL_FUTURE) in force now: new memory is locked ('on-fault': with MCL_ONFAULT). */
+  futureLock: 'off' | 'on' | 'on-fault';
+  lockedEager: number;
+  lockFailures: number;
+  lockErrno: number;
+  dontDumpMarked: number;
+  foreignUffd: number;
+}
+
 export interface NativeVcpuReport {
   accesses: number;
   wrongBytes: number;
@@ -223,6 +234,9 @@ interface Addon {
   setReserve(sizes: number[], depths: number[], now?: boolean): void;
   setReadThreads(n: number): void;
   lazyInfo(): NativeLazyInfo;
+  /** Lock a region (0 munlock, 1 mlock, 2 mlock2 MLOCK_ONFAULT) and remember it for its replacements. */
+  lockRegion(id: number, mode: number): void;
+  memPropsInfo(): NativeMemPropsInfo;
   /** false: never the lazy path (tests; as where no full userfaultfd exists). Process-wide. */
   setLazyRecovery(on: boolean): void;
   /** Tests: while true, no lazy recovery's back half starts (the page stays registered, filled on touch). */

@@ -114,6 +114,20 @@ export class Region {
     }
   }
 
+  /**
+   * Lock the region's memory as QEMU's `-overcommit mem-lock=on|on-fault` does: 'on' is mlock
+   * (faults every huge page in), 'on-fault' mlock2(MLOCK_ONFAULT), 'off' munlock. The kernel keeps
+   * no trace of a lock on hugetlb memory, so lock guest RAM here (not with a bare mlock): every
+   * ordinary page that later stands in for a poisoned huge page is then locked too (see
+   * stats().memory when RLIMIT_MEMLOCK refuses it). Throws a RasError with `errno` and `syscall`.
+   */
+  lockMemory(mode: 'on' | 'on-fault' | 'off'): void {
+    this.checkOpen();
+    const code = mode === 'off' ? 0 : mode === 'on' ? 1 : mode === 'on-fault' ? 2 : -1;
+    if (code < 0) throw invalidArg("mode must be 'on', 'on-fault' or 'off'");
+    native.lockRegion(this.id, code);
+  }
+
   /** Guest physical address of a byte offset in this region. */
   guestPhysAddrOf(offset: number): bigint {
     return this.guestPhysAddr + BigInt(offset);

@@ -778,6 +778,8 @@ require('./cases-linux').register(def);
 require('./cases-handover').register(def, { reportReached });
 // Restarts after close() in flight, a reset on anonymous memory, a half-done handover (r1..r4, 6.12).
 require('./cases-restart').register(def);
+// Locked and pinned guest RAM (p1, p2, m1-m3 on 6.12).
+require('./cases-locked').register(def);
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).

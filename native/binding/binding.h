@@ -17,6 +17,7 @@ void RegisterRecoveryReset(Napi::Env env, Napi::Object exports);  // recovery_re
 void RegisterHandover(Napi::Env env, Napi::Object exports);       // handover.cc: handoverPage
 void RegisterControl(Napi::Env env, Napi::Object exports);        // control.cc: pageStates, counters, pause, ...
 void RegisterLazy(Napi::Env env, Napi::Object exports);           // lazy.cc: lazyInfo, setLazyRecovery
+void RegisterMemProps(Napi::Env env, Napi::Object exports);       // memprops.cc: lockRegion, memPropsInfo
 void RegisterTesting(Napi::Env env, Napi::Object exports);        // testing.cc: fill/verifyPattern, vCPU load
 void RegisterLock(Napi::Env env, Napi::Object exports);           // lock.cc: lockFile, unlockFile (the journal's lock)
 void RegisterDrain(Napi::Env env, Napi::Object exports);          // drain.cc: drain (close() in flight)

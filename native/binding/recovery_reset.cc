@@ -14,6 +14,8 @@
 #include "split/fileio.h"
 #include "split/lazy.h"
 #include "split/mapping.h"
+#include "split/numa.h"
+#include "split/props.h"
 #include "split/recovery.h"
 #include "state/state.h"
 
@@ -45,10 +47,15 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
   // Losses from before a restart: a vCPU loop asking next_lost() learns of them too (recorded
   // before the page shows Split, as the lanes do).
   uintptr_t page_addr = r->PageAddress(page);
-  if (out.ok)
+  int guard_err = 0;
+  if (out.ok) {
     for (uint32_t s : out.lost) capi::RecordLost(*r, page_addr + s * kSubpage, kSubpage, BUS_MCEERR_AO);
-  else
+  } else {
+    // The re-split failed: the handed-over file page is still mapped read-write, and its state is
+    // about to say Lost. Inaccessible first, as markLost does: never a lost page that reads.
+    if (mprotect(reinterpret_cast<void*>(page_addr), r->huge_size, PROT_NONE) != 0) guard_err = errno;
     capi::RecordLost(*r, page_addr, r->huge_size, BUS_MCEERR_AO);
+  }
   EndRecovery(*r, page, out.ok);
   Napi::Object o = Napi::Object::New(env);
   o.Set("ok", out.ok);
@@ -61,6 +68,7 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
   o.Set("durationNs", Napi::BigInt::New(env, out.ns));
   o.Set("errno", out.err);
   if (out.syscall) o.Set("syscall", out.syscall);
+  if (guard_err) o.Set("guardErrno", guard_err);
   return o;
 }
 
@@ -123,23 +131,29 @@ Napi::Value RestoreHugePage(const Napi::CallbackInfo& info) {
     errors::Sys(env, e, "fallocate", "PUNCH_HOLE").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  // The fresh memory keeps the region's properties: its NUMA policy as it was, MADV_DONTDUMP, and
+  // (anonymous fallback) the lock. The policy is read before anything replaces the page.
+  numa::Policy pol = numa::PolicyAt(target);
   mapping::Failure mf;
   bool restored = false;
   if (g_reset_pool_empty.load()) {
     mf.err = ENOMEM;  // what a fault of the punched file page gets with no free huge page
     mf.syscall = "mmap";
   } else {
-    restored = mapping::MapFreshHugePage(r->fd, file_off, r->huge_size, target, &mf);
+    restored = mapping::MapFreshHugePage(*r, file_off, target, pol, &mf);
   }
   bool anon = false;
   mapping::Failure af;
-  if (!restored) anon = mapping::MapFreshAnonymous(target, r->huge_size, &af);
+  if (!restored) anon = mapping::MapFreshAnonymous(*r, target, r->huge_size, pol, &af);
   if (restored || anon) {
     ResetPage(*r, p, restored);
     capi::Forget(*r, target, r->huge_size);  // a loss there from now on is a new one
   }
+  props::Note(*r, true);  // the fresh page: marked after the fact where nothing was known
   o.Set("restored", restored);
-  o.Set("skipped", false);
+  // Nothing could be mapped: the page is as it was (split or lost, its guards in place). Not
+  // reported as reset: the ledger and the journal keep its losses.
+  o.Set("skipped", !restored && !anon);
   if (!restored) {
     o.Set("errno", mf.err);
     o.Set("syscall", mf.syscall ? mf.syscall : "mmap");

@@ -17,6 +17,7 @@
 #include "linux_compat.h"
 #include "split/lazy_job.h"
 #include "split/lazy_uffd.h"
+#include "split/props.h"
 #include "tojs/events.h"
 
 namespace ras::lazy {
@@ -170,6 +171,7 @@ void WaitGone(const std::shared_ptr<Job>& j) {
 void CountLazy() { g_lazy.fetch_add(1); }
 
 void Start() {
+  props::Start();
   if (g_state) return;
   if (!lazyfd::Open().ok) return;
   auto* s = new State();
@@ -180,7 +182,7 @@ void Start() {
 
 void Stop() {
   State* s = g_state;
-  if (!s) return;
+  if (!s) return props::Stop();
   // The lanes are stopped: what is left is finished here (an unfilled registered range would read
   // zeros once the userfaultfd is closed), while the fault thread still serves the touchers.
   // A job a lane had begun is claimed already: take every job left, claimed or not.
@@ -200,6 +202,7 @@ void Stop() {
   ssize_t ignored = write(s->efd, &one, sizeof one);
   (void)ignored;
   s->fault_thread.join();
+  props::Stop();
   close(s->efd);
   g_state = nullptr;
   delete s;

@@ -16,6 +16,7 @@
 #include "split/lazy_uffd.h"
 #include "split/mapping.h"
 #include "split/numa.h"
+#include "split/props.h"
 
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25  // Linux >= 6.1
@@ -192,7 +193,7 @@ void ServeFault(Job& j, uintptr_t addr) {
 
 bool ReadBlock(Job& j, uint64_t budget) {
   Region& r = *j.r;
-  if (j.read_off == 0) numa::PlaceOn(j.block.addr, j.size, numa::HugePageNode(r, j.page), j.block.from_reserve);
+  if (j.read_off == 0) numa::PlaceLike(j.block.addr, j.size, j.pol, numa::HugePageNode(r, j.page), j.block.from_reserve);
   while (j.read_off < j.size && budget > 0 && !j.read_err) {
     uint64_t len = std::min({budget, kChunk, j.size - j.read_off});
     fileio::ReadBack rb = fileio::ReadAround(r.fd, r.dev, r.ino, j.file_off + j.read_off, j.block.addr + j.read_off, len, len,
@@ -226,6 +227,15 @@ void Close(Job& j) {
     std::lock_guard<std::mutex> lock(j.mu);
     j.sealed = true;  // a loss PoisonInFill would add waits for the end and is guarded after it
   }
+  // A PoisonInFill that began before the seal places its marker without the job's lock (its ioctl
+  // can wait for the fault thread): it ends, bounded by lazyfd's own deadline, before anything moves.
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(j.mu);
+      if (j.poisoning == 0) break;
+    }
+    sched_yield();
+  }
   std::vector<uint32_t> lost = LostNow(j);
   if (j.read_err) {
     Fail(j, j.read_err, "pread");
@@ -237,30 +247,41 @@ void Close(Job& j) {
     return FinishInPlace(j, in_block, lost);
   }
   // The pieces touched so far go back into the block with the guest's writes since: moved, not
-  // copied (a write racing the move lands before it or faults and waits for the swap).
-  for (uint32_t p = 0; p < j.pieces; p++) {
+  // copied (a write racing the move lands before it or faults and waits for the swap). A page the
+  // move cannot take (pinned by O_DIRECT or an io_uring fixed buffer past MoveBack's wait, or locked
+  // since) calls the swap off: the range is finished in place, the pages that did move are copied
+  // back from the block, and the pinned one never leaves. Never a retry that drops what a failed
+  // call moved already, never a loss for a healthy page.
+  int move_err = 0;
+  for (uint32_t p = 0; p < j.pieces && !move_err; p++) {
     if (j.piece[p].load(std::memory_order_relaxed) != kTaken) continue;
     uint64_t off = static_cast<uint64_t>(p) * kPiece, end = std::min(off + kPiece, j.size);
+    in_block[p] = 1;  // from here the block may hold some of its pages: FinishInPlace copies them back
     ForHealthyRuns(lost, off, end, [&](uint64_t a, uint64_t z) {
-      PerPage(j, a, z, "ioctl(UFFDIO_MOVE)", [&](uint64_t x, uint64_t n) {
-        if (madvise(reinterpret_cast<void*>(b + x), n, MADV_DONTNEED) != 0) return errno;
-        return lazyfd::MoveBack(b + x, j.dst + x, n);
-      });
-      return true;
+      // The block's own read of the run goes first: UFFDIO_MOVE only fills missing pages.
+      int e = props::Drop(reinterpret_cast<void*>(b + a), z - a);
+      if (!e) e = lazyfd::MoveBack(b + a, j.dst + a, z - a);
+      move_err = e;
+      return e == 0;
     });
-    in_block[p] = 1;
-    g_taken_back.fetch_add(1, std::memory_order_relaxed);
+    if (!move_err) g_taken_back.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (move_err) {
+    Fail(j, move_err, "ioctl(UFFDIO_MOVE)");
+    return FinishInPlace(j, in_block, lost);
   }
   // The lost subpages (those found while moving too) get their markers in the block before it goes in.
   lost = LostNow(j);
   for (uint32_t s : lost) {
     uintptr_t a = b + static_cast<uint64_t>(s) * kSubpage;
-    e = madvise(reinterpret_cast<void*>(a), kSubpage, MADV_DONTNEED) != 0 ? errno : lazyfd::Poison(a, kSubpage);
+    e = props::Drop(reinterpret_cast<void*>(a), kSubpage);
+    if (!e) e = lazyfd::Poison(a, kSubpage);
     if (e) {
       Fail(j, e, "ioctl(UFFDIO_POISON)");
       return FinishInPlace(j, in_block, lost);
     }
   }
+  bool marked = props::MarkLikeRegion(*j.r, j.block.addr, j.size);
   e = lazyfd::Unregister(b, j.size);
   void* moved = e ? MAP_FAILED
                   : mremap(j.block.addr, j.size, j.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(j.dst));
@@ -273,10 +294,12 @@ void Close(Job& j) {
   for (uint32_t s : LostNow(j)) {
     if (std::binary_search(lost.begin(), lost.end(), s)) continue;
     mapping::Failure f;
-    mapping::GuardSubpage(j.dst + static_cast<uint64_t>(s) * kSubpage, j.r->guard.load(), &f);
+    int used = mapping::GuardSubpage(j.dst + static_cast<uint64_t>(s) * kSubpage, props::ChosenGuard(*j.r), &f);
+    if (used != HUGETLB_RAS_GUARD_UFFD) j.r->guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
     lost.insert(std::upper_bound(lost.begin(), lost.end(), s), s);
   }
   lazyfd::Wake(j.dst, j.size);  // the touchers of closed and taken pieces
+  if (!marked) props::Note(*j.r, true);
   j.filled_ns = MonotonicNs();  // all of it usable; the collapse below only restores 2 MiB pages
   // Chunks the touched pieces broke into 4 KiB pages go back on 2 MiB pages where nothing is lost.
   for (uint64_t c = 0; c < j.size / kChunk; c++) {

@@ -8,6 +8,8 @@
 #include "split/lazy.h"
 #include "split/lazy_job.h"
 #include "split/lazy_uffd.h"
+#include "split/numa.h"
+#include "split/props.h"
 
 namespace ras::lazy {
 
@@ -18,7 +20,7 @@ thread_local uint64_t t_front_sub = 0;
 }  // namespace
 
 bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::Outcome* out) {
-  if (!Accepting() || r.guard.load() != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
+  if (!Accepting() || props::ChosenGuard(r) != HUGETLB_RAS_GUARD_UFFD || r.huge_size < kChunk) return false;
   // Nobody stalls on an action-optional report: the eager path puts the whole page in sooner.
   if (rep.code != BUS_MCEERR_AR) return false;
   uintptr_t target = r.PageAddress(page);
@@ -27,6 +29,12 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
   struct stat sb;
   uint64_t page_end = r.file_offset + (static_cast<uint64_t>(page + 1) << r.huge_shift);
   if (fstat(r.fd, &sb) != 0 || static_cast<uint64_t>(sb.st_size) < page_end) return false;
+  // Locked memory (the region's declared lock, or mlockall(MCL_FUTURE), under which a fresh range
+  // comes populated with zeros that no fault would ever replace): the eager path, said in stats().
+  if (props::Wanted(r) != props::kUnlocked) {
+    props::CountLockedEager();
+    return false;
+  }
   RegionRef hold = RegionRef::AtSlot(rep.region_slot, rep.region_id);
   if (!hold) return false;
   auto j = std::make_shared<Job>();
@@ -60,7 +68,16 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
   // would fail KVM_RUN with EFAULT).
   void* m = mmap(nullptr, j->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) return undo();
+  if (props::IsLocked(m, j->size)) {  // mlockall(MCL_FUTURE) since the check above: populated, never faults
+    munmap(m, j->size);
+    props::CountLockedEager();
+    return undo();
+  }
   madvise(m, j->size, MADV_DONTFORK);  // a VMM that forks must not copy guest RAM
+  props::Note(r, false);
+  props::MarkLikeRegion(r, static_cast<char*>(m), j->size);
+  j->pol = numa::PolicyAt(target);
+  numa::PlaceLike(static_cast<char*>(m), j->size, j->pol, numa::HugePageNode(r, page), false);
   if (lazyfd::Register(reinterpret_cast<uintptr_t>(m), j->size)) {
     munmap(m, j->size);
     return undo();
@@ -102,23 +119,30 @@ void AfterRelease() {
 bool PoisonInFill(Region& r, uintptr_t sub) {
   std::shared_ptr<Job> j = FindJob(sub);
   if (!j || j->r != &r) return false;
+  bool sealed;
   {
     std::lock_guard<std::mutex> lock(j->mu);
-    if (!j->sealed) {
-      int e = lazyfd::Poison(sub, kSubpage);
-      if (e == EEXIST) {
-        // In place already: drop it, then the marker. A toucher in between waits in the kernel.
-        madvise(reinterpret_cast<void*>(sub), kSubpage, MADV_DONTNEED);
-        e = lazyfd::Poison(sub, kSubpage);
-      }
-      if (e && e != EEXIST) return false;
-      j->lost.push_back(static_cast<uint32_t>((sub - j->dst) / kSubpage));
-      return true;
-    }
+    sealed = j->sealed;
+    if (!sealed) j->poisoning++;  // Close waits for it before it moves anything
   }
-  // The block's markers are fixed and it is about to replace the range: guard it there, after.
-  WaitGone(j);
-  return false;
+  if (sealed) {
+    // The block's markers are fixed and it is about to replace the range: guard it there, after.
+    WaitGone(j);
+    return false;
+  }
+  // Not under the job's lock: UFFDIO_POISON returns EAGAIN while another lane's mremap waits for the
+  // fault thread to read its event, and the fault thread takes that lock after each fill.
+  int e = lazyfd::Poison(sub, kSubpage);
+  if (e == EEXIST) {
+    // In place already: drop it, then the marker. A toucher in between waits in the kernel.
+    e = props::Drop(reinterpret_cast<void*>(sub), kSubpage);
+    if (!e) e = lazyfd::Poison(sub, kSubpage);
+  }
+  bool ok = !e || e == EEXIST;
+  std::lock_guard<std::mutex> lock(j->mu);
+  if (ok) j->lost.push_back(static_cast<uint32_t>((sub - j->dst) / kSubpage));
+  j->poisoning--;
+  return ok;
 }
 
 }  // namespace ras::lazy

@@ -19,6 +19,7 @@
 #include <optional>
 #include <vector>
 
+#include "split/numa.h"
 #include "split/reserve.h"
 #include "state/state.h"
 
@@ -39,6 +40,7 @@ struct Job {
   mapping::Block block;         // pre-faulted memory the whole page is read into, then swapped in
   uint64_t size = 0;
   uint64_t file_off = 0;
+  numa::Policy pol;             // the huge page's memory policy, for the range and the block
   uint32_t pieces = 0;
   std::unique_ptr<std::atomic<uint8_t>[]> piece;  // PieceState
   std::atomic<bool> claimed{false};               // a lane runs the back half
@@ -46,6 +48,7 @@ struct Job {
   const char* err_syscall = nullptr;
   std::mutex mu;                  // guards the fields below
   bool sealed = false;            // the block's lost subpages are fixed: later losses wait for the end
+  uint32_t poisoning = 0;         // PoisonInFill calls past the seal check, ioctl in flight (no lock held)
   std::vector<uint32_t> lost;     // subpage indices, as found
   uint32_t reads = 0;
   uint64_t in_place_ns = 0, released_ns = 0, filled_ns = 0;

@@ -9,6 +9,8 @@
 
 #include <mutex>
 
+#include "state/state.h"
+
 // Debian 12's kernel headers (6.1) predate UFFDIO_POISON (6.6) and UFFDIO_MOVE (6.8).
 #ifndef UFFD_FEATURE_POISON
 #define UFFD_FEATURE_POISON (1 << 14)
@@ -45,11 +47,21 @@ namespace ras::lazyfd {
 namespace {
 thread_local void (*t_on_eagain)() = nullptr;
 
-void Again() {
+// Every retry is bounded: EAGAIN lasts while an mremap waits for its event to be read (the fault
+// thread reads them, and no lock of ours is held across these calls), so a few milliseconds; past
+// kAgainNs the caller gets EAGAIN and treats it as any failure of that call.
+constexpr uint64_t kAgainNs = 2'000'000'000ull;
+
+// False once `*deadline` (set on the first call) has passed.
+bool Again(uint64_t* deadline) {
+  uint64_t now = MonotonicNs();
+  if (*deadline == 0) *deadline = now + kAgainNs;
+  if (now > *deadline) return false;
   if (t_on_eagain)
     t_on_eagain();
   else
     usleep(20);
+  return true;
 }
 
 std::mutex g_mu;
@@ -136,7 +148,7 @@ int Unregister(uintptr_t addr, uint64_t len) {
 }
 
 int Copy(uintptr_t dst, uintptr_t src, uint64_t len) {
-  uint64_t done = 0;
+  uint64_t done = 0, deadline = 0;
   while (done < len) {
     struct uffdio_copy cp = {dst + done, src + done, len - done, 0, 0};
     if (ioctl(Fd(), UFFDIO_COPY, &cp) == 0) return 0;
@@ -147,7 +159,7 @@ int Copy(uintptr_t dst, uintptr_t src, uint64_t len) {
       continue;
     }
     if (e == EAGAIN) {
-      if (cp.copy <= 0) Again();
+      if (cp.copy <= 0 && !Again(&deadline)) return EAGAIN;
       continue;
     }
     return e;
@@ -157,16 +169,22 @@ int Copy(uintptr_t dst, uintptr_t src, uint64_t len) {
 
 int MoveBack(uintptr_t dst, uintptr_t src, uint64_t len) {
   constexpr uint64_t kAllowSrcHoles = 1ull << 1;  // UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES: a dropped page stays dropped
-  uint64_t done = 0;
+  uint64_t done = 0, deadline = 0;
   int busy = 0;
   while (done < len) {
     struct uffdio_move mv = {dst + done, src + done, len - done, kAllowSrcHoles, 0};
     if (ioctl(Fd(), UFFDIO_MOVE, &mv) == 0) return 0;
     int e = errno;
     if (mv.move > 0) done += static_cast<uint64_t>(mv.move);
-    if (e == EAGAIN || (e == EBUSY && ++busy < 100)) {
-      // EBUSY: a page pinned for a moment (O_DIRECT I/O into guest memory) or a folio being split.
-      if (mv.move <= 0) usleep(e == EBUSY ? 100 : 20);
+    if (e == EBUSY && ++busy < 100) {
+      // EBUSY: a page pinned for a moment (O_DIRECT I/O into guest memory) or a folio being split:
+      // up to ~10 ms; a page pinned for longer (an io_uring fixed buffer) stays where it is (the
+      // caller finishes in place).
+      if (mv.move <= 0) usleep(100);
+      continue;
+    }
+    if (e == EAGAIN) {
+      if (mv.move <= 0 && !Again(&deadline)) return EAGAIN;
       continue;
     }
     return e;
@@ -177,20 +195,22 @@ int MoveBack(uintptr_t dst, uintptr_t src, uint64_t len) {
 int Poison(uintptr_t addr, uint64_t len) {
   struct uffdio_poison po = {};
   po.range = {addr, len};
+  uint64_t deadline = 0;
   for (;;) {
     if (ioctl(Fd(), UFFDIO_POISON, &po) == 0) return 0;
     if (errno != EAGAIN) return errno;
-    Again();
+    if (!Again(&deadline)) return EAGAIN;
   }
 }
 
 int ZeroPage(uintptr_t addr, uint64_t len) {
   struct uffdio_zeropage zp = {};
   zp.range = {addr, len};
+  uint64_t deadline = 0;
   for (;;) {
     if (ioctl(Fd(), UFFDIO_ZEROPAGE, &zp) == 0) return 0;
     if (errno != EAGAIN) return errno;
-    Again();
+    if (!Again(&deadline)) return EAGAIN;
   }
 }
 

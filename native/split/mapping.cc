@@ -9,20 +9,41 @@
 #include <cstring>
 
 #include "linux_compat.h"
+#include "split/props.h"
 #include "split/uffd.h"
 #include "state/state.h"
 
 namespace ras::mapping {
 
 namespace {
-std::atomic<int> g_guard_markers{1};  // cleared the first time the kernel says EINVAL
+// Guard markers (MADV_GUARD_INSTALL, Linux >= 6.13): probed once on an unlocked scratch mapping, so
+// that an EINVAL from a locked block (the kernel refuses markers on VM_LOCKED) is not taken for an
+// old kernel. -1: not probed yet; tests may force it off (UseGuardMarkers).
+std::atomic<int> g_guard_markers{-1};
+std::atomic<bool> g_guard_forced_off{false};
 
-// Guard one run of subpages without splitting the VMA, where the kernel can.
-bool InstallGuard(char* addr, uint64_t len) {
-  if (!g_guard_markers.load()) return false;
+bool GuardMarkersWork() {
+  int v = g_guard_markers.load();
+  if (v < 0) {
+    void* p = mmap(nullptr, kSubpage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    v = 0;
+    if (p != MAP_FAILED) {
+      munlock(p, kSubpage);  // mlockall(MCL_FUTURE) locked it
+      v = madvise(p, kSubpage, MADV_GUARD_INSTALL) == 0 ? 1 : 0;
+      munmap(p, kSubpage);
+    }
+    g_guard_markers.store(v);
+  }
+  return v == 1 && !g_guard_forced_off.load();
+}
+
+// Guard one run of subpages without splitting the VMA, where the kernel can. A locked block
+// (mlockall(MCL_FUTURE) made it so) is unlocked first; SwapIn locks it again before it goes in.
+bool InstallGuard(char* addr, uint64_t len, char* block, uint64_t block_size) {
+  if (!GuardMarkersWork()) return false;
   if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) return true;
-  if (errno == EINVAL) g_guard_markers.store(0);
-  return false;
+  if (errno != EINVAL || !block || munlock(block, block_size) != 0) return false;
+  return madvise(addr, len, MADV_GUARD_INSTALL) == 0;
 }
 
 }  // namespace
@@ -38,10 +59,10 @@ void* MapShared(int fd, uint64_t size, uint64_t offset, Failure* fail) {
 
 void Unmap(void* addr, uint64_t size) { munmap(addr, size); }
 
-void UseGuardMarkers(bool on) { g_guard_markers.store(on ? 1 : 0); }
+void UseGuardMarkers(bool on) { g_guard_forced_off.store(!on); }
 
 bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
-            Failure* fail) {
+            props::Lock lock, Failure* fail) {
   // Best case: the block is complete off to the side (lost subpages hwpoisoned or behind guard
   // markers, one VMA), so a single mremap replaces the huge page atomically.
   bool complete = lost_already_poisoned || lost.empty();
@@ -50,10 +71,17 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
     for (size_t i = 0; i < lost.size() && complete; i++) {
       size_t j = i;
       while (j + 1 < lost.size() && lost[j + 1] == lost[j] + 1) j++;
-      complete = InstallGuard(b.addr + static_cast<uint64_t>(lost[i]) * kSubpage, (lost[j] - lost[i] + 1) * kSubpage);
+      complete = InstallGuard(b.addr + static_cast<uint64_t>(lost[i]) * kSubpage, (lost[j] - lost[i] + 1) * kSubpage,
+                              b.addr, b.size);
       i = j;
     }
   }
+  // Locked where the region is (after the markers: the kernel refuses them on locked memory); where
+  // RLIMIT_MEMLOCK has no room for it next to the huge page, once more in place after the swap.
+  int lock_err = lock != props::kUnlocked ? props::LockReplacement(b.addr, b.size) : 0;
+  auto lock_after = [&](uintptr_t at) {
+    if (lock_err && props::LockReplacement(reinterpret_cast<char*>(at), b.size) != 0) props::CountLockFailure(lock_err);
+  };
   if (complete) {
     void* moved = mremap(b.addr, b.size, b.size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
     if (moved == MAP_FAILED) {
@@ -61,6 +89,7 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
       return false;
     }
     b.addr = nullptr;
+    lock_after(target);
     return true;
   }
   // Kernels without guard markers: PROT_NONE would split the VMA and mremap moves one VMA only. So
@@ -77,6 +106,7 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
     return false;
   }
   b.addr = nullptr;  // it lives at target now
+  lock_after(target);
   char* base = reinterpret_cast<char*>(target);
   uint64_t subpages = b.size / kSubpage;
   // `lost` is sorted: open every healthy run between lost subpages.
@@ -102,11 +132,12 @@ int GuardSubpage(uintptr_t addr, int wanted, Failure* fail) {
     const char* sc = nullptr;
     int e = uffd::PoisonRange(p, kSubpage, true, &sc);
     if (e == 0) return HUGETLB_RAS_GUARD_UFFD;
-    *fail = {e, sc};  // PoisonRange left it PROT_NONE: a fault guard
+    *fail = {e, sc};
+    if (mprotect(p, kSubpage, PROT_NONE) != 0) return -1;  // PoisonRange's own mprotect, checked
     return HUGETLB_RAS_GUARD_FAULT;
   }
   if (wanted == HUGETLB_RAS_GUARD_HWPOISON && madvise(p, kSubpage, MADV_HWPOISON) == 0) return HUGETLB_RAS_GUARD_HWPOISON;
-  if (InstallGuard(p, kSubpage)) return HUGETLB_RAS_GUARD_FAULT;
+  if (InstallGuard(p, kSubpage, nullptr, 0)) return HUGETLB_RAS_GUARD_FAULT;
   if (mprotect(p, kSubpage, PROT_NONE) != 0) {
     *fail = {errno, "mprotect"};
     return -1;
@@ -114,12 +145,21 @@ int GuardSubpage(uintptr_t addr, int wanted, Failure* fail) {
   return HUGETLB_RAS_GUARD_FAULT;
 }
 
-bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target, Failure* fail) {
-  // Map (and fault in) the new huge page off to the side first: if the pool is empty this fails
-  // here and the split memory at `target` keeps working.
-  void* fresh = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, static_cast<off_t>(file_off));
+bool MapFreshHugePage(const Region& r, uint64_t file_off, uintptr_t target, const numa::Policy& pol, Failure* fail) {
+  int fd = r.fd;
+  uint64_t size = r.huge_size;
+  // Map the new huge page off to the side first (the reservation fails here if the pool is empty,
+  // and the split memory at `target` keeps working), give it the region's policy, then fault it in.
+  void* fresh = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(file_off));
   if (fresh == MAP_FAILED) {
     *fail = {errno, "mmap"};
+    return false;
+  }
+  numa::PlaceLike(static_cast<char*>(fresh), size, pol, -1, false);
+  props::MarkLikeRegion(r, static_cast<char*>(fresh), size);
+  if (madvise(fresh, size, MADV_POPULATE_WRITE) != 0 && errno != EINVAL) {
+    *fail = {errno, "madvise(MADV_POPULATE_WRITE)"};
+    munmap(fresh, size);
     return false;
   }
   void* moved = mremap(fresh, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target));
@@ -133,10 +173,12 @@ bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target
     *fail = {errno, "mmap"};
     return false;
   }
+  numa::PlaceLike(static_cast<char*>(fixed), size, pol, -1, false);
+  props::MarkLikeRegion(r, static_cast<char*>(fixed), size);
   return true;
 }
 
-bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail) {
+bool MapFreshAnonymous(const Region& r, uintptr_t target, uint64_t size, const numa::Policy& pol, Failure* fail) {
   void* p = mmap(reinterpret_cast<void*>(target), size, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   if (p == MAP_FAILED) {
@@ -145,6 +187,12 @@ bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail) {
   }
   madvise(p, size, MADV_HUGEPAGE);
   madvise(p, size, MADV_DONTFORK);  // guest RAM: never copied into a child the VMM forks
+  props::MarkLikeRegion(r, static_cast<char*>(p), size);
+  numa::PlaceLike(static_cast<char*>(p), size, pol, -1, false);
+  if (props::Wanted(r) != props::kUnlocked) {
+    int e = props::LockReplacement(static_cast<char*>(p), size);
+    if (e) props::CountLockFailure(e);
+  }
   return true;
 }
 

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "split/numa.h"
+#include "split/props.h"
 #include "split/reserve.h"
 
 namespace ras::mapping {
@@ -18,8 +20,10 @@ void Unmap(void* addr, uint64_t size);
 // guarded first (guard markers, Linux >= 6.13) unless `lost_already_poisoned` (MADV_HWPOISON).
 // Older kernels: the block goes in PROT_NONE and only the healthy runs are opened after the move;
 // if opening one fails (map entries exhausted) the whole range is PROT_NONE again on return.
+// `lock`: the replacement is locked before it goes in (props.h), or right after where RLIMIT_MEMLOCK
+// has no room for both.
 bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
-            Failure* fail);
+            props::Lock lock, Failure* fail);
 
 // Tests: force the path of kernels without guard markers (before 6.13).
 void UseGuardMarkers(bool on);
@@ -30,10 +34,12 @@ int GuardSubpage(uintptr_t addr, int wanted, Failure* fail);
 
 // Map a fresh huge page of the file at `target` (the caller punched the old one out). Fails,
 // leaving the current mapping untouched, if the pool has no page.
-bool MapFreshHugePage(int fd, uint64_t file_off, uint64_t size, uintptr_t target, Failure* fail);
+// The region's MADV_DONTDUMP and NUMA policy `pol` carry (set before the page is faulted in).
+bool MapFreshHugePage(const Region& r, uint64_t file_off, uintptr_t target, const numa::Policy& pol, Failure* fail);
 
-// Fallback when no huge page can be had: fresh zeroed ordinary memory in place, no guards.
-bool MapFreshAnonymous(uintptr_t target, uint64_t size, Failure* fail);
+// Fallback when no huge page can be had: fresh zeroed ordinary memory in place, no guards, with the
+// region's properties (lock, MADV_DONTDUMP, the NUMA policy `pol`).
+bool MapFreshAnonymous(const Region& r, uintptr_t target, uint64_t size, const numa::Policy& pol, Failure* fail);
 
 // Share of [addr, addr+len) mapped with 2 MiB anonymous pages, from /proc/self/smaps.
 double HugeMappedShare(uintptr_t addr, uint64_t len);

@@ -70,4 +70,22 @@ void PlaceOn(char* addr, uint64_t len, int node, bool faulted) {
           static_cast<unsigned long>(kMaxNode), static_cast<unsigned>(faulted ? MPOL_MF_MOVE : 0));
 }
 
+Policy PolicyAt(uintptr_t addr) {
+  Policy p;
+  int mode = 0;
+  if (syscall(SYS_get_mempolicy, &mode, p.mask, static_cast<unsigned long>(kMaxNode), reinterpret_cast<void*>(addr),
+              static_cast<unsigned long>(MPOL_F_ADDR)) != 0)
+    return Policy{};
+  p.mode = mode;
+  p.set = (mode & ~(MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES)) != MPOL_DEFAULT;
+  return p;
+}
+
+void PlaceLike(char* addr, uint64_t len, const Policy& p, int node, bool faulted) {
+  if (!p.set) return PlaceOn(addr, len, node, faulted);
+  if (!addr || len == 0) return;
+  syscall(SYS_mbind, addr, static_cast<unsigned long>(len), static_cast<unsigned long>(p.mode), p.mask,
+          static_cast<unsigned long>(kMaxNode), static_cast<unsigned>(faulted ? MPOL_MF_MOVE : 0));
+}
+
 }  // namespace ras::numa

@@ -24,4 +24,17 @@ int HugePageNode(Region& r, uint32_t page);
 // Best effort: nothing fails because of it. No-op for node < 0.
 void PlaceOn(char* addr, uint64_t len, int node, bool faulted);
 
+// The memory policy the VMM set on the huge page's VMA (mbind: MPOL_BIND, MPOL_INTERLEAVE, ...), as
+// get_mempolicy(MPOL_F_ADDR) answers it (mode with its flags, and the nodemask). `set` is false for
+// MPOL_DEFAULT (or where the kernel has no NUMA): then the replacement only prefers the page's node.
+struct Policy {
+  bool set = false;
+  int mode = 0;
+  unsigned long mask[16] = {};  // kMaxNode bits
+};
+Policy PolicyAt(uintptr_t addr);
+// The replacement keeps the policy as it was (MPOL_BIND stays BIND, not PREFERRED): mbind with it,
+// moving `faulted` memory; without one, PlaceOn(node). Best effort, as PlaceOn.
+void PlaceLike(char* addr, uint64_t len, const Policy& p, int node, bool faulted);
+
 }  // namespace ras::numa

@@ -11,6 +11,7 @@
 #include "split/fileio.h"
 #include "split/mapping.h"
 #include "split/numa.h"
+#include "split/props.h"
 #include "split/uffd.h"
 
 namespace ras::recovery {
@@ -139,7 +140,10 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
     return out;
   }
   out.used_reserve = block.from_reserve;
-  numa::PlaceOn(block.addr, block.size, numa::HugePageNode(r, page), block.from_reserve);  // before the read faults it
+  uintptr_t target = r.PageAddress(page);
+  props::Note(r, false);  // MADV_DONTDUMP and a VMM's own userfaultfd: read off this thread (props.h)
+  // Before the read faults it: the huge page's memory policy as it was (MPOL_BIND stays BIND), else its node.
+  numa::PlaceLike(block.addr, block.size, numa::PolicyAt(target), numa::HugePageNode(r, page), block.from_reserve);
   fileio::ReadBack rb = ReadPage(r, page, block.addr, readers ? readers->pool_ : nullptr);
   out.reads = rb.calls;
   for (uint32_t s : known_lost) {
@@ -163,7 +167,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   // markers (userfaultfd) or real MADV_HWPOISON where the region asks for it and the kernel
   // allows it; else SwapIn guards them (guard markers or PROT_NONE), a fault KVM cannot resolve.
   int guard = rb.lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_FAULT;
-  int wanted = r.guard.load();
+  int wanted = props::ChosenGuard(r);  // not the weakest in use: one fallback is not for good
   if (!rb.lost.empty() && wanted == HUGETLB_RAS_GUARD_UFFD) {
     guard = HUGETLB_RAS_GUARD_UFFD;
     for (size_t i = 0; i < rb.lost.size(); i++) {
@@ -185,7 +189,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
       char* sub = block.addr + static_cast<uint64_t>(s) * kSubpage;
       // Poisoning a subpage of a mapped THP needs a THP split the kernel may refuse: make it an
       // ordinary 4 KiB page first (dropping 4 KiB splits the PMD; the write faults a fresh page).
-      madvise(sub, kSubpage, MADV_DONTNEED);
+      props::Drop(sub, kSubpage);
       *reinterpret_cast<volatile char*>(sub) = 0;
       if (madvise(sub, kSubpage, MADV_HWPOISON) != 0) {
         out.guard_errno = errno;
@@ -198,9 +202,9 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   }
   if (guard == HUGETLB_RAS_GUARD_FAULT) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
   bool in_block = guard == HUGETLB_RAS_GUARD_UFFD || guard == HUGETLB_RAS_GUARD_HWPOISON;
-  uintptr_t target = r.PageAddress(page);
   for (uint32_t s : rb.lost) r.MarkSubpageLost(target + static_cast<uint64_t>(s) * kSubpage);
-  if (!mapping::SwapIn(block, target, rb.lost, in_block, &mf)) {
+  bool marked = props::MarkLikeRegion(r, block.addr, block.size);
+  if (!mapping::SwapIn(block, target, rb.lost, in_block, props::Wanted(r), &mf)) {
     if (block.addr) mapping::DropBlock(block);
     r.ClearPageLost(page);  // the whole page is reported lost: no subpage bits for it
     out.refuse = mf.err == ENOMEM ? kNoMemory : kReadBackFailed;
@@ -208,6 +212,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
     out.syscall = mf.syscall;
     return out;
   }
+  if (!marked) props::Note(r, true);  // the replacement VMA: marked MADV_DONTDUMP after the fact
   out.ok = true;
   out.bytes = rb.bytes;
   out.lost = std::move(rb.lost);

@@ -8,7 +8,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <mutex>
+
+#include "split/props.h"
 
 // Debian 12's kernel headers (6.1) predate UFFDIO_POISON (6.6) and may predate user-mode-only.
 #ifndef UFFD_USER_MODE_ONLY
@@ -97,6 +100,12 @@ void Close() {
   g_info = Info{};
 }
 
+namespace {
+std::atomic<int> g_fail_next{0};
+}
+
+void TestFailNext(int err) { g_fail_next.store(err); }
+
 int PoisonRange(char* addr, uint64_t len, bool in_place, const char** syscall_out) {
   int fd;
   {
@@ -111,17 +120,17 @@ int PoisonRange(char* addr, uint64_t len, bool in_place, const char** syscall_ou
   reg.range.start = reinterpret_cast<uintptr_t>(addr);
   reg.range.len = len;
   reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-  if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
-    int e = errno;  // EBUSY: a lazy fill has the range registered (split/lazy.h)
+  int forced = g_fail_next.exchange(0);
+  if (forced || ioctl(fd, UFFDIO_REGISTER, &reg) != 0) {
+    int e = forced ? forced : errno;  // EBUSY: a lazy fill has the range registered (split/lazy.h)
     *syscall_out = "ioctl(UFFDIO_REGISTER)";
-    if (in_place) mprotect(addr, len, PROT_NONE);  // the caller reports a fault guard: make it one
+    if (in_place) mprotect(addr, len, PROT_NONE);  // the caller reports a fault guard: make it one (checked there)
     return e;
   }
   int err = 0;
   // UFFDIO_POISON never replaces a present page (EEXIST): drop the range first. A thread that
   // touches it in between waits in the kernel until the marker is in (POISON wakes it).
-  if (madvise(addr, len, MADV_DONTNEED) != 0) {
-    err = errno;
+  if ((err = props::Drop(addr, len)) != 0) {
     *syscall_out = "madvise(MADV_DONTNEED)";
   } else {
     struct uffdio_poison po = {};

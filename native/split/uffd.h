@@ -32,4 +32,8 @@ void Close();
 // `in_place`: the range is live guest memory; on failure it is left PROT_NONE, never readable.
 int PoisonRange(char* addr, uint64_t len, bool in_place, const char** syscall);
 
+// Tests (native/testing): the next PoisonRange fails with `err` at its registration, as a transient
+// ENOMEM at vm.max_map_count would.
+void TestFailNext(int err);
+
 }  // namespace ras::uffd

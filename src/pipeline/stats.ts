@@ -19,7 +19,8 @@ export interface EngineStats {
   /**
    * Which recovery path runs. 'lazy' needs a full userfaultfd (it must see KVM's kernel-mode faults:
    * /dev/userfaultfd access, vm.unprivileged_userfaultfd=1 or CAP_SYS_PTRACE) and Linux >= 6.8
-   * (UFFDIO_MOVE), and the 'uffd' guard; else 'eager' (why: `lazyUnavailable`). Counts are per process.
+   * (UFFDIO_MOVE), and the 'uffd' guard, and memory that is not locked (mlockall MCL_FUTURE: 'eager'); else
+   * 'eager' (why: `lazyUnavailable`, also set with 'lazy' when locked regions went eager). Counts are per process.
    */
   recovery: {
     path: 'lazy' | 'eager';
@@ -30,8 +31,26 @@ export interface EngineStats {
     faultFills: number;
     takenBack: number;
     collapsed: number;
-    /** Recoveries whose block could not replace the range (it was filled in place, as 4 KiB pages). */
+    /**
+     * Recoveries whose block could not replace the range (it was filled in place, as 4 KiB pages):
+     * among them, a touched page pinned for I/O (io_uring fixed buffer) that must not move.
+     */
     inPlaceFinishes: number;
+    /** Recoveries that went the eager way because the memory is locked (lockMemory, mlockall MCL_FUTURE). */
+    lockedEager: number;
+  };
+  /**
+   * The properties replacement memory keeps: MADV_DONTFORK, MADV_DONTDUMP, the NUMA policy, and the
+   * lock (Region.lockMemory, or mlockall(MCL_FUTURE): `futureLock`). `lockFailures`: replacements
+   * RLIMIT_MEMLOCK kept from being locked (`lockErrno`: the last errno). `notCarried`: what could not
+   * go with the memory (a userfaultfd registration the VMM made itself on guest RAM).
+   */
+  memory: {
+    futureLock: 'off' | 'on' | 'on-fault';
+    lockFailures: number;
+    lockErrno?: number;
+    dontDumpMarked: number;
+    notCarried?: string;
   };
   /** The userfaultfd the engine opened for poison markers ('none': why, and what root can do). */
   userfaultfd: { kind: NativeUffdInfo['kind']; errno?: number; syscall?: string; advice?: string };
@@ -68,7 +87,7 @@ export function engineStats(s: EngineState, journal: (JournalStats & { path: str
     ),
     guard: s.guard,
     ...(s.guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
-    recovery: lazyStats(s.guard),
+    ...memoryStats(s.guard),
     userfaultfd: {
       kind: uffdInfo().kind,
       ...(uffdInfo().kind === 'none' ? { errno: -uffdInfo().errno, syscall: uffdInfo().syscall, advice: UFFD_ADVICE } : {}),
@@ -92,7 +111,23 @@ export function engineStats(s: EngineState, journal: (JournalStats & { path: str
   };
 }
 
-function lazyStats(guard: Guard): EngineStats['recovery'] {
+function memoryStats(guard: Guard): Pick<EngineStats, 'recovery' | 'memory'> {
+  const m = native.memPropsInfo();
+  return {
+    recovery: lazyStats(guard, m.futureLock, m.lockedEager),
+    memory: {
+      futureLock: m.futureLock,
+      lockFailures: m.lockFailures,
+      ...(m.lockFailures ? { lockErrno: m.lockErrno } : {}),
+      dontDumpMarked: m.dontDumpMarked,
+      ...(m.foreignUffd
+        ? { notCarried: `a userfaultfd registration the VMM made itself on guest RAM (seen in ${m.foreignUffd} region(s)) does not carry to replacement memory: register it again after a recovery` }
+        : {}),
+    },
+  };
+}
+
+function lazyStats(guard: Guard, futureLock: string, lockedEager: number): EngineStats['recovery'] {
   const l = native.lazyInfo();
   const why = !l.available
     ? `${l.reason} (${l.syscall}: errno ${l.errno})`
@@ -100,15 +135,20 @@ function lazyStats(guard: Guard): EngineStats['recovery'] {
       ? 'turned off (lazyRecovery: false)'
       : guard !== 'uffd'
         ? `the lazy path marks lost subpages with userfaultfd poison markers; this engine's guard is '${guard}'`
-        : undefined;
+        : futureLock !== 'off'
+          ? 'the process locks new memory (mlockall MCL_FUTURE): a fresh range would be populated with zeros no fault replaces, so recoveries take the eager path'
+          : undefined;
+  // Locked regions only: the others still go lazily, and this says why some did not.
+  const locked = lockedEager > 0 ? `locked memory (Region.lockMemory): ${lockedEager} recoveries took the eager path (a lazy fill needs memory that is not locked)` : undefined;
   return {
     path: why ? 'eager' : 'lazy',
-    ...(why ? { lazyUnavailable: why } : {}),
+    ...(why || locked ? { lazyUnavailable: why ?? locked } : {}),
     lazyRecoveries: l.lazy,
     eagerRecoveries: l.eager,
     faultFills: l.faultFills,
     takenBack: l.takenBack,
     collapsed: l.collapsed,
     inPlaceFinishes: l.inPlaceFinishes,
+    lockedEager,
   };
 }
