@@ -5,6 +5,8 @@
 
 #include <cstring>
 #include <mutex>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "capture/access.h"
@@ -17,6 +19,7 @@ namespace {
 
 std::mutex g_lost_mu;
 std::vector<hugetlb_ras_lost> g_lost;  // every loss since the process started, in order found
+std::set<std::pair<uint32_t, uint64_t>> g_lost_at;  // (region id, hva) of each of g_lost: IsRecorded in O(log n)
 
 void Describe(const Region& r, uintptr_t hva, hugetlb_ras_status* out) {
   uintptr_t sub = hva & ~(kSubpage - 1);
@@ -141,13 +144,13 @@ void RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   l.code = code;
   std::lock_guard<std::mutex> lock(g_lost_mu);
   g_lost.push_back(l);
+  g_lost_at.emplace(l.region_id, l.hva);
 }
 
 bool IsRecorded(const Region& r, uintptr_t hva) {
+  // A loss is recorded as its 4 KiB frame or as its whole huge page.
   std::lock_guard<std::mutex> lock(g_lost_mu);
-  for (const hugetlb_ras_lost& l : g_lost)
-    if (l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
-  return false;
+  return g_lost_at.count({r.id, hva & ~(kSubpage - 1)}) || g_lost_at.count({r.id, hva & ~(r.huge_size - 1)});
 }
 
 void Register(Napi::Env env, Napi::Object exports) {
