@@ -48,6 +48,7 @@
         "native/binding/regions.cc",
         "native/binding/testing.cc",
         "native/simulate/simulate.cc",
+        "native/testing/bookkeeping.cc",
         "native/testing/foreign_thread.cc",
         "native/testing/mapcount.cc",
         "native/testing/memlock.cc",

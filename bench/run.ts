@@ -14,12 +14,19 @@
 //                                           each page's first report to usable, against memcpy of 2 MiB
 //   KVM vCPU stall (bench/kvm.ts)           the reference VMM: the exit that found the poison to KVM_RUN
 //                                           re-entered, against memcpy of 2 MiB
+//   scaling (bench/scale.ts)                per lost frame with 10, 1 000, 100 000 held; a restart
+//                                           replaying them; the bookkeeping of 1 TiB
+//   idle (bench/idle.ts)                    CPU, wake-ups and RSS of an idle engine over 60 s
+//                                           (BENCH_IDLE_S), against a bare node
+// BENCH_ONLY=scale,idle runs only those (the latency rows need the whole run to compare ratios).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RasEngine, fillPattern, startVcpuLoad, verifyPattern, type RecoveredEvent, type Region } from '../src/index';
 import { benchNative, native } from '../src/native';
 import { benchBurst } from './burst';
+import { benchIdle, idleTable } from './idle';
 import { benchKvmStall } from './kvm';
+import { benchScale, scaleTable } from './scale';
 import { fmt, median, quantile, svg, type Series } from './svg';
 
 const DIR = process.env.HUGETLB_RAS_DIR ?? '/mnt/hugetlb-ras';
@@ -185,6 +192,15 @@ async function main(): Promise<void> {
   const reps2m = Number(process.env.BENCH_REPS_2M ?? 30);
   const reps1g = Number(process.env.BENCH_REPS_1G ?? 5);
   const vcpus = Number(process.env.BENCH_VCPUS ?? 2);
+  const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',')) : undefined;
+  if (only) {
+    const lines: string[] = [];
+    const counts = process.env.BENCH_SCALE_COUNTS?.split(',').map(Number);
+    if (only.has('scale')) lines.push(...scaleTable(await benchScale(path.join(DIR, '2M'), counts), fmt));
+    if (only.has('idle')) lines.push(...idleTable(await benchIdle(Number(process.env.BENCH_IDLE_S ?? 60), path.join(DIR, '2M'))));
+    console.log(lines.join('\n'));
+    return;
+  }
   const results: SizeResult[] = [];
   console.log(`hugetlb-ras benchmark: ${vcpus} vCPU threads, simulated poison (same signal, same EIO), ${new Date().toISOString()}`);
   const li = native.lazyInfo();
@@ -201,6 +217,8 @@ async function main(): Promise<void> {
   else results.push({ pageSize: '1 GiB', skipped: `no free 1 GiB page at ${DIR}/1G (run as root: scripts/setup-hugetlbfs.sh)` } as SizeResult);
   const burst = await benchBurst(Number(process.env.BENCH_REPS_BURST ?? 5), path.join(DIR, '2M'));
   const kvm = benchKvmStall(Number(process.env.BENCH_REPS_KVM ?? 10), DIR);
+  const scale = await benchScale(path.join(DIR, '2M'));
+  const idle = await benchIdle(Number(process.env.BENCH_IDLE_S ?? 60), path.join(DIR, '2M'));
   const ratio = (a: number[], lim: number[]) => (median(a) / median(lim)).toFixed(2);
   const extra = [
     '',
@@ -223,10 +241,10 @@ async function main(): Promise<void> {
     '2024 QEMU RFC\'s approach; burst = each of 8 pages poisoned at once, first report to usable; KVM vCPU stall = the',
     'reference VMM\'s exit that found the poison to KVM_RUN re-entered.',
   ];
-  const text = table(results) + '\n' + extra.join('\n') + '\n' + legend.join('\n');
+  const text = table(results) + '\n' + extra.join('\n') + '\n' + [...scaleTable(scale, fmt), ...idleTable(idle)].join('\n') + '\n' + legend.join('\n');
   console.log(text);
   fs.mkdirSync(OUT, { recursive: true });
-  fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results, burst, kvm }, null, 2));
+  fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results, burst, kvm, scale, idle }, null, 2));
   const panels = results
     .filter((r) => !r.skipped)
     .map((r) => ({ title: `${r.pageSize} huge page: stalls and recovery latency (log scale, ${r.reps} reps; dots = reps, bar = median)`, series: r.rows }));

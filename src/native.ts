@@ -245,9 +245,19 @@ interface Addon {
   testHandoverPoolEmpty(on: boolean): void;
   /** Tests: false forces the path of kernels without MADV_GUARD_INSTALL (before 6.13). */
   useGuardMarkers(on: boolean): void;
+  /** Tests: the lost-subpage bookkeeping of a region descriptor with no memory (native/testing/bookkeeping.h). */
+  testBookkeeping(size: number, hugeSize: number, marks: number[], clearPages: number[]): NativeBookkeeping;
   hugeMappedShare(id: number, page: number): number;
   startVcpuLoad(id: number, threads: number, seed: number, writeRatio: number, windowOffset: number, windowLength: number): number;
   stopVcpuLoad(handle: number): NativeVcpuReport;
+}
+
+export interface NativeBookkeeping {
+  lost: number[];
+  lostInPageOfMark: number[];
+  newlyMarked: number;
+  bookkeepingBytes: number;
+  rssDeltaBytes: number;
 }
 
 export const native: Addon = bindings('hugetlb_ras') as Addon;

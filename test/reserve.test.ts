@@ -1,7 +1,9 @@
 // The reserve (issue 10 #7): one pool per huge page size, depth configurable, refilled in the
 // background, its cost in stats().
 import { describe, expect, it } from 'vitest';
-import type { RecoveredEvent } from '../src/index';
+import { RasEngine, type RecoveredEvent } from '../src/index';
+import { RESERVE_1G_STALL, reserveWish } from '../src/pipeline/reserve';
+import type { Region } from '../src/region';
 import { fillPattern, verifyPattern } from '../src/testing';
 import { DIR_1G, GiB, has1G, hugeFile, MiB, openEngine, SUB } from './helpers';
 import { until } from './helpers/time';
@@ -9,7 +11,7 @@ import { until } from './helpers/time';
 describe('reserve', () => {
   it('keeps each page size served: two 2 MiB recoveries leave the 1 GiB block alone', { timeout: 120_000 }, async () => {
     const big = has1G();
-    const engine = openEngine({ reserveBytes: 'auto', reserve: { '2M': 2 }, lazyRecovery: false });
+    const engine = openEngine({ reserveBytes: 'auto', reserve: { '2M': 2, '1G': 1 }, lazyRecovery: false });
     const small = engine.mapRegion({ name: 'small', path: hugeFile('rs'), size: 4 * MiB });
     const large = big ? engine.mapRegion({ name: 'large', path: hugeFile('rl', DIR_1G), size: GiB, guestPhysAddr: 1n << 32n }) : undefined;
     await until(() => engine.stats().reserveBytes >= engine.stats().reserveTarget, 60_000);
@@ -45,6 +47,28 @@ describe('reserve', () => {
     await until(() => engine.stats().reserveBytes >= engine.stats().reserveTarget, 30_000);
     expect(engine.stats().reserve['2M']).toMatchObject({ depth: 2, ready: 2 });
     expect(engine.stats().reserveTarget).toBe(4 * MiB);
+  });
+
+  it("'auto' holds 8 blocks of 2 MiB and no 1 GiB block: at most 32 MiB whatever page sizes a VMM maps", () => {
+    const r = (hugePageSize: number) => ({ hugePageSize }) as Region;
+    const wish = reserveWish('auto', undefined, [r(2 * MiB), r(GiB), r(GiB)]);
+    expect([...wish]).toEqual([[2 * MiB, 8]]);
+    const bytes = [...wish].reduce((a, [size, d]) => a + size * d, 0);
+    expect(bytes).toBeLessThanOrEqual(32 * MiB);
+    expect([...reserveWish('auto', { '1G': 1 }, [r(GiB)])]).toEqual([[GiB, 1]]); // the operator's choice
+    expect(RESERVE_1G_STALL).toMatch(/reserve: \{ '1G': 1 \}/);
+  });
+
+  it('an engine with a 2 MiB region holds 16 MiB by default', async () => {
+    const engine = RasEngine.open({});
+    try {
+      engine.mapRegion({ name: 'd', path: hugeFile('rd'), size: 2 * MiB });
+      await until(() => engine.stats().reserveBytes >= engine.stats().reserveTarget, 30_000);
+      expect(engine.stats().reserveTarget).toBe(16 * MiB);
+      expect(engine.stats().reserve1GStall).toBeUndefined();
+    } finally {
+      engine.close();
+    }
   });
 
   it('refuses a bad depth', () => {

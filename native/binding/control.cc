@@ -26,15 +26,7 @@ Napi::Value LostSubpages(const Napi::CallbackInfo& info) {
   if (!r) return env.Undefined();
   Napi::Array arr = Napi::Array::New(env);
   uint32_t n = 0;
-  size_t words = static_cast<size_t>(r->pages) * r->lost_words_per_page;
-  for (size_t w = 0; w < words; w++) {
-    uint64_t bits = r->lost_bits[w].load();
-    while (bits) {
-      int b = __builtin_ctzll(bits);
-      bits &= bits - 1;
-      arr.Set(n++, static_cast<double>((w * 64 + static_cast<size_t>(b)) * kSubpage));
-    }
-  }
+  r->ForEachLost([&](uint64_t off) { arr.Set(n++, static_cast<double>(off)); });
   return arr;
 }
 

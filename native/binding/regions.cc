@@ -84,6 +84,11 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   spec.guard = static_cast<int>(guard);
   // Complete before it is published, and never changed after (state/region.h).
   Region* desc = new Region(spec);
+  if (!desc->ok()) {
+    delete desc;
+    mapping::Unmap(addr, size);
+    return fail(errors::Sys(env, ENOMEM, "mmap", "the region's bookkeeping"));
+  }
   if (PublishRegion(desc) < 0) {  // cannot happen: only this thread publishes, and a slot was free
     delete desc;
     mapping::Unmap(addr, size);

@@ -10,6 +10,7 @@
 #include "capture/signals.h"
 #include "split/numa.h"
 #include "state/state.h"
+#include "testing/bookkeeping.h"
 #include "testing/mapcount.h"
 #include "testing/pattern.h"
 #include "testing/vcpu.h"
@@ -190,6 +191,51 @@ Napi::Value ReleaseMapCount(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// testBookkeeping(size, hugeSize, markOffsets, clearPages): testing/bookkeeping.h.
+Napi::Value Bookkeeping(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t size, huge;
+  if (!Uint(env, info[0], "size", &size) || !Uint(env, info[1], "hugeSize", &huge)) return env.Undefined();
+  if (huge < kSubpage || (huge & (huge - 1)) || size % huge || size / huge > 0xffffffffull || !info[2].IsArray() ||
+      !info[3].IsArray()) {
+    Napi::TypeError::New(env, "testBookkeeping(size, hugeSize, marks[], clearPages[])").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<uint64_t> marks;
+  std::vector<uint32_t> clears;
+  Napi::Array m = info[2].As<Napi::Array>(), c = info[3].As<Napi::Array>();
+  for (uint32_t i = 0; i < m.Length(); i++) {
+    uint64_t v;
+    if (!Uint(env, m.Get(i), "mark", &v)) return env.Undefined();
+    if (v >= size) {
+      Napi::RangeError::New(env, "mark outside the region").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    marks.push_back(v);
+  }
+  for (uint32_t i = 0; i < c.Length(); i++) {
+    uint64_t v;
+    if (!Uint(env, c.Get(i), "clearPage", &v)) return env.Undefined();
+    if (v >= size / huge) {
+      Napi::RangeError::New(env, "page outside the region").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    clears.push_back(static_cast<uint32_t>(v));
+  }
+  bookkeeping::Result r = bookkeeping::Run(size, huge, marks, clears);
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array lost = Napi::Array::New(env, r.lost.size());
+  for (size_t i = 0; i < r.lost.size(); i++) lost.Set(static_cast<uint32_t>(i), static_cast<double>(r.lost[i]));
+  Napi::Array per = Napi::Array::New(env, r.per_page.size());
+  for (size_t i = 0; i < r.per_page.size(); i++) per.Set(static_cast<uint32_t>(i), static_cast<double>(r.per_page[i]));
+  o.Set("lost", lost);
+  o.Set("lostInPageOfMark", per);
+  o.Set("newlyMarked", static_cast<double>(r.newly_marked));
+  o.Set("bookkeepingBytes", static_cast<double>(r.bookkeeping_bytes));
+  o.Set("rssDeltaBytes", static_cast<double>(r.rss_delta));
+  return o;
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -204,6 +250,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("testHoldDelay", Napi::Function::New(env, HoldDelay));
   exports.Set("testFillMapCount", Napi::Function::New(env, FillMapCount));
   exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
+  exports.Set("testBookkeeping", Napi::Function::New(env, Bookkeeping));
 }
 
 }  // namespace ras::binding

@@ -7,6 +7,9 @@
 
 #include <cstring>
 #include <mutex>
+#include <set>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "capture/access.h"
@@ -19,7 +22,11 @@ namespace {
 
 std::mutex g_lost_mu;
 std::vector<hugetlb_ras_lost> g_lost;  // every loss since the process started, in order found
-std::vector<bool> g_forgotten;         // per entry: its memory was given back since (guest reset)
+// (region id, hva, size) of each loss of g_lost whose memory was not given back since (a guest
+// reset forgets it): the duplicate check and IsRecorded in O(log n). A frame at a huge page's start
+// and that whole huge page share the hva: the size tells them apart.
+using LostKey = std::tuple<uint32_t, uint64_t, uint64_t>;
+std::set<LostKey> g_lost_at;
 
 void Describe(const Region& r, uintptr_t hva, hugetlb_ras_status* out) {
   uintptr_t sub = hva & ~(kSubpage - 1);
@@ -176,30 +183,21 @@ bool RecordLost(const Region& r, uintptr_t hva, uint64_t size, int code) {
   l.region_id = r.id;
   l.code = code;
   std::lock_guard<std::mutex> lock(g_lost_mu);
-  for (size_t i = 0; i < g_lost.size(); i++) {
-    const hugetlb_ras_lost& x = g_lost[i];
-    if (!g_forgotten[i] && x.region_id == l.region_id && x.hva == l.hva && x.size == l.size) return false;
-  }
+  if (!g_lost_at.emplace(l.region_id, l.hva, l.size).second) return false;  // known (and not forgotten)
   g_lost.push_back(l);
-  g_forgotten.push_back(false);
   return true;
 }
 
 bool IsRecorded(const Region& r, uintptr_t hva) {
+  // A loss is recorded as its 4 KiB frame or as its whole huge page.
   std::lock_guard<std::mutex> lock(g_lost_mu);
-  for (size_t i = 0; i < g_lost.size(); i++) {
-    const hugetlb_ras_lost& l = g_lost[i];
-    if (!g_forgotten[i] && l.region_id == r.id && hva >= l.hva && hva - l.hva < l.size) return true;
-  }
-  return false;
+  return g_lost_at.count({r.id, hva & ~(kSubpage - 1), kSubpage}) || g_lost_at.count({r.id, hva & ~(r.huge_size - 1), r.huge_size});
 }
 
 void Forget(const Region& r, uintptr_t hva, uint64_t len) {
   std::lock_guard<std::mutex> lock(g_lost_mu);
-  for (size_t i = 0; i < g_lost.size(); i++) {
-    const hugetlb_ras_lost& l = g_lost[i];
-    if (l.region_id == r.id && l.hva >= hva && l.hva - hva < len) g_forgotten[i] = true;
-  }
+  auto it = g_lost_at.lower_bound({r.id, hva, 0});
+  while (it != g_lost_at.end() && std::get<0>(*it) == r.id && std::get<1>(*it) - hva < len && std::get<1>(*it) >= hva) it = g_lost_at.erase(it);
 }
 
 void Register(Napi::Env env, Napi::Object exports) {

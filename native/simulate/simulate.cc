@@ -3,8 +3,12 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-#include <algorithm>
+#include <atomic>
+#include <map>
 #include <mutex>
+#include <new>
+#include <set>
+#include <tuple>
 #include <vector>
 
 #include "capture/signals.h"
@@ -14,50 +18,109 @@ namespace ras::simulate {
 
 namespace {
 
-struct FilePoison {
-  uint64_t dev, ino, off;  // off: 4 KiB aligned file offset
-};
+// Everything below is changed only under g_mu; the SIGSEGV handler reads the range tables without it.
 std::mutex g_mu;
-std::vector<FilePoison> g_file_poison;
 
-// Address ranges made PROT_NONE to stand for poison; read by the SIGSEGV handler, so lock-free.
-constexpr int kMaxRanges = 4096;
+// Poisoned 4 KiB of backing files, ordered so a read finds the first poison at or after its
+// offset in O(log n).
+using FileKey = std::tuple<uint64_t, uint64_t, uint64_t>;  // dev, ino, 4 KiB aligned file offset
+std::set<FileKey> g_file_poison;
+
+// Address ranges made PROT_NONE to stand for poison: a 4 KiB subpage or a whole huge page, each
+// starting at a multiple of its size. The handler finds one by its start address and size (lsb) in
+// open-addressed hash tables that are only ever added to: table i has kFirst << i slots, a new one
+// is made when the last is half full, and a slot, once given a key, keeps it (forgetting a range
+// clears `live`; poisoning it again sets it). So a lookup is a few probes in each of O(log n)
+// tables, and as many ranges as a test asks for fit.
 struct Range {
+  std::atomic<uintptr_t> key{0};  // start | lsb; 0: empty slot
   std::atomic<int> live{0};
-  std::atomic<uintptr_t> start{0}, end{0};
-  std::atomic<int> lsb{0};
   uint64_t dev = 0, ino = 0, file_off = 0;  // the huge page of the file the range belongs to
 };
-Range g_ranges[kMaxRanges];
+struct Table {
+  explicit Table(size_t n) : size(n), slots(new (std::nothrow) Range[n]) {}
+  const size_t size;
+  Range* const slots;
+  size_t used = 0;  // under g_mu
+};
+constexpr size_t kFirst = 1024;
+constexpr int kMaxTables = 40;
+std::atomic<Table*> g_tables[kMaxTables];
+std::atomic<uint64_t> g_lsbs{0};  // the range sizes (bit lsb) in use
+// Under g_mu: the live ranges by key (so by start address) and by file page, for the Forget* calls.
+std::map<uintptr_t, Range*> g_by_addr;  // key -> range
+std::multimap<FileKey, Range*> g_by_file;
+
+size_t Hash(uintptr_t key, size_t size) { return static_cast<size_t>((key >> 12) * 0x9E3779B97F4A7C15ull >> 7) & (size - 1); }
+
+// The slot holding `key`, or null. Lock-free.
+Range* Lookup(uintptr_t key) {
+  for (int t = 0; t < kMaxTables; t++) {
+    Table* tab = g_tables[t].load(std::memory_order_acquire);
+    if (!tab) break;
+    for (size_t i = Hash(key, tab->size), n = 0; n < tab->size; i = (i + 1) & (tab->size - 1), n++) {
+      uintptr_t k = tab->slots[i].key.load(std::memory_order_acquire);
+      if (k == 0) break;
+      if (k == key) return &tab->slots[i];
+    }
+  }
+  return nullptr;
+}
 
 int FaultLsb(uintptr_t addr, int max_lsb) {
-  for (int i = 0; i < kMaxRanges; i++) {
-    Range& r = g_ranges[i];
-    if (r.live.load(std::memory_order_acquire) != 1) continue;
-    if (addr >= r.start.load(std::memory_order_relaxed) && addr < r.end.load(std::memory_order_relaxed)) {
-      int lsb = r.lsb.load(std::memory_order_relaxed);
-      if (lsb <= max_lsb) return lsb;
-    }
+  uint64_t lsbs = g_lsbs.load(std::memory_order_acquire);
+  // The largest first: a huge page that is poisoned whole reports its huge page's lsb.
+  for (int lsb = max_lsb < 63 ? max_lsb : 63; lsb >= kSubpageShift; lsb--) {
+    if (!((lsbs >> lsb) & 1)) continue;
+    uintptr_t start = addr & ~((uintptr_t{1} << lsb) - 1);
+    Range* r = Lookup(start | static_cast<uintptr_t>(lsb));
+    if (r && r->live.load(std::memory_order_acquire) == 1) return lsb;
   }
   return 0;
 }
 
-bool AddRange(uintptr_t start, uintptr_t end, int lsb, const Region& reg, uint64_t file_off) {
-  for (int i = 0; i < kMaxRanges; i++) {
-    Range& r = g_ranges[i];
-    int expected = 0;
-    if (r.live.compare_exchange_strong(expected, 2)) {
-      r.start.store(start);
-      r.end.store(end);
-      r.lsb.store(lsb);
-      r.dev = reg.dev;
-      r.ino = reg.ino;
-      r.file_off = file_off;
-      r.live.store(1, std::memory_order_release);
-      return true;
+void Unindex(Range* r) {
+  g_by_addr.erase(r->key.load());
+  auto range = g_by_file.equal_range(FileKey{r->dev, r->ino, r->file_off});
+  for (auto it = range.first; it != range.second; ++it)
+    if (it->second == r) {
+      g_by_file.erase(it);
+      break;
     }
+}
+
+// Under g_mu. False only when memory for a new table cannot be had.
+bool AddRange(uintptr_t start, int lsb, const Region& reg, uint64_t file_off) {
+  uintptr_t key = start | static_cast<uintptr_t>(lsb);
+  Range* r = Lookup(key);
+  if (!r) {
+    int t = 0;
+    while (t + 1 < kMaxTables && g_tables[t + 1].load()) t++;
+    Table* tab = g_tables[t].load();  // the newest table (null before the first range)
+    if (!tab || tab->used * 2 >= tab->size) {
+      int next = tab ? t + 1 : 0;
+      if (next >= kMaxTables) return false;
+      Table* fresh = new (std::nothrow) Table(kFirst << next);
+      if (!fresh || !fresh->slots) return false;
+      g_tables[next].store(fresh, std::memory_order_release);
+      tab = fresh;
+    }
+    size_t i = Hash(key, tab->size);
+    while (tab->slots[i].key.load(std::memory_order_relaxed) != 0) i = (i + 1) & (tab->size - 1);
+    r = &tab->slots[i];
+    r->key.store(key, std::memory_order_release);
+    tab->used++;
+  } else if (r->live.load() == 1) {
+    Unindex(r);
   }
-  return false;
+  r->dev = reg.dev;
+  r->ino = reg.ino;
+  r->file_off = file_off;
+  g_by_addr[key] = r;
+  g_by_file.emplace(FileKey{reg.dev, reg.ino, file_off}, r);
+  g_lsbs.fetch_or(uint64_t{1} << lsb, std::memory_order_acq_rel);
+  r->live.store(1, std::memory_order_release);
+  return true;
 }
 
 }  // namespace
@@ -80,9 +143,14 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
       // (a poisoned missing page would be one nobody could ever have read). A kernel-mode read
       // brings it in, as any access would (the fault thread serves it).
       stale::KernelCanRead(sub);
-      if (!AddRange(sub, sub + kSubpage, kSubpageShift, r, page_file_off)) {
+      bool added;
+      {
+        std::lock_guard<std::mutex> lock(g_mu);
+        added = AddRange(sub, kSubpageShift, r, page_file_off);
+      }
+      if (!added) {
         *syscall = "simulate";
-        return ENOSPC;
+        return ENOMEM;
       }
       if (mprotect(reinterpret_cast<void*>(sub), kSubpage, PROT_NONE) != 0) {
         *syscall = "mprotect";
@@ -91,18 +159,16 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
     }
     lsb = kSubpageShift;
   } else if (st != kLost) {
+    bool added = true;
     {
       std::lock_guard<std::mutex> lock(g_mu);
-      uint64_t off = r.file_offset + (sub - r.start);
-      bool known = std::any_of(g_file_poison.begin(), g_file_poison.end(), [&](const FilePoison& p) {
-        return p.dev == r.dev && p.ino == r.ino && p.off == off;
-      });
-      if (!known) g_file_poison.push_back({r.dev, r.ino, off});
+      g_file_poison.insert(FileKey{r.dev, r.ino, r.file_offset + (sub - r.start)});
+      if (st == kNormal) added = AddRange(page_addr, lsb, r, page_file_off);
     }
     if (st == kNormal) {
-      if (!AddRange(page_addr, page_addr + r.huge_size, lsb, r, page_file_off)) {
+      if (!added) {
         *syscall = "simulate";
-        return ENOSPC;
+        return ENOMEM;
       }
       if (mprotect(reinterpret_cast<void*>(page_addr), r.huge_size, PROT_NONE) != 0) {
         *syscall = "mprotect";
@@ -116,35 +182,37 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
 
 int64_t ClampRead(uint64_t dev, uint64_t ino, uint64_t off, uint64_t len) {
   std::lock_guard<std::mutex> lock(g_mu);
-  uint64_t allowed = len;
-  for (const FilePoison& p : g_file_poison) {
-    if (p.dev != dev || p.ino != ino) continue;
-    if (off >= p.off && off < p.off + kSubpage) return -1;
-    if (p.off > off && p.off - off < allowed) allowed = p.off - off;
-  }
-  return static_cast<int64_t>(allowed);
+  auto it = g_file_poison.lower_bound(FileKey{dev, ino, off & ~(kSubpage - 1)});
+  if (it == g_file_poison.end() || std::get<0>(*it) != dev || std::get<1>(*it) != ino) return static_cast<int64_t>(len);
+  uint64_t p = std::get<2>(*it);
+  if (off >= p) return -1;  // p is off's own 4 KiB
+  return static_cast<int64_t>(p - off < len ? p - off : len);
 }
 
 void ForgetFileRange(uint64_t dev, uint64_t ino, uint64_t off, uint64_t len) {
-  {
-    std::lock_guard<std::mutex> lock(g_mu);
-    g_file_poison.erase(std::remove_if(g_file_poison.begin(), g_file_poison.end(),
-                                       [&](const FilePoison& p) {
-                                         return p.dev == dev && p.ino == ino && p.off >= off && p.off < off + len;
-                                       }),
-                        g_file_poison.end());
+  std::lock_guard<std::mutex> lock(g_mu);
+  uint64_t end = off + len < off ? UINT64_MAX : off + len;
+  g_file_poison.erase(g_file_poison.lower_bound(FileKey{dev, ino, off}), g_file_poison.lower_bound(FileKey{dev, ino, end}));
+  auto first = g_by_file.lower_bound(FileKey{dev, ino, off});
+  auto last = g_by_file.lower_bound(FileKey{dev, ino, end});
+  for (auto it = first; it != last; ++it) {
+    it->second->live.store(0, std::memory_order_release);
+    g_by_addr.erase(it->second->key.load());
   }
-  for (int i = 0; i < kMaxRanges; i++) {
-    Range& r = g_ranges[i];
-    if (r.live.load() == 1 && r.dev == dev && r.ino == ino && r.file_off >= off && r.file_off < off + len)
-      r.live.store(0, std::memory_order_release);
-  }
+  g_by_file.erase(first, last);
 }
 
 void ForgetAddressRange(uintptr_t start, uintptr_t end) {
-  for (int i = 0; i < kMaxRanges; i++) {
-    Range& r = g_ranges[i];
-    if (r.live.load() == 1 && r.start.load() >= start && r.end.load() <= end) r.live.store(0, std::memory_order_release);
+  std::lock_guard<std::mutex> lock(g_mu);
+  std::vector<Range*> gone;
+  for (auto it = g_by_addr.lower_bound(start); it != g_by_addr.end() && it->first < end; ++it) {
+    uintptr_t first = it->first & ~(kSubpage - 1);
+    int lsb = static_cast<int>(it->first & (kSubpage - 1));
+    if (first + (uintptr_t{1} << lsb) <= end) gone.push_back(it->second);
+  }
+  for (Range* r : gone) {
+    r->live.store(0, std::memory_order_release);
+    Unindex(r);
   }
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -63,10 +64,24 @@ struct Region {
   const uint64_t ino;
   const uint64_t file_offset;
   const uint32_t pages;                // number of huge pages
+  const uint32_t subpages_per_page;    // 4 KiB subpages in one huge page (any number, not only 64s)
   const uint32_t lost_words_per_page;  // 64-bit words of lost-subpage bitmap per huge page
   const uint64_t guest_phys;           // guest-physical address of `start` (for the C API's GPA queries)
+  // Both arrays are demand-zero anonymous mappings: memory is committed only where a word was
+  // written (a page state that changed, a page that lost a subpage). A region of 1 TiB with nothing
+  // lost holds a few pages of them, not 32 MiB. page_words are 0 (kNormal) until written.
   std::atomic<uint32_t>* const page_words;  // see state/page_state.h; changed only there
+  // Page `p`'s bitmap is words [p * lost_words_per_page, (p + 1) * lost_words_per_page); bit `s` of
+  // it is subpage s of that page. Read only where has_lost says the page may have bits (so a read
+  // never maps memory for pages that lost nothing).
   std::atomic<uint64_t>* const lost_bits;
+  // One bit per chunk of a page's bitmap (kChunkWords words, one 4 KiB page of it; a page's bitmap
+  // is chunks_per_page chunks, the last maybe short): the chunk may hold set bits. Set before the
+  // first bit, never cleared (ClearPageLost clears the bits), so a reader that finds it clear knows
+  // those subpages are not lost without reading (so without mapping) the chunk.
+  static constexpr uint32_t kChunkWords = 512;
+  const uint32_t chunks_per_page;
+  std::atomic<uint64_t>* const has_lost;
   std::atomic<uint32_t> refuse_reason;
   // How lost subpages are kept inaccessible: enum hugetlb_ras_guard (include/hugetlb_ras.h). A
   // subpage whose preferred guard failed falls back to a fault guard, and `guard` then says so:
@@ -78,6 +93,7 @@ struct Region {
   // Set when removal starts: whoever waits on one of its pages stops waiting and lets go.
   std::atomic<int> removed{0};
 
+  bool ok() const { return page_words && lost_bits; }  // false: out of memory, do not publish
   bool Contains(uintptr_t a) const { return a >= start && a < end; }
   uint32_t PageIndex(uintptr_t a) const { return static_cast<uint32_t>((a - start) >> huge_shift); }
   uintptr_t PageAddress(uint32_t i) const { return start + (static_cast<uintptr_t>(i) << huge_shift); }
@@ -86,6 +102,24 @@ struct Region {
   bool MarkSubpageLost(uintptr_t a);  // true: it was not marked before
   std::vector<uint32_t> LostSubpagesOf(uint32_t page) const;  // subpage indices in the page, sorted
   void ClearPageLost(uint32_t page);  // every lost bit of one huge page
+  // Every lost subpage, by region offset in ascending order; O(chunks / 64 + chunks that lost some).
+  template <typename Fn>
+  void ForEachLost(Fn fn) const {
+    uint64_t chunks = static_cast<uint64_t>(pages) * chunks_per_page;
+    for (uint64_t w = 0; w < (chunks + 63) / 64; w++)
+      for (uint64_t m = has_lost[w].load(std::memory_order_acquire); m; m &= m - 1) {
+        uint64_t c = w * 64 + static_cast<uint64_t>(__builtin_ctzll(m));
+        uint32_t page = static_cast<uint32_t>(c / chunks_per_page);
+        uint32_t first = static_cast<uint32_t>(c % chunks_per_page) * kChunkWords;
+        uint32_t last = first + kChunkWords < lost_words_per_page ? first + kChunkWords : lost_words_per_page;
+        const std::atomic<uint64_t>* words = lost_bits + static_cast<size_t>(page) * lost_words_per_page;
+        for (uint32_t i = first; i < last; i++)
+          for (uint64_t bits = words[i].load(std::memory_order_acquire); bits; bits &= bits - 1)
+            fn((static_cast<uint64_t>(page) << huge_shift) + (i * 64ull + static_cast<uint64_t>(__builtin_ctzll(bits))) * kSubpage);
+      }
+  }
+  // Memory this descriptor holds: the descriptor, the has_lost bits and the pages of the two
+  // demand-zero arrays that were written (resident and its own), not their virtual size.
   uint64_t BookkeepingBytes() const;
 };
 

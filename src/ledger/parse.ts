@@ -19,6 +19,12 @@ function frameKey(f: { region: string; guestPhysAddr: bigint; size: number }): s
   return `${f.region}\u0000${f.guestPhysAddr.toString(16)}\u0000${f.size}`;
 }
 
+/** Lost frames by region and 2 MiB of guest-physical address, so a reset visits only what it covers. */
+const BUCKET = 21n;
+function bucketKey(region: string, gpa: bigint): string {
+  return `${region}\u0000${(gpa >> BUCKET).toString(16)}`;
+}
+
 interface Parsed {
   replay: JournalReplay;
   /** byte offset of the torn tail, or -1 */
@@ -28,8 +34,9 @@ interface Parsed {
 export function parseJournal(buf: Buffer, file: string, truncating: boolean): Parsed {
   const regions = new Map<string, RegionLayout>();
   const warnings: JournalWarning[] = [];
-  let lost: LostFrame[] = [];
-  const lostKeys = new Set<string>();
+  // Insertion order is journal order; a reset deletes by key, from the buckets its range covers.
+  const lost = new Map<string, LostFrame>();
+  const buckets = new Map<string, Set<string>>();
   const identities = new Map<string, RegionIdentity>();
   const history: HistoricLoss[] = [];
   let records = 0;
@@ -90,9 +97,12 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       records++;
       handovers.lost(decoded.frame.region, decoded.frame.offset, decoded.frame.size);
       const key = frameKey(decoded.frame);
-      if (!lostKeys.has(key)) {
-        lostKeys.add(key);
-        lost.push(decoded.frame);
+      if (!lost.has(key)) {
+        lost.set(key, decoded.frame);
+        const b = bucketKey(decoded.frame.region, decoded.frame.guestPhysAddr);
+        let set = buckets.get(b);
+        if (!set) buckets.set(b, (set = new Set()));
+        set.add(key);
       }
     } else if (decoded.type === 'identity') {
       records++;
@@ -101,15 +111,12 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       if (why) {
         // The region is other memory from here on: what was lost before is history.
         handovers.voidRegion(decoded.region);
-        const kept: LostFrame[] = [];
-        for (const f of lost) {
-          if (f.region !== decoded.region) kept.push(f);
-          else {
-            lostKeys.delete(frameKey(f));
-            history.push({ ...f, why });
-          }
+        for (const [k, f] of lost) {
+          if (f.region !== decoded.region) continue;
+          lost.delete(k);
+          buckets.get(bucketKey(f.region, f.guestPhysAddr))?.delete(k);
+          history.push({ ...f, why });
         }
-        lost = kept;
       }
       identities.set(decoded.region, decoded.identity);
     } else if (decoded.type !== 'reset') {
@@ -120,16 +127,22 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       const r = decoded.reset;
       handovers.reset(r.region, r.guestPhysAddr, r.size);
       const end = r.guestPhysAddr + BigInt(r.size);
-      const kept: LostFrame[] = [];
-      for (const f of lost) {
-        const covered =
-          f.region === r.region && f.guestPhysAddr >= r.guestPhysAddr && f.guestPhysAddr + BigInt(f.size) <= end;
-        if (covered) lostKeys.delete(frameKey(f));
-        else kept.push(f);
+      // A frame starts in a bucket the range covers (a reset spans whole huge pages).
+      for (let b = r.guestPhysAddr >> BUCKET; b <= (end - 1n) >> BUCKET; b++) {
+        const bk = `${r.region}\u0000${b.toString(16)}`;
+        const set = buckets.get(bk);
+        if (!set) continue;
+        for (const k of set) {
+          const f = lost.get(k) as LostFrame;
+          if (f.guestPhysAddr >= r.guestPhysAddr && f.guestPhysAddr + BigInt(f.size) <= end) {
+            lost.delete(k);
+            set.delete(k);
+          }
+        }
+        if (set.size === 0) buckets.delete(bk);
       }
-      lost = kept;
     }
     pos = nl + 1;
   }
-  return { replay: { regions, lost, history, identities, warnings, records, handedOver: handovers.result(), split: handovers.split() }, tornAt };
+  return { replay: { regions, lost: [...lost.values()], history, identities, warnings, records, handedOver: handovers.result(), split: handovers.split() }, tornAt };
 }

@@ -94,7 +94,17 @@ export function consumeHandovers(s: EngineState, name: string): Map<number, Hand
   if (!replay) return out;
   const mine = replay.handedOver.filter((h) => h.region === name);
   // Only pages that still have losses here (another boot or file moved them to history: fresh memory).
-  const used = mine.filter((h) => replay.lost.some((f) => f.region === name && f.offset >= h.offset && f.offset < h.offset + h.size));
+  const lostPagesOf = new Map<number, Set<number>>(); // page size -> start offsets of pages with losses
+  const hasLoss = (h: HandedOverPage): boolean => {
+    let set = lostPagesOf.get(h.size);
+    if (!set) {
+      set = new Set();
+      for (const f of replay.lost) if (f.region === name) set.add(f.offset - (f.offset % h.size));
+      lostPagesOf.set(h.size, set);
+    }
+    return set.has(h.offset - (h.offset % h.size));
+  };
+  const used = mine.filter(hasLoss);
   const wallTime = new Date().toISOString();
   s.journal?.appendResplit(used.map((h) => ({ region: name, guestPhysAddr: h.guestPhysAddr, offset: h.offset, size: h.size, wallTime })));
   replay.handedOver = replay.handedOver.filter((h) => h.region !== name);
@@ -114,7 +124,9 @@ export function reprotectFromJournal(s: EngineState, region: Region, handedOver:
   const byPage = new Map<number, LostFrame[]>();
   for (const f of frames) {
     const page = Math.floor(f.offset / region.hugePageSize);
-    byPage.set(page, [...(byPage.get(page) ?? []), f]);
+    const list = byPage.get(page);
+    if (list) list.push(f);
+    else byPage.set(page, [f]);
   }
   // Split (private memory) with no lost frame, and no complete handover since: its file data is stale.
   for (const p of split) {

@@ -9,8 +9,24 @@ import { attached } from './engines';
 /** Depth per huge page size (bytes -> blocks). */
 export type ReserveWish = Map<number, number>;
 
-/** 'auto' depths: a burst of errors on 2 MiB pages finds 8 blocks ready (16 MiB); one 1 GiB block. */
-export const AUTO_DEPTH: Record<string, number> = { '2M': 8, '1G': 1 };
+/**
+ * 'auto' depths: what a VMM holds by default, 16 MiB. A burst of errors on 2 MiB pages finds 8 blocks
+ * ready. No 1 GiB block: on the lazy path only the back half needs one, and nobody waits for it (it
+ * takes fresh memory and faults it as it reads the page back); on the eager path a held block saves
+ * the faulting of 1 GiB while the page is unavailable (RESERVE_1G_STALL), which an operator buys with
+ * `reserve: { '1G': 1 }` for 1 GiB of RAM per VMM.
+ */
+export const AUTO_DEPTH: Record<string, number> = { '2M': 8, '1G': 0 };
+
+/**
+ * What a held 1 GiB block saves an eager recovery of a 1 GiB page: fresh memory faulted during the
+ * read-back against a pre-faulted block (/work/shared/KERNEL-FACTS.md, C probe on the development
+ * machine: ~585 ms against ~126 ms).
+ */
+export const RESERVE_1G_STALL =
+  'without a held 1 GiB block an eager recovery of a 1 GiB page (no lazy path, or an action-optional report) faults ' +
+  'its replacement while the page is unavailable: ~0.46 s more stall (585 ms against 126 ms on the development ' +
+  "machine); reserve: { '1G': 1 } holds one, for 1 GiB of RAM per VMM";
 const MiB = 1 << 20;
 
 export function sizeKey(size: number): string {
@@ -33,7 +49,7 @@ export function reserveWish(bytes: number | 'auto', depths: Record<string, numbe
   const out: ReserveWish = new Map();
   for (const size of new Set([...regions].map((r) => r.hugePageSize))) {
     const key = sizeKey(size);
-    const d = depths?.[key] ?? (bytes === 'auto' ? (AUTO_DEPTH[key] ?? 1) : Math.floor(bytes / size));
+    const d = depths?.[key] ?? (bytes === 'auto' ? (AUTO_DEPTH[key] ?? (size <= 2 * MiB ? 1 : 0)) : Math.floor(bytes / size));
     if (d > 0) out.set(size, d);
   }
   return out;

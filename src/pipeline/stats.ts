@@ -4,7 +4,7 @@ import { UFFD_ADVICE, uffdInfo } from '../guards';
 import { native, PageState, type NativeUffdInfo } from '../native';
 import { KVM_FAULT_GUARD_WARNING, type Guard } from '../policy';
 import type { JournalStats } from './durable';
-import { sizeKey } from './reserve';
+import { RESERVE_1G_STALL, sizeKey } from './reserve';
 import type { EngineState, StaleHugePage } from './state';
 
 export interface EngineStats {
@@ -13,6 +13,8 @@ export interface EngineStats {
   reserveTarget: number;
   /** The reserve per huge page size ('2M', '1G'): blocks wanted, ready, served and missed. */
   reserve: Record<string, { depth: number; ready: number; bytes: number; taken: number; missed: number }>;
+  /** Set while a 1 GiB page is mapped and no 1 GiB block is held (the default): the stall a held block would save. */
+  reserve1GStall?: string;
   guard: Guard;
   /** Set when `guard` is 'guard': what that means for a KVM guest, and what the VMM must do. */
   kvmWarning?: string;
@@ -85,6 +87,9 @@ export function engineStats(s: EngineState, journal: (JournalStats & { path: str
     reserve: Object.fromEntries(
       c.reservePools.map((p) => [sizeKey(p.size), { depth: p.depth, ready: p.ready, bytes: p.ready * p.size, taken: p.taken, missed: p.missed }]),
     ),
+    ...([...s.regions.values()].some((r) => r.hugePageSize >= 1 << 30) && !c.reservePools.some((p) => p.size >= 1 << 30 && p.depth > 0)
+      ? { reserve1GStall: RESERVE_1G_STALL }
+      : {}),
     guard: s.guard,
     ...(s.guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
     ...memoryStats(s.guard),
