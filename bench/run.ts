@@ -16,7 +16,8 @@
 //                                           re-entered, against memcpy of 2 MiB
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { RasEngine, fillPattern, startVcpuLoad, verifyPattern, type RecoveredEvent, type Region } from '../src/index';
+import { RasEngine, type RecoveredEvent, type Region } from '../src/index';
+import { fillPattern, startVcpuLoad, verifyPattern } from '../src/testing';
 import { benchNative, native } from '../src/native';
 import { benchBurst } from './burst';
 import { benchKvmStall } from './kvm';

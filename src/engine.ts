@@ -24,6 +24,7 @@ import type { EngineState } from './pipeline/state';
 import { engineStats, type EngineStats } from './pipeline/stats';
 export type { EngineStats } from './pipeline/stats';
 import { hugePagePoolError } from './pool';
+import { openOutputs, type Outputs } from './outputs';
 
 export class RasEngine extends RasEvents {
   private closed = false;
@@ -39,6 +40,7 @@ export class RasEngine extends RasEvents {
   private readonly users = new Set<RegionUser>();
   private readonly durable: DurableLog;
   private readonly idle = new Idle();
+  private outputs: Outputs | undefined;
 
   private constructor(opts: EngineOptions, journal?: { journal: Journal; replay: JournalReplay }) {
     super();
@@ -80,6 +82,12 @@ export class RasEngine extends RasEvents {
     const engine = new RasEngine(options, journal);
     attach(engine);
     applyReserve();
+    try {
+      engine.outputs = openOutputs(engine, options); // metrics file, event log, status socket
+    } catch (err) {
+      engine.close();
+      throw err;
+    }
     return engine;
   }
 
@@ -244,6 +252,7 @@ export class RasEngine extends RasEvents {
   /** Unmaps every region, stops the threads and restores the signal handlers. Idempotent. */
   close(): void {
     if (this.closed) return;
+    this.outputs?.close();
     for (const user of [...this.users]) user.stopNow();
     for (const r of this.regions.values()) {
       native.unmapRegion(r.id);
@@ -257,6 +266,11 @@ export class RasEngine extends RasEvents {
     this.durable.close();
     this.journal?.close();
     this.idle.closeAll();
+  }
+
+  /** @internal What the output options opened (tests wait on the metrics file and the socket). */
+  get outputsOpened(): Outputs | undefined {
+    return this.outputs;
   }
 
   get isClosed(): boolean {

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // The KVM demo: the reference VMM runs its guest on this machine's KVM, memory is poisoned while
 // the guest verifies it, and this prints what the guest saw. `npm run demo:kvm`; the package's CLI
 // calls runKvmDemo(). Call it in a process that has not opened a RasEngine yet (the VMM's SIGBUS
@@ -109,7 +110,9 @@ export async function runKvmDemo(opts: KvmDemoOptions = {}): Promise<KvmDemoResu
 }
 
 if (require.main === module) {
-  const vcpus = Number(process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? 2);
+  // `hugetlb-ras-kvm-demo [--vcpus N]` (the package's bin) or `--vcpus=N`.
+  const at = process.argv.indexOf('--vcpus');
+  const vcpus = Number(at > 0 ? process.argv[at + 1] : (process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? 2));
   runKvmDemo({ vcpus }).then(
     (r) => {
       process.exitCode = r.ran && !r.ok ? 1 : 0;
