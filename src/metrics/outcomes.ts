@@ -20,7 +20,7 @@ export interface OutcomeRecord {
   /** The frames that are gone (guest physical), each `frameSize` bytes; empty for already_lost. */
   frames: bigint[];
   frameSize: number;
-  /** The guest physical address of the report (already_lost) or of the huge page. */
+  /** The 4 KiB frame touched again (already_lost), or the huge page. */
   guestPhysAddr: bigint;
   cause: string;
   /** Monotonic: first report to whole page back (filled), and to vCPUs released (stall). */
@@ -54,7 +54,7 @@ export function trackOutcomes(engine: RasEngine, on: (r: OutcomeRecord) => void)
   const onPoison = (e: PoisonEvent) => {
     const hugePageSize = pageSizeOf(e.region);
     if (e.alreadyLost) {
-      on({ region: e.region, kind: e.kind, outcome: 'already_lost', pageSize: hugePageSize, frames: [], frameSize: SUBPAGE, guestPhysAddr: e.guestPhysAddr, cause: 'touched-again', by: e.by });
+      on({ region: e.region, kind: e.kind, outcome: 'already_lost', pageSize: hugePageSize, frames: [], frameSize: SUBPAGE, guestPhysAddr: e.guestPhysAddr - (e.guestPhysAddr % BigInt(SUBPAGE)), cause: 'touched-again', by: e.by });
       return;
     }
     if (e.pageSize === SUBPAGE) pendingSub.set(`${e.region}/${e.offset - (e.offset % SUBPAGE)}`, e.kind);

@@ -25,6 +25,7 @@ export class StatusServer {
   private readonly server: net.Server;
   private ino: number | undefined;
   private closed = false;
+  private readonly ready: Promise<void>;
 
   constructor(
     engine: RasEngine,
@@ -44,25 +45,26 @@ export class StatusServer {
     this.server.on('error', (err: NodeJS.ErrnoException) =>
       engine.reportError(new RasError(err.code ?? 'EUNKNOWN', `statusSocket ${path}: ${err.message}`, { errno: err.errno, syscall: err.syscall, path, cause: err })),
     );
-    this.server.listen(path, () => {
-      try {
-        fs.chmodSync(path, 0o600);
-        this.ino = fs.statSync(path).ino;
-      } catch {
-        /* reported by the server's error, or gone already */
-      }
-      if (this.closed) this.removeFile();
+    this.ready = new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(path, () => {
+        try {
+          fs.chmodSync(path, 0o600);
+          this.ino = fs.statSync(path).ino;
+        } catch {
+          /* gone already */
+        }
+        if (this.closed) this.removeFile();
+        resolve();
+      });
     });
+    this.ready.catch(() => {}); // reported by the error listener above
     this.server.unref();
   }
 
   /** Resolves when the socket accepts connections. */
   listening(): Promise<void> {
-    if (this.server.listening) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      this.server.once('listening', resolve);
-      this.server.once('error', reject);
-    });
+    return this.ready;
   }
 
   close(): void {
