@@ -21,7 +21,8 @@
 // BENCH_ONLY=scale,idle runs only those (the latency rows need the whole run to compare ratios).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { RasEngine, fillPattern, startVcpuLoad, verifyPattern, type RecoveredEvent, type Region } from '../src/index';
+import { RasEngine, type RecoveredEvent, type Region } from '../src/index';
+import { fillPattern, startVcpuLoad, verifyPattern } from '../src/testing';
 import { benchNative, native } from '../src/native';
 import { benchBurst } from './burst';
 import { benchIdle, idleTable } from './idle';

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// hugetlb-ras command line: `demo` (the main job, on an embedded default) and `journal <path>`.
+// hugetlb-ras command line: `demo` (the main job, on an embedded default), `status` and `journal <path>`.
+// The reference VMM's KVM demo is the VMM's own command (hugetlb-ras-kvm-demo): not imported here.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -10,10 +11,11 @@ import { formatJournal } from './ledger/print';
 import { benchNative } from './native';
 import { fillPattern, startVcpuLoad, verifyPattern } from './testing';
 import type { RecoveredEvent, RefusedEvent, PoisonEvent } from './events';
+import { runStatus } from './status/command';
 
 const USAGE = `usage:
   hugetlb-ras demo [--page-size 2M|1G] [--dir DIR] [--threads N] [--mode auto|simulate|madvise] [--mem-lock on|on-fault]
-  hugetlb-ras demo --kvm [--vcpus N]   (the reference VMM: a KVM guest gets a machine check for each lost frame)
+  hugetlb-ras status --socket PATH | --journal PATH [--json]
   hugetlb-ras journal PATH
   hugetlb-ras --help | --version`;
 
@@ -25,9 +27,9 @@ commands:
   demo          maps a region on hugetlbfs, fills it with a pattern, runs vCPU threads over it, injects
                 poison into one 4 KiB subpage, recovers (the huge page is split), verifies every healthy
                 byte and resets the region. Exits 0 when every healthy byte is back.
-  demo --kvm    the reference VMM (vmm/): a KVM guest runs over engine regions, poison is injected,
-                and the guest gets a machine check for each lost frame (needs /dev/kvm).
-                --vcpus N: vCPU threads, 1..8 (default 2).
+  status        a running engine's status (its statusSocket) or a journal's: regions, lost frames,
+                stale pages, reserve, journal health, guard and recovery path; --json for tools.
+                Exit 0 printed, 1 could not be read, 2 usage (hugetlb-ras status --help says more).
   journal PATH  prints a journal of lost frames (regions, lost frames, history, warnings); read only.
 
 demo options:
@@ -49,6 +51,8 @@ environment:
   HUGETLB_RAS_DIR    the hugetlbfs mounts' parent directory (default /mnt/hugetlb-ras), as for
                      scripts/setup-hugetlbfs.sh, which reserves huge pages and mounts them (as root).
 
+The reference VMM's KVM demo (a KVM guest gets a machine check for each lost frame; needs /dev/kvm) is
+its own command: hugetlb-ras-kvm-demo [--vcpus N] (in the checkout: npm run demo:kvm).
 In the checkout run it as: npm run demo -- --page-size 1G (npx would reinstall and rebuild the package).
 --help, -h   this text.  --version, -V   the package's version.`;
 
@@ -218,19 +222,6 @@ async function demo(o: DemoOptions): Promise<number> {
   }
 }
 
-// `demo --kvm [--vcpus N]`: the reference VMM (vmm/) runs a KVM guest over engine regions. It is
-// loaded only here: the product does not depend on its example.
-async function kvmDemo(args: string[]): Promise<number> {
-  let vcpus = 2;
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--vcpus' && /^[1-8]$/.test(args[i + 1] ?? '')) vcpus = Number(args[++i]);
-    else throw new UsageError(`unknown option for demo --kvm: ${args[i]} (only --vcpus 1..8)`);
-  }
-  const { runKvmDemo } = await import('../vmm/src/index');
-  const r = await runKvmDemo({ vcpus });
-  return r.ran && !r.ok ? 1 : 0;
-}
-
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === '--help' || cmd === '-h' || cmd === 'help' || (cmd === 'demo' && (rest.includes('--help') || rest.includes('-h')))) {
@@ -241,7 +232,11 @@ async function main(argv: string[]): Promise<number> {
     console.log(version());
     return 0;
   }
-  if (cmd === 'demo' && rest.includes('--kvm')) return kvmDemo(rest.filter((a) => a !== '--kvm'));
+  if (cmd === 'demo' && rest.includes('--kvm')) {
+    console.error('hugetlb-ras: the KVM demo is the reference VMM\'s own command: hugetlb-ras-kvm-demo [--vcpus N]');
+    return 2;
+  }
+  if (cmd === 'status') return runStatus(rest, { out: (t) => console.log(t), err: (t) => console.error(t) });
   if (cmd === 'demo') return demo(parseDemo(rest));
   if (cmd === 'journal' && rest.length === 1) {
     const replay = readJournal(rest[0]);

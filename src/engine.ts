@@ -25,6 +25,7 @@ import type { EngineState } from './pipeline/state';
 import { engineStats, type EngineStats } from './pipeline/stats';
 export type { EngineStats } from './pipeline/stats';
 import { hugePagePoolError } from './pool';
+import { openOutputs, type Outputs } from './outputs';
 
 /** The longest delay a Node timer keeps (a longer one fires after 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -43,6 +44,7 @@ export class RasEngine extends RasEvents {
   private readonly users = new Set<RegionUser>();
   private readonly durable: DurableLog;
   private readonly idle = new Idle();
+  private outputs: Outputs | undefined;
 
   private constructor(opts: EngineOptions, journal?: { journal: Journal; replay: JournalReplay }) {
     super();
@@ -85,6 +87,12 @@ export class RasEngine extends RasEvents {
     attach(engine);
     applyReserve();
     reportBadRecords(engine.state);
+    try {
+      engine.outputs = openOutputs(engine, options); // metrics file, event log, status socket
+    } catch (err) {
+      engine.close();
+      throw err;
+    }
     return engine;
   }
 
@@ -257,6 +265,7 @@ export class RasEngine extends RasEvents {
    */
   close(): void {
     if (this.closed) return;
+    this.outputs?.close();
     for (const user of [...this.users]) user.stopNow();
     finishInFlight(this.state);
     for (const r of this.regions.values()) {
@@ -271,6 +280,11 @@ export class RasEngine extends RasEvents {
     this.durable.close();
     this.journal?.close();
     this.idle.closeAll();
+  }
+
+  /** @internal What the output options opened (tests wait on the metrics file and the socket). */
+  get outputsOpened(): Outputs | undefined {
+    return this.outputs;
   }
 
   get isClosed(): boolean {

@@ -9,8 +9,6 @@ export type { StaleHugePage } from './pipeline/state';
 export type { LostPage } from './ledger/ledger';
 export type { Consumer, GuardMode, RefuseReason } from './policy';
 export { kernelReadsAroundPoison } from './policy';
-export { startVcpuLoad, type VcpuLoad, type VcpuLoadOptions, type VcpuLoadReport, type VcpuStall, type VcpuMceReport } from './testing';
-export { fillPattern, verifyPattern, type PatternCheck } from './testing';
 export { Journal } from './ledger/file';
 export { readJournal } from './ledger/file';
 export { formatJournal } from './ledger/print';

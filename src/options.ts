@@ -5,10 +5,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { HUGETLBFS_MAGIC } from './constants';
 import { checkUint, invalidArg, outOfRange, RasError } from './errors';
+import { checkOutputOptions, type OutputOptions } from './outputs';
 import { CONSUMERS, GUARD_MODES, type Consumer, type GuardMode } from './policy';
 import type { Region, RegionSpec } from './region';
 
-export interface EngineOptions {
+export interface EngineOptions extends OutputOptions {
   /** How lost subpages stay inaccessible (see `Guard`); 'auto': uffd, else hwpoison where permitted, else guard. */
   lostPageGuard?: GuardMode;
   /** Already-faulted replacement memory kept ready; 'auto': one huge page of each size mapped; 0: none. */
@@ -110,6 +111,7 @@ export function checkEngineOptions(options: EngineOptions): GuardMode {
   if (options.readThreads !== undefined) checkUint(options.readThreads, 'readThreads');
   if (options.kernelReadsAroundPoison !== undefined && typeof options.kernelReadsAroundPoison !== 'boolean')
     throw invalidArg('kernelReadsAroundPoison must be a boolean');
+  checkOutputOptions(options);
   if (options.journalPath !== undefined && typeof options.journalPath !== 'string') throw invalidArg('journalPath must be a string');
   return guard;
 }

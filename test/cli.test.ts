@@ -12,7 +12,7 @@ describe('hugetlb-ras (dist/src/cli.js)', () => {
     for (const flag of ['--help', '-h']) {
       const r = cli(flag);
       expect(r.status).toBe(0);
-      for (const word of ['demo', 'journal PATH', '--page-size 2M|1G', '--dir DIR', '--threads N', '--mode', 'madvise', 'simulate', 'auto', 'HUGETLB_RAS_DIR', '--version', 'npm run demo --', '--kvm', '--vcpus N'])
+      for (const word of ['demo', 'journal PATH', '--page-size 2M|1G', '--dir DIR', '--threads N', '--mode', 'madvise', 'simulate', 'auto', 'HUGETLB_RAS_DIR', '--version', 'npm run demo --', 'hugetlb-ras-kvm-demo', '--vcpus N', 'status --socket PATH | --journal PATH'])
         expect(r.stdout, word).toContain(word);
     }
     expect(cli('demo', '--help').status).toBe(0);

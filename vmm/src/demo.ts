@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // The KVM demo: the reference VMM runs its guest on this machine's KVM, memory is poisoned while
 // the guest verifies it, and this prints what the guest saw. `npm run demo:kvm`; the package's CLI
 // calls runKvmDemo(). Call it in a process that has not opened a RasEngine yet (the VMM's SIGBUS
@@ -113,7 +114,9 @@ export async function runKvmDemo(opts: KvmDemoOptions = {}): Promise<KvmDemoResu
 }
 
 if (require.main === module) {
-  const vcpus = Number(process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? 2);
+  // `hugetlb-ras-kvm-demo [--vcpus N] [--mem-lock on|on-fault]` (the package's bin), or `--vcpus=N`.
+  const at = process.argv.indexOf('--vcpus');
+  const vcpus = Number(at > 0 ? process.argv[at + 1] : (process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? 2));
   const ml = process.argv.indexOf('--mem-lock');
   const memLock = (ml > 0 ? process.argv[ml + 1] : process.argv.find((a) => a.startsWith('--mem-lock='))?.slice(11)) as MemLock | undefined;
   if (memLock && !['off', 'on', 'on-fault'].includes(memLock)) {
