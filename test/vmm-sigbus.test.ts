@@ -50,4 +50,35 @@ describe('reference VMM: its own access to a lost frame (issue 21 item 4)', () =
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/ras_vmm: hardware memory error at 0x[0-9a-f]{16} touched by a VMM thread that is not a vCPU/);
   });
+
+  it('an engine opened before the VMM\'s handler: the handler refuses to replace it (anotherHandlerFirst), the engine keeps SIGBUS', () => {
+    const script = `
+      const vmm = require(${JSON.stringify(path.join(ROOT, 'build/Release/ras_vmm.node'))});
+      const { RasEngine } = require(${JSON.stringify(ROOT)});
+      const engine = RasEngine.open({ reserveBytes: 0 });
+      const h = vmm.installSigbusHandler();
+      const c = vmm.sigbusCounters();
+      console.log(JSON.stringify({ h, current: c.current, installed: c.installed }));
+      engine.close();
+    `;
+    const r = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(o.h).toEqual({ installed: false, anotherHandlerFirst: true });
+    expect(o.current).toBe(false); // the engine's handler is still the one installed
+  });
+
+  it('two VMs in one process: each vCPU thread claims its own SIGBUS slot; a record reaches only its thread', () => {
+    const r = spawnSync(process.execPath, ['-e', `
+      const vmm = require(${JSON.stringify(path.join(ROOT, 'build/Release/ras_vmm.node'))});
+      if (!vmm.installSigbusHandler().installed) throw new Error('no handler');
+      console.log(JSON.stringify(vmm.testing.sigbusSlots()));
+    `], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const o = JSON.parse(r.stdout.trim());
+    expect(o.slots[0]).toBeGreaterThanOrEqual(0);
+    expect(o.slots[1]).toBeGreaterThanOrEqual(0);
+    expect(o.slots[0]).not.toBe(o.slots[1]);
+    expect([o.takenA, o.takenB]).toEqual([true, false]);
+  });
 });

@@ -147,7 +147,8 @@ void LinuxMachine::Loop(int i) {
         std::lock_guard<std::mutex> lock(req_mu_);
         reqs.swap(requests_);
       }
-      for (const Request& q : reqs) Lost(i, q.gpa, q.ar, 0, q.ar ? 4 : 5, 0);
+      for (const Request& q : reqs)
+        if (q.ar || mce_.FirstAo(q.gpa)) Lost(i, q.gpa, q.ar, 0, q.ar ? 4 : 5, 0);  // an AO once per VM
     }
     mce_.BeforeRun(i, fd);
     s.runs++;

@@ -5,6 +5,8 @@
 #include <napi.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <time.h>
 
@@ -15,6 +17,7 @@
 #include "linux_mptable.h"
 #include "mce_delivery.h"
 #include "napi_util.h"
+#include "sigbus.h"
 #include "vcpu_thread.h"
 
 namespace ras_vmm {
@@ -295,6 +298,42 @@ Napi::Value RawRead(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, *reinterpret_cast<volatile uint8_t*>(hva));
 }
 
+// sigbusSlots(): two threads (as two VMs' vCPU 0) claim slots; a SIGBUS taken by the first inside
+// "KVM_RUN" is recorded in its slot only. { slots: [a, b], takenA, takenB, addrA }.
+Napi::Value SigbusSlots(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::atomic<int> slot_a{-2}, slot_b{-2};
+  std::atomic<int> phase{0};
+  sigbus::Record ra = {}, rb = {};
+  bool took_a = false, took_b = false;
+  std::thread b([&] {
+    slot_b = sigbus::RegisterThread();
+    while (phase.load() < 2) sched_yield();
+    took_b = sigbus::Take(slot_b, &rb);
+    sigbus::UnregisterThread(slot_b);
+  });
+  std::thread a([&] {
+    slot_a = sigbus::RegisterThread();
+    while (slot_b.load() == -2) sched_yield();
+    sigbus::EnterRun(slot_a);
+    pthread_kill(pthread_self(), SIGBUS);  // delivered before pthread_kill returns (to self)
+    sigbus::LeaveRun(slot_a);
+    phase = 2;
+    took_a = sigbus::Take(slot_a, &ra);
+    sigbus::UnregisterThread(slot_a);
+  });
+  a.join();
+  b.join();
+  Napi::Object out = Napi::Object::New(env);
+  Napi::Array slots = Napi::Array::New(env, 2);
+  slots.Set(0u, slot_a.load());
+  slots.Set(1u, slot_b.load());
+  out.Set("slots", slots);
+  out.Set("takenA", took_a);
+  out.Set("takenB", took_b);
+  return out;
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -305,6 +344,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   t.Set("gateWithKick", Napi::Function::New(env, GateWithKick));
   t.Set("mpTable", Napi::Function::New(env, MpTable));
   t.Set("rawRead", Napi::Function::New(env, RawRead));
+  t.Set("sigbusSlots", Napi::Function::New(env, SigbusSlots));
   exports.Set("testing", t);
 }
 
