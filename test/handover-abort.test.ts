@@ -31,4 +31,18 @@ describe('abortHandover during a pending prepareHandover', () => {
     expect(readJournal(journal).handedOver).toHaveLength(1);
     fs.rmSync(dir, { recursive: true, force: true });
   });
+
+  it('close() while it is pending: it fails with ERR_ENGINE_CLOSED, and nothing is handed over', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ras-abort-'));
+    const journal = path.join(dir, 'j');
+    const engine = openEngine({ journalPath: journal });
+    const region = engine.mapRegion({ name: 'ram', path: hugeFile('abort-close'), size: 4 * MiB, guestPhysAddr: GPA });
+    engine.injectPoison(region, 2 * MiB + 5 * SUB, { mode: 'simulate' });
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    const pending = engine.prepareHandover();
+    engine.close();
+    await expect(pending).rejects.toMatchObject({ code: 'ERR_ENGINE_CLOSED' });
+    expect(readJournal(journal).handedOver).toEqual([]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 });

@@ -73,6 +73,7 @@ export async function prepareHandover(s: EngineState, whenIdle: () => Promise<vo
     // abortHandover() while this waited: the abort wins (it is journaled already); nothing is done.
     if (s.handover.id !== id)
       throw new RasError('ERR_HANDOVER_ABORTED', 'prepareHandover: abortHandover() was called while it waited; nothing was handed over', { handoverId: id });
+    if (journal.isClosed) throw new RasError('ERR_ENGINE_CLOSED', 'prepareHandover: the engine was closed while it waited; nothing was handed over');
     // Lost frames the journal does not hold yet must be in it before a handover that keeps them lost:
     // else the successor would find zeros in the file where they were, and no record of the loss.
     if (!s.durable.flushNow())
