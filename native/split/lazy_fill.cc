@@ -113,8 +113,10 @@ void FillRange(Job& j, uint64_t off, uint64_t len) {
   j.reads += rb.calls;
 }
 
-// The block cannot replace the range (a failure after the front half): finish in place instead, as
-// 4 KiB pages. Pieces already moved into the block are copied back from it, the others read again.
+// The block cannot replace the range (a failure after the front half, a page pinned for I/O): finish
+// in place instead, as 4 KiB pages. Pieces already moved into the block are copied back from it, the
+// others read again (a loss the file shows since is found). The block's memory is given back piece
+// by piece as the range fills: a 1 GiB page never needs two copies at once.
 void FinishInPlace(Job& j, const std::vector<uint8_t>& in_block, const std::vector<uint32_t>& lost) {
   g_in_place_finishes.fetch_add(1, std::memory_order_relaxed);
   j.in_place_finish = true;
@@ -123,6 +125,7 @@ void FinishInPlace(Job& j, const std::vector<uint8_t>& in_block, const std::vect
     uint8_t st = j.piece[p].load(std::memory_order_acquire);
     uint64_t off = static_cast<uint64_t>(p) * kPiece, end = std::min(off + kPiece, j.size);
     if (st == kClosed) {
+      props::Drop(j.block.addr + off, end - off);
       FillRange(j, off, end - off);
     } else if (in_block[p]) {
       ForHealthyRuns(lost, off, end, [&](uint64_t a, uint64_t b) {
@@ -133,6 +136,7 @@ void FinishInPlace(Job& j, const std::vector<uint8_t>& in_block, const std::vect
       });
       for (uint32_t s : lost)
         if (s * kSubpage >= off && s * kSubpage < end) MarkLost(j, s * kSubpage);
+      props::Drop(j.block.addr + off, end - off);
     }
   }
   lazyfd::Wake(j.dst, j.size);
