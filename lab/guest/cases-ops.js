@@ -53,8 +53,11 @@ function register(def, helpers) {
       if (outcome === 'recovered') t.eq('o1: recovery_duration_seconds_count', sample(text, 'hugetlb_ras_recovery_duration_seconds_count', { region: 'o1', page_size: '2M' }), 1);
       const lines = fs.readFileSync(log, 'utf8').trim().split('\n').filter(Boolean);
       t.note('o1: the event log', lines);
-      const evs = lines.map((l) => JSON.parse(l));
-      t.eq('o1: one QMP event', evs.length, 1);
+      const all = lines.map((l) => JSON.parse(l));
+      // On 6.1 the engine's own access finds the refused page (already lost): QEMU's hypervisor case.
+      const evs = all.filter((e) => e.data.recipient === 'guest');
+      t.eq('o1: the other events are the engine\'s own accesses (hypervisor, ignore, already-lost)', all.filter((e) => e.data.recipient !== 'guest').map((e) => [e.data.action, e.data['hugetlb-ras'].outcome]).filter(([a, o]) => a !== 'ignore' || o !== 'already-lost'), []);
+      t.eq('o1: one QMP event for the guest', evs.length, 1);
       if (evs.length === 1) {
         const e = evs[0];
         t.eq('o1: QMP members', Object.keys(e).sort(), ['data', 'event', 'timestamp']);
