@@ -3,7 +3,8 @@
 // with the other options (nothing opens on bad input); closed with the engine.
 import type { RasEngine } from './engine';
 import { checkEventLogTarget, EventLog, type EventLogTarget } from './eventlog/index';
-import { checkTextfileOptions, TextfileWriter, type TextfileOptions } from './metrics/textfile';
+import { checkTextfileOptions, type TextfileOptions } from './metrics/options';
+import { TextfileWriter } from './metrics/textfile';
 import { checkStatusSocket, StatusServer } from './status/server';
 
 export interface OutputOptions {

@@ -98,6 +98,6 @@ describe('eventLog (QMP MEMORY_FAILURE as NDJSON)', () => {
 
   it('a bad target is refused before anything opens', () => {
     expect(() => openEngine({ eventLog: 42 as unknown as string })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
-    expect(() => openEngine({ eventLog: '/nonexistent-dir-ras/x.ndjson' })).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'open' }));
+    expect(() => openEngine({ eventLog: '/nonexistent-dir-ras/x.ndjson' })).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'stat', path: '/nonexistent-dir-ras/x.ndjson' }));
   });
 });

@@ -19,6 +19,9 @@ describe('entry points', () => {
     expect(Object.keys(require('../dist/src/testing/index.js')).sort()).toEqual(['fillPattern', 'startVcpuLoad', 'verifyPattern']);
     expect(pkg.exports['./metrics'].default).toBe('./dist/src/metrics/index.js');
     expect(typeof require('../dist/src/metrics/index.js').registerMetrics).toBe('function');
+    // prom-client is loaded when metrics are asked for, not by every VMM that loads the engine.
+    const r = spawnSync(process.execPath, ['-e', "require('./dist/src/index.js'); console.log(Object.keys(require.cache).some((f) => f.includes('/node_modules/prom-client/')))"], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.stdout.trim()).toBe('false');
   });
 
   it('resolves as an installed package does (package.json exports)', () => {

@@ -106,7 +106,7 @@ describe('the metrics textfile (RasEngine.open({ metrics }))', () => {
     expect(() => openEngine({ metrics: { textfileDir: tmpDir(), name: '../x' } })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG' }));
   });
 
-  it('is written at once, rewritten after a poison (temp + rename), passes promtool, and is removed on close', async () => {
+  it('is written at once, rewritten after a poison (temp + rename), and removed on close', async () => {
     const dir = tmpDir();
     const engine = openEngine({ metrics: { textfileDir: dir, name: 'vm1' } });
     const file = path.join(dir, 'hugetlb-ras-vm1.prom');
@@ -120,15 +120,28 @@ describe('the metrics textfile (RasEngine.open({ metrics }))', () => {
     expect(sample(text, 'hugetlb_ras_memory_errors_total', { region: 'ram0', kind: 'AR', outcome: 'recovered' })).toBe(1);
     expect(fs.statSync(file).ino).not.toBe(ino); // renamed over, never written in place
     expect(fs.readdirSync(dir)).toEqual(['hugetlb-ras-vm1.prom']); // no temp file left
-    if (PROMTOOL) {
-      const r = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30_000 });
-      expect(r.stdout + r.stderr).toBe('');
-      expect(r.status).toBe(0);
-    } else console.warn('promtool check skipped: promtool is not installed (apt-get install prometheus)');
     engine.close();
     expect(fs.existsSync(file)).toBe(false);
   });
 
+  // Skipped where Debian's prometheus package (promtool) is not installed; .ci/run installs it.
+  it.skipIf(!PROMTOOL)('promtool check metrics finds nothing to say about the file', async () => {
+    const dir = tmpDir();
+    const engine = openEngine({ metrics: { textfileDir: dir, name: 'vm1' } });
+    await poisonOnce(engine);
+    await new Promise((r) => setImmediate(r));
+    await engine.outputsOpened!.textfile!.flush();
+    const text = fs.readFileSync(path.join(dir, 'hugetlb-ras-vm1.prom'), 'utf8');
+    expect(sample(text, 'hugetlb_ras_memory_errors_total', { region: 'ram0', kind: 'AR', outcome: 'recovered' })).toBe(1);
+    const r = spawnSync(PROMTOOL!, ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30_000 });
+    expect(r.stdout + r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    // promtool does say something about a bad name: the check can fail.
+    const bad = spawnSync(PROMTOOL!, ['check', 'metrics'], { input: '# HELP x_total a\n# TYPE x_total gauge\nx_total 1\n', encoding: 'utf8', timeout: 30_000 });
+    expect(bad.stdout + bad.stderr).not.toBe('');
+  });
+
+  // Skipped where Debian's prometheus-node-exporter is not installed; .ci/run installs it.
   it.skipIf(!NODE_EXPORTER)('node_exporter (textfile collector, 127.0.0.1) serves the counters after a poison', async () => {
     const dir = tmpDir();
     const engine = openEngine({ metrics: { textfileDir: dir, name: 'vm1' } });

@@ -31,7 +31,7 @@ function journalPath(t, tag) {
 async function firstLife(t, tag, journal, file, gpa0, off, helpers, kernel) {
   const { engine, ev } = t.openEngine({ journalPath: journal });
   const region = t.mapRegion(engine, { name: tag, path: file, size: PAGES * HP, guestPhysAddr: gpa0 });
-  pkg().fillPattern(region, SEED);
+  U.testing().fillPattern(region, SEED);
   await t.inject(engine, region, off);
   await helpers.reportReached(t, engine, ev, region, off, SEED, kernel === '6.1' ? 'refused' : 'recovered');
   for (const [from, to] of [[0, HP], [2 * HP, PAGES * HP], ...(kernel === '6.1' ? [] : [[HP, off], [off + SUB, 2 * HP]])]) {

@@ -17,7 +17,7 @@ const SEED = 0x5eed;
 // docs/API.md documents startVcpuLoad({ region, threads, seed }); the implementation takes
 // (engine, options). Accept both so the lab follows whichever the package exports.
 function startLoad(engine, opts) {
-  const fn = pkg().startVcpuLoad;
+  const fn = U.testing().startVcpuLoad;
   return fn.length >= 2 ? fn(engine, opts) : fn(opts);
 }
 
@@ -141,7 +141,7 @@ function checkLedger4k(t, engine, region, offs) {
 
 // verifyPattern over the whole region: only the lost 4 KiB frames may be skipped.
 function checkPattern(t, region, seed, lostOffs) {
-  const v = pkg().verifyPattern(region, seed);
+  const v = U.testing().verifyPattern(region, seed);
   t.eq(`${region.name}: verifyPattern.wrongBytes`, v.wrongBytes, 0);
   t.eq(`${region.name}: verifyPattern.checkedBytes`, v.checkedBytes, region.size - SUB * lostOffs.length);
   t.eq(`${region.name}: verifyPattern.unreadableOffsets`, [...v.unreadableOffsets].sort((a, b) => a - b), lostOffs);
@@ -193,8 +193,9 @@ def({
       return;
     }
     t.check('package loads (dist/src/index.js + hugetlb_ras.node)', true);
-    for (const k of ['RasEngine', 'fillPattern', 'verifyPattern', 'startVcpuLoad']) {
-      t.check(`package exports ${k}`, typeof api[k] === 'function', { type: typeof api[k] });
+    t.check('package exports RasEngine', typeof api.RasEngine === 'function', { type: typeof api.RasEngine });
+    for (const k of ['fillPattern', 'verifyPattern', 'startVcpuLoad']) {
+      t.check(`hugetlb-ras/testing exports ${k}`, typeof U.testing()[k] === 'function', { type: typeof U.testing()[k] });
     }
   },
 });
@@ -208,7 +209,7 @@ def({
     const gpa0 = 0x1_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c1', path: t.hugePath(HP, 'c1'), size: 4 * HP, guestPhysAddr: gpa0 });
     t.eq('c1: eligible', region.eligible, true);
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const targets = [
       { hp: 0, sub: 0, what: 'first' },
       { hp: 1, sub: 256, what: 'middle' },
@@ -243,7 +244,7 @@ def({
     const { engine, ev } = t.openEngine({});
     const gpa0 = 0x2_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c2', path: t.hugePath(HP, 'c2'), size: 2 * HP, guestPhysAddr: gpa0 });
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const off1 = 3 * SUB;
     const off2 = 300 * SUB;
     const snap = U.snapshot(region, 0, HP);
@@ -288,7 +289,7 @@ def({
     const { engine, ev } = t.openEngine({});
     const gpa0 = 0x3_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c3', path: t.hugePath(HP, 'c3'), size: 2 * HP, guestPhysAddr: gpa0 });
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const off1 = 10 * SUB;
     const off2 = 20 * SUB;
     const snap = U.snapshot(region, 0, HP);
@@ -334,7 +335,7 @@ def({
     const gpa0 = 0x40_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c4', path: t.hugePath(GiB, 'c4'), size: GiB, guestPhysAddr: gpa0, pageSize: GiB });
     let t0 = Date.now();
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     t.note('fill ms', Date.now() - t0);
     // A VMM maps guest memory long before an error: let the engine stock its replacement
     // reserve (background, the 1 GiB block asked for above) first, so the case tests the intended path.
@@ -374,7 +375,7 @@ def({
     const { engine, ev } = t.openEngine({});
     const gpa0 = 0x5_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c5', path: t.hugePath(HP, 'c5'), size: 2 * HP, guestPhysAddr: gpa0 });
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const off = HP + 77 * SUB;
     const load = startLoad(engine, { region, threads: 2, seed: SEED });
     let stopped = false;
@@ -444,7 +445,7 @@ async function refusedCase(t, kind) {
   const region = t.mapRegion(engine, { name, path: t.hugePath(HP, name), size: 3 * HP, guestPhysAddr: gpa0, ...spec });
   t.eq(`${name}: eligible`, region.eligible, false);
   t.check(`${name}: ineligibleReason set`, !!region.ineligibleReason, { ineligibleReason: region.ineligibleReason });
-  pkg().fillPattern(region, SEED);
+  U.testing().fillPattern(region, SEED);
   const hpOff = HP;
   const off = hpOff + 7 * SUB;
   await t.inject(engine, region, off);
@@ -465,7 +466,7 @@ async function refusedCase(t, kind) {
     [{ offset: hpOff, size: HP, guestPhysAddr: gpa0 + BigInt(hpOff), hostAddress: region.address + BigInt(hpOff) }],
   );
   if (lost.length) t.eq(`${name}: lostPages().reason`, lost[0].reason, reason);
-  const v = pkg().verifyPattern(region, SEED);
+  const v = U.testing().verifyPattern(region, SEED);
   t.eq(`${name}: verifyPattern.wrongBytes`, v.wrongBytes, 0);
   t.eq(`${name}: verifyPattern.checkedBytes (two healthy huge pages)`, v.checkedBytes, 2 * HP);
   t.check(
@@ -501,7 +502,7 @@ def({
     const { engine, ev } = t.openEngine({});
     const gpa0 = 0x7_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c7', path: t.hugePath(HP, 'c7'), size: 4 * HP, guestPhysAddr: gpa0 });
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const p1 = U.pool(HP);
     const off = HP + 5 * SUB;
     await t.inject(engine, region, off);
@@ -521,8 +522,8 @@ def({
       err = e;
     }
     t.check('the formerly lost frame is readable after reset', err === null, { error: err && U.plain(err) });
-    pkg().fillPattern(region, SEED + 1);
-    const v = pkg().verifyPattern(region, SEED + 1);
+    U.testing().fillPattern(region, SEED + 1);
+    const v = U.testing().verifyPattern(region, SEED + 1);
     t.eq('after reset: verifyPattern over the whole region', { checked: v.checkedBytes, wrong: v.wrongBytes, unreadable: v.unreadableOffsets }, { checked: region.size, wrong: 0, unreadable: [] });
     const mapped = U.vmas(region.address, region.address + BigInt(region.size));
     t.note('vmas after reset', mapped);
@@ -551,7 +552,7 @@ async function oldKernelCase(t, opts, reasons) {
   const gpa0 = 0x8_0000_0000n;
   const region = t.mapRegion(engine, { name: 'c8', path: t.hugePath(HP, 'c8'), size: 3 * HP, guestPhysAddr: gpa0 });
   t.note('c8 eligibility', { eligible: region.eligible, ineligibleReason: region.ineligibleReason });
-  pkg().fillPattern(region, SEED);
+  U.testing().fillPattern(region, SEED);
   const hpOff = HP;
   const off = hpOff + 42 * SUB;
   await t.inject(engine, region, off);
@@ -570,7 +571,7 @@ async function oldKernelCase(t, opts, reasons) {
     lost.map((l) => ({ offset: l.offset, size: l.size, guestPhysAddr: l.guestPhysAddr })),
     [{ offset: hpOff, size: HP, guestPhysAddr: gpa0 + BigInt(hpOff) }],
   );
-  const v = pkg().verifyPattern(region, SEED);
+  const v = U.testing().verifyPattern(region, SEED);
   t.eq('c8: verifyPattern.wrongBytes', v.wrongBytes, 0);
   t.eq('c8: verifyPattern.checkedBytes (two healthy huge pages)', v.checkedBytes, 2 * HP);
   U.expectPoisonError(t, region, off, gpa0 + BigInt(off));
@@ -579,12 +580,12 @@ async function oldKernelCase(t, opts, reasons) {
   region.write(0, b);
   t.check('c8: healthy huge page read/write after the refusal', Buffer.from(region.read(0, SUB)).equals(b));
   const other = t.mapRegion(engine, { name: 'c8-other', path: t.hugePath(HP, 'c8-other'), size: 2 * HP, guestPhysAddr: 0x9_0000_0000n });
-  pkg().fillPattern(other, SEED + 2);
+  U.testing().fillPattern(other, SEED + 2);
   const load = startLoad(engine, { region: other, threads: 2, seed: SEED + 2 });
   await sleep(1000);
   const res = await t.within('vcpu load stop()', load.stop(), 60000);
   t.eq('c8-other: vCPU load after the refusal sees no wrong byte', { wrong: res.wrongBytes, mce: (res.mceReports || []).length }, { wrong: 0, mce: 0 });
-  const v2 = pkg().verifyPattern(other, SEED + 2);
+  const v2 = U.testing().verifyPattern(other, SEED + 2);
   t.eq('c8-other: verifyPattern', { wrong: v2.wrongBytes, checked: v2.checkedBytes }, { wrong: 0, checked: other.size });
   checkAlive(t);
 }
@@ -615,7 +616,7 @@ def({
     const { engine, ev } = t.openEngine({ lostPageGuard: 'hwpoison' });
     const gpa0 = 0xa_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c9', path: t.hugePath(HP, 'c9'), size: HP, guestPhysAddr: gpa0 });
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const off = 100 * SUB;
     const lostGpa = gpa0 + BigInt(off);
     const hc0 = U.meminfo().HardwareCorrupted;
@@ -673,7 +674,7 @@ def({
     t.eq('stats().recovery.path (root: a full userfaultfd; 6.12 has UFFDIO_MOVE and POISON)', st.path, 'lazy');
     const gpa0 = 0xb_0000_0000n;
     const region = t.mapRegion(engine, { name: 'c10', path: t.hugePath(HP, 'c10'), size: 4 * HP, guestPhysAddr: gpa0 });
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const offs = [HP + 77 * SUB, 3 * HP + 500 * SUB];
     const load = startLoad(engine, { region, threads: 2, seed: SEED });
     let stopped = false;
@@ -720,7 +721,7 @@ def({
     const { native, PageState } = require(path.join(path.dirname(require.resolve(process.env.LAB_PKG || path.resolve(__dirname, '..', '..'))), 'native'));
     const { engine, ev } = t.openEngine({});
     const region = t.mapRegion(engine, { name: 'c10c', path: t.hugePath(HP, 'c10c'), size: 2 * HP, guestPhysAddr: 0xc_0000_0000n });
-    pkg().fillPattern(region, SEED);
+    U.testing().fillPattern(region, SEED);
     const off = HP + 300 * SUB;
     native.testHoldBackHalves(true);
     t.onCleanup(async () => native.testHoldBackHalves(false));
@@ -749,7 +750,7 @@ def({
     const rec = ev.of('recovered', region, 1);
     t.eq('recovered.path', rec.length ? rec[0].path : undefined, 'lazy');
     t.eq('recovered.lostGuestPhysAddrs', rec.length ? rec[0].lostGuestPhysAddrs : undefined, [region.guestPhysAddr + BigInt(off)]);
-    const v = pkg().verifyPattern(region, SEED);
+    const v = U.testing().verifyPattern(region, SEED);
     t.eq('every written byte is there after the swap, and nothing else changed (wrongBytes = bytes written)', v.wrongBytes, writes.reduce((a, [, n]) => a + n, 0));
     t.eq('the lost subpage stays unreadable', v.unreadableOffsets, [off]);
     t.check('no VMA of the page still registered', vmFlagsOf(region.address + BigInt(HP), HP).every((f) => !f.split(' ').includes('um')), {});
@@ -781,6 +782,8 @@ require('./cases-handover').register(def, { reportReached });
 require('./cases-restart').register(def);
 // Locked and pinned guest RAM (p1, p2, m1-m3 on 6.12).
 require('./cases-locked').register(def);
+// What operators see with real poison: metrics textfile, QMP-shaped log, status socket (o1).
+require('./cases-ops').register(def, { reportReached });
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).

@@ -22,6 +22,13 @@ function pkg() {
   return pkgCache;
 }
 
+// The test tools (fillPattern, verifyPattern, startVcpuLoad): `hugetlb-ras/testing`, not the root.
+let testingCache = null;
+function testing() {
+  if (!testingCache) testingCache = require(path.join(process.env.LAB_PKG || path.resolve(__dirname, '..', '..'), 'dist', 'src', 'testing', 'index.js'));
+  return testingCache;
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function hex(v) {
@@ -471,7 +478,7 @@ function expectPoisonError(t, region, offset, gpa) {
 
 module.exports = {
   KiB, MiB, GiB, SUB, HUGE_DIRS,
-  pkg, sleep, hex, plain, same, big, frame, regionName,
+  pkg, testing, sleep, hex, plain, same, big, frame, regionName,
   pool, meminfo, pagemapPfn, pagemapEntry, corruptPfn, CORRUPT_PFN, pread, vmas,
   T, CaseFailure, Events, snapshot, compareSubpages, expectPoisonError,
 };

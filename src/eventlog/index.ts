@@ -2,6 +2,7 @@
 // line, to a file (appended, each line written whole with one write) or to a stream the VMM names (a
 // socket, a pipe, process.stdout). A write that fails is reported as an `error` event, never thrown.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Writable } from 'node:stream';
 import type { RasEngine } from '../engine';
 import { invalidArg, RasError } from '../errors';
@@ -15,6 +16,15 @@ export type EventLogTarget = string | Writable;
 export function checkEventLogTarget(t: unknown): EventLogTarget {
   if (typeof t === 'string') {
     if (t.length === 0 || t.includes('\0')) throw invalidArg('eventLog must be a file path or a writable stream');
+    // Checked before the engine opens; the file itself is opened (created) after the other checks.
+    let dir: fs.Stats | undefined;
+    try {
+      dir = fs.statSync(path.dirname(path.resolve(t)));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new RasError(e.code ?? 'EUNKNOWN', `eventLog ${t}: ${e.message}`, { errno: e.errno, syscall: e.syscall, path: t });
+    }
+    if (!dir.isDirectory()) throw invalidArg(`eventLog ${t}: ${path.dirname(t)} is not a directory`);
     return t;
   }
   if (typeof t === 'object' && t !== null && typeof (t as Writable).write === 'function') return t as Writable;

@@ -2,7 +2,7 @@
 // owns (registerMetrics), or written for node_exporter's textfile collector (textfile.ts, the engine's
 // `metrics` option). Counters follow the engine's events (outcomes.ts); gauges read stats() when the
 // registry is collected. Labels are bounded: region name, page size, kind, outcome; never an address.
-import { Counter, Gauge, Histogram, register, Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { RasEngine } from '../engine';
 import { sizeLabel, version } from './labels';
 import { OUTCOMES, trackOutcomes, type OutcomeRecord } from './outcomes';
@@ -41,8 +41,15 @@ export const METRIC_NAMES = [
   'hugetlb_ras_info',
 ] as const;
 
+/** prom-client, loaded when metrics are first asked for. */
+export function promClient(): typeof import('prom-client') {
+  return require('prom-client') as typeof import('prom-client');
+}
+
 export function registerMetrics(engine: RasEngine, options: MetricsOptions = {}): RasMetrics {
   if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  // Loaded on first use: prom-client costs a VMM that asks for no metrics nothing.
+  const { Counter, Gauge, Histogram, register } = promClient();
   const registry = options.registry ?? register;
   const registers = [registry];
   const stats = () => (engine.isClosed ? undefined : engine.stats());

@@ -4,35 +4,14 @@
 // names not ending in .prom), after every change and at least every REFRESH_MS, removed on close().
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Registry } from 'prom-client';
 import type { RasEngine } from '../engine';
-import { invalidArg, RasError } from '../errors';
-import { registerMetrics, type RasMetrics } from './index';
+import { RasError } from '../errors';
+import { promClient, registerMetrics, type RasMetrics } from './index';
+import type { TextfileOptions } from './options';
+
+export { checkTextfileOptions, type TextfileOptions } from './options';
 
 export const REFRESH_MS = 15_000;
-
-export interface TextfileOptions {
-  /** node_exporter's --collector.textfile.directory. */
-  textfileDir: string;
-  /** The file is DIR/hugetlb-ras-NAME.prom: [A-Za-z0-9_.-], 1..100 characters (e.g. the VM's name). */
-  name: string;
-}
-
-/** Checks the option before the engine opens. */
-export function checkTextfileOptions(o: unknown): TextfileOptions {
-  if (typeof o !== 'object' || o === null) throw invalidArg('metrics must be an object like { textfileDir, name }');
-  const { textfileDir, name } = o as Partial<TextfileOptions>;
-  if (typeof textfileDir !== 'string' || textfileDir.length === 0) throw invalidArg('metrics.textfileDir must be a directory');
-  if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,100}$/.test(name)) throw invalidArg('metrics.name must be 1..100 characters of A-Z a-z 0-9 _ . -');
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(textfileDir);
-  } catch (err) {
-    throw invalidArg(`metrics.textfileDir ${textfileDir}: ${(err as Error).message}`);
-  }
-  if (!st.isDirectory()) throw invalidArg(`metrics.textfileDir ${textfileDir} is not a directory`);
-  return { textfileDir, name };
-}
 
 export class TextfileWriter {
   readonly file: string;
@@ -49,7 +28,7 @@ export class TextfileWriter {
   ) {
     this.file = path.join(options.textfileDir, `hugetlb-ras-${options.name}.prom`);
     this.tmp = path.join(options.textfileDir, `.hugetlb-ras-${options.name}.prom.${process.pid}.tmp`);
-    this.metrics = registerMetrics(engine, { registry: new Registry() });
+    this.metrics = registerMetrics(engine, { registry: new (promClient().Registry)() });
     this.metrics.onChange = () => this.schedule();
     this.timer = setInterval(() => this.schedule(), REFRESH_MS).unref();
     this.schedule();

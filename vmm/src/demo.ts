@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The KVM demo: the reference VMM runs its guest on this machine's KVM, memory is poisoned while
-// the guest verifies it, and this prints what the guest saw. `npm run demo:kvm`; the package's CLI
-// calls runKvmDemo(). Call it in a process that has not opened a RasEngine yet (the VMM's SIGBUS
+// the guest verifies it, and this prints what the guest saw. `npm run demo:kvm`, or the package's
+// bin `hugetlb-ras-kvm-demo [--vcpus N]` (the engine's CLI does not load the VMM). Call it in a process that has not opened a RasEngine yet (the VMM's SIGBUS
 // handler must come first, as in QEMU).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
