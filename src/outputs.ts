@@ -16,7 +16,6 @@ export interface OutputOptions {
   statusSocket?: string;
 }
 
-export const OUTPUT_OPTION_KEYS = ['metrics', 'eventLog', 'statusSocket'] as const;
 
 export function checkOutputOptions(o: OutputOptions): void {
   if (o.metrics !== undefined) checkTextfileOptions(o.metrics);

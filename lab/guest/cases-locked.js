@@ -57,7 +57,7 @@ function pinnedCase(id, hp) {
       const { engine, ev } = t.openEngine({ reserveBytes: 0 });
       const region = t.mapRegion(engine, { name: id, path: t.hugePath(hp, id), size: hp, pageSize: hp, guestPhysAddr: 0xd_0000_0000n });
       t.note('stats().recovery before', engine.stats().recovery);
-      pkg().fillPattern(region, SEED);
+      U.testing().fillPattern(region, SEED);
       const in0 = engine.stats().recovery.inPlaceFinishes;
       n.testHoldBackHalves(true);
       t.onCleanup(async () => n.testHoldBackHalves(false));
@@ -78,7 +78,7 @@ function pinnedCase(id, hp) {
       t.eq('recovered.lostGuestPhysAddrs: the real loss only', rec.length ? rec[0].lostGuestPhysAddrs : undefined, [region.guestPhysAddr + BigInt(off)]);
       t.eq('lostPages(): the real loss only', t.lostOf(engine, region).map((l) => l.offset), [off]);
       t.check('the pinned piece holds what the guest wrote', region.read(at, PIECE).equals(mine), {});
-      const v = pkg().verifyPattern(region, SEED);
+      const v = U.testing().verifyPattern(region, SEED);
       t.eq('wrongBytes = exactly the guest\'s writes', v.wrongBytes, orig.filter((b) => b !== 0x5a).length);
       t.eq('unreadable: the lost subpage only', v.unreadableOffsets, [off]);
       t.eq('finished in place (the pinned page never moved)', engine.stats().recovery.inPlaceFinishes, in0 + 1);
@@ -103,7 +103,7 @@ function lockedCase(id, hp, mode) {
       t.eq('madvise(MADV_DONTDUMP)', n.testMadvise(region.address, size, MADV_DONTDUMP), 0);
       region.lockMemory(mode);
       t.onCleanup(async () => n.testMunlock(region.address, size));
-      pkg().fillPattern(region, SEED);
+      U.testing().fillPattern(region, SEED);
       const page = hp === GiB ? 0 : 1;
       const off = page * hp + 123 * SUB;
       const le0 = engine.stats().recovery.lockedEager;
@@ -116,7 +116,7 @@ function lockedCase(id, hp, mode) {
       t.note('stats().recovery, stats().memory', { recovery: st.recovery, memory: st.memory });
       if (st.recovery.path === 'lazy') t.eq('stats().recovery.lockedEager', st.recovery.lockedEager, le0 + 1);
       t.eq('stats().memory.lockFailures', st.memory.lockFailures, 0);
-      const v = pkg().verifyPattern(region, SEED);
+      const v = U.testing().verifyPattern(region, SEED);
       t.eq('no wrong byte', v.wrongBytes, 0);
       t.eq('unreadable: the lost subpage only', v.unreadableOffsets, [off]);
       const pageAddr = region.address + BigInt(page * hp);
@@ -138,12 +138,13 @@ function lockedCase(id, hp, mode) {
 const CHILD = `
   const pkg = require(process.env.LAB_PKG);
   const path = require('path');
+  const { fillPattern, verifyPattern } = require(path.join(process.env.LAB_PKG, 'dist', 'src', 'testing', 'index.js'));
   const { native } = require(path.join(path.dirname(require.resolve(process.env.LAB_PKG)), 'native'));
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   (async () => {
     const e = pkg.RasEngine.open({ reserveBytes: 0 });
     const r = e.mapRegion({ name: 'm3', path: process.env.F, size: 4 << 20 });
-    pkg.fillPattern(r, 77);
+    fillPattern(r, 77);
     const got = [];
     e.on('recovered', (ev) => got.push(ev));
     const rc = native.testMlockall(3);
@@ -151,7 +152,7 @@ const CHILD = `
     try { e.injectPoison(r, off, { mode: 'madvise' }); } catch (err) { console.log('inject: ' + err.message); }
     for (let i = 0; i < 3000 && got.length === 0; i++) await sleep(5);
     await e.whenIdle({ timeoutMs: 60000 });
-    const check = pkg.verifyPattern(r, 77);
+    const check = verifyPattern(r, 77);
     const st = e.stats();
     native.testMunlockall();
     console.log('M3 ' + JSON.stringify({ rc, path: got[0] && got[0].path, lost: got[0] ? got[0].lostGuestPhysAddrs.map(String) : null,

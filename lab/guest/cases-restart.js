@@ -71,7 +71,7 @@ function closeInFlight(id, lazy) {
       const file = t.hugePath(HP, tag);
       const { engine } = t.openEngine({ journalPath: journal, lazyRecovery: lazy });
       const region = t.mapRegion(engine, { name: tag, path: file, size: PAGES * HP, guestPhysAddr: gpa0 });
-      U.pkg().fillPattern(region, SEED);
+      U.testing().fillPattern(region, SEED);
       let injected;
       try {
         injected = engine.injectPoison(region, off, { mode: 'madvise' });
@@ -104,7 +104,7 @@ function register(def) {
       const file = t.hugePath(HP, tag);
       const { engine } = t.openEngine({ journalPath: journal });
       const region = t.mapRegion(engine, { name: tag, path: file, size: PAGES * HP, guestPhysAddr: gpa0 });
-      U.pkg().fillPattern(region, SEED);
+      U.testing().fillPattern(region, SEED);
       await t.inject(engine, region, off);
       await t.idle(engine);
       const n = native();
@@ -138,7 +138,7 @@ function register(def) {
       const file = t.hugePath(HP, tag);
       const { engine } = t.openEngine({ journalPath: journal });
       const region = t.mapRegion(engine, { name: tag, path: file, size: PAGES * HP, guestPhysAddr: gpa0 });
-      U.pkg().fillPattern(region, SEED);
+      U.testing().fillPattern(region, SEED);
       await t.inject(engine, region, off);
       await t.idle(engine);
       region.write(HP + 64 * SUB, newData(HP + 64 * SUB, 64 * SUB));

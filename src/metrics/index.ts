@@ -4,6 +4,8 @@
 // registry is collected. Labels are bounded: region name, page size, kind, outcome; never an address.
 import type { Registry } from 'prom-client';
 import type { RasEngine } from '../engine';
+import { invalidArg } from '../errors';
+import { checkKeys } from '../keys';
 import { sizeLabel, version } from './labels';
 import { OUTCOMES, trackOutcomes, type OutcomeRecord } from './outcomes';
 
@@ -47,7 +49,8 @@ export function promClient(): typeof import('prom-client') {
 }
 
 export function registerMetrics(engine: RasEngine, options: MetricsOptions = {}): RasMetrics {
-  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  if (typeof options !== 'object' || options === null) throw invalidArg('options must be an object');
+  checkKeys(options, 'registerMetrics');
   // Loaded on first use: prom-client costs a VMM that asks for no metrics nothing.
   const { Counter, Gauge, Histogram, register } = promClient();
   const registry = options.registry ?? register;
