@@ -52,11 +52,11 @@ extern "C" {
 #define HUGETLB_RAS_API_VERSION 2
 #define HUGETLB_RAS_WAIT_MS_DEFAULT 5000
 /* The longest a thread the engine has no slot for (a VMM's vCPU) stays in the engine's SIGBUS
- * handler for one signal while its huge page is recovered. It does not wait at all while the
- * engine is paused, and it leaves at once when a handler for another signal runs on it meanwhile
- * (the VMM's kick, e.g. pthread_kill of its IPI signal, if the thread does not block it): the
- * handler returns, KVM_RUN reports EINTR, and the guest's access faults (and waits) again when
- * KVM_RUN is re-entered. So a VMM gets its threads back by kicking them, or by pausing the engine. */
+ * handler for one signal while its huge page is recovered (or waits for a paused engine). It
+ * leaves at once when a handler for another signal runs on it meanwhile (the VMM's kick, e.g.
+ * pthread_kill of its IPI signal, if the thread does not block it): the handler returns, KVM_RUN
+ * reports EINTR, and the guest's access faults (and waits) again when KVM_RUN is re-entered. So a
+ * VMM gets its threads back by kicking them, or within this bound. */
 #define HUGETLB_RAS_FOREIGN_WAIT_MS 1000
 
 enum hugetlb_ras_state {

@@ -1,12 +1,12 @@
 // Issue 20 #4: a thread the engine has no slot for (a VMM's vCPU thread) never waits in the signal
-// handler without bound. While the engine is paused it does not wait at all: the handler returns
-// (KVM_RUN reports EINTR), so a VMM that pauses the engine gets its threads back. Run in a child:
-// the old failure is a thread stuck in the handler for good.
+// handler without bound, not even for a paused engine: after HUGETLB_RAS_FOREIGN_WAIT_MS the
+// handler returns (KVM_RUN reports EINTR). Run in a child: the old failure is a thread stuck in
+// the handler for good.
 import { describe, expect, it } from 'vitest';
 import { hugeFile, PKG, runChild } from './helpers';
 
 describe('threads without a slot', () => {
-  it('a report for a page waiting on a paused engine returns to the thread at once; resumed, the page is recovered', () => {
+  it('a report for a page waiting on a paused engine returns to the thread within the bound; resumed, the page is recovered', () => {
     const r = runChild(`
       const { RasEngine } = ${PKG};
       const native = require('bindings')('hugetlb_ras');

@@ -37,6 +37,13 @@ bool CanJump(ThreadSlot* s, const siginfo_t* si) {
          s->jump.load(std::memory_order_acquire) != nullptr;
 }
 
+// How long a guarded accessor's handler may wait for its page (GuardedCopy sets it; other
+// kSlotJump users, e.g. the pattern tools, get the default).
+int WaitBudgetMs(const ThreadSlot* s) {
+  int ms = s->wait_ms.load(std::memory_order_relaxed);
+  return ms < 0 ? access::kGuardedWaitMs : ms;
+}
+
 // Leaves the handler: lets go of the region first (nothing after a siglongjmp would). Callers
 // made sure the slot has its jump buffer; without one it does nothing rather than jump through null.
 void Jump(RegionRef* ref, ThreadSlot* s, uintptr_t addr, int sig, int code) {
@@ -109,7 +116,7 @@ void HandleMemoryError(RegionRef& ref, uintptr_t addr, int code, int lsb, Thread
       // wait as a vCPU does (bounded; never for a paused engine), then retry the access.
       if (!lost_now) {
         if (g_paused.load(std::memory_order_acquire)) Jump(&ref, slot, addr, access::kFaultEnginePaused, code);
-        if (!wait::WaitHandledFor(r, page, slot->wait_ms.load(std::memory_order_relaxed))) Jump(&ref, slot, addr, access::kFaultWaitTimeout, code);
+        if (!wait::WaitHandledFor(r, page, WaitBudgetMs(slot))) Jump(&ref, slot, addr, access::kFaultWaitTimeout, code);
         return;
       }
       Jump(&ref, slot, addr, SIGBUS, code);

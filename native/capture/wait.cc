@@ -48,10 +48,11 @@ bool WaitHandledFor(Region& r, uint32_t page, int ms) {
 
 bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
   std::atomic<uint32_t>& w = r.Word(page);
-  // A thread without a slot (a VMM's vCPU) never waits for a paused engine, nor longer than the
-  // header's HUGETLB_RAS_FOREIGN_WAIT_MS, nor past a signal handled on it meanwhile (its VMM's
-  // kick): the handler returns, KVM_RUN reports EINTR, and the access faults again later.
-  if (!vcpu && g_paused.load(std::memory_order_acquire)) return false;
+  // A thread without a slot (a VMM's vCPU) never waits longer than the header's
+  // HUGETLB_RAS_FOREIGN_WAIT_MS, paused engine or not, nor past a signal handled on it meanwhile
+  // (its VMM's kick): the handler returns, KVM_RUN reports EINTR, and the access faults again
+  // later. (Not at once while paused: a thread whose access faults again at once would spin
+  // through the handler, a report each time, until resume().)
   Spin(r, w);
   uint64_t deadline = MonotonicNs() + static_cast<uint64_t>(HUGETLB_RAS_FOREIGN_WAIT_MS) * 1000000ull;
   for (;;) {
@@ -59,7 +60,7 @@ bool WaitHandled(Region& r, uint32_t page, const VcpuLog* vcpu) {
     if (Settled(word)) return true;
     if (g_shutdown.load(std::memory_order_acquire) || r.removed.load(std::memory_order_acquire)) return true;
     if (vcpu && vcpu->stop.load(std::memory_order_acquire)) return false;
-    if (!vcpu && (g_paused.load(std::memory_order_acquire) || MonotonicNs() >= deadline)) return false;
+    if (!vcpu && MonotonicNs() >= deadline) return false;
     struct timespec ts = {0, 20 * 1000000L};
     long rc = syscall(SYS_futex, reinterpret_cast<uint32_t*>(&w), FUTEX_WAIT, word, &ts, nullptr, 0);
     if (!vcpu && rc == -1 && errno == EINTR) return false;  // a handler ran on this thread: a kick

@@ -57,6 +57,8 @@ State* g_state = nullptr;
 // The decision the TypeScript policy armed for this region, carried out: refuse, or split. The
 // lazy path (split/lazy.h) puts the page in place at once and posts its event when the fill is
 // done: then nothing is appended and this returns true (processed is counted there).
+std::atomic<int> g_hold_after_read{0};  // tests only: HoldAfterReadForTests
+
 bool Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers, std::vector<Event>& out) {
   Event e;
   e.region_id = r.id;
@@ -73,6 +75,8 @@ bool Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* rea
     return true;
   } else {
     e.outcome = recovery::SplitHugePage(r, page, {}, readers);
+    for (int armed = 1; g_hold_after_read.compare_exchange_strong(armed, 2);)
+      while (g_hold_after_read.load() == 2) usleep(1000);
     lazy::CountEager();
     e.type = e.outcome.ok ? tojs::kRecovered : tojs::kRefused;
     e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
@@ -133,28 +137,12 @@ bool Process(const Report& rep, std::vector<Event>& out) {
     if (capi::RecordLost(r, e.lost_addr, kSubpage, rep.code)) out.push_back(e);
     return false;
   }
-  if (st == kSplit && !(rep.flags & kReportAlreadyLost) && !r.SubpageLost(rep.addr)) {
-    // Reported while the page was pending or being recovered: a second poison may have landed
-    // after that part was read. The file answers whether this subpage is really gone.
-    if (recovery::SubpageUnreadable(r, rep.addr)) {
-      mapping::Failure f;
-      uintptr_t sub = rep.addr & ~(kSubpage - 1);
-      r.MarkSubpageLost(sub);  // first: a thread touching it from now on gets an MCE report
-      ThreadSlot* self = ClaimSlot(kSlotSelfPoison);
-      // Under a lazy fill the range is registered there: its fd places the marker.
-      int used = lazy::PoisonInFill(r, sub) ? HUGETLB_RAS_GUARD_UFFD : mapping::GuardSubpage(sub, r.guard.load(), &f);
-      if (used != r.guard.load()) r.guard.store(HUGETLB_RAS_GUARD_FAULT);  // weakest in use
-      ReleaseSlot(self);
-      capi::RecordLost(r, sub, kSubpage, rep.code);
-      Event e;
-      e.type = tojs::kSubpageLost;
-      e.region_id = r.id;
-      e.page = page;
-      e.report = rep;
-      e.lost_addr = sub;
-      out.push_back(e);
-    }
-  }
+  // Any other report that finds the page Split was merged while it was pending or being recovered:
+  // the recovery's own read of that subpage decides. A read that failed marked it lost (the
+  // recovered event lists it); a read that succeeded copied good data into the memory the guest
+  // uses now, whatever the old page says later (a poison that landed after the read hit a page
+  // nobody maps any more). A lazy recovery reads each piece when it fills it and marks failures
+  // there. Re-reading the old page's file here invented losses (issue 20 #6).
   return false;
 }
 
@@ -300,5 +288,7 @@ void Stop() {
   delete s;
 }
 
+
+int HoldAfterReadForTests(int set) { return g_hold_after_read.exchange(set); }
 
 }  // namespace ras::lanes

@@ -11,4 +11,8 @@ namespace ras::lanes {
 bool Start(Napi::Env env, Napi::Function on_events);  // false if they run for another env
 void Stop();  // joins the threads; called on close and by the environment cleanup hook
 
+// Tests: armed (1), the next eager recovery holds (state 2) right after its read-back, before the
+// page shows Split, until set to 0. Returns the state before the call.
+int HoldAfterReadForTests(int set);
+
 }  // namespace ras::lanes

@@ -20,6 +20,7 @@ ThreadSlot* ClaimSlot(int mode) {
       g_slots[i].fault_code.store(0);
       g_slots[i].vcpu = nullptr;
       g_slots[i].jump = nullptr;
+      g_slots[i].wait_ms.store(-1, std::memory_order_relaxed);
       g_slots[i].mode.store(mode, std::memory_order_release);
       return &g_slots[i];
     }

@@ -41,7 +41,9 @@ struct ThreadSlot {
   // Where a guarded access's own fault jumps to; set only once sigsetjmp has filled it, so a
   // signal in between finds null (the handler then never jumps).
   std::atomic<sigjmp_buf*> jump{nullptr};
-  std::atomic<int> wait_ms{0};  // kSlotJump: how long the handler may wait for a page under recovery
+  // kSlotJump: how long the handler may wait for a page under recovery; -1 (set by ClaimSlot): the
+  // guarded accessors' default (capture/access.h kGuardedWaitMs).
+  std::atomic<int> wait_ms{-1};
   std::atomic<uintptr_t> fault_addr{0};
   std::atomic<int> fault_signal{0};
   std::atomic<int> fault_code{0};

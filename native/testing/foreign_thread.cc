@@ -13,6 +13,7 @@
 
 #include "capture/signals.h"
 #include "hugetlb_ras.h"
+#include "lanes/lanes.h"
 #include "state/sys.h"
 
 namespace ras::testing {
@@ -295,6 +296,17 @@ Napi::Value SuspendedFault(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// testHoldAfterRead(set): 1 arms, 0 releases, -1 only reads; returns the state (2: holding).
+Napi::Value HoldAfterRead(const Napi::CallbackInfo& info) {
+  int set = info[0].As<Napi::Number>().Int32Value();
+  if (set < 0) {
+    int cur = lanes::HoldAfterReadForTests(0);
+    if (cur != 0) lanes::HoldAfterReadForTests(cur);  // put it back (tests only: no race that matters)
+    return Napi::Number::New(info.Env(), cur);
+  }
+  return Napi::Number::New(info.Env(), lanes::HoldAfterReadForTests(set));
+}
+
 Napi::Value StrayJoin(const Napi::CallbackInfo& info) {
   if (g_storm.joinable()) g_storm.join();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -319,6 +331,7 @@ void RegisterForeignThread(Napi::Env env, Napi::Object exports) {
   exports.Set("testStrayJoin", Napi::Function::New(env, StrayJoin));
   exports.Set("testHoldUntil", Napi::Function::New(env, HoldUntil));
   exports.Set("testSuspendedFault", Napi::Function::New(env, SuspendedFault));
+  exports.Set("testHoldAfterRead", Napi::Function::New(env, HoldAfterRead));
 }
 
 }  // namespace ras::testing
