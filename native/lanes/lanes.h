@@ -10,5 +10,8 @@ namespace ras::lanes {
 
 bool Start(Napi::Env env, Napi::Function on_events);  // false if they run for another env
 void Stop();  // joins the threads; called on close and by the environment cleanup hook
+// Wakes both lanes to look for work they were not told of (the lanes sleep while nothing is
+// pending: a test switch that releases held back halves must call this).
+void Wake();
 
 }  // namespace ras::lanes
