@@ -13,12 +13,13 @@ import type { Region, RegionSpec } from './region';
 export interface EngineOptions extends OutputOptions {
   /** How lost subpages stay inaccessible (see `Guard`); 'auto': uffd, else hwpoison where permitted, else guard. */
   lostPageGuard?: GuardMode;
-  /** Already-faulted replacement memory kept ready; 'auto': one huge page of each size mapped; 0: none. */
+  /** Already-faulted replacement memory kept ready; 'auto': 8 blocks of 2 MiB, no 1 GiB block (16 MiB); 0: none. */
   reserveBytes?: number | 'auto';
   /**
    * Depth of the reserve per huge page size: how many pre-faulted replacement blocks of that size are
-   * kept ready (refilled in the background), e.g. `{ '2M': 8, '1G': 1 }` (the 'auto' default). A
-   * size given here overrides `reserveBytes` for that size; each block costs its size in RAM.
+   * kept ready (refilled in the background), e.g. `{ '2M': 8, '1G': 1 }` ('auto' is `{ '2M': 8, '1G': 0 }`:
+   * a 1 GiB block saves only the eager path's stall, see RESERVE_1G_STALL). A size given here
+   * overrides `reserveBytes` for that size; each block costs its size in RAM.
    */
   reserve?: { '2M'?: number; '1G'?: number };
   /**

@@ -1,6 +1,7 @@
 // The lazy recovery path (split/lazy.h) to JS: whether it is available and why not, its counters,
 // and the switch that forces the eager path (tests, benchmark).
 #include "binding/binding.h"
+#include "lanes/lanes.h"
 #include "split/lazy.h"
 
 namespace ras::binding {
@@ -33,6 +34,7 @@ Napi::Value LazyInfo(const Napi::CallbackInfo& info) {
 // piece by piece) until released, to act inside that window deterministically.
 Napi::Value HoldBackHalves(const Napi::CallbackInfo& info) {
   lazy::HoldBackHalves(info.Length() > 0 && info[0].ToBoolean().Value());
+  lanes::Wake();  // idle lanes sleep: tell them the back halves may go
   return info.Env().Undefined();
 }
 

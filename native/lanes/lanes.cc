@@ -157,7 +157,8 @@ void SlowLoop(State* s) {
     SlowJob job;
     {
       std::unique_lock<std::mutex> lock(s->mu);
-      s->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return s->stop.load() || !s->slow_jobs.empty() || lazy::Pending(true); });
+      // No timeout: every producer notifies (a queued job, stop); idle, the thread sleeps.
+      s->cv.wait(lock, [&] { return s->stop.load() || !s->slow_jobs.empty() || lazy::Pending(true); });
       if (s->stop.load()) break;
       if (s->slow_jobs.empty()) {
         lock.unlock();
@@ -186,9 +187,14 @@ void SlowLoop(State* s) {
 void RefillLoop(State* s) {
   SetThreadNice(5);  // restocking is background work
   for (;;) {
+    // A full reserve waits for a notify (a block taken, a new depth); one that is not (the last
+    // attempt was held back by a lazy fill, or memory ran short) tries again every 50 ms.
+    bool full = mapping::ReserveBytes() >= mapping::ReserveTarget();
     {
       std::unique_lock<std::mutex> lock(s->mu);
-      s->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return s->stop.load() || s->refill_wanted; });
+      auto wanted = [&] { return s->stop.load() || s->refill_wanted; };
+      if (full) s->cv.wait(lock, wanted);
+      else s->cv.wait_for(lock, std::chrono::milliseconds(50), wanted);
       if (s->stop.load()) return;
       s->refill_wanted = false;
     }
@@ -204,7 +210,8 @@ void Loop(State* s) {
   std::vector<Event> batch;
   while (!s->stop.load()) {
     struct pollfd pfd = {s->efd, POLLIN, 0};
-    int ready = poll(&pfd, 1, lazy::Pending(false) ? 0 : 50);
+    // No timeout while nothing is pending: reports, resume and stop write the eventfd.
+    int ready = poll(&pfd, 1, lazy::Pending(false) ? 0 : -1);
     if (ready > 0) {
       uint64_t v;
       ssize_t ignored = read(s->efd, &v, sizeof v);
@@ -232,7 +239,8 @@ void Loop(State* s) {
     GlobalCounters().processed.fetch_add(done);
     // Every report taken: now the back half of a lazy recovery, if one waits (split/lazy.h).
     worked |= lazy::CompleteOne(false);
-    if (worked) {
+    // A wake-up with the reserve short (setReserve gave it a new depth) restocks it too.
+    if (worked || (ready > 0 && mapping::ReserveBytes() < mapping::ReserveTarget())) {
       {
         std::lock_guard<std::mutex> lock(s->mu);
         s->refill_wanted = true;
@@ -264,6 +272,17 @@ bool Start(Napi::Env env, Napi::Function on_events) {
   s->refill_thread = SpawnThread(RefillLoop, s);
   lazy::Start();
   return true;
+}
+
+void Wake() {
+  State* s = g_state;
+  if (!s) return;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->refill_wanted = true;
+  }
+  s->cv.notify_all();
+  WakeWorker();
 }
 
 void Stop() {

@@ -55,7 +55,7 @@ void HelperLoop(ReaderPool* pool, int index, int priority) {
     uint32_t g = pool->generation.load(std::memory_order_acquire);
     if (pool->stop.load()) return;
     if (g == seen) {
-      FutexWait(&pool->generation, g, 100);
+      FutexWait(&pool->generation, g, -1);  // a job and Stop() both bump generation first: idle, asleep
       continue;
     }
     seen = g;

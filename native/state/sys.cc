@@ -23,7 +23,7 @@ uint64_t MonotonicNs() {
 
 void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int timeout_ms) {
   struct timespec ts = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, timeout_ms < 0 ? nullptr : &ts, nullptr, 0);
 }
 
 void FutexWakeAll(std::atomic<uint32_t>* word) {

@@ -13,7 +13,7 @@ namespace ras {
 
 int Gettid();        // async-signal-safe
 uint64_t MonotonicNs();  // async-signal-safe
-void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int timeout_ms);
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int timeout_ms);  // < 0: no timeout
 void FutexWakeAll(std::atomic<uint32_t>* word);  // async-signal-safe
 
 // Real-time (SCHED_FIFO) where permitted (root / CAP_SYS_NICE), else a better nice value: a stalled
