@@ -47,7 +47,7 @@
 extern "C" {
 #endif
 
-#define HUGETLB_RAS_API_VERSION 1
+#define HUGETLB_RAS_API_VERSION 2
 #define HUGETLB_RAS_WAIT_MS_DEFAULT 5000
 
 enum hugetlb_ras_state {
@@ -100,6 +100,24 @@ struct hugetlb_ras_api {
    * frames returned; returns how many were written to out (at most max). The engine keeps every
    * lost frame, so each consumer (one per VMM, or one per vCPU) keeps its own cursor. */
   int (*next_lost)(uint64_t* cursor, struct hugetlb_ras_lost* out, int max);
+  /* Version 2 (check `size` >= offsetof the member before calling it).
+   * Copy guest memory [gpa, gpa + len) out of (copy_from_guest) or into (copy_to_guest) the VMM's
+   * buffer without ever faulting, from any thread (a VMM's I/O, migration or device threads; not a
+   * signal handler). `lost_bitmap` (caller-zeroed) has one bit per 4 KiB frame of the range, frame
+   * 0 the one holding `gpa`, bit i in word i / 64 (bit i % 64): the engine sets the bit of each
+   * lost frame (a lost 4 KiB frame, or every frame of a whole lost huge page), which reads as
+   * zeros (from) or is not written (to); every other byte is copied. A huge page under recovery
+   * is waited for, at most timeout_ms for the whole call (0: not at all; negative is 0). Returns:
+   *   0           copied (bits set for the lost frames);
+   *   -ETIMEDOUT  a huge page of the range was still being recovered (or the engine paused) at the
+   *               deadline: frames before it are copied (their bits set), the rest are not; call again;
+   *   -EINVAL     a null pointer (dst / src with len > 0, lost_bitmap), or a range not inside one
+   *               region of a live engine (nothing copied);
+   *   -EFAULT     a fault that is not a memory error (e.g. the backing file truncated): the VMM's
+   *               own error path.
+   * A poison found by the copy itself is recovered like any other before the copy goes on. */
+  int (*copy_from_guest)(uint64_t gpa, void* dst, uint64_t len, uint64_t* lost_bitmap, int timeout_ms);
+  int (*copy_to_guest)(uint64_t gpa, const void* src, uint64_t len, uint64_t* lost_bitmap, int timeout_ms);
 };
 
 /* Exported with default visibility from hugetlb_ras.node. */
