@@ -98,7 +98,7 @@ describe('a VMM with its own SIGBUS handler and vCPU threads the engine does not
     expect(lost).toMatchObject({ rc: 0, state: 3, guard: 1, wholeHugePage: 0, gpa: o.lostGpa, hugePageGpa: o.hugeGpa, hugePageSize: 2 << 20 });
     expect(o.capi.healthy).toMatchObject({ rc: 0, state: 1 });
     expect(o.capi.outside).toMatchObject({ rc: 0, state: 0 });
-    expect(o.capi.next.version).toBe(1);
+    expect(o.capi.next.version).toBe(2);
     expect(o.capi.next.lost).toEqual([expect.objectContaining({ gpa: o.lostGpa, hva: o.lostHva, size: 4096, code: 4 })]);
   });
 
@@ -121,5 +121,5 @@ it('the C API header is shipped with the package and matches the table the addon
   const pkgJson = JSON.parse(fs.readFileSync(`${__dirname}/../package.json`, 'utf8')) as { files: string[] };
   expect(pkgJson.files).toContain('include');
   const h = fs.readFileSync(`${__dirname}/../include/hugetlb_ras.h`, 'utf8');
-  expect(h).toMatch(/#define HUGETLB_RAS_API_VERSION 1/);
+  expect(h).toMatch(/#define HUGETLB_RAS_API_VERSION 2/);
 });
