@@ -81,4 +81,11 @@ describe('reference VMM: its own access to a lost frame (issue 21 item 4)', () =
     expect(o.slots[0]).not.toBe(o.slots[1]);
     expect([o.takenA, o.takenB]).toEqual([true, false]);
   });
+
+  it("the VMM's own accesses use the engine's guarded copy (C API v2) where the table has it, and fall back to a raw access on v1", () => {
+    const t = require(path.join(ROOT, 'build/Release/ras_vmm.node')).testing; // eslint-disable-line @typescript-eslint/no-require-imports
+    expect(t.guestCopy({ version: 1, lost: false })).toEqual({ rc: -38, byte: -1, writeRc: -38 }); // -ENOSYS: raw access
+    expect(t.guestCopy({ version: 2, lost: false })).toEqual({ rc: 0, byte: 0x5a, writeRc: 0 });
+    expect(t.guestCopy({ version: 2, lost: true })).toEqual({ rc: 1, byte: 0, writeRc: 1 }); // a bit, never a fault
+  });
 });

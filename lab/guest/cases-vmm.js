@@ -195,6 +195,9 @@ async function recoveredCase(t, { vcpus, with1G, unprivileged, memLock }) {
   // yet filled reach its fault thread: the lazy path. As uid 65534 it has none: the eager path.
   const paths = [...new Set(res.report.events.recovered.map((r) => r.path))];
   if (unprivileged) t.note('recovery path (uid 65534: no full userfaultfd)', paths);
+  // Locked memory: the engine ('locked' branch) recovers a locked region on the eager path
+  // (stats().recovery.lockedEager); which one is the engine's choice, not the VMM's.
+  else if (memLock) t.note('recovery path of locked guest RAM (the engine chooses)', paths);
   else t.eq('recovery path as root (full userfaultfd: lazy, KVM vCPUs wait in the kernel for their piece)', paths, ['lazy']);
 }
 

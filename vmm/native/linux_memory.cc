@@ -140,9 +140,21 @@ void LinuxMachine::OnMmio(int i) {
   uint8_t* hva = slot->hva + (gpa - slot->gpa);
   switch (st.state) {
     case HUGETLB_RAS_HEALTHY:
-      if (write) memcpy(hva, mmio.data, len);
-      else memcpy(mmio.data, hva, len);
-      return;
+    {
+      // Through the engine's guarded copy where it has one: a frame lost since the answer is a bit
+      // (then the LOST path below), not a fault; else directly (sigbus.h ends the VMM cleanly).
+      int rc = GuestCopy(cfg_.api, gpa, mmio.data, len, write, cfg_.wait_ms);
+      if (rc == -ENOSYS) {
+        if (write) memcpy(hva, mmio.data, len);
+        else memcpy(mmio.data, hva, len);
+        return;
+      }
+      if (rc == 0) return;
+      if (rc < 0) return Fatal(i, kLxError, "copy of an MMIO access to guest RAM failed: " + std::to_string(rc));
+      st.state = HUGETLB_RAS_LOST;
+      st.gpa = gpa & ~0xfffull;
+    }
+      [[fallthrough]];
     case HUGETLB_RAS_LOST:
       if (write) {
         // RIP is already past the store: dropped, and the guest told by an AO, once.

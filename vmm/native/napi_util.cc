@@ -1,5 +1,7 @@
 #include "napi_util.h"
 
+#include <cstddef>
+
 #include <string>
 
 namespace ras_vmm {
@@ -29,7 +31,9 @@ std::vector<uint8_t> Bytes(const Napi::Value& v) {
 bool ApiTable(Napi::Env env, uint64_t api, const hugetlb_ras_api** out) {
   if (!api) return true;
   *out = reinterpret_cast<const hugetlb_ras_api*>(static_cast<uintptr_t>(api));
-  if ((*out)->version < 1 || (*out)->size < sizeof(hugetlb_ras_api)) {
+  // Version 1's members (check_hva, check_gpa, next_lost) at least; version 2's guarded copy is
+  // used where the table has it (GuestCopy, vcpu_thread.h).
+  if ((*out)->version < 1 || (*out)->size < offsetof(hugetlb_ras_api, next_lost) + sizeof(void*)) {
     Napi::Error::New(env, "the engine's native API table has an unknown version").ThrowAsJavaScriptException();
     return false;
   }

@@ -11,6 +11,8 @@
 #include <time.h>
 
 #include <atomic>
+#include <cstddef>
+#include <cstring>
 #include <map>
 #include <thread>
 
@@ -334,6 +336,44 @@ Napi::Value SigbusSlots(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// A v2 table whose copy_from_guest reports frame 0 lost when asked (the engine's guarded copy).
+std::atomic<bool> g_copy_lost{false};
+int FakeCopyFrom(uint64_t, void* dst, uint64_t len, uint64_t* lost, int) {
+  memset(dst, g_copy_lost ? 0 : 0x5a, len);
+  if (g_copy_lost) lost[0] |= 1;
+  return 0;
+}
+int FakeCopyTo(uint64_t, const void*, uint64_t, uint64_t* lost, int) {
+  if (g_copy_lost) lost[0] |= 1;
+  return 0;
+}
+
+// guestCopy({ version: 1 | 2, lost }): GuestCopy against a table of that version.
+// { rc, byte } (byte: the first byte read, -1 when nothing was copied).
+Napi::Value GuestCopyTest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  int version = o.Get("version").As<Napi::Number>().Int32Value();
+  g_copy_lost = o.Get("lost").ToBoolean().Value();
+  hugetlb_ras_api api = {};
+  api.version = static_cast<uint32_t>(version);
+  api.size = version >= 2 ? sizeof api : static_cast<uint32_t>(offsetof(hugetlb_ras_api, copy_from_guest));
+  api.check_hva = SlowCheck;
+  api.check_gpa = SlowCheck;
+  if (version >= 2) {
+    api.copy_from_guest = FakeCopyFrom;
+    api.copy_to_guest = FakeCopyTo;
+  }
+  uint8_t buf[16];
+  memset(buf, 0xee, sizeof buf);
+  int rc = GuestCopy(&api, 0x1000, buf, 8, false, 0);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("rc", rc);
+  out.Set("byte", rc == -ENOSYS ? -1 : buf[0]);
+  out.Set("writeRc", GuestCopy(&api, 0x1000, buf, 8, true, 0));
+  return out;
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -345,6 +385,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   t.Set("mpTable", Napi::Function::New(env, MpTable));
   t.Set("rawRead", Napi::Function::New(env, RawRead));
   t.Set("sigbusSlots", Napi::Function::New(env, SigbusSlots));
+  t.Set("guestCopy", Napi::Function::New(env, GuestCopyTest));
   exports.Set("testing", t);
 }
 

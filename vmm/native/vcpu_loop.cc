@@ -114,8 +114,19 @@ bool Machine::OnPio(int i) {
   memcpy(&val, data, 4);
   unsigned cpu = val & 0xff, box = (val >> 8) & 1;
   if (cpu != static_cast<unsigned>(i)) return true;
-  volatile auto* mb = reinterpret_cast<volatile ras_guest_mailbox*>(SlotOf(vm_, 0)->hva + RAS_GUEST_MAILBOX) + 2 * cpu + box;
-  Event e{kEvGuest, i, {mb->event, mb->a, mb->b, mb->c, mb->d, mb->e, mb->f, mb->g}, {}};
+  // The mailbox is guest RAM: read through the engine's guarded copy where it has one (a lost
+  // frame is then a bit, not a fault), else directly (a lost frame ends the VMM cleanly: sigbus.h).
+  ras_guest_mailbox m;
+  uint64_t mb_gpa = RAS_GUEST_MAILBOX + (2 * cpu + box) * sizeof(ras_guest_mailbox);
+  int rc = GuestCopy(cfg_.api, SlotOf(vm_, 0)->gpa + mb_gpa, &m, sizeof m, false, cfg_.wait_ms);
+  if (rc == -ENOSYS) {
+    volatile auto* mb = reinterpret_cast<volatile ras_guest_mailbox*>(SlotOf(vm_, 0)->hva + mb_gpa);
+    m = {mb->event, mb->a, mb->b, mb->c, mb->d, mb->e, mb->f, mb->g};
+  } else if (rc != 0) {
+    Fatal(i, kError, rc == 1 ? "the guest's mailbox frame is lost" : "copy_from_guest of the mailbox: " + std::to_string(rc));
+    return false;
+  }
+  Event e{kEvGuest, i, {m.event, m.a, m.b, m.c, m.d, m.e, m.f, m.g}, {}};
   bool go_on = true;
   switch (e.v[0]) {
     case RAS_EV_FILLED:

@@ -2,7 +2,10 @@
 // threads (Start, Kick, Join), the guest's stop flag, and the events and errors it posts. The vCPU
 // loop is in vcpu_loop.cc, its memory-error handling in vcpu_memory.cc.
 #include <pthread.h>
+#include <errno.h>
 #include <sched.h>
+
+#include <cstddef>
 
 #include "sigbus.h"
 #include "vcpu_loop.h"
@@ -85,8 +88,15 @@ bool Machine::Start(Sink sink) {
 }
 
 void Machine::RequestStop() {
-  auto* gc = reinterpret_cast<ras_guest_config*>(SlotOf(vm_, 0)->hva + RAS_GUEST_CONFIG);
-  __atomic_store_n(&gc->stop, 1, __ATOMIC_SEQ_CST);
+  // From the JS thread: guest RAM through the guarded copy where the engine has one.
+  uint64_t one = 1;
+  int rc = GuestCopy(cfg_.api, SlotOf(vm_, 0)->gpa + RAS_GUEST_CONFIG + offsetof(ras_guest_config, stop), &one, sizeof one, true,
+                     cfg_.wait_ms);
+  if (rc == -ENOSYS) {
+    auto* gc = reinterpret_cast<ras_guest_config*>(SlotOf(vm_, 0)->hva + RAS_GUEST_CONFIG);
+    __atomic_store_n(&gc->stop, 1, __ATOMIC_SEQ_CST);
+  }
+  // rc 1 (the config frame is lost) or an error: the guest cannot be asked; stop() kicks it.
 }
 
 void Machine::Kick() {

@@ -172,11 +172,22 @@ void Machine::OnMmio(int i) {
   uint8_t* hva = slot->hva + (gpa - slot->gpa);
   switch (st.state) {
     case HUGETLB_RAS_HEALTHY:
-      // Readable RAM: KVM cannot retry the access, so complete it with the RAM's own bytes. (A
-      // frame lost between the answer and this copy kills the VMM cleanly: sigbus.h.)
-      if (write) memcpy(hva, mmio.data, len);
-      else memcpy(mmio.data, hva, len);
-      return;
+      // Readable RAM: KVM cannot retry the access, so complete it with the RAM's own bytes.
+    {
+      // Through the engine's guarded copy where it has one: a frame lost since the answer is a bit
+      // (then the LOST path below), not a fault; else directly (sigbus.h ends the VMM cleanly).
+      int rc = GuestCopy(cfg_.api, gpa, mmio.data, len, write, cfg_.wait_ms);
+      if (rc == -ENOSYS) {
+        if (write) memcpy(hva, mmio.data, len);
+        else memcpy(mmio.data, hva, len);
+        return;
+      }
+      if (rc == 0) return;
+      if (rc < 0) return Fatal(i, kError, "copy of an MMIO access to guest RAM failed: " + std::to_string(rc));
+      st.state = HUGETLB_RAS_LOST;
+      st.gpa = gpa & ~0xfffull;
+    }
+      [[fallthrough]];
     case HUGETLB_RAS_LOST:
       if (write) {
         // KVM already advanced RIP past the store: there is no instruction to fault. The store

@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <mutex>
 
 namespace ras_vmm {
@@ -113,6 +114,19 @@ bool EfaultUnresolved(std::atomic<uint64_t>* count, uint64_t* in_a_row) {
   timespec ts = {0, 200000};
   nanosleep(&ts, nullptr);
   return true;
+}
+
+bool HasGuestCopy(const hugetlb_ras_api* api) {
+  return api && api->version >= 2 && api->size >= offsetof(hugetlb_ras_api, copy_to_guest) + sizeof(void*) &&
+         api->copy_from_guest && api->copy_to_guest;
+}
+
+int GuestCopy(const hugetlb_ras_api* api, uint64_t gpa, void* buf, uint64_t len, bool to_guest, int timeout_ms) {
+  if (!HasGuestCopy(api)) return -ENOSYS;
+  uint64_t lost[2] = {0, 0};  // 4096 bytes span at most two frames
+  int rc = to_guest ? api->copy_to_guest(gpa, buf, len, lost, timeout_ms) : api->copy_from_guest(gpa, buf, len, lost, timeout_ms);
+  if (rc < 0) return rc;
+  return (lost[0] | lost[1]) ? 1 : 0;
 }
 
 bool RewindMmioRead(int fd, kvm_run* run, int sigbus_slot) {

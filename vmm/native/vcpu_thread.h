@@ -83,6 +83,15 @@ int RunVcpu(int fd, kvm_run* run, int sigbus_slot);
 // guest re-executes it, as on hardware. Returns true when the registers were put back.
 bool RewindMmioRead(int fd, kvm_run* run, int sigbus_slot);
 
+// The VMM's own access to guest RAM (a mailbox read, an MMIO completion, the stop flag): through
+// the engine's guarded copy (C API v2 copy_from_guest / copy_to_guest) where the table has it, so
+// a lost frame is a bit in a bitmap, never a fault. Returns 0 copied, 1 the range holds a lost
+// frame (a read gets zeros there, a write skips it), -ENOSYS no guarded copy in this engine (the
+// caller does a raw access: a lost frame then ends the process cleanly, sigbus.h), or the API's
+// negative rc. len at most 4096 and within one 4 KiB frame pair.
+int GuestCopy(const hugetlb_ras_api* api, uint64_t gpa, void* buf, uint64_t len, bool to_guest, int timeout_ms);
+bool HasGuestCopy(const hugetlb_ras_api* api);
+
 #ifndef EHWPOISON
 #define EHWPOISON 133
 #endif

@@ -175,7 +175,7 @@ export class LinuxGuest {
         files.push(file);
         const r = engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr });
         regions.set(s.name, r);
-        lockGuestRam(r.address, s.size, o.memLock ?? 'off');
+        lockGuestRam(r, o.memLock ?? 'off');
       }
       const vm = new native.LinuxVm({
         api: engine.nativeApi(),

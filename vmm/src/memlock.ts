@@ -6,8 +6,25 @@ import { vmmNative } from './native';
 
 export type MemLock = 'off' | 'on' | 'on-fault';
 
-export function lockGuestRam(address: bigint, size: number, mode: MemLock): void {
-  if (mode === 'off') return;
+/**
+ * Locks one region's guest RAM. Through the engine's `region.lockMemory(mode)` where the engine has
+ * it (issue 19, branch 'locked'): the kernel keeps no trace of an mlock on hugetlb memory, so only
+ * the engine's own call lets it lock the ordinary pages that replace a poisoned huge page. Without
+ * it, a bare mlock / mlock2(MLOCK_ONFAULT) of the region (its replacements then are not locked).
+ */
+export function lockGuestRam(region: { address: bigint; size: number }, mode: MemLock): 'engine' | 'mlock' | 'off' {
+  if (mode === 'off') return 'off';
+  const r = region as unknown as { lockMemory?: (m: 'on' | 'on-fault') => void };
+  if (typeof r.lockMemory === 'function') {
+    r.lockMemory(mode);
+    return 'engine';
+  }
+  memLockRange(region.address, region.size, mode);
+  return 'mlock';
+}
+
+/** mlock() ('on') or mlock2(MLOCK_ONFAULT) ('on-fault') of a range; a RasError-like Error with errno and syscall. */
+export function memLockRange(address: bigint, size: number, mode: 'on' | 'on-fault'): void {
   (vmmNative() as unknown as { memLock(hva: bigint, size: number, mode: string): void }).memLock(address, size, mode);
 }
 

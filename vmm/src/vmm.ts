@@ -194,7 +194,7 @@ export class ReferenceVmm {
         files.push(file);
         const r = engine.mapRegion({ name: s.name, path: file, size: s.size, guestPhysAddr: s.guestPhysAddr });
         regions.set(s.name, r);
-        lockGuestRam(r.address, s.size, opts.memLock ?? 'off');
+        lockGuestRam(r, opts.memLock ?? 'off');
       }
       const ranges: { gpa: bigint; size: number }[] = [];
       for (const s of specs) {
