@@ -16,7 +16,7 @@ describe('demo usage errors', () => {
     [['--page-size', '3M'], /--page-size is 2M or 1G/],
     [['--mode'], /--mode is auto, simulate or madvise/],
     [['--bogus'], /unknown option --bogus/],
-    [['--kvm', '--vcpus', '9'], /only --vcpus 1\.\.8/],
+    [['--kvm'], /hugetlb-ras-kvm-demo/],
   ])('demo %j exits 2 with a message, nothing mapped', (args, msg) => {
     const dir = fs.mkdtempSync('/tmp/hugetlb-ras-usage-');
     const r = spawnSync(process.execPath, [path.join(ROOT, 'dist/src/cli.js'), 'demo', ...args], {
@@ -27,6 +27,19 @@ describe('demo usage errors', () => {
     expect(r.stderr).not.toMatch(/TypeError/);
     expect(r.stdout).not.toMatch(/region ram0/);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('the KVM demo (the reference VMM\'s own command)', () => {
+  it.each([
+    [['--vcpus', '9'], /--vcpus takes 1\.\.8, not 9/],
+    [['--vcpus=x'], /--vcpus takes 1\.\.8, not x/],
+    [['--mem-lock', 'always'], /--mem-lock takes on, on-fault or off/],
+  ])('%j exits 2 with a message before it opens anything', (args, msg) => {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist/vmm/src/demo.js'), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(msg);
+    expect(r.stdout).toBe('');
   });
 });
 

@@ -116,7 +116,12 @@ export async function runKvmDemo(opts: KvmDemoOptions = {}): Promise<KvmDemoResu
 if (require.main === module) {
   // `hugetlb-ras-kvm-demo [--vcpus N] [--mem-lock on|on-fault]` (the package's bin), or `--vcpus=N`.
   const at = process.argv.indexOf('--vcpus');
-  const vcpus = Number(at > 0 ? process.argv[at + 1] : (process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? 2));
+  const vcpusArg = at > 0 ? process.argv[at + 1] : (process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? '2');
+  if (!/^[1-8]$/.test(vcpusArg ?? '')) {
+    console.error(`hugetlb-ras-kvm-demo: --vcpus takes 1..8, not ${vcpusArg ?? 'nothing'}`);
+    process.exit(2);
+  }
+  const vcpus = Number(vcpusArg);
   const ml = process.argv.indexOf('--mem-lock');
   const memLock = (ml > 0 ? process.argv[ml + 1] : process.argv.find((a) => a.startsWith('--mem-lock='))?.slice(11)) as MemLock | undefined;
   if (memLock && !['off', 'on', 'on-fault'].includes(memLock)) {
