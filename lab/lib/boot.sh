@@ -8,7 +8,7 @@ boot_kernel() {
   release="$(cat "$KDIR/release")"
   pkg="$(cat "$KDIR/package" 2>/dev/null || basename "$KDIR")"
   : >"$d/console.log"; : >"$d/results.log"
-  local append="console=ttyS0 loglevel=4 panic=-1 mitigations=off hugepagesz=1G hugepages=${LAB_HUGEPAGES_1G:-3}"
+  local append="console=ttyS0 loglevel=4 panic=-1 mitigations=off hugepagesz=1G hugepages=${LAB_HUGEPAGES_1G:-7}"
   append+=" lab.kernel=$mm lab.timeout=$((LAB_TIMEOUT - 15)) lab.case_timeout=$LAB_CASE_TIMEOUT"
   [ -n "$LAB_CASES" ] && append+=" lab.cases=$LAB_CASES"
   log "kernel $mm: booting $release ($pkg), limit ${LAB_TIMEOUT}s"
