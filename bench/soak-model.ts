@@ -27,6 +27,7 @@ export interface Counts {
   journalErrors: number;
   notDurableSeen: number;
   lostEvents: number;
+  poisonsAfterHandover: number;
   handoverRefusedWhileFull: number;
   bytesChecked: number;
   wrong: number;
@@ -50,7 +51,8 @@ export interface SoakState {
 
 export function newCounts(): Counts {
   return {
-    poisons: 0, recoveries: 0, resets: 0, handovers: 0, restarts: 0, crashes: 0, journalFull: 0, journalErrors: 0, notDurableSeen: 0, lostEvents: 0,
+    poisons: 0, recoveries: 0, resets: 0, handovers: 0, restarts: 0, crashes: 0, journalFull: 0, journalErrors: 0,
+    notDurableSeen: 0, lostEvents: 0, poisonsAfterHandover: 0,
     handoverRefusedWhileFull: 0, bytesChecked: 0, wrong: 0, forgotten: 0, invented: 0, staleSeen: 0, notes: [],
   };
 }

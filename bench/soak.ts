@@ -86,13 +86,14 @@ function main(): void {
   const c = st.counts;
   console.log('\nsoak counts');
   const rows: [string, number][] = [
-    ['poisons', c.poisons], ['recoveries (huge pages split)', c.recoveries], ['frames lost (lost events)', c.lostEvents], ['resets', c.resets], ['handovers', c.handovers],
+    ['poisons', c.poisons], ['recoveries (huge pages split)', c.recoveries], ['frames lost (lost events)', c.lostEvents],
+    ['resets', c.resets], ['handovers', c.handovers], ['  poisons between handover and close', c.poisonsAfterHandover],
     ['restarts', c.restarts], ['  of them after SIGKILL', c.crashes], ['journal disk full', c.journalFull],
     ['  journal write errors', c.journalErrors], ['  losses waiting for the journal', c.notDurableSeen], ['  handovers refused while full', c.handoverRefusedWhileFull],
     ['stale pages seen after restarts', c.staleSeen], ['bytes checked', c.bytesChecked],
     ['wrong', c.wrong], ['forgotten', c.forgotten], ['invented', c.invented],
   ];
-  for (const [k, v] of rows) console.log(`  ${k.padEnd(34)} ${v}`);
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(38)} ${v}`);
   for (const n of c.notes.slice(0, 40)) console.log(`  ! ${n}`);
   if (c.notes.length > 40) console.log(`  ! ... ${c.notes.length - 40} more`);
   if (failed || c.wrong || c.forgotten || c.invented) process.exitCode = 1;
