@@ -146,15 +146,21 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   numa::PlaceLike(block.addr, block.size, numa::PolicyAt(target), numa::HugePageNode(r, page), block.from_reserve);
   fileio::ReadBack rb = ReadPage(r, page, block.addr, readers ? readers->pool_ : nullptr);
   out.reads = rb.calls;
+  // Which subpages the read lost, one flag each: a page with hundreds of known-lost subpages (a
+  // restart replaying them) is then merged in linear time, not one search of the list per subpage.
+  uint64_t subpages = r.huge_size / kSubpage;
+  std::vector<bool> read_lost(subpages, false);
+  for (uint32_t s : rb.lost) read_lost[s] = true;
   for (uint32_t s : known_lost) {
-    if (std::find(rb.lost.begin(), rb.lost.end(), s) == rb.lost.end()) {
+    if (s >= subpages) continue;  // the binding keeps only subpages of the page; never index past it
+    if (!read_lost[s]) {
+      read_lost[s] = true;  // a subpage named twice is added once, as the search did
       rb.lost.push_back(s);
       memset(block.addr + static_cast<uint64_t>(s) * kSubpage, 0, kSubpage);
       rb.bytes -= std::min<uint64_t>(rb.bytes, kSubpage);
     }
   }
   std::sort(rb.lost.begin(), rb.lost.end());
-  uint64_t subpages = r.huge_size / kSubpage;
   if (rb.err || rb.lost.size() >= subpages) {
     // Nothing (or not all) could be read: no private copy may stand in for this page.
     mapping::DropBlock(block);

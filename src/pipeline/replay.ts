@@ -118,8 +118,11 @@ export function reprotectFromJournal(s: EngineState, region: Region, handedOver:
   if (frames.length === 0 && split.length === 0) return;
   const events: LostEvent[] = [];
   // Collected now, delivered after mapRegion() returned.
-  const report = (offset: number, size: number, cause: 'replayed' | 'stale' = 'replayed'): void => {
-    events.push({ region: region.name, guestPhysAddr: region.guestPhysAddrOf(offset), hostAddress: region.address + BigInt(offset), offset, size, cause });
+  const report = (offset: number, size: number, cause: 'replayed' | 'stale' = 'replayed', at?: LostPage): void => {
+    // The addresses of the ledger's entry for it where there is one: two bigints less per frame.
+    const guestPhysAddr = at ? at.guestPhysAddr : region.guestPhysAddrOf(offset);
+    const hostAddress = at ? at.hostAddress : region.address + BigInt(offset);
+    events.push({ region: region.name, guestPhysAddr, hostAddress, offset, size, cause });
   };
   const byPage = new Map<number, LostFrame[]>();
   for (const f of frames) {
@@ -157,8 +160,9 @@ export function reprotectFromJournal(s: EngineState, region: Region, handedOver:
     const lost = out.ok ? out.lostSubpages.map((sp) => hugeOffset + sp * SUBPAGE) : [hugeOffset];
     for (const o of lost) {
       const size = out.ok ? SUBPAGE : region.hugePageSize;
-      s.ledger.add(replayedPage(region, o, size, page, 'replayed'));
-      report(o, size);
+      const entry = replayedPage(region, o, size, page, 'replayed');
+      s.ledger.add(entry);
+      report(o, size, 'replayed', entry);
     }
   }
   s.idle.defer(() => {
@@ -180,7 +184,7 @@ function markStale(s: EngineState, region: Region, page: number, list: LostFrame
 }
 
 function replayedPage(region: Region, offset: number, size: number, page: number, cause: 'replayed' | 'stale', reason?: string): LostPage {
-  return {
+  const p: LostPage = {
     region: region.name,
     guestPhysAddr: region.guestPhysAddrOf(offset),
     hostAddress: region.address + BigInt(offset),
@@ -189,8 +193,9 @@ function replayedPage(region: Region, offset: number, size: number, page: number
     cause,
     hugePageIndex: page,
     durable: true,
-    ...(reason ? { reason } : {}),
   };
+  if (reason) p.reason = reason; // set, not spread: no object copied per replayed frame
+  return p;
 }
 
 /**
