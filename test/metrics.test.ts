@@ -165,6 +165,5 @@ describe('the metrics textfile (RasEngine.open({ metrics }))', () => {
     expect(sample(body, 'hugetlb_ras_memory_errors_total', { region: 'ram0', kind: 'AR', outcome: 'recovered' })).toBe(1);
     expect(sample(body, 'hugetlb_ras_lost_bytes_total', { region: 'ram0', outcome: 'recovered' })).toBe(SUB);
     expect(sample(body, 'node_textfile_scrape_error')).toBe(0);
-    fs.writeFileSync(path.join(os.tmpdir(), 'ras-node-exporter-scrape.txt'), body.split('\n').filter((l) => l.startsWith('hugetlb_ras_')).join('\n'));
   });
 });

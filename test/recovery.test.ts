@@ -148,10 +148,17 @@ describe('split recovery of a 2 MiB page (simulated poison)', () => {
     engine.pause();
     engine.injectPoison(region, 500 * SUB, { mode: 'simulate' });
     engine.resume();
-    // Races the worker: whichever way it goes, both frames must end up lost.
+    // Races the worker. Poisoned before the recovery read that subpage: the read fails and it is lost.
+    // After: the read copied it intact, the poison hit a page nobody maps any more, nothing is lost
+    // (issue 20 #6: the read decides). Either way no wrong byte, and what is lost is exactly what the
+    // engine records: nothing forgotten, nothing invented.
     engine.injectPoison(region, 1 * SUB, { mode: 'simulate' });
     await engine.whenIdle({ timeoutMs: 10_000 });
-    expect(engine.lostPages().map((p) => p.offset).sort((a, b) => a - b)).toEqual([1 * SUB, 500 * SUB]);
-    expect(verifyPattern(region, 11)).toMatchObject({ wrongBytes: 0, unreadableOffsets: [1 * SUB, 500 * SUB] });
+    const check = verifyPattern(region, 11);
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    const lost = engine.lostPages().map((p) => p.offset).sort((a, b) => a - b);
+    expect(lost).toContain(500 * SUB);
+    expect(lost.every((o) => o === 1 * SUB || o === 500 * SUB)).toBe(true);
+    expect(check).toMatchObject({ wrongBytes: 0, unreadableOffsets: lost });
   });
 });

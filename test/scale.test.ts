@@ -83,7 +83,10 @@ describe('simulated poison past 4 096 ranges', () => {
       const off = (i % 16) * HUGE + Math.floor(i / 16) * SUB; // subpages 0-374 of each
       engine.injectPoison(region, off + 5, { mode: 'simulate' });
       want.add(off);
-      if (i % 500 === 499) await engine.whenIdle({ timeoutMs: 60_000 });
+      // Each huge page's first poison splits it; the rest land on split pages, each a new loss. (A
+      // poison that lands while its page is being recovered, after the read-back passed it, is no
+      // loss: issue 20 #6. That race is recovery.test.ts's, not this count's.)
+      if (i === 15 || i % 500 === 499) await engine.whenIdle({ timeoutMs: 60_000 });
     }
     await engine.whenIdle({ timeoutMs: 60_000 });
     const got = engine.lostPages().map((p) => p.offset);
