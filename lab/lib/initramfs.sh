@@ -19,6 +19,10 @@ build_base_rootfs() {
   install -m 755 "$BUSYBOX" "$r/bin/busybox"
   ln -s busybox "$r/bin/sh"
   copy_with_libs "$r" "$NODE_BIN" /usr/bin/node
+  # Debian's node_exporter (CI installs it), so case o1 scrapes the engine's textfile inside the guest.
+  if [ -x /usr/bin/prometheus-node-exporter ]; then
+    copy_with_libs "$r" /usr/bin/prometheus-node-exporter /usr/bin/prometheus-node-exporter
+  fi
   copy_with_libs "$r" "$ROOT/build/Release/hugetlb_ras.node" /pkg/build/Release/hugetlb_ras.node
   # The reference VMM (vmm/): its KVM module and its guest's flat binary (dist/vmm comes with dist).
   copy_with_libs "$r" "$ROOT/build/Release/ras_vmm.node" /pkg/build/Release/ras_vmm.node
