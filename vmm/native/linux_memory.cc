@@ -45,32 +45,11 @@ void LinuxMachine::Lost(int i, uint64_t gpa, bool ar, int path, int code, int wh
 void LinuxMachine::Outcome(int i, const ras_vmm::Outcome& o) {
   LinuxStats& s = stats_;
   const mce::Decision& d = o.d;
-  if (o.piece) {
-    if (d.verdict == mce::kMerged) s.merged++;
-    else if (d.verdict == mce::kDisabled) s.disabled++;
-    else if (o.err) s.inject_failed++;
-    else s.pieces++;
-  } else {
-    switch (d.verdict) {
-      case mce::kInject:
-        if (o.err) s.inject_failed++;
-        else {
-          s.injected++;
-          if (!o.ar) s.injected_ao++;
-        }
-        break;
-      case mce::kDefer: s.deferred++; break;
-      case mce::kDisabled: s.disabled++; break;
-      case mce::kShutdown: s.shutdown++; break;
-      default: break;
-    }
-  }
-  uint64_t flags = static_cast<uint64_t>(o.whole & 1) | (static_cast<uint64_t>(d.inj.bank) << 8) |
-                   (static_cast<uint64_t>(d.verdict) << 16) | (d.lmce ? 1ull << 24 : 0) | (d.broadcast ? 2ull << 24 : 0) |
-                   (o.piece ? 4ull << 24 : 0) | (d.over ? 8ull << 24 : 0);
+  CountOutcome(s, o);
+  uint64_t flags = OutcomeFlags(o);
   Event e{kEvInjected, i, {o.gpa, static_cast<uint64_t>(o.path), d.inj.status, d.inj.mcg_status, d.inj.misc, flags,
                            static_cast<uint64_t>(o.code), static_cast<uint64_t>(o.err)},
-          o.piece ? "piece" : (o.ar ? "AR" : "AO")};
+          OutcomeKind(o)};
   Post(std::move(e));
   if (d.verdict == mce::kDisabled && o.ar)
     Fatal(i, kLxError, "the guest turned uncorrected machine-check reporting off: a lost frame it touched cannot be reported");

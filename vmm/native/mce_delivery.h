@@ -34,6 +34,41 @@ struct Outcome {
   int err = 0;  // KVM_X86_SET_MCE's errno
 };
 
+// What both machines count and post for an outcome: one place for the verdict's bookkeeping.
+template <class Stats>
+void CountOutcome(Stats& s, const Outcome& o) {
+  const mce::Decision& d = o.d;
+  if (o.piece) {
+    if (d.verdict == mce::kMerged) s.merged++;
+    else if (d.verdict == mce::kDisabled) s.disabled++;
+    else if (o.err) s.inject_failed++;
+    else s.pieces++;
+    return;
+  }
+  switch (d.verdict) {
+    case mce::kInject:
+      if (o.err) s.inject_failed++;
+      else {
+        s.injected++;
+        if (!o.ar) s.injected_ao++;
+      }
+      break;
+    case mce::kDefer: s.deferred++; break;
+    case mce::kDisabled: s.disabled++; break;
+    case mce::kShutdown: s.shutdown++; break;
+    default: break;
+  }
+}
+
+// The injected event's flags word (whole, bank, verdict, LMCE, broadcast, piece, OVER) and its kind.
+inline uint64_t OutcomeFlags(const Outcome& o) {
+  const mce::Decision& d = o.d;
+  return static_cast<uint64_t>(o.whole & 1) | (static_cast<uint64_t>(d.inj.bank) << 8) |
+         (static_cast<uint64_t>(d.verdict) << 16) | (d.lmce ? 1ull << 24 : 0) | (d.broadcast ? 2ull << 24 : 0) |
+         (o.piece ? 4ull << 24 : 0) | (d.over ? 8ull << 24 : 0);
+}
+inline const char* OutcomeKind(const Outcome& o) { return o.piece ? "piece" : (o.ar ? "AR" : "AO"); }
+
 // KVM_GET_MSRS / KVM_X86_SET_MCE on a vCPU fd; replaced by a model of KVM in the host tests.
 struct MceOps {
   std::function<mce::Msrs(int fd, uint64_t mcg_cap)> read = mce::Read;
