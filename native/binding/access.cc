@@ -26,17 +26,26 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   return buf;
 }
 
-Napi::Value Write(const Napi::CallbackInfo& info) {
+// (id, offset, bytes) of the two writes: the region, the offset and the Buffer, checked; false with
+// a coded error thrown.
+bool WriteArgs(const Napi::CallbackInfo& info, Region** r, uint64_t* off, Napi::Buffer<char>* buf) {
   Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
-  uint64_t off;
-  if (!r || !Uint(env, info[1], "offset", &off)) return env.Undefined();
+  *r = RegionById(env, info[0]);
+  if (!*r || !Uint(env, info[1], "offset", off)) return false;
   if (!info[2].IsBuffer()) {
     errors::Code(env, "ERR_INVALID_ARG", "bytes must be a Buffer").ThrowAsJavaScriptException();
-    return env.Undefined();
+    return false;
   }
-  Napi::Buffer<char> buf = info[2].As<Napi::Buffer<char>>();
-  if (!InRange(env, *r, off, buf.Length())) return env.Undefined();
+  *buf = info[2].As<Napi::Buffer<char>>();
+  return InRange(env, **r, *off, buf->Length());
+}
+
+Napi::Value Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r;
+  uint64_t off;
+  Napi::Buffer<char> buf;
+  if (!WriteArgs(info, &r, &off, &buf)) return env.Undefined();
   access::Fault f;
   // Wait for huge pages being recovered (their healthy part is not lost), then refuse before
   // writing anything if the range touches memory known to be gone.
@@ -85,15 +94,10 @@ Napi::Value ReadAvailable(const Napi::CallbackInfo& info) {
 // writeAvailable(id, offset, bytes) -> lost offsets skipped | fault: every healthy frame written.
 Napi::Value WriteAvailable(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Region* r = RegionById(env, info[0]);
+  Region* r;
   uint64_t off;
-  if (!r || !Uint(env, info[1], "offset", &off)) return env.Undefined();
-  if (!info[2].IsBuffer()) {
-    errors::Code(env, "ERR_INVALID_ARG", "bytes must be a Buffer").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  Napi::Buffer<char> buf = info[2].As<Napi::Buffer<char>>();
-  if (!InRange(env, *r, off, buf.Length())) return env.Undefined();
+  Napi::Buffer<char> buf;
+  if (!WriteArgs(info, &r, &off, &buf)) return env.Undefined();
   std::vector<uint64_t> bits = Bitmap(r->start + off, buf.Length());
   access::Fault f;
   if (buf.Length() &&
