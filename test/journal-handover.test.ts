@@ -61,7 +61,7 @@ describe('handover records', () => {
     const r = replayOf(region + page('a', 1) + done('a'));
     expect(r.handedOver).toEqual([]);
     expect(r.warnings).toEqual([expect.objectContaining({ code: 'ERR_JOURNAL_BAD_RECORD', message: expect.stringMatching(/must have version 2/) })]);
-    expect(() => replayOf(region + page('a', 4))).toThrow(expect.objectContaining({ code: 'ERR_JOURNAL_VERSION' }));
+    expect(() => replayOf(region + page('a', 5))).toThrow(expect.objectContaining({ code: 'ERR_JOURNAL_VERSION' }));
     const bad = line({ v: 2, type: 'handover', id: '', region: 'ram', guestPhysAddr: '0x200000', offset: 2 * MiB, size: 2 * MiB, lost: 1, wallTime: '' });
     expect(replayOf(region + bad).warnings).toEqual([expect.objectContaining({ code: 'ERR_JOURNAL_BAD_RECORD' })]);
   });

@@ -233,7 +233,7 @@ describe('Journal: permissions and foreign files', () => {
   });
 
   it('refuses records written by a newer format version', () => {
-    const json = JSON.stringify({ v: 4, type: 'lost' });
+    const json = JSON.stringify({ v: 5, type: 'lost' });
     fs.writeFileSync(file, `${crc32(json).toString(16).padStart(8, '0')} ${json}\n`, { mode: 0o600 });
     expect(codeOf(() => Journal.open(file))).toBe('ERR_JOURNAL_VERSION');
   });

@@ -30,7 +30,7 @@
  */
 import * as fs from 'fs';
 import { invalidArg, RasError } from '../errors';
-import { handoverAbortLine, handoverLines, identityLine, lostLine, regionLine, resetLine, resplitLine, splitLine } from './format';
+import { handoverAbortLine, handoverLines, identityLine, lostLines, regionLine, resetLine, resplitLine, splitLine } from './format';
 import { handoverRecordProblem, type ResplitRecord } from './handover';
 import { JournalLock } from './lock';
 import { journalCall, openJournalFile } from './open';
@@ -141,7 +141,8 @@ export class Journal {
   }
 
   /**
-   * Appends lost frames (one line each) with one write and one fsync. Every frame must belong to a region
+   * Appends lost frames with one write and one fsync (the frames that share region, size, cause,
+   * reason and time in one `lost-frames` line, format.ts). Every frame must belong to a region
    * passed to `checkRegion` (or replayed), lie inside it, and have
    * `guestPhysAddr === region.guestPhysAddr + offset`. Nothing is written if any frame is invalid.
    */
@@ -171,7 +172,8 @@ export class Journal {
     this.usable();
     if (frames.length === 0 && split.length === 0 && resets.length === 0) return;
     // Resets first: a frame or split waiting now was recorded after them (older ones in their range were dropped).
-    this.append(resetText + frames.map(lostLine).join('') + split.map(splitLine).join(''));
+    const base = (region: string): bigint => (this.regions.get(region) as RegionLayout).guestPhysAddr;
+    this.append(resetText + lostLines(frames, base) + split.map(splitLine).join(''));
   }
 
   /**

@@ -3,6 +3,7 @@
 import { RasError } from '../errors';
 import { decodeLine, VersionError, type Decoded } from './format';
 import { HandoverFold } from './handover';
+import { LostSet } from './lostset';
 import {
   identityChange,
   layoutDiff,
@@ -10,20 +11,9 @@ import {
   type HistoricLoss,
   type JournalReplay,
   type JournalWarning,
-  type LostFrame,
   type RegionIdentity,
   type RegionLayout,
 } from './records';
-
-function frameKey(f: { region: string; guestPhysAddr: bigint; size: number }): string {
-  return `${f.region}\u0000${f.guestPhysAddr.toString(16)}\u0000${f.size}`;
-}
-
-/** Lost frames by region and 2 MiB of guest-physical address, so a reset visits only what it covers. */
-const BUCKET = 21n;
-function bucketKey(region: string, gpa: bigint): string {
-  return `${region}\u0000${(gpa >> BUCKET).toString(16)}`;
-}
 
 interface Parsed {
   replay: JournalReplay;
@@ -34,17 +24,7 @@ interface Parsed {
 export function parseJournal(buf: Buffer, file: string, truncating: boolean): Parsed {
   const regions = new Map<string, RegionLayout>();
   const warnings: JournalWarning[] = [];
-  // Insertion order is journal order; a reset deletes by key, from the buckets its range covers.
-  const lost = new Map<string, LostFrame>();
-  // Built at the first reset (a journal of losses alone never needs them: 100 000 frames replay
-  // ~0.1 s faster), kept current from then on.
-  let buckets: Map<string, Set<string>> | undefined;
-  const addToBucket = (b: Map<string, Set<string>>, key: string, f: LostFrame): void => {
-    const bk = bucketKey(f.region, f.guestPhysAddr);
-    let set = b.get(bk);
-    if (!set) b.set(bk, (set = new Set()));
-    set.add(key);
-  };
+  const lost = new LostSet(); // journal order; a reset removes what it covers
   const identities = new Map<string, RegionIdentity>();
   const history: HistoricLoss[] = [];
   let records = 0;
@@ -103,10 +83,12 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
     } else if (decoded.type === 'lost') {
       records++;
       handovers.lost(decoded.frame.region, decoded.frame.offset, decoded.frame.size);
-      const key = frameKey(decoded.frame);
-      if (!lost.has(key)) {
-        lost.set(key, decoded.frame);
-        if (buckets) addToBucket(buckets, key, decoded.frame);
+      lost.add(decoded.frame);
+    } else if (decoded.type === 'lost-frames') {
+      records++;
+      for (const f of decoded.frames) {
+        handovers.lost(f.region, f.offset, f.size);
+        lost.add(f);
       }
     } else if (decoded.type === 'identity') {
       records++;
@@ -115,12 +97,7 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       if (why) {
         // The region is other memory from here on: what was lost before is history.
         handovers.voidRegion(decoded.region);
-        for (const [k, f] of lost) {
-          if (f.region !== decoded.region) continue;
-          lost.delete(k);
-          buckets?.get(bucketKey(f.region, f.guestPhysAddr))?.delete(k);
-          history.push({ ...f, why });
-        }
+        for (const f of lost.takeRegion(decoded.region)) history.push({ ...f, why });
       }
       identities.set(decoded.region, decoded.identity);
     } else if (decoded.type !== 'reset') {
@@ -130,27 +107,9 @@ export function parseJournal(buf: Buffer, file: string, truncating: boolean): Pa
       records++;
       const r = decoded.reset;
       handovers.reset(r.region, r.guestPhysAddr, r.size);
-      const end = r.guestPhysAddr + BigInt(r.size);
-      if (!buckets) {
-        buckets = new Map();
-        for (const [k, f] of lost) addToBucket(buckets, k, f);
-      }
-      // A frame starts in a bucket the range covers (a reset spans whole huge pages).
-      for (let b = r.guestPhysAddr >> BUCKET; b <= (end - 1n) >> BUCKET; b++) {
-        const bk = `${r.region}\u0000${b.toString(16)}`;
-        const set = buckets.get(bk);
-        if (!set) continue;
-        for (const k of set) {
-          const f = lost.get(k) as LostFrame;
-          if (f.guestPhysAddr >= r.guestPhysAddr && f.guestPhysAddr + BigInt(f.size) <= end) {
-            lost.delete(k);
-            set.delete(k);
-          }
-        }
-        if (set.size === 0) buckets.delete(bk);
-      }
+      lost.reset(r.region, r.guestPhysAddr, r.size);
     }
     pos = nl + 1;
   }
-  return { replay: { regions, lost: [...lost.values()], history, identities, warnings, records, handedOver: handovers.result(), split: handovers.split() }, tornAt };
+  return { replay: { regions, lost: lost.values(), history, identities, warnings, records, handedOver: handovers.result(), split: handovers.split() }, tornAt };
 }

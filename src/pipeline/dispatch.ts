@@ -16,12 +16,28 @@ import type { EngineState } from './state';
  * fails (a listener, the journal) never costs the others; listeners cannot throw here (deliver()).
  */
 export function dispatch(events: NativeEvent[]): void {
-  for (const e of events) {
-    try {
-      for (const engine of attached()) if (engine.handleNativeEvent(e)) break;
-    } catch (err) {
-      bug(err);
+  batching++;
+  try {
+    for (const e of events) {
+      try {
+        for (const engine of attached()) if (engine.handleNativeEvent(e)) break;
+      } catch (err) {
+        bug(err);
+      }
     }
+  } finally {
+    batching--;
+  }
+  // The batch's losses are journaled (one append per engine), then its events delivered.
+  if (batching === 0) {
+    for (const s of holding) {
+      try {
+        s.durable.release();
+      } catch (err) {
+        bug(err);
+      }
+    }
+    holding.clear();
   }
   // This batch is counted as delivered when this callback returns.
   for (const engine of attached()) {
@@ -54,10 +70,18 @@ export function jsThreadId(): number {
   return jsTid;
 }
 
+/** > 0 while dispatch() handles a batch; the engines it touched hold their journal appends (durable.ts). */
+let batching = 0;
+const holding = new Set<EngineState>();
+
 /** Routes one native event to this engine's state; false if the region is not this engine's. */
 export function routeEvent(s: EngineState, e: NativeEvent): boolean {
   const region = s.regions.get(e.regionId);
   if (!region) return false;
+  if (batching > 0 && !holding.has(s)) {
+    s.durable.hold();
+    holding.add(s);
+  }
   try {
     onEvent(s, region, e);
   } catch (err) {
@@ -73,7 +97,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
   switch (e.type) {
     case NativeEventType.Poison: {
       const split = e.pageState === PageState.Split;
-      s.events.deliver('poison', {
+      s.durable.deliver('poison', {
         region: region.name,
         hostAddress: e.address,
         offset,
@@ -111,7 +135,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
         ...(guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
         ...(e.guardErrno ? { guardErrno: -e.guardErrno, guardSyscall: e.guardSyscall } : {}),
       };
-      s.events.deliver('recovered', event);
+      s.durable.deliver('recovered', event);
       return;
     }
     case NativeEventType.Refused: {
@@ -126,7 +150,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
         size: region.hugePageSize,
         ...(e.errno ? { errno: -e.errno, syscall: e.syscall } : {}),
       };
-      s.events.deliver('refused', event);
+      s.durable.deliver('refused', event);
       return;
     }
     case NativeEventType.SubpageLost: {

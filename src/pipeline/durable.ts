@@ -4,8 +4,14 @@
 // failure is reported as an `error` event naming the frames and counted, and the frames are written
 // again before the next append and on a timer (every RETRY_MS while any wait), until the journal takes
 // them; then their ledger entries become `durable: true`.
+//
+// A batch of native events (dispatch.ts) is one append: between hold() and release() the frames
+// recorded wait, and so does every event delivered through deliver(); release() writes them with one
+// write and one fsync, then delivers the events in order. Record first, then report: no `lost`,
+// `recovered` or `refused` event of the batch reaches a listener before the fsync of its record (or,
+// on a full disk, before the failure is known and reported; the loss is reported all the same).
 import { RasError } from '../errors';
-import type { RasEvents } from '../events';
+import type { RasEventMap, RasEvents } from '../events';
 import type { Journal } from '../ledger/file';
 import type { LostPage } from '../ledger/ledger';
 import type { LostFrame, ResetRecord, SplitPageRecord } from '../ledger/records';
@@ -36,6 +42,12 @@ export class DurableLog {
   private failedWrites = 0;
   private retriedWrites = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** hold() depth: while > 0, appends wait for release() and so do deliveries. */
+  private held = 0;
+  /** The frames appended while held (reported by name if their append fails). */
+  private heldFresh: Waiting[] = [];
+  private heldEvents: (() => void)[] = [];
+  private heldTime: string | undefined;
 
   constructor(
     private readonly journal: Journal | undefined,
@@ -52,7 +64,40 @@ export class DurableLog {
     const items = frames.map((frame, i) => ({ frame, page: pages[i] }));
     for (const it of items) it.page.durable = false;
     this.waiting.push(...items);
-    this.flush(items);
+    if (this.held > 0) this.heldFresh.push(...items);
+    else this.flush(items);
+  }
+
+  /** Frames appended from now on wait for release(): one append for all of them. Nests. */
+  hold(): void {
+    this.held++;
+  }
+
+  /**
+   * The last release() of a hold: the frames appended since are written (one write, one fsync), then
+   * the events delivered since are delivered, in order, whatever the disk did. Never throws.
+   */
+  release(): void {
+    if (this.held === 0 || --this.held > 0) return;
+    const fresh = this.heldFresh;
+    const events = this.heldEvents;
+    this.heldFresh = [];
+    this.heldEvents = [];
+    this.heldTime = undefined;
+    if (fresh.length > 0 || this.splits.length > 0) this.flush(fresh);
+    for (const fn of events) fn(); // RasEvents.deliver never throws
+  }
+
+  /** Delivers an event now, or, held, once the losses recorded before it are written (release()). */
+  deliver<K extends keyof RasEventMap>(name: K, e: RasEventMap[K]): void {
+    if (this.held > 0) this.heldEvents.push(() => this.events.deliver(name, e));
+    else this.events.deliver(name, e);
+  }
+
+  /** When a loss is recorded: the same time for every frame of a held batch (one journal line for them). */
+  wallTime(): string {
+    if (this.held === 0) return new Date().toISOString();
+    return (this.heldTime ??= new Date().toISOString());
   }
 
   /** Frames inside [offset, offset+size) of a region no longer wait (a reset cleared them). */

@@ -19,7 +19,7 @@ export function record(
 ): number {
   const fresh = frames.filter((f) => !s.ledger.contains(region.name, f.offset));
   if (fresh.length === 0) return 0;
-  const wallTime = new Date().toISOString();
+  const wallTime = s.durable.wallTime();
   const frames2 = fresh.map(
     (f): LostFrame => ({
       region: region.name,
@@ -58,7 +58,7 @@ export function emitLost(s: EngineState, region: Region, offset: number, cause: 
     size,
     cause,
   };
-  s.events.deliver('lost', event);
+  s.durable.deliver('lost', event);
 }
 
 /**
@@ -69,6 +69,6 @@ export function emitLost(s: EngineState, region: Region, offset: number, cause: 
 export function recordSplit(s: EngineState, region: Region, page: number): void {
   if (!s.journal) return;
   const offset = page * region.hugePageSize;
-  const split = { region: region.name, guestPhysAddr: region.guestPhysAddrOf(offset), offset, size: region.hugePageSize, wallTime: new Date().toISOString() };
+  const split = { region: region.name, guestPhysAddr: region.guestPhysAddrOf(offset), offset, size: region.hugePageSize, wallTime: s.durable.wallTime() };
   s.durable.append([], [], [split]);
 }

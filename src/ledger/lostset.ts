@@ -1,0 +1,84 @@
+// The net set of lost frames while a journal is replayed: journal order, one entry per frame
+// (region, guest physical address, size), a reset or a change of identity removing what it covers.
+// Keyed without a string per frame (a restart replaying 100 000 frames pays for every allocation).
+import type { LostFrame } from './records';
+
+/** Lost frames by region and 2 MiB of guest-physical address, so a reset visits only what it covers. */
+const BUCKET = 21n;
+
+export class LostSet {
+  /** region + size -> guest physical address -> frame */
+  private readonly byKey = new Map<string, Map<bigint, LostFrame>>();
+  /** Every frame added, in journal order; those removed since are in `removed`. */
+  private readonly order: LostFrame[] = [];
+  private readonly removed = new Set<LostFrame>();
+  /** Built at the first reset (a journal of losses alone never needs them), kept current from then on. */
+  private buckets: Map<string, Set<LostFrame>> | undefined;
+
+  private mapOf(region: string, size: number, create: boolean): Map<bigint, LostFrame> | undefined {
+    const k = `${region}\u0000${size}`;
+    let m = this.byKey.get(k);
+    if (!m && create) this.byKey.set(k, (m = new Map()));
+    return m;
+  }
+
+  /** Adds the frame unless the same frame is held already (a frame recorded twice counts once). */
+  add(f: LostFrame): void {
+    const m = this.mapOf(f.region, f.size, true) as Map<bigint, LostFrame>;
+    if (m.has(f.guestPhysAddr)) return;
+    m.set(f.guestPhysAddr, f);
+    this.order.push(f);
+    if (this.buckets) this.toBucket(this.buckets, f);
+  }
+
+  private remove(f: LostFrame): void {
+    this.mapOf(f.region, f.size, false)?.delete(f.guestPhysAddr);
+    this.removed.add(f);
+  }
+
+  private toBucket(b: Map<string, Set<LostFrame>>, f: LostFrame): void {
+    const bk = `${f.region}\u0000${(f.guestPhysAddr >> BUCKET).toString(16)}`;
+    let set = b.get(bk);
+    if (!set) b.set(bk, (set = new Set()));
+    set.add(f);
+  }
+
+  /** Removes the frames of `region` lying inside [gpa, gpa + size) (a reset spans whole huge pages). */
+  reset(region: string, gpa: bigint, size: number): void {
+    if (!this.buckets) {
+      this.buckets = new Map();
+      for (const f of this.order) if (!this.removed.has(f)) this.toBucket(this.buckets, f);
+    }
+    const end = gpa + BigInt(size);
+    // A frame starts in a bucket the range covers.
+    for (let b = gpa >> BUCKET; b <= (end - 1n) >> BUCKET; b++) {
+      const bk = `${region}\u0000${b.toString(16)}`;
+      const set = this.buckets.get(bk);
+      if (!set) continue;
+      for (const f of set) {
+        if (f.guestPhysAddr >= gpa && f.guestPhysAddr + BigInt(f.size) <= end) {
+          this.remove(f);
+          set.delete(f);
+        }
+      }
+      if (set.size === 0) this.buckets.delete(bk);
+    }
+  }
+
+  /** Removes every frame of `region` and returns them (journal order). */
+  takeRegion(region: string): LostFrame[] {
+    const out: LostFrame[] = [];
+    for (const f of this.order) {
+      if (f.region !== region || this.removed.has(f)) continue;
+      this.remove(f);
+      this.buckets?.get(`${f.region}\u0000${(f.guestPhysAddr >> BUCKET).toString(16)}`)?.delete(f);
+      out.push(f);
+    }
+    return out;
+  }
+
+  /** The frames held, in the order they were (last) added. */
+  values(): LostFrame[] {
+    return this.removed.size === 0 ? this.order : this.order.filter((f) => !this.removed.has(f));
+  }
+}
