@@ -46,6 +46,7 @@
         "native/binding/lock.cc",
         "native/binding/recovery_reset.cc",
         "native/binding/regions.cc",
+        "native/binding/replay.cc",
         "native/binding/testing.cc",
         "native/simulate/simulate.cc",
         "native/testing/bookkeeping.cc",

@@ -29,6 +29,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ras::binding::RegisterAccess(env, exports);
   ras::binding::RegisterInject(env, exports);
   ras::binding::RegisterRecoveryReset(env, exports);
+  ras::binding::RegisterReplay(env, exports);
   ras::binding::RegisterHandover(env, exports);
   ras::binding::RegisterControl(env, exports);
   ras::binding::RegisterLazy(env, exports);

@@ -222,6 +222,8 @@ interface Addon {
   injectMadvise(id: number, offset: number): NativeInject;
   injectSimulated(id: number, offset: number, ao: boolean, sendSignal: boolean): NativeInject;
   recoverNow(id: number, page: number, knownLostSubpages: number[]): NativeRecoverOutcome;
+  /** recoverNow for many pages of a region, re-split by readThreads threads at once (native/binding/replay.cc). */
+  recoverMany(id: number, pages: number[], knownLostSubpages: number[][]): (NativeRecoverOutcome & { page: number; busy?: boolean })[];
   markLost(id: number, page: number): void;
   restoreHugePage(id: number, page: number): NativeRestore;
   /** Writes a split page's current data back into a fresh huge page of its file (native/split/handover.h). */

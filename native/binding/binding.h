@@ -14,6 +14,7 @@ void RegisterRegions(Napi::Env env, Napi::Object exports);        // regions.cc:
 void RegisterAccess(Napi::Env env, Napi::Object exports);         // access.cc: read, write
 void RegisterInject(Napi::Env env, Napi::Object exports);         // inject.cc: hwpoisonProbe, inject*
 void RegisterRecoveryReset(Napi::Env env, Napi::Object exports);  // recovery_reset.cc: recoverNow, markLost, restoreHugePage
+void RegisterReplay(Napi::Env env, Napi::Object exports);  // replay.cc: recoverMany
 void RegisterHandover(Napi::Env env, Napi::Object exports);       // handover.cc: handoverPage
 void RegisterControl(Napi::Env env, Napi::Object exports);        // control.cc: pageStates, counters, pause, ...
 void RegisterLazy(Napi::Env env, Napi::Object exports);           // lazy.cc: lazyInfo, setLazyRecovery

@@ -127,6 +127,7 @@ void Readers::Stop() {
 }
 
 void SetReadThreads(int n) { g_read_threads.store(std::max(1, std::min(n, kMaxReaders))); }
+int ReadThreads() { return g_read_threads.load(); }
 
 Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers) {
   uint64_t t0 = MonotonicNs();

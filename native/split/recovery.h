@@ -51,5 +51,6 @@ bool SubpageUnreadable(Region& r, uintptr_t addr);
 // How many threads read a huge page back (the lane's thread plus helpers; default 2). Takes
 // effect for lanes started afterwards.
 void SetReadThreads(int n);
+int ReadThreads();
 
 }  // namespace ras::recovery

@@ -16,7 +16,7 @@ import { bootId } from '../ledger/lock';
 import { identityChange, type RegionIdentity } from '../ledger/records';
 import type { LostPage } from '../ledger/ledger';
 import type { LostFrame } from '../ledger/records';
-import { native, PageState } from '../native';
+import { native, PageState, type NativeRecoverOutcome } from '../native';
 import type { Region } from '../region';
 import type { LostEvent } from '../events';
 import type { EngineState } from './state';
@@ -138,36 +138,57 @@ export function reprotectFromJournal(s: EngineState, region: Region, handedOver:
     markStale(s, region, page, []);
     report(page * region.hugePageSize, region.hugePageSize, 'stale');
   }
+  // Handed-over pages are re-split from the file in one native call, several at once; the reports
+  // keep the journal's page order.
+  const resplit: { page: number; subpages: number[] }[] = [];
+  const order: (() => void)[] = [];
   for (const [page, list] of byPage) {
     const whole = list.some((f) => f.size >= region.hugePageSize);
     const hugeOffset = page * region.hugePageSize;
     if (whole || !region.eligible) {
       native.markLost(region.id, page);
       for (const f of list) s.ledger.add(replayedPage(region, f.offset, f.size, page, 'replayed', f.reason));
-      report(hugeOffset, region.hugePageSize);
+      order.push(() => report(hugeOffset, region.hugePageSize));
       continue;
     }
     const h = handedOver.get(hugeOffset);
     if (!h || h.lost !== list.length) {
       // No handover, or one that does not hold every lost frame: the file's data is not current.
       markStale(s, region, page, list);
-      report(hugeOffset, region.hugePageSize, 'stale');
+      order.push(() => report(hugeOffset, region.hugePageSize, 'stale'));
       continue;
     }
     s.handover.handedOverHugePages++;
-    const subpages = list.map((f) => (f.offset - hugeOffset) / SUBPAGE);
-    const out = native.recoverNow(region.id, page, subpages);
-    const lost = out.ok ? out.lostSubpages.map((sp) => hugeOffset + sp * SUBPAGE) : [hugeOffset];
-    for (const o of lost) {
-      const size = out.ok ? SUBPAGE : region.hugePageSize;
-      const entry = replayedPage(region, o, size, page, 'replayed');
-      s.ledger.add(entry);
-      report(o, size, 'replayed', entry);
-    }
+    const at = resplit.length;
+    resplit.push({ page, subpages: list.map((f) => (f.offset - hugeOffset) / SUBPAGE) });
+    order.push(() => resplitDone(s, region, outcomes[at], report));
   }
+  const outcomes = resplit.length > 0 ? native.recoverMany(region.id, resplit.map((r) => r.page), resplit.map((r) => r.subpages)) : [];
+  const busy = outcomes.find((o) => o.busy);
+  for (const fn of order) fn();
+  if (busy) throw new RasError('ERR_PAGE_BUSY', `region ${region.name}: huge page ${busy.page} is already being handled`, { region: region.name, hugePageIndex: busy.page });
   s.idle.defer(() => {
     for (const e of events) s.events.deliver('lost', e);
   });
+}
+
+/** A re-split page's losses into the ledger and the reports (the whole page where the split failed). */
+function resplitDone(
+  s: EngineState,
+  region: Region,
+  out: NativeRecoverOutcome & { page: number; busy?: boolean },
+  report: (offset: number, size: number, cause: 'replayed', at: LostPage) => void,
+): void {
+  if (out.busy) return;
+  const page = out.page;
+  const hugeOffset = page * region.hugePageSize;
+  const lost = out.ok ? out.lostSubpages.map((sp) => hugeOffset + sp * SUBPAGE) : [hugeOffset];
+  const size = out.ok ? SUBPAGE : region.hugePageSize;
+  for (const o of lost) {
+    const entry = replayedPage(region, o, size, page, 'replayed');
+    s.ledger.add(entry);
+    report(o, size, 'replayed', entry);
+  }
 }
 
 function markStale(s: EngineState, region: Region, page: number, list: LostFrame[]): void {
