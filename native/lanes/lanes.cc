@@ -16,6 +16,7 @@
 
 #include "capi/capi.h"
 #include "lanes/dropped.h"
+#include "lanes/process.h"
 #include "split/lazy.h"
 #include "split/mapping.h"
 #include "split/recovery.h"
@@ -28,9 +29,6 @@ using tojs::Event;
 
 namespace {
 
-// Huge pages this large are recovered on the slow lane, so that reading back 1 GiB never holds
-// up a 2 MiB page.
-constexpr uint64_t kSlowLaneFrom = 64ull << 20;
 constexpr int kSlowLaneNice = -10;
 constexpr int kFastLaneRt = 2;  // SCHED_FIFO priority of the fast lane and its reader
 
@@ -54,97 +52,19 @@ struct State {
 };
 State* g_state = nullptr;
 
-// The decision the TypeScript policy armed for this region, carried out: refuse, or split. The
-// lazy path (split/lazy.h) puts the page in place at once and posts its event when the fill is
-// done: then nothing is appended and this returns true (processed is counted there).
-std::atomic<int> g_hold_after_read{0};  // tests only: HoldAfterReadForTests
+}  // namespace
 
-bool Recover(Region& r, uint32_t page, const Report& rep, recovery::Readers* readers, std::vector<Event>& out) {
-  Event e;
-  e.region_id = r.id;
-  e.page = page;
-  e.report = rep;
-  uint32_t reason = r.refuse_reason.load();
-  if (reason != kEligible) {
-    e.type = tojs::kRefused;
-    e.reason = reason;
-  } else if (lazy::Begin(r, page, rep, MonotonicNs(), &e.outcome)) {
-    // Its known lost subpage is recorded for the C API there, before this releases the waiters.
-    EndRecovery(r, page, true);  // the stalled threads go on; missing pieces are filled on touch
-    lazy::AfterRelease();
-    return true;
-  } else {
-    e.outcome = recovery::SplitHugePage(r, page, {}, readers);
-    for (int armed = 1; g_hold_after_read.compare_exchange_strong(armed, 2);)
-      while (g_hold_after_read.load() == 2) usleep(1000);
-    lazy::CountEager();
-    e.type = e.outcome.ok ? tojs::kRecovered : tojs::kRefused;
-    e.reason = e.outcome.ok ? 0u : static_cast<uint32_t>(e.outcome.refuse);
+void QueueSlow(const Report& rep, uint32_t page) {
+  {
+    std::lock_guard<std::mutex> lock(g_state->mu);
+    g_state->slow_jobs.push_back({rep, page});
   }
-  // Recorded for the C API before anybody is released (a vCPU that asks next finds it), and before
-  // the page shows Split (the scan for dropped reports takes an unrecorded lost bit of a Split page
-  // for a loss nobody reported).
-  if (e.type == tojs::kRecovered)
-    for (uint32_t s : e.outcome.lost) capi::RecordLost(r, r.PageAddress(page) + s * kSubpage, kSubpage, rep.code);
-  else
-    capi::RecordLost(r, r.PageAddress(page), r.huge_size, rep.code);
-  if (reason != kEligible)
-    Refuse(r, page);
-  else
-    EndRecovery(r, page, e.outcome.ok);
-  e.done_ns = MonotonicNs();
-  out.push_back(e);
-  return false;
+  g_state->cv.notify_all();
 }
 
-// Returns true when the report was handed to the slow lane (it counts as processed there).
-bool Process(const Report& rep, std::vector<Event>& out) {
-  // Held against removal while this lane works on it (never across a Post to JS).
-  RegionRef use = RegionRef::AtSlot(rep.region_slot, rep.region_id);
-  if (!use) return false;  // the region was removed since: nobody left to tell
-  Region& r = *use;
-  uint32_t page = r.PageIndex(rep.addr);
-  uint32_t st = StateOf(r.Word(page).load());
-  Event poison;
-  poison.type = tojs::kPoison;
-  poison.region_id = r.id;
-  poison.page = page;
-  poison.report = rep;
-  poison.page_state = rep.page_state;  // what the faulting thread met, not what the worker finds later
-  out.push_back(poison);
+recovery::Readers* FastReaders() { return &g_state->fast_readers; }
 
-  if (st == kPending) {
-    BeginRecovery(r, page);
-    if (r.huge_size >= kSlowLaneFrom && r.refuse_reason.load() == kEligible) {
-      {
-        std::lock_guard<std::mutex> lock(g_state->mu);
-        g_state->slow_jobs.push_back({rep, page});
-      }
-      g_state->cv.notify_all();
-      return true;
-    }
-    return Recover(r, page, rep, &g_state->fast_readers, out);
-  }
-  if (st == kSplit && (rep.flags & kReportNewSubpageLoss)) {
-    Event e;
-    e.type = tojs::kSubpageLost;
-    e.region_id = r.id;
-    e.page = page;
-    e.report = rep;
-    e.lost_addr = rep.addr & ~(kSubpage - 1);
-    // The dropped-report scan may have found the mark before this report was queued: one loss,
-    // one record, one event.
-    if (capi::RecordLost(r, e.lost_addr, kSubpage, rep.code)) out.push_back(e);
-    return false;
-  }
-  // Any other report that finds the page Split was merged while it was pending or being recovered:
-  // the recovery's own read of that subpage decides. A read that failed marked it lost (the
-  // recovered event lists it); a read that succeeded copied good data into the memory the guest
-  // uses now, whatever the old page says later (a poison that landed after the read hit a page
-  // nobody maps any more). A lazy recovery reads each piece when it fills it and marks failures
-  // there. Re-reading the old page's file here invented losses (issue 20 #6).
-  return false;
-}
+namespace {
 
 void SlowLoop(State* s) {
   // Big pages take long to read back: not real-time, so the vCPUs that do not wait for this page
@@ -307,7 +227,5 @@ void Stop() {
   delete s;
 }
 
-
-int HoldAfterReadForTests(int set) { return g_hold_after_read.exchange(set); }
 
 }  // namespace ras::lanes

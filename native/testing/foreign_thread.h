@@ -8,6 +8,8 @@
 
 namespace ras::testing {
 
-void RegisterForeignThread(Napi::Env env, Napi::Object exports);
+void RegisterForeignThread(Napi::Env env, Napi::Object exports);  // and the two below
+void RegisterCapiCalls(Napi::Env env, Napi::Object exports);     // capi_calls.cc: the C API from a thread
+void RegisterStraySignals(Napi::Env env, Napi::Object exports);  // stray.cc: stray signals, held handlers
 
 }  // namespace ras::testing
