@@ -6,16 +6,19 @@ import type { LostFrame } from './records';
 /** Lost frames by region and 2 MiB of guest-physical address, so a reset visits only what it covers. */
 const BUCKET = 21n;
 
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const key = (gpa: bigint): number | bigint => (gpa <= SAFE ? Number(gpa) : gpa);
+
 export class LostSet {
-  /** region + size -> guest physical address -> frame */
-  private readonly byKey = new Map<string, Map<bigint, LostFrame>>();
+  /** region + size -> guest physical address (a number where it is exact: a bigint key hashes slowly) -> frame */
+  private readonly byKey = new Map<string, Map<number | bigint, LostFrame>>();
   /** Every frame added, in journal order; those removed since are in `removed`. */
   private readonly order: LostFrame[] = [];
   private readonly removed = new Set<LostFrame>();
   /** Built at the first reset (a journal of losses alone never needs them), kept current from then on. */
   private buckets: Map<string, Set<LostFrame>> | undefined;
 
-  private mapOf(region: string, size: number, create: boolean): Map<bigint, LostFrame> | undefined {
+  private mapOf(region: string, size: number, create: boolean): Map<number | bigint, LostFrame> | undefined {
     const k = `${region}\u0000${size}`;
     let m = this.byKey.get(k);
     if (!m && create) this.byKey.set(k, (m = new Map()));
@@ -24,15 +27,16 @@ export class LostSet {
 
   /** Adds the frame unless the same frame is held already (a frame recorded twice counts once). */
   add(f: LostFrame): void {
-    const m = this.mapOf(f.region, f.size, true) as Map<bigint, LostFrame>;
-    if (m.has(f.guestPhysAddr)) return;
-    m.set(f.guestPhysAddr, f);
+    const m = this.mapOf(f.region, f.size, true) as Map<number | bigint, LostFrame>;
+    const k = key(f.guestPhysAddr);
+    if (m.has(k)) return;
+    m.set(k, f);
     this.order.push(f);
     if (this.buckets) this.toBucket(this.buckets, f);
   }
 
   private remove(f: LostFrame): void {
-    this.mapOf(f.region, f.size, false)?.delete(f.guestPhysAddr);
+    this.mapOf(f.region, f.size, false)?.delete(key(f.guestPhysAddr));
     this.removed.add(f);
   }
 
