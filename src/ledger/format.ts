@@ -24,6 +24,7 @@
  * Bigints are hex strings ("0x1f000"). There is no header record: an empty file is an empty journal.
  */
 import { crc32 } from './crc32';
+import { FastLost } from './fastlost';
 import { decodeHandover, V2_TYPES, V3_TYPES, type HandoverDecoded, type HandoverPageRecord, type ResplitRecord } from './handover';
 import type { LostCause } from './ledger';
 import {
@@ -165,6 +166,8 @@ export type Decoded =
 
 export class VersionError extends Error {}
 
+const fast = new FastLost();
+
 /**
  * Returns the record of the line buf[start, end) (no newline), or a string describing why the line is
  * bad. Throws VersionError for newer formats. (A range, not a slice: no Buffer object per record on replay.)
@@ -183,6 +186,8 @@ export function decodeLine(buf: Buffer, start = 0, end = buf.length): Decoded | 
     const crcText = buf.toString('latin1', start, start + 8);
     return `checksum mismatch (stored ${crcText}, computed ${actual.toString(16).padStart(8, '0')})`;
   }
+  const frame = fast.decode(buf, start + 9, end); // the common line, without JSON.parse
+  if (frame) return { type: 'lost', frame };
   let obj: unknown;
   try {
     obj = JSON.parse(buf.toString('utf8', start + 9, end));

@@ -18,10 +18,16 @@ export class LostSet {
   /** Built at the first reset (a journal of losses alone never needs them), kept current from then on. */
   private buckets: Map<string, Set<LostFrame>> | undefined;
 
+  /** The last map asked for: a journal's frames come region by region (no key string per frame). */
+  private last: { region: string; size: number; map: Map<number | bigint, LostFrame> } | undefined;
+
   private mapOf(region: string, size: number, create: boolean): Map<number | bigint, LostFrame> | undefined {
+    const last = this.last;
+    if (last && last.region === region && last.size === size) return last.map;
     const k = `${region}\u0000${size}`;
     let m = this.byKey.get(k);
     if (!m && create) this.byKey.set(k, (m = new Map()));
+    if (m) this.last = { region, size, map: m };
     return m;
   }
 
