@@ -9,9 +9,49 @@ const BUCKET = 21n;
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const key = (gpa: bigint): number | bigint => (gpa <= SAFE ? Number(gpa) : gpa);
 
+const GROUP = 2 * 1024 * 1024;
+const FRAME = 4096;
+
+/**
+ * Guest physical addresses held (of one region and frame size): a bit per 4 KiB-aligned address in
+ * groups of 2 MiB, no Map entry per frame (a restart replays 100 000 of them); others in a Set.
+ */
+class AddrSet {
+  private readonly groups = new Map<number, Uint32Array>();
+  private readonly other = new Set<number | bigint>();
+
+  /** Adds the address; false if it was held already. */
+  add(k: number | bigint): boolean {
+    if (typeof k !== 'number' || k % FRAME !== 0) {
+      if (this.other.has(k)) return false;
+      this.other.add(k);
+      return true;
+    }
+    const g = Math.floor(k / GROUP);
+    const i = (k - g * GROUP) / FRAME;
+    let bits = this.groups.get(g);
+    if (!bits) this.groups.set(g, (bits = new Uint32Array(GROUP / FRAME / 32)));
+    const m = 1 << (i & 31);
+    if (bits[i >>> 5] & m) return false;
+    bits[i >>> 5] |= m;
+    return true;
+  }
+
+  delete(k: number | bigint): void {
+    if (typeof k !== 'number' || k % FRAME !== 0) {
+      this.other.delete(k);
+      return;
+    }
+    const g = Math.floor(k / GROUP);
+    const i = (k - g * GROUP) / FRAME;
+    const bits = this.groups.get(g);
+    if (bits) bits[i >>> 5] &= ~(1 << (i & 31));
+  }
+}
+
 export class LostSet {
-  /** region + size -> guest physical address (a number where it is exact: a bigint key hashes slowly) -> frame */
-  private readonly byKey = new Map<string, Map<number | bigint, LostFrame>>();
+  /** region + size -> the guest physical addresses held (a number where it is exact: a bigint hashes slowly) */
+  private readonly byKey = new Map<string, AddrSet>();
   /** Every frame added, in journal order; those removed since are in `removed`. */
   private readonly order: LostFrame[] = [];
   private readonly removed = new Set<LostFrame>();
@@ -19,24 +59,22 @@ export class LostSet {
   private buckets: Map<string, Set<LostFrame>> | undefined;
 
   /** The last map asked for: a journal's frames come region by region (no key string per frame). */
-  private last: { region: string; size: number; map: Map<number | bigint, LostFrame> } | undefined;
+  private last: { region: string; size: number; map: AddrSet } | undefined;
 
-  private mapOf(region: string, size: number, create: boolean): Map<number | bigint, LostFrame> | undefined {
+  private mapOf(region: string, size: number, create: boolean): AddrSet | undefined {
     const last = this.last;
     if (last && last.region === region && last.size === size) return last.map;
     const k = `${region}\u0000${size}`;
     let m = this.byKey.get(k);
-    if (!m && create) this.byKey.set(k, (m = new Map()));
+    if (!m && create) this.byKey.set(k, (m = new AddrSet()));
     if (m) this.last = { region, size, map: m };
     return m;
   }
 
   /** Adds the frame unless the same frame is held already (a frame recorded twice counts once). */
   add(f: LostFrame): void {
-    const m = this.mapOf(f.region, f.size, true) as Map<number | bigint, LostFrame>;
-    const k = key(f.guestPhysAddr);
-    if (m.has(k)) return;
-    m.set(k, f);
+    const m = this.mapOf(f.region, f.size, true) as AddrSet;
+    if (!m.add(key(f.guestPhysAddr))) return;
     this.order.push(f);
     if (this.buckets) this.toBucket(this.buckets, f);
   }
