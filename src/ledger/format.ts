@@ -16,15 +16,13 @@
  *   - version 2: `handover`, `handover-done`, `handover-abort`, `resplit` (see handover.ts)
  *   - version 3: `split` (see handover.ts), written only where no lost 4 KiB frame already says that a
  *     huge page lives in private memory, so a journal without one stays readable by a version-2 build
- *   - version 4: `lost-frames`: `{ region, base, size, cause, reason?, wallTime, offsets: [..] }`, the
- *     frames of one append that share region, size, cause, reason and time, in one line (one checksum,
- *     one parse for up to LOST_FRAMES_PER_LINE of them); frame i is at `offsets[i]` of the region,
- *     guest physical `base + offsets[i]` (base: the region's guestPhysAddr). Written only for two or
- *     more frames: an append of one frame is a version-1 `lost` line a version-3 build still reads.
+ *   - version 4: `lost-frames` (see lostframes.ts): the frames of one append that share region, size,
+ *     cause, reason and time in one line; an append of one frame is still a version-1 `lost` line
  * Bigints are hex strings ("0x1f000"). There is no header record: an empty file is an empty journal.
  */
 import { crc32 } from './crc32';
 import { FastLost } from './fastlost';
+import { decodeLostFrames, lostFramesRecord, runEnd, V4_TYPES, type LostFramesDecoded } from './lostframes';
 import { decodeHandover, V2_TYPES, V3_TYPES, type HandoverDecoded, type HandoverPageRecord, type ResplitRecord } from './handover';
 import type { LostCause } from './ledger';
 import {
@@ -45,10 +43,6 @@ import {
 } from './records';
 
 const JOURNAL_FORMAT_VERSION = 4;
-/** The record types of format version 4. */
-const V4_TYPES: readonly string[] = ['lost-frames'];
-/** At most this many frames in one `lost-frames` line (a line stays small: ~8 bytes per frame). */
-export const LOST_FRAMES_PER_LINE = 4096;
 
 function encodeLine(obj: Record<string, unknown>, v = 1): string {
   const json = JSON.stringify({ v, ...obj });
@@ -83,30 +77,16 @@ export function lostLine(f: LostFrame): string {
   return encodeLine(o);
 }
 
-/** Same region, size, cause, reason and wall time: one `lost-frames` line can carry both. */
-function sameGroup(a: LostFrame, b: LostFrame): boolean {
-  return a.region === b.region && a.size === b.size && a.cause === b.cause && a.reason === b.reason && a.wallTime === b.wallTime;
-}
-
 /**
  * The lines of an append's frames: each run of frames that share region, size, cause, reason and
- * time is one version-4 `lost-frames` line (a run of one: a version-1 `lost` line). `base(region)`:
- * the region's guestPhysAddr (the caller checked every frame's address against it).
+ * time is one version-4 `lost-frames` line (lostframes.ts; a run of one: a version-1 `lost` line).
+ * `base(region)`: the region's guestPhysAddr (the caller checked every frame's address against it).
  */
 export function lostLines(frames: LostFrame[], base: (region: string) => bigint): string {
   let out = '';
   for (let i = 0; i < frames.length; ) {
-    let j = i + 1;
-    while (j < frames.length && j - i < LOST_FRAMES_PER_LINE && sameGroup(frames[i], frames[j])) j++;
-    if (j - i === 1) out += lostLine(frames[i]);
-    else {
-      const f = frames[i];
-      const o: Record<string, unknown> = { type: 'lost-frames', region: f.region, base: hex(base(f.region)), size: f.size, cause: f.cause };
-      if (f.reason !== undefined) o.reason = f.reason;
-      o.wallTime = f.wallTime;
-      o.offsets = frames.slice(i, j).map((g) => g.offset);
-      out += encodeLine(o, 4);
-    }
+    const j = runEnd(frames, i);
+    out += j - i === 1 ? lostLine(frames[i]) : encodeLine(lostFramesRecord(frames.slice(i, j), base(frames[i].region)), 4);
     i = j;
   }
   return out;
@@ -159,7 +139,7 @@ const ADDR_RE = /^0x[0-9a-f]+$/;
 export type Decoded =
   | { type: 'region'; layout: RegionLayout }
   | { type: 'lost'; frame: LostFrame }
-  | { type: 'lost-frames'; frames: LostFrame[] }
+  | LostFramesDecoded
   | { type: 'reset'; reset: ResetRecord }
   | { type: 'identity'; region: string; identity: RegionIdentity }
   | HandoverDecoded;
@@ -260,34 +240,6 @@ export function decodeLine(buf: Buffer, start = 0, end = buf.length): Decoded | 
   }
 }
 
-/** A `lost-frames` record (version 4) as its frames, or why it is bad. */
-function decodeLostFrames(rec: Record<string, unknown>): Decoded | string {
-  if (typeof rec.base !== 'string' || !ADDR_RE.test(rec.base)) return 'lost-frames record.base is not a hex string';
-  const offsets = rec.offsets;
-  if (!Array.isArray(offsets) || offsets.length === 0) return 'lost-frames record.offsets must be a non-empty array';
-  const base = BigInt(rec.base);
-  // Checked once with the first frame's address, then per frame only what differs: the offset.
-  const first = { ...rec, guestPhysAddr: base + BigInt(typeof offsets[0] === 'number' && Number.isSafeInteger(offsets[0]) ? offsets[0] : 0), offset: offsets[0] };
-  const p = frameProblem(first, 'lost-frames record');
-  if (p) return p;
-  const region = rec.region as string;
-  const size = rec.size as number;
-  const cause = rec.cause as LostCause;
-  const wallTime = rec.wallTime as string;
-  const reason = rec.reason as string | undefined;
-  const frames: LostFrame[] = new Array(offsets.length);
-  for (let i = 0; i < offsets.length; i++) {
-    const offset = offsets[i];
-    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) return `lost-frames record.offsets[${i}] must be an integer >= 0 (got ${describe(offset)})`;
-    const guestPhysAddr = base + BigInt(offset);
-    if (guestPhysAddr > MAX_U64) return `lost-frames record.offsets[${i}]: base + offset exceeds the 64-bit address space`;
-    const f: LostFrame = { region, guestPhysAddr, size, offset, cause, wallTime };
-    if (reason !== undefined) f.reason = reason;
-    frames[i] = f;
-  }
-  return { type: 'lost-frames', frames };
-}
-const MAX_U64 = (1n << 64n) - 1n;
 
 /** True if the file's first bytes can be the start of a journal line (or it is all NUL: a torn first write). */
 export function looksLikeJournal(buf: Buffer): boolean {
