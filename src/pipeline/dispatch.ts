@@ -30,14 +30,16 @@ export function dispatch(events: NativeEvent[]): void {
   }
   // The batch's losses are journaled (one append per engine), then its events delivered.
   if (batching === 0) {
-    for (const s of holding) {
+    // Taken first: a listener run by a release may close an engine, which dispatches a batch of its own.
+    const states = [...holding];
+    holding.clear();
+    for (const s of states) {
       try {
         s.durable.release();
       } catch (err) {
         bug(err);
       }
     }
-    holding.clear();
   }
   // This batch is counted as delivered when this callback returns.
   for (const engine of attached()) {
