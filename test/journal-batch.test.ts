@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { readJournal, type LostEvent } from '../src/index';
 import { Journal } from '../src/ledger/file';
 import type { LostFrame } from '../src/ledger/records';
-import { hugeFile, MiB, openEngine, SUB } from './helpers';
+import { hugeFile, MiB, openEngine, SUB, until } from './helpers';
 
 const dirs: string[] = [];
 function tmpJournal(): string {
@@ -103,6 +103,33 @@ describe('one append per batch of native events', () => {
       // Fewer lines than frames: the frames of a batch went in together (one line per frame before).
       const lines = fs.readFileSync(journalPath, 'utf8').split('\n').length - before;
       expect(lines).toBeLessThan(offsets.length / 2);
+    } finally {
+      engine.close();
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  it('a listener that closes the engine in the middle of a batch loses nothing: every frame is in the journal', async () => {
+    const journalPath = tmpJournal();
+    const engine = openEngine({ journalPath });
+    const file = hugeFile('jbatch-close');
+    try {
+      const region = engine.mapRegion({ name: 'ram', path: file, size: 4 * MiB });
+      engine.injectPoison(region, 0, { mode: 'simulate' });
+      await engine.whenIdle({ timeoutMs: 20_000 });
+      const offsets = [...Array(16).keys()].map((i) => (i + 1) * SUB);
+      let closedAt = -1;
+      engine.on('lost', (e: LostEvent) => {
+        if (closedAt < 0) {
+          closedAt = e.offset;
+          engine.close();
+        }
+      });
+      engine.pause();
+      for (const o of offsets) engine.injectPoison(region, o, { mode: 'simulate' });
+      engine.resume();
+      await until(() => closedAt >= 0, 20_000);
+      expect(readJournal(journalPath).lost.map((f) => f.offset).sort((a, b) => a - b)).toEqual([0, ...offsets]);
     } finally {
       engine.close();
       fs.rmSync(file, { force: true });
