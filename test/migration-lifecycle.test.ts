@@ -162,6 +162,38 @@ describe('importLost and a page under recovery', () => {
   });
 });
 
+describe('importLost while a recovery runs (engine not paused)', () => {
+  for (const lazy of [false, true]) {
+    it(`${lazy ? 'lazy' : 'eager'}: a frame of the page being recovered is guarded after the recovery, never raced`, async () => {
+      const engine = openEngine({ lazyRecovery: lazy });
+      const region = engine.mapRegion({ name: 'dst', path: hugeFile('race'), size: 4 * MiB, guestPhysAddr: GPA });
+      fillPattern(region, 12);
+      // The handler marks the page pending on this thread; the lane takes it meanwhile.
+      engine.injectPoison(region, 2 * MiB + 40 * SUB, { mode: 'simulate', kind: 'AO' });
+      expect(engine.importLost(manifest([2 * MiB + 41 * SUB, 3 * MiB]))).toEqual({ imported: 2, alreadyLost: 0 });
+      await engine.whenIdle({ timeoutMs: 10_000 });
+      expect(engine.lostPages().map((p) => [p.offset, p.cause])).toEqual([
+        [2 * MiB + 40 * SUB, 'recovered'],
+        [2 * MiB + 41 * SUB, 'imported'],
+        [3 * MiB, 'imported'],
+      ]);
+      expect([...native.pageStates(region.id)]).toEqual([PageState.Normal, PageState.Split]);
+      const v = verifyPattern(region, 12);
+      expect(v.wrongBytes).toBe(0);
+      expect(v.unreadableOffsets).toEqual([2 * MiB + 40 * SUB, 2 * MiB + 41 * SUB, 3 * MiB]);
+    });
+  }
+
+  it('a handed-over engine refuses (ERR_HANDED_OVER), nothing changed', async () => {
+    const engine = openEngine({ journalPath: journalPath() });
+    const region = engine.mapRegion({ name: 'dst', path: hugeFile('ho'), size: 4 * MiB, guestPhysAddr: GPA });
+    await engine.prepareHandover();
+    expect(() => engine.importLost(manifest([SUB]))).toThrow(expect.objectContaining({ code: 'ERR_HANDED_OVER' }));
+    expect(engine.lostPages()).toEqual([]);
+    expect([...native.pageStates(region.id)]).toEqual([PageState.Normal, PageState.Normal]);
+  });
+});
+
 describe('locked memory', () => {
   it('a locked region keeps its lock on the replacement of a page split by an import', () => {
     const engine = openEngine();
