@@ -35,8 +35,8 @@ interface PageWork {
 }
 
 export function importLost(s: EngineState, manifest: unknown): ImportResult {
-  const targets = resolve(parseManifest(manifest), [...s.regions.values()]);
-  const pages = groupByPage(targets);
+  const pages = groupByPage(resolve(parseManifest(manifest), [...s.regions.values()]));
+  const targets = wholePagesWhole(pages);
   checkNotBusyWhilePaused(pages);
   // Journal first (durable), then the ledger, what is new here (the rest this engine has lost
   // already): a crash from here on replays them as lost. Nothing new: nothing journaled; the pages are
@@ -110,9 +110,23 @@ function groupByPage(targets: Target[]): Map<string, PageWork> {
     if (t.size >= t.region.hugePageSize) w.whole = true;
     else w.subpages.push((t.offset - page * t.region.hugePageSize) / SUBPAGE);
   }
-  // Every 4 KiB frame of a huge page (distinct: the manifest's frames are): nothing to split it for.
-  for (const w of pages.values()) if (w.subpages.length >= w.region.hugePageSize / SUBPAGE) w.whole = true;
   return pages;
+}
+
+/**
+ * The targets page by page; a huge page whose every 4 KiB frame is imported (distinct: the manifest's
+ * frames are) is lost whole, one entry: nothing to split it for, and a restart replays it as such.
+ */
+function wholePagesWhole(pages: Map<string, PageWork>): Target[] {
+  const out: Target[] = [];
+  for (const w of pages.values()) {
+    const huge = w.region.hugePageSize;
+    if (w.whole || w.subpages.length >= huge / SUBPAGE) {
+      w.whole = true;
+      out.push({ region: w.region, offset: w.page * huge, size: huge });
+    } else for (const sp of w.subpages) out.push({ region: w.region, offset: w.page * huge + sp * SUBPAGE, size: SUBPAGE });
+  }
+  return out;
 }
 
 /** Journal first (durable, or retried: durable.ts), then the ledger; the entries, for their events. */
