@@ -41,6 +41,7 @@
         "native/binding/drain.cc",
         "native/binding/errors.cc",
         "native/binding/handover.cc",
+        "native/binding/import.cc",
         "native/binding/inject.cc",
         "native/binding/lazy.cc",
         "native/binding/memprops.cc",
@@ -66,6 +67,7 @@
       "target_name": "hugetlb_ras_bench",
       "sources": [
         "native/bench/baseline.cc",
+        "native/bench/guarded_copy.cc",
         "native/binding/errors.cc",
         "native/state/sys.cc"
       ]

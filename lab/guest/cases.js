@@ -784,6 +784,8 @@ require('./cases-restart').register(def);
 require('./cases-locked').register(def);
 // What operators see with real poison: metrics textfile, QMP-shaped log, status socket (o1).
 require('./cases-ops').register(def, { reportReached });
+// The engine side of a migration on a 1 GiB page: importLost splits onto THP, guards the frames (e1).
+require('./cases-migration-engine').register(def, { checkPattern, checkAlive });
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).

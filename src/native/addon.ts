@@ -1,6 +1,6 @@
 // The C++ addons' calls, typed: the engine's (hugetlb_ras) and the benchmark's (hugetlb_ras_bench).
 // src/native.ts loads them; nothing else in the package calls the raw binding.
-import type { NativeBookkeeping, NativeConstants, NativeCounters, NativeEvent, NativeFault, NativeHandover, NativeInject, NativeLazyInfo, NativeMapped, NativeMemPropsInfo, NativeRecoverOutcome, NativeRestore, NativeUffdInfo, NativeVcpuReport, NativeVerify } from './types';
+import type { NativeBookkeeping, NativeConstants, NativeCounters, NativeEvent, NativeFault, NativeHandover, NativeImported, NativeInject, NativeLazyInfo, NativeMapped, NativeMemPropsInfo, NativeRecoverOutcome, NativeRestore, NativeUffdInfo, NativeVcpuReport, NativeVerify } from './types';
 
 export interface Addon {
   readonly constants: NativeConstants;
@@ -36,6 +36,8 @@ export interface Addon {
   recoverNow(id: number, page: number, knownLostSubpages: number[]): NativeRecoverOutcome;
   /** recoverNow for many pages of a region, re-split by readThreads threads at once (native/binding/replay.cc). */
   recoverMany(id: number, pages: number[], knownLostSubpages: number[][]): (NativeRecoverOutcome & { page: number; busy?: boolean })[];
+  /** A migration's lost frames on one huge page (native/binding/import.cc): split, guarded in place, or lost whole. */
+  importFrames(id: number, page: number, subpages: number[], whole: boolean, timeoutMs: number): NativeImported;
   markLost(id: number, page: number): void;
   restoreHugePage(id: number, page: number): NativeRestore;
   /** Writes a split page's current data back into a fresh huge page of its file (native/split/handover.h). */
@@ -73,4 +75,6 @@ export interface BenchAddon {
   naiveRecover(address: bigint, hugePageSize: number, path: string, fileOffset: number, poisonedFileOffsets: number[]): { ns: number; lost: number; reads: number };
   /** memcpy of `bytes` into already-faulted memory, in ns: the limit of any copy-based recovery. */
   memcpyLimit(bytes: number): number;
+  /** Per rep, ns of the C API's copy_from_guest over `bytes` at `gpa` into faulted memory, and (raw) of memcpy from `hva`. */
+  guardedCopy(api: bigint, gpa: bigint, hva: bigint, bytes: number, reps: number, raw: boolean): { copyNs: number[]; memcpyNs: number[]; lostFrames: number; rc: number };
 }

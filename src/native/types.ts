@@ -65,6 +65,21 @@ export interface NativeRecoverOutcome {
   syscall?: string;
 }
 
+export interface NativeImported {
+  /** Still under recovery after the wait (or the engine is paused): nothing done. */
+  busy: boolean;
+  /** The whole huge page is lost now (asked for, or the split failed). */
+  whole: boolean;
+  splitFailed: boolean;
+  /** Why the split failed (a RefuseCode). */
+  reason: number;
+  guard: number;
+  /** Subpages newly lost here (after a split: every lost subpage of the page), sorted. */
+  lostSubpages: number[];
+  errno?: number;
+  syscall?: string;
+}
+
 export interface NativeRestore {
   restored: boolean;
   skipped: boolean;
