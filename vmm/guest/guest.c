@@ -102,8 +102,7 @@ static int is_lost(u64 idx) { return (((volatile u64 *)lost_bitmap)[idx >> 6] >>
 static void record_lost(u64 gpa) {
   u64 idx = frame_index(gpa);
   if (idx != ~0ull) __atomic_fetch_or(&lost_bitmap[idx >> 6], 1ull << (idx & 63), __ATOMIC_SEQ_CST);
-  u64 n = __atomic_fetch_add(&CFG->nlost, 1, __ATOMIC_SEQ_CST);
-  if (n < RAS_GUEST_MAX_LOST) CFG->lost[n] = gpa | 1; /* bit 0: published */
+  ras_guest_list_lost(CFG, gpa);
 }
 
 void mc_handler(struct mc_frame *f) {
