@@ -79,6 +79,7 @@
         "vmm/native/linux_vm.cc",
         "vmm/native/mce.cc",
         "vmm/native/mce_delivery.cc",
+        "vmm/native/ram_exit.cc",
         "vmm/native/napi_util.cc",
         "vmm/native/serial.cc",
         "vmm/native/sigbus.cc",

@@ -18,6 +18,7 @@
 #include "kvm_vm.h"
 #include "mce.h"
 #include "mce_delivery.h"
+#include "ram_exit.h"
 #include "proto.h"
 #include "vcpu_thread.h"
 
@@ -47,7 +48,7 @@ struct Config {
   uint64_t mc_touch = 0;    // tests: a GPA the guest's #MC handler reads before clearing MCIP  // at most one PASS event per vCPU per this many ms (counters are exact)
 };
 
-class Machine {
+class Machine : public GuestMemoryOwner {
  public:
   using Sink = std::function<void(Event&&)>;
   Machine() = default;
@@ -72,17 +73,15 @@ class Machine {
   // Returns true when it told the guest something (a machine check decided for this exit).
   bool OnEfault(int i);
   void OnSigbus(int i, uint64_t hva);
-  // Asks the engine until it has an answer that is not RECOVERING; records stalls. False when
-  // there is no answer (stop requested, still recovering after wait_ms: the access re-faults).
-  bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st);
-  // A machine check for the frame this vCPU's access named (AR) or one it did not (AO).
-  void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole);
+  // GuestMemoryOwner (ram_exit.h): Check records stalls as events.
+  bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st) override;
+  void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) override;
   bool DrainNextLost(int i);
   void Outcome(int i, const ras_vmm::Outcome& o);
   void Nudge(int i);
   bool OursHva(uint64_t hva) const;
   void Post(Event&& e);
-  void Fatal(int i, int state, const std::string& why);
+  void Fatal(int i, int state, const std::string& why) override;
 
   Vm vm_;
   Config cfg_;
