@@ -44,10 +44,9 @@ verify_frame_fail:
         ret
 verify_frame_end:
 
-/* #MC (vector 18): save every register, let mc_handler(frame) look at the banks and possibly
- * move the saved RIP, restore, iretq. */
-        .globl mc_entry
-mc_entry:
+/* #MC (vector 18) and the poll interrupt (RAS_GUEST_POLL_VECTOR): save every register, let the
+ * handler (frame) look at the banks and possibly move the saved RIP, restore, iretq. */
+        .macro SAVE_CALL_RESTORE handler
         push rax
         push rbx
         push rcx
@@ -65,7 +64,7 @@ mc_entry:
         push r15
         mov rdi, rsp
         cld
-        call mc_handler
+        call \handler
         pop r15
         pop r14
         pop r13
@@ -82,6 +81,13 @@ mc_entry:
         pop rbx
         pop rax
         iretq
+        .endm
+
+        .globl mc_entry, poll_entry
+mc_entry:
+        SAVE_CALL_RESTORE mc_handler
+poll_entry:
+        SAVE_CALL_RESTORE poll_handler
 
 /* Every other exception is fatal: report it and halt this vCPU. */
         .macro ISR n

@@ -19,6 +19,7 @@
 #define MCG_CTL_P (1ull << 8)
 #define MCG_STATUS_RIPV (1ull << 0)
 #define MCI_STATUS_VAL (1ull << 63)
+#define MCI_STATUS_UC (1ull << 61)
 #define MCI_STATUS_MISCV (1ull << 59)
 #define MCI_STATUS_ADDRV (1ull << 58)
 #define CR4_MCE (1ull << 6)
@@ -40,8 +41,9 @@ struct idt_gate {
 extern u64 verify_frame(const volatile u64 *frame, u64 first);
 extern char verify_frame_end[], verify_frame_fail[];
 extern const u64 isr_table[32];
+extern char poll_entry[];
 
-static struct idt_gate idt[32] __attribute__((aligned(16)));
+static struct idt_gate idt[256] __attribute__((aligned(16))); /* 32..255 not present but the poll's */
 static u64 lost_bitmap[RAS_GUEST_MAX_FRAMES / 64];
 static u64 range_first[RAS_GUEST_MAX_RANGES + 1]; /* frame index of each range's first frame */
 
@@ -105,18 +107,18 @@ static void record_lost(u64 gpa) {
   ras_guest_list_lost(CFG, gpa);
 }
 
-void mc_handler(struct mc_frame *f) {
-  unsigned cpu = this_cpu();
-  u64 mcg = rdmsr(MSR_MCG_STATUS);
+struct seen_bank {
+  u64 status, addr, misc, bank;
+};
+
+/* Takes (reads, records, clears) up to 4 banks holding an error: every one for a machine check,
+ * only those without UC for a poll (a UC one belongs to a machine check on its way). */
+static int take_banks(struct seen_bank *seen, int poll) {
   unsigned banks = rdmsr(MSR_MCG_CAP) & 0xff;
-  int guarded = f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end;
-  struct {
-    u64 status, addr, misc, bank;
-  } seen[4];
   int n = 0;
   for (unsigned b = 0; b < banks && n < 4; b++) {
     u64 st = rdmsr(MSR_MC_STATUS(b));
-    if (!(st & MCI_STATUS_VAL)) continue;
+    if (!(st & MCI_STATUS_VAL) || (poll && (st & MCI_STATUS_UC))) continue;
     seen[n].status = st;
     seen[n].addr = (st & MCI_STATUS_ADDRV) ? rdmsr(MSR_MC_ADDR(b)) : 0;
     seen[n].misc = (st & MCI_STATUS_MISCV) ? rdmsr(MSR_MC_MISC(b)) : 0;
@@ -129,6 +131,15 @@ void mc_handler(struct mc_frame *f) {
     }
     n++;
   }
+  return n;
+}
+
+void mc_handler(struct mc_frame *f) {
+  unsigned cpu = this_cpu();
+  u64 mcg = rdmsr(MSR_MCG_STATUS);
+  int guarded = f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end;
+  struct seen_bank seen[4];
+  int n = take_banks(seen, 0);
   /* The interrupted access was the verifier's: abandon that frame (it returns ~0). */
   u64 rip = f->rip;
   if (guarded) f->rip = (u64)verify_frame_fail;
@@ -145,13 +156,31 @@ void mc_handler(struct mc_frame *f) {
   }
 }
 
+/* RAS_GUEST_POLL_VECTOR: what Linux's machine_check_poll does on AMD's deferred-error interrupt.
+ * Interrupts are taken between instructions, so an interrupted verifier has not finished the
+ * frame it is on: when the poll found a lost frame, that one is abandoned for this pass (the next
+ * pass skips a lost frame and verifies a healthy one again). */
+void poll_handler(struct mc_frame *f) {
+  unsigned cpu = this_cpu();
+  struct seen_bank seen[4];
+  int n = take_banks(seen, 1);
+  if (n == 0) return;
+  u64 mcg = rdmsr(MSR_MCG_STATUS);
+  int guarded = f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end;
+  u64 rip = f->rip;
+  if (guarded) f->rip = (u64)verify_frame_fail;
+  for (int i = 0; i < n; i++)
+    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, guarded);
+}
+
 void fatal_handler(const u64 *f) {
   report(this_cpu(), 1, RAS_EV_FATAL, f[0], f[2], f[1], read_cr2(), 0, 0, 0);
 }
 
 static void setup_idt(void) {
-  for (int v = 0; v < 32; v++) {
-    u64 h = isr_table[v];
+  for (int v = 0; v < 256; v++) {
+    if (v >= 32 && v != RAS_GUEST_POLL_VECTOR) continue; /* not present */
+    u64 h = v < 32 ? isr_table[v] : (u64)poll_entry;
     idt[v].off0 = h & 0xffff;
     idt[v].sel = 0x08;
     idt[v].ist = 0;
@@ -209,6 +238,7 @@ void guest_main(u64 cpu) {
     acc += CFG->ranges[r].size >> 12;
   }
   report(cpu, 0, RAS_EV_HELLO, cap, read_cr4(), banks, acc, 0, 0, 0);
+  __asm__ volatile("sti" ::: "memory"); /* the only interrupt is the VMM's poll */
 
   u64 filled = 0;
   FOR_MY_FRAMES(cpu, ncpus, gpa, {

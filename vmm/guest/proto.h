@@ -35,6 +35,13 @@
 #define RAS_GUEST_MAX_FRAMES (1u << 19) /* frames the guest can track: 2 GiB of data */
 #define RAS_GUEST_MAPPED_END 0x100000000ull /* the identity map covers 0..4 GiB */
 
+/* AMD's deferred-error interrupt (Linux's DEFERRED_ERROR_VECTOR). An action-optional error on AMD
+ * is a deferred error in a bank, with no #MC: the guest must poll. KVM raises no interrupt for it,
+ * so after injecting one the VMM raises this vector itself (KVM_INTERRUPT); the guest's handler
+ * polls its banks. A vCPU stuck re-executing an access to the frame (an EFAULT with no address)
+ * takes the interrupt before the instruction and learns of the frame. */
+#define RAS_GUEST_POLL_VECTOR 0xf4
+
 /* One port: the guest writes its mailbox, then `out RAS_PORT_REPORT, eax` with eax = cpu index. */
 #define RAS_PORT_REPORT 0x510
 
@@ -43,7 +50,8 @@ enum ras_guest_event {
   RAS_EV_FILLED = 2, /* a = frames this vCPU filled */
   RAS_EV_PASS = 3,   /* a = pass number, b = frames verified (total), c = wrong bytes (total) */
   RAS_EV_MCE = 4,    /* a = MCi_ADDR, b = MCi_STATUS, c = MCG_STATUS, d = MCi_MISC, e = bank,
-                        f = interrupted RIP, g = 1 if the verifier was interrupted (frame skipped) */
+                        f = interrupted RIP, g = 1 if the verifier was interrupted (frame skipped);
+                        also a bank the poll (RAS_GUEST_POLL_VECTOR) found: then no MCIP in c */
   RAS_EV_WRONG = 5,  /* a = GPA of the frame, b = wrong bytes in it, c = first wrong qword's value,
                         d = expected value */
   RAS_EV_FATAL = 6,  /* a = vector, b = RIP, c = error code, d = CR2: the vCPU stops */

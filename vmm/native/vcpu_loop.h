@@ -31,7 +31,7 @@ struct VcpuStats {
   std::atomic<uint64_t> eintr{0}, eintr_sigbus{0}, injected{0}, deferred{0}, inject_failed{0};
   std::atomic<uint64_t> injected_ao{0}, pieces{0}, merged{0}, disabled{0}, shutdown{0}, mmio_rewound{0}, hwpoison{0};
   std::atomic<uint64_t> healthy{0}, recovering{0}, lost{0}, not_ram{0};
-  std::atomic<uint64_t> passes{0}, verified{0}, wrong_bytes{0}, filled{0}, guest_mces{0};
+  std::atomic<uint64_t> passes{0}, verified{0}, wrong_bytes{0}, filled{0}, guest_mces{0}, polls_raised{0};
   std::atomic<int> state{kRunning};
   std::atomic<bool> done{false};
   std::mutex mu;
@@ -77,6 +77,10 @@ class Machine : public GuestMemoryOwner {
   bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st) override;
   void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) override;
   bool DrainNextLost(int i);
+  // AMD: after a deferred (action-optional) error went into vCPU i's bank, the guest's poll
+  // interrupt (RAS_GUEST_POLL_VECTOR) through KVM_INTERRUPT when it can take one, else an
+  // interrupt window is asked for. On vCPU i's thread, before KVM_RUN.
+  void RaisePoll(int i);
   void Outcome(int i, const ras_vmm::Outcome& o);
   void Nudge(int i);
   bool OursHva(uint64_t hva) const;
@@ -94,6 +98,7 @@ class Machine : public GuestMemoryOwner {
   Sink sink_;
   Delivery mce_;
   std::vector<int> slot_;     // each vCPU thread's sigbus slot
+  std::unique_ptr<std::atomic<bool>[]> poll_wanted_;  // per vCPU: a deferred error waits for its poll
   std::mutex lost_mu_;        // the frames a machine check was injected for (AR or AO)
   std::set<uint64_t> injected_;
   std::atomic<uint64_t> dup_{0};  // AR for a frame already injected (another access to it)

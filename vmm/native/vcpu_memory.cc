@@ -5,6 +5,7 @@
 // reach the vCPUs (AR now, AO when the guest can take it, Intel broadcast or LMCE) is mce_delivery.
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "vcpu_loop.h"
 
@@ -63,6 +64,9 @@ void Machine::Outcome(int i, const ras_vmm::Outcome& o) {
   CountOutcome(s, o);
   if (d.verdict == mce::kDisabled && o.ar)
     Fatal(i, kFatal, "the guest turned uncorrected machine-check reporting off (MCG_CTL/MCi_CTL): a lost frame it touched cannot be reported");
+  // A deferred error (AMD's action-optional) raises no #MC: the guest polls on its interrupt.
+  if (!o.ar && !o.piece && d.verdict == mce::kInject && o.err == 0 && (d.inj.status & mce::MCI_STATUS_DEFERRED))
+    poll_wanted_[i] = true;
   uint64_t flags = OutcomeFlags(o);
   Event e{kEvInjected, i, {o.gpa, static_cast<uint64_t>(o.path), d.inj.status, d.inj.mcg_status, d.inj.misc, flags,
                            static_cast<uint64_t>(o.code), static_cast<uint64_t>(o.err)},
@@ -103,6 +107,21 @@ bool Machine::DrainNextLost(int i) {
     }
   }
   return told;
+}
+
+void Machine::RaisePoll(int i) {
+  kvm_run* run = vcpus_[i].run;
+  // Both fields are KVM's answer at the last exit (an EFAULT included): IF set, no event pending.
+  if (run->ready_for_interrupt_injection && run->if_flag) {
+    kvm_interrupt irq = {RAS_GUEST_POLL_VECTOR};
+    if (ioctl(vcpus_[i].fd, KVM_INTERRUPT, &irq) == 0) {
+      poll_wanted_[i] = false;
+      run->request_interrupt_window = 0;
+      stats_[i]->polls_raised++;
+      return;
+    }
+  }
+  run->request_interrupt_window = 1;  // KVM_EXIT_IRQ_WINDOW_OPEN when the guest can take it
 }
 
 bool Machine::OnEfault(int i) {
