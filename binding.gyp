@@ -83,6 +83,7 @@
         "vmm/native/napi_util.cc",
         "vmm/native/serial.cc",
         "vmm/native/sigbus.cc",
+        "vmm/native/slot_hole.cc",
         "vmm/native/testing_addon.cc",
         "vmm/native/vcpu_loop.cc",
         "vmm/native/vcpu_machine.cc",

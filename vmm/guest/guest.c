@@ -42,6 +42,8 @@ extern u64 verify_frame(const volatile u64 *frame, u64 first);
 extern char verify_frame_end[], verify_frame_fail[];
 extern const u64 isr_table[32];
 extern char poll_entry[];
+extern void probe_lost(volatile u64 *frame);
+extern char probe_load[], probe_load_next[], probe_store_next[], probe_rmw[], probe_rmw_next[];
 
 static struct idt_gate idt[256] __attribute__((aligned(16))); /* 32..255 not present but the poll's */
 static u64 lost_bitmap[RAS_GUEST_MAX_FRAMES / 64];
@@ -134,22 +136,39 @@ static int take_banks(struct seen_bank *seen, int poll) {
   return n;
 }
 
+/* Where f was interrupted (RAS_SITE_*). */
+static u64 site_of(const struct mc_frame *f) {
+  if (f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end) return RAS_SITE_VERIFIER;
+  if (f->rip == (u64)probe_load) return RAS_SITE_PROBE_LOAD | (f->rax == RAS_PROBE_SENTINEL ? RAS_SITE_RAX_INTACT : 0);
+  if (f->rip == (u64)probe_rmw) return RAS_SITE_PROBE_RMW;
+  if (f->rip == (u64)probe_store_next) return RAS_SITE_PROBE_STORE;
+  return RAS_SITE_OTHER;
+}
+
+/* Past the probe's access that took a machine check (it is lost: do not run it again). */
+static void skip_probe(struct mc_frame *f) {
+  if (f->rip == (u64)probe_load) f->rip = (u64)probe_load_next;
+  else if (f->rip == (u64)probe_rmw) f->rip = (u64)probe_rmw_next;
+}
+
 void mc_handler(struct mc_frame *f) {
   unsigned cpu = this_cpu();
   u64 mcg = rdmsr(MSR_MCG_STATUS);
-  int guarded = f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end;
+  u64 site = site_of(f);
+  int guarded = site == RAS_SITE_VERIFIER;
   struct seen_bank seen[4];
   int n = take_banks(seen, 0);
   /* The interrupted access was the verifier's: abandon that frame (it returns ~0). */
   u64 rip = f->rip;
   if (guarded) f->rip = (u64)verify_frame_fail;
+  skip_probe(f);
   /* Tests only: touch a frame before MCIP is cleared (a second machine check inside this one). */
   if (CFG->mc_touch) (void)*(volatile u64 *)CFG->mc_touch;
   /* MCIP cleared before reporting: at that exit the VMM may inject the next machine check. */
   wrmsr(MSR_MCG_STATUS, 0);
-  if (n == 0) report(cpu, 1, RAS_EV_MCE, 0, 0, mcg, 0, ~0ull, rip, guarded);
+  if (n == 0) report(cpu, 1, RAS_EV_MCE, 0, 0, mcg, 0, ~0ull, rip, site);
   for (int i = 0; i < n; i++)
-    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, guarded);
+    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
   if (!(mcg & MCG_STATUS_RIPV)) {
     report(cpu, 1, RAS_EV_FATAL, 18, rip, mcg, 0, 0, 0, 0);
     for (;;) __asm__ volatile("cli; hlt");
@@ -166,11 +185,11 @@ void poll_handler(struct mc_frame *f) {
   int n = take_banks(seen, 1);
   if (n == 0) return;
   u64 mcg = rdmsr(MSR_MCG_STATUS);
-  int guarded = f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end;
+  u64 site = site_of(f);
   u64 rip = f->rip;
-  if (guarded) f->rip = (u64)verify_frame_fail;
+  if (site == RAS_SITE_VERIFIER) f->rip = (u64)verify_frame_fail;
   for (int i = 0; i < n; i++)
-    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, guarded);
+    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
 }
 
 void fatal_handler(const u64 *f) {
@@ -248,7 +267,16 @@ void guest_main(u64 cpu) {
   report(cpu, 0, RAS_EV_FILLED, filled, 0, 0, 0, 0, 0, 0);
 
   u64 pass = 0, verified = 0, wrong = 0;
+  int probed = 0;
   for (;;) {
+    /* Tests only: once the probe frame is known lost, a load, a store and an RMW on it. */
+    if (cpu == 0 && CFG->probe && !probed) {
+      u64 pidx = frame_index(CFG->probe);
+      if (pidx != ~0ull && is_lost(pidx)) {
+        probed = 1;
+        probe_lost((volatile u64 *)CFG->probe);
+      }
+    }
     FOR_MY_FRAMES(cpu, ncpus, gpa, {
       if (CFG->stop) goto bye;
       if (is_lost(idx_)) continue;

@@ -51,12 +51,22 @@ enum ras_guest_event {
   RAS_EV_PASS = 3,   /* a = pass number, b = frames verified (total), c = wrong bytes (total) */
   RAS_EV_MCE = 4,    /* a = MCi_ADDR, b = MCi_STATUS, c = MCG_STATUS, d = MCi_MISC, e = bank,
                         f = interrupted RIP, g = 1 if the verifier was interrupted (frame skipped);
-                        also a bank the poll (RAS_GUEST_POLL_VECTOR) found: then no MCIP in c */
+                        also a bank the poll (RAS_GUEST_POLL_VECTOR) found: then no MCIP in c.
+                        g is RAS_SITE_*: where the interrupted RIP was */
   RAS_EV_WRONG = 5,  /* a = GPA of the frame, b = wrong bytes in it, c = first wrong qword's value,
                         d = expected value */
   RAS_EV_FATAL = 6,  /* a = vector, b = RIP, c = error code, d = CR2: the vCPU stops */
   RAS_EV_BYE = 7     /* a = passes, b = frames verified, c = wrong bytes: stopped on config.stop */
 };
+
+/* Where a machine check or a poll interrupted the guest (RAS_EV_MCE's g). */
+#define RAS_SITE_OTHER 0
+#define RAS_SITE_VERIFIER 1     /* in the verifier: the frame is skipped */
+#define RAS_SITE_PROBE_LOAD 2   /* exactly on the probe's load (RIP not advanced) */
+#define RAS_SITE_PROBE_RMW 3    /* exactly on the probe's read-modify-write */
+#define RAS_SITE_PROBE_STORE 4  /* just after the probe's store (a store cannot be rewound) */
+#define RAS_SITE_RAX_INTACT 0x10 /* with PROBE_LOAD: rax still holds RAS_PROBE_SENTINEL (the load did not retire) */
+#define RAS_PROBE_SENTINEL 0x5a5a5a5a5a5a5a5aull
 
 struct ras_guest_mailbox {
   uint64_t event;
@@ -78,6 +88,9 @@ struct ras_guest_config {
   /* Tests only: a GPA the #MC handler reads before it clears MCIP (0: none), as a guest whose
    * handler touches a second lost frame: hardware shuts down, so must the VMM's injection. */
   uint64_t mc_touch;
+  /* Tests only: a GPA (0: none) vCPU 0 probes once its #MC handler has recorded that frame lost:
+   * a load, a store and a read-modify-write on it (entry.S probe_lost). */
+  uint64_t probe;
   /* Written by the guest: the frames its #MC handler recorded as lost (for the VMM's report).
    * nlost counts every one; lost[] holds the first RAS_GUEST_MAX_LOST (nlost beyond it: the rest
    * did not fit and are not listed; the guest's own bitmap still has them). */

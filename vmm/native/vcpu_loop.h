@@ -20,6 +20,7 @@
 #include "mce_delivery.h"
 #include "ram_exit.h"
 #include "proto.h"
+#include "slot_hole.h"
 #include "vcpu_thread.h"
 
 namespace ras_vmm {
@@ -45,6 +46,10 @@ struct Config {
   const hugetlb_ras_api* api = nullptr;
   int wait_ms = HUGETLB_RAS_WAIT_MS_DEFAULT;
   int pass_event_ms = 200;
+  // A VMM that takes a lost frame out of KVM's memory slots (slot_hole.h): every later guest
+  // access to it is an MMIO exit. Only for data slots: the first region (code, page tables) stays.
+  bool unmap_lost = false;
+  uint64_t probe = 0;       // tests: the guest's vCPU 0 probes this frame once it is lost (proto.h)
   uint64_t mc_touch = 0;    // tests: a GPA the guest's #MC handler reads before clearing MCIP  // at most one PASS event per vCPU per this many ms (counters are exact)
 };
 
@@ -81,6 +86,8 @@ class Machine : public GuestMemoryOwner {
   // interrupt (RAS_GUEST_POLL_VECTOR) through KVM_INTERRUPT when it can take one, else an
   // interrupt window is asked for. On vCPU i's thread, before KVM_RUN.
   void RaisePoll(int i);
+  // With cfg_.unmap_lost: the frame out of KVM's slots (not out of the first region).
+  void Unmap(int i, uint64_t gpa);
   void Outcome(int i, const ras_vmm::Outcome& o);
   void Nudge(int i);
   bool OursHva(uint64_t hva) const;
@@ -98,7 +105,8 @@ class Machine : public GuestMemoryOwner {
   Sink sink_;
   Delivery mce_;
   std::vector<int> slot_;     // each vCPU thread's sigbus slot
-  std::unique_ptr<std::atomic<bool>[]> poll_wanted_;  // per vCPU: a deferred error waits for its poll
+  std::unique_ptr<std::atomic<bool>[]> poll_wanted_;
+  SlotHoles holes_;  // per vCPU: a deferred error waits for its poll
   std::mutex lost_mu_;        // the frames a machine check was injected for (AR or AO)
   std::set<uint64_t> injected_;
   std::atomic<uint64_t> dup_{0};  // AR for a frame already injected (another access to it)

@@ -55,6 +55,7 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
   gc->seed = cfg.seed;
   gc->stop = 0;
   gc->mc_touch = cfg.mc_touch;
+  gc->probe = cfg.probe;
   gc->nranges = cfg.ranges.size();
   for (size_t i = 0; i < cfg.ranges.size(); i++) gc->ranges[i] = cfg.ranges[i];
   vcpus_.resize(cfg.vcpus);

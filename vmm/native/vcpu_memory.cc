@@ -55,7 +55,16 @@ void Machine::Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) 
     std::lock_guard<std::mutex> lock(lost_mu_);
     if (!injected_.insert(gpa).second) dup_++;
   }
+  if (!whole) Unmap(i, gpa);
   mce_.Deliver(i, vcpus_[i].fd, gpa, ar, path, code, whole);
+}
+
+void Machine::Unmap(int i, uint64_t gpa) {
+  if (!cfg_.unmap_lost || gpa < RAS_GUEST_SYSTEM_END) return;
+  const Slot* s = SlotOf(vm_, gpa);
+  if (!s || s->gpa == 0) return;  // the first region holds the guest's code and page tables
+  std::string why;
+  if (holes_.Punch(&vm_, gpa, &why) != 0) Fatal(i, kError, why);
 }
 
 void Machine::Outcome(int i, const ras_vmm::Outcome& o) {
@@ -102,6 +111,7 @@ bool Machine::DrainNextLost(int i) {
         std::lock_guard<std::mutex> lock(lost_mu_);
         injected_.insert(gpa);
       }
+      Unmap(i, gpa);
       mce_.Deliver(i, vcpus_[i].fd, gpa, false, kPathNextLost, buf[k].code ? buf[k].code : 5, 0);
       told = true;
     }
