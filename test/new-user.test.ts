@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { PoisonError, RasEngine, type PoisonEvent } from '../src/index';
+import { native } from '../src/native';
 import { fillPattern, startVcpuLoad } from '../src/testing';
 import { freeHugePages, hugeFile, MiB, openEngine, SUB, until } from './helpers';
 
@@ -73,5 +74,25 @@ describe("whose access a poison of lost memory was (poison.by)", () => {
     expect(report.mceReports.length).toBeGreaterThan(0);
     expect(poisons.length).toBeGreaterThan(0);
     expect(poisons.every((p) => p.alreadyLost && p.by === 'vcpu')).toBe(true);
+  });
+
+  it("a load stopped before its thread lands from the fault still reports that machine check (the flake's cause)", async () => {
+    // The vCPU thread's handler reports the fault to the engine and then jumps back; JS can see the
+    // poison event and stop the load before the thread has landed (a busy host deschedules it
+    // there). The thread then found stop set and dropped a machine check the guest had taken:
+    // 'poison.by' failed once that way with both cores busy. landDelayMs holds the thread there.
+    const engine = openEngine();
+    const region = engine.mapRegion({ name: 'ram', path: hugeFile('by-stop'), size: 2 * MiB });
+    fillPattern(region, 3);
+    const off = 40 * SUB;
+    engine.injectPoison(region, off, { mode: 'simulate' });
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    const poisons: PoisonEvent[] = [];
+    engine.on('poison', (e) => poisons.push(e));
+    const h = native.startVcpuLoad(region.id, 1, 3, 0.25, off, SUB, 500);
+    await until(() => poisons.length > 0, 10_000);
+    const raw = native.stopVcpuLoad(h); // while the thread still waits to land
+    expect(poisons.map((p) => [p.by, p.alreadyLost, p.offset - (p.offset % SUB)])).toEqual([['vcpu', true, off]]);
+    expect(raw.mceReports.map((m) => m.hostAddress & ~0xfffn)).toEqual([region.address + BigInt(off)]);
   });
 });

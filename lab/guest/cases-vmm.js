@@ -307,4 +307,4 @@ function register(def) {
   });
 }
 
-module.exports = { register };
+module.exports = { register, runVmm, kvmReady, layout };

@@ -778,6 +778,8 @@ require('./cases-vmm').register(def);
 require('./cases-linux').register(def);
 // The handover of a live update (h1, h2 on 6.12; h3 on 6.1).
 require('./cases-handover').register(def, { reportReached });
+// Issue 21 in the bare-metal guest (v1: AMD, an EFAULT without an address, the poll interrupt; 6.12).
+require('./cases-vmm21').register(def);
 // Restarts after close() in flight, a reset on anonymous memory, a half-done handover (r1..r4, 6.12).
 require('./cases-restart').register(def);
 // Locked and pinned guest RAM (p1, p2, m1-m3 on 6.12).

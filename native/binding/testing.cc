@@ -70,6 +70,8 @@ Napi::Value StartVcpu(const Napi::CallbackInfo& info) {
   o.write_ratio = info[3].As<Napi::Number>().DoubleValue();
   o.window_offset = win_off & ~(kSubpage - 1);
   o.window_len = win_len & ~(kSubpage - 1);
+  // Tests of the load itself: a pause after each fault's landing (a thread descheduled there).
+  if (info.Length() > 6 && info[6].IsNumber()) o.land_delay_ms = info[6].As<Napi::Number>().Uint32Value();
   int handle = vcpu::Start(o);
   if (handle < 0) return NoSlot(env);
   return Napi::Number::New(env, handle);

@@ -1,5 +1,6 @@
 #include "testing/vcpu.h"
 
+#include <chrono>
 #include <csetjmp>
 #include <cstdlib>
 #include <map>
@@ -55,6 +56,13 @@ void Finish(Load* load, Report* out) {
   }
 }
 
+// Lost for good at a: the whole huge page, or its 4 KiB of a split one.
+bool LostAt(Region& r, uintptr_t a) {
+  if (a < r.start || a >= r.end) return false;
+  uint32_t st = StateOf(r.Word(r.PageIndex(a)).load(std::memory_order_acquire));
+  return st == kLost || (st == kSplit && r.SubpageLost(a));
+}
+
 void Run(Load* load, Thread* t) {
   ThreadSlot* slot = ClaimSlot(kSlotVcpu);
   if (!slot) {
@@ -73,11 +81,17 @@ void Run(Load* load, Thread* t) {
   uint64_t write_threshold = static_cast<uint64_t>(load->opts.write_ratio * 1024.0);
   t->rng = load->opts.seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(t->index + 1));
   const uint64_t seed = load->opts.seed;
-  if (sigsetjmp(jb, 1) != 0 && !load->stop.load()) {
-    // The access hit lost memory: a VMM would inject an MCE, and the guest offlines the page.
+  if (sigsetjmp(jb, 1) != 0) {
+    if (load->opts.land_delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(load->opts.land_delay_ms));
+    // The access hit lost memory: a VMM would inject an MCE, and the guest offlines the page. It
+    // did, whenever stop() came: the engine has its report already (JS may have seen it and
+    // stopped this load before this thread got here). Only a jump stop() itself caused (a wait for
+    // a page under recovery cut short) is no machine check.
     uintptr_t a = slot->fault_addr.load();
-    t->mces.push_back({t->index, a});
-    t->offlined.push_back(a & ~(kSubpage - 1));
+    if (!load->stop.load() || LostAt(r, a)) {
+      t->mces.push_back({t->index, a});
+      t->offlined.push_back(a & ~(kSubpage - 1));
+    }
   }
   while (!load->stop.load(std::memory_order_relaxed)) {
     uint64_t rng = t->rng;

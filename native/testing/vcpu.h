@@ -17,6 +17,7 @@ struct Options {
   double write_ratio = 0.25;
   uint64_t window_offset = 0;  // restrict accesses to [window_offset, window_offset+window_len)
   uint64_t window_len = 0;     // 0: the whole region
+  uint64_t land_delay_ms = 0;  // tests: each thread pauses after landing from a fault (descheduled there)
 };
 
 struct Mce {

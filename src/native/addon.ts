@@ -64,7 +64,7 @@ export interface Addon {
   /** Tests: the lost-subpage bookkeeping of a region descriptor with no memory (native/testing/bookkeeping.h). */
   testBookkeeping(size: number, hugeSize: number, marks: number[], clearPages: number[]): NativeBookkeeping;
   hugeMappedShare(id: number, page: number): number;
-  startVcpuLoad(id: number, threads: number, seed: number, writeRatio: number, windowOffset: number, windowLength: number): number;
+  startVcpuLoad(id: number, threads: number, seed: number, writeRatio: number, windowOffset: number, windowLength: number, landDelayMs?: number): number;
   stopVcpuLoad(handle: number): NativeVcpuReport;
 }
 

@@ -44,10 +44,27 @@ verify_frame_fail:
         ret
 verify_frame_end:
 
-/* #MC (vector 18): save every register, let mc_handler(frame) look at the banks and possibly
- * move the saved RIP, restore, iretq. */
-        .globl mc_entry
-mc_entry:
+/* void probe_lost(volatile uint64_t *frame): tests only (config.probe): a load, a store and a
+ * read-modify-write on a lost frame. rax holds RAS_PROBE_SENTINEL before the load. The #MC handler
+ * moves RIP from probe_load to probe_load_next and from probe_rmw to probe_rmw_next. */
+        .globl probe_lost, probe_load, probe_load_next, probe_store_next, probe_rmw, probe_rmw_next
+probe_lost:
+        movabs rax, 0x5a5a5a5a5a5a5a5a
+probe_load:
+        mov rax, [rdi]
+probe_load_next:
+        mov edx, 0x1234
+        mov [rdi + 8], rdx
+probe_store_next:
+        nop
+probe_rmw:
+        add qword ptr [rdi + 16], 1
+probe_rmw_next:
+        ret
+
+/* #MC (vector 18) and the poll interrupt (RAS_GUEST_POLL_VECTOR): save every register, let the
+ * handler (frame) look at the banks and possibly move the saved RIP, restore, iretq. */
+        .macro SAVE_CALL_RESTORE handler
         push rax
         push rbx
         push rcx
@@ -65,7 +82,7 @@ mc_entry:
         push r15
         mov rdi, rsp
         cld
-        call mc_handler
+        call \handler
         pop r15
         pop r14
         pop r13
@@ -82,6 +99,13 @@ mc_entry:
         pop rbx
         pop rax
         iretq
+        .endm
+
+        .globl mc_entry, poll_entry
+mc_entry:
+        SAVE_CALL_RESTORE mc_handler
+poll_entry:
+        SAVE_CALL_RESTORE poll_handler
 
 /* Every other exception is fatal: report it and halt this vCPU. */
         .macro ISR n

@@ -19,6 +19,7 @@
 #define MCG_CTL_P (1ull << 8)
 #define MCG_STATUS_RIPV (1ull << 0)
 #define MCI_STATUS_VAL (1ull << 63)
+#define MCI_STATUS_UC (1ull << 61)
 #define MCI_STATUS_MISCV (1ull << 59)
 #define MCI_STATUS_ADDRV (1ull << 58)
 #define CR4_MCE (1ull << 6)
@@ -40,8 +41,11 @@ struct idt_gate {
 extern u64 verify_frame(const volatile u64 *frame, u64 first);
 extern char verify_frame_end[], verify_frame_fail[];
 extern const u64 isr_table[32];
+extern char poll_entry[];
+extern void probe_lost(volatile u64 *frame);
+extern char probe_load[], probe_load_next[], probe_store_next[], probe_rmw[], probe_rmw_next[];
 
-static struct idt_gate idt[32] __attribute__((aligned(16)));
+static struct idt_gate idt[256] __attribute__((aligned(16))); /* 32..255 not present but the poll's */
 static u64 lost_bitmap[RAS_GUEST_MAX_FRAMES / 64];
 static u64 range_first[RAS_GUEST_MAX_RANGES + 1]; /* frame index of each range's first frame */
 
@@ -102,22 +106,21 @@ static int is_lost(u64 idx) { return (((volatile u64 *)lost_bitmap)[idx >> 6] >>
 static void record_lost(u64 gpa) {
   u64 idx = frame_index(gpa);
   if (idx != ~0ull) __atomic_fetch_or(&lost_bitmap[idx >> 6], 1ull << (idx & 63), __ATOMIC_SEQ_CST);
-  u64 n = __atomic_fetch_add(&CFG->nlost, 1, __ATOMIC_SEQ_CST);
-  if (n < RAS_GUEST_MAX_LOST) CFG->lost[n] = gpa | 1; /* bit 0: published */
+  ras_guest_list_lost(CFG, gpa);
 }
 
-void mc_handler(struct mc_frame *f) {
-  unsigned cpu = this_cpu();
-  u64 mcg = rdmsr(MSR_MCG_STATUS);
+struct seen_bank {
+  u64 status, addr, misc, bank;
+};
+
+/* Takes (reads, records, clears) up to 4 banks holding an error: every one for a machine check,
+ * only those without UC for a poll (a UC one belongs to a machine check on its way). */
+static int take_banks(struct seen_bank *seen, int poll) {
   unsigned banks = rdmsr(MSR_MCG_CAP) & 0xff;
-  int guarded = f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end;
-  struct {
-    u64 status, addr, misc, bank;
-  } seen[4];
   int n = 0;
   for (unsigned b = 0; b < banks && n < 4; b++) {
     u64 st = rdmsr(MSR_MC_STATUS(b));
-    if (!(st & MCI_STATUS_VAL)) continue;
+    if (!(st & MCI_STATUS_VAL) || (poll && (st & MCI_STATUS_UC))) continue;
     seen[n].status = st;
     seen[n].addr = (st & MCI_STATUS_ADDRV) ? rdmsr(MSR_MC_ADDR(b)) : 0;
     seen[n].misc = (st & MCI_STATUS_MISCV) ? rdmsr(MSR_MC_MISC(b)) : 0;
@@ -130,20 +133,63 @@ void mc_handler(struct mc_frame *f) {
     }
     n++;
   }
+  return n;
+}
+
+/* Where f was interrupted (RAS_SITE_*). */
+static u64 site_of(const struct mc_frame *f) {
+  if (f->rip >= (u64)verify_frame && f->rip < (u64)verify_frame_end) return RAS_SITE_VERIFIER;
+  if (f->rip == (u64)probe_load) return RAS_SITE_PROBE_LOAD | (f->rax == RAS_PROBE_SENTINEL ? RAS_SITE_RAX_INTACT : 0);
+  if (f->rip == (u64)probe_rmw) return RAS_SITE_PROBE_RMW;
+  if (f->rip == (u64)probe_store_next) return RAS_SITE_PROBE_STORE;
+  return RAS_SITE_OTHER;
+}
+
+/* Past the probe's access that took a machine check (it is lost: do not run it again). */
+static void skip_probe(struct mc_frame *f) {
+  if (f->rip == (u64)probe_load) f->rip = (u64)probe_load_next;
+  else if (f->rip == (u64)probe_rmw) f->rip = (u64)probe_rmw_next;
+}
+
+void mc_handler(struct mc_frame *f) {
+  unsigned cpu = this_cpu();
+  u64 mcg = rdmsr(MSR_MCG_STATUS);
+  u64 site = site_of(f);
+  int guarded = site == RAS_SITE_VERIFIER;
+  struct seen_bank seen[4];
+  int n = take_banks(seen, 0);
   /* The interrupted access was the verifier's: abandon that frame (it returns ~0). */
   u64 rip = f->rip;
   if (guarded) f->rip = (u64)verify_frame_fail;
+  skip_probe(f);
   /* Tests only: touch a frame before MCIP is cleared (a second machine check inside this one). */
   if (CFG->mc_touch) (void)*(volatile u64 *)CFG->mc_touch;
   /* MCIP cleared before reporting: at that exit the VMM may inject the next machine check. */
   wrmsr(MSR_MCG_STATUS, 0);
-  if (n == 0) report(cpu, 1, RAS_EV_MCE, 0, 0, mcg, 0, ~0ull, rip, guarded);
+  if (n == 0) report(cpu, 1, RAS_EV_MCE, 0, 0, mcg, 0, ~0ull, rip, site);
   for (int i = 0; i < n; i++)
-    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, guarded);
+    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
   if (!(mcg & MCG_STATUS_RIPV)) {
     report(cpu, 1, RAS_EV_FATAL, 18, rip, mcg, 0, 0, 0, 0);
     for (;;) __asm__ volatile("cli; hlt");
   }
+}
+
+/* RAS_GUEST_POLL_VECTOR: what Linux's machine_check_poll does on AMD's deferred-error interrupt.
+ * Interrupts are taken between instructions, so an interrupted verifier has not finished the
+ * frame it is on: when the poll found a lost frame, that one is abandoned for this pass (the next
+ * pass skips a lost frame and verifies a healthy one again). */
+void poll_handler(struct mc_frame *f) {
+  unsigned cpu = this_cpu();
+  struct seen_bank seen[4];
+  int n = take_banks(seen, 1);
+  if (n == 0) return;
+  u64 mcg = rdmsr(MSR_MCG_STATUS);
+  u64 site = site_of(f);
+  u64 rip = f->rip;
+  if (site == RAS_SITE_VERIFIER) f->rip = (u64)verify_frame_fail;
+  for (int i = 0; i < n; i++)
+    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
 }
 
 void fatal_handler(const u64 *f) {
@@ -151,8 +197,9 @@ void fatal_handler(const u64 *f) {
 }
 
 static void setup_idt(void) {
-  for (int v = 0; v < 32; v++) {
-    u64 h = isr_table[v];
+  for (int v = 0; v < 256; v++) {
+    if (v >= 32 && v != RAS_GUEST_POLL_VECTOR) continue; /* not present */
+    u64 h = v < 32 ? isr_table[v] : (u64)poll_entry;
     idt[v].off0 = h & 0xffff;
     idt[v].sel = 0x08;
     idt[v].ist = 0;
@@ -210,6 +257,7 @@ void guest_main(u64 cpu) {
     acc += CFG->ranges[r].size >> 12;
   }
   report(cpu, 0, RAS_EV_HELLO, cap, read_cr4(), banks, acc, 0, 0, 0);
+  __asm__ volatile("sti" ::: "memory"); /* the only interrupt is the VMM's poll */
 
   u64 filled = 0;
   FOR_MY_FRAMES(cpu, ncpus, gpa, {
@@ -219,7 +267,16 @@ void guest_main(u64 cpu) {
   report(cpu, 0, RAS_EV_FILLED, filled, 0, 0, 0, 0, 0, 0);
 
   u64 pass = 0, verified = 0, wrong = 0;
+  int probed = 0;
   for (;;) {
+    /* Tests only: once the probe frame is known lost, a load, a store and an RMW on it. */
+    if (cpu == 0 && CFG->probe && !probed) {
+      u64 pidx = frame_index(CFG->probe);
+      if (pidx != ~0ull && is_lost(pidx)) {
+        probed = 1;
+        probe_lost((volatile u64 *)CFG->probe);
+      }
+    }
     FOR_MY_FRAMES(cpu, ncpus, gpa, {
       if (CFG->stop) goto bye;
       if (is_lost(idx_)) continue;

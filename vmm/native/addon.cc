@@ -47,6 +47,8 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
       cfg.pass_event_ms = o.Get("passEventMs").As<Napi::Number>().Int32Value();
     uint64_t api = U64(o.Get("api"), "api");
     if (o.Has("mcTouchGpa") && !o.Get("mcTouchGpa").IsUndefined()) cfg.mc_touch = U64(o.Get("mcTouchGpa"), "mcTouchGpa");
+    if (o.Has("probeGpa") && !o.Get("probeGpa").IsUndefined()) cfg.probe = U64(o.Get("probeGpa"), "probeGpa");
+    cfg.unmap_lost = o.Has("unmapLost") && o.Get("unmapLost").ToBoolean().Value();
     if (env.IsExceptionPending()) return;
     if (!ApiTable(env, api, &cfg.api)) return;
     std::vector<Slot> slots = Slots(o);

@@ -8,6 +8,7 @@
 
 #include "linux_vm.h"
 #include "mce.h"
+#include "ram_exit.h"
 
 namespace ras_vmm {
 
@@ -68,16 +69,7 @@ bool LinuxMachine::OnEfault(int i) {
     Fatal(i, kLxError, "KVM_RUN failed with EFAULT and there is no engine API to ask");
     return true;
   }
-  kvm_run* run = vcpus_[i].run;
-  if (run->exit_reason == KVM_EXIT_MEMORY_FAULT) {  // zeroed before KVM_RUN: never a stale one
-    hugetlb_ras_status st;
-    if (!Check(i, kPathMemoryFault, false, MemoryFaultGpa(run), &st)) return true;
-    if (st.state == HUGETLB_RAS_LOST) {
-      Lost(i, st.gpa, true, kPathMemoryFault, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
-      return true;
-    }
-    if (st.state == HUGETLB_RAS_HEALTHY) return true;
-  }
+  if (SettleMemoryFault(this, i, vcpus_[i].run)) return true;
   // No address: the frames the engine lost that this vCPU has not seen (its own cursor). Not
   // tied to this access: action optional, once per VM (the guest unmaps them; an access from
   // user space then faults in the guest and gets its SIGBUS there).
@@ -97,59 +89,9 @@ bool LinuxMachine::OnEfault(int i) {
 }
 
 void LinuxMachine::OnMmio(int i) {
-  LinuxStats& s = stats_;
-  kvm_run* run = vcpus_[i].run;
-  auto& mmio = run->mmio;
-  uint32_t len = mmio.len > 8 ? 8 : mmio.len;
-  const Slot* slot = SlotOf(vm_, mmio.phys_addr, len);
-  if (!slot) {
-    s.mmio_outside++;
-    if (!mmio.is_write) memset(mmio.data, 0xff, len);
-    return;
-  }
-  s.mmio_in_ram++;
-  if (!cfg_.api) return Fatal(i, kLxError, "MMIO exit inside guest RAM and no engine API to ask");
-  hugetlb_ras_status st;
-  uint64_t gpa = mmio.phys_addr;
-  bool write = mmio.is_write;
-  if (!Check(i, kPathMmio, false, gpa, &st)) {
-    if (!write) RewindMmioRead(vcpus_[i].fd, run, slot_[i]);
-    return;
-  }
-  uint8_t* hva = slot->hva + (gpa - slot->gpa);
-  switch (st.state) {
-    case HUGETLB_RAS_HEALTHY:
-    {
-      // Through the engine's guarded copy where it has one: a frame lost since the answer is a bit
-      // (then the LOST path below), not a fault; else directly (sigbus.h ends the VMM cleanly).
-      int rc = GuestCopy(cfg_.api, gpa, mmio.data, len, write, cfg_.wait_ms);
-      if (rc == -ENOSYS) {
-        if (write) memcpy(hva, mmio.data, len);
-        else memcpy(mmio.data, hva, len);
-        return;
-      }
-      if (rc == 0) return;
-      if (rc < 0) return Fatal(i, kLxError, "copy of an MMIO access to guest RAM failed: " + std::to_string(rc));
-      st.state = HUGETLB_RAS_LOST;
-      st.gpa = gpa & ~0xfffull;
-    }
-      [[fallthrough]];
-    case HUGETLB_RAS_LOST:
-      if (write) {
-        // RIP is already past the store: dropped, and the guest told by an AO, once.
-        if (mce_.FirstAo(st.gpa)) Lost(i, st.gpa, false, kPathMmio, 5, static_cast<int>(st.whole_huge_page));
-        return;
-      }
-      // A guest process that maps a fresh page over the lost one and returns from its SIGBUS
-      // handler must not go on with made-up bytes: complete without entering the guest, put the
-      // registers back, then the AR on the instruction that touched the frame.
-      if (RewindMmioRead(vcpus_[i].fd, run, slot_[i])) s.mmio_rewound++;
-      Lost(i, st.gpa, true, kPathMmio, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
-      return;
-    default:
-      Fatal(i, kLxError, "MMIO exit inside guest RAM that the engine calls not-RAM");
-      return;
-  }
+  // A guest process that maps a fresh page over the lost one and returns from its SIGBUS handler
+  // must not go on with made-up bytes: a read of a lost frame is rewound before its AR (ram_exit.h).
+  OnMmioExit(MmioExit(this, i, kLxError, vm_, vcpus_[i], slot_[i], stats_), cfg_.api, cfg_.wait_ms, &mce_);
 }
 
 }  // namespace ras_vmm

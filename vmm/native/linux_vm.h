@@ -20,6 +20,7 @@
 #include "hugetlb_ras.h"
 #include "kvm_vm.h"
 #include "linux_boot.h"
+#include "ram_exit.h"
 #include "mce_delivery.h"
 #include "serial.h"
 #include "vcpu_thread.h"
@@ -52,7 +53,7 @@ struct LinuxStats {
   std::string error;
 };
 
-class LinuxMachine {
+class LinuxMachine : public GuestMemoryOwner {
  public:
   using Sink = std::function<void(Event&&)>;
   LinuxMachine() = default;
@@ -83,11 +84,11 @@ class LinuxMachine {
   void OnMmio(int i);
   bool OnEfault(int i);
   void OnSigbus(int i, uint64_t hva);
-  bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st);
-  void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole);
+  bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st) override;  // ram_exit.h
+  void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) override;
   void Outcome(int i, const ras_vmm::Outcome& o);
   void Post(Event&& e);
-  void Fatal(int i, int state, const std::string& why);
+  void Fatal(int i, int state, const std::string& why) override;
   uint64_t Since() const { return NowNs() - t0_; }
 
   Vm vm_;

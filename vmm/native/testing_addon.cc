@@ -15,10 +15,12 @@
 #include <cstring>
 #include <map>
 #include <thread>
+#include <vector>
 
 #include "linux_mptable.h"
 #include "mce_delivery.h"
 #include "napi_util.h"
+#include "proto.h"
 #include "sigbus.h"
 #include "vcpu_thread.h"
 
@@ -374,6 +376,33 @@ Napi::Value GuestCopyTest(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// guestLostList(n): the system area as the VMM lays it out (vmm/guest/proto.h), every mailbox
+// filled with 0xa5, then n frames put on the config's lost list as the guest's #MC handler does.
+// { nlost, listed, capacity, listEnd, mailboxes, mailboxBytesChanged }: listEnd is the GPA just
+// past the last list slot, mailboxBytesChanged the mailbox bytes that are no longer 0xa5.
+Napi::Value GuestLostList(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t n = info[0].As<Napi::Number>().Uint32Value();
+  std::vector<uint8_t> ram(RAS_GUEST_SYSTEM_END, 0);
+  const uint64_t mb_bytes = 2ull * RAS_GUEST_MAX_CPUS * sizeof(ras_guest_mailbox);
+  memset(ram.data() + RAS_GUEST_MAILBOX, 0xa5, mb_bytes);
+  auto* cfg = reinterpret_cast<ras_guest_config*>(ram.data() + RAS_GUEST_CONFIG);
+  for (uint32_t k = 0; k < n; k++) ras_guest_list_lost(cfg, RAS_GUEST_SYSTEM_END + (static_cast<uint64_t>(k) << 12));
+  uint32_t listed = 0;
+  for (uint64_t k = 0; k < RAS_GUEST_MAX_LOST; k++)
+    if (cfg->lost[k] == ((RAS_GUEST_SYSTEM_END + (k << 12)) | 1)) listed++;
+  uint32_t changed = 0;
+  for (uint64_t b = 0; b < mb_bytes; b++) changed += ram[RAS_GUEST_MAILBOX + b] != 0xa5;
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("nlost", static_cast<double>(cfg->nlost));
+  out.Set("listed", listed);
+  out.Set("capacity", static_cast<double>(RAS_GUEST_MAX_LOST));
+  out.Set("listEnd", static_cast<double>(RAS_GUEST_CONFIG + offsetof(ras_guest_config, lost) + RAS_GUEST_MAX_LOST * sizeof(uint64_t)));
+  out.Set("mailboxes", static_cast<double>(RAS_GUEST_MAILBOX));
+  out.Set("mailboxBytesChanged", changed);
+  return out;
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -386,6 +415,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   t.Set("rawRead", Napi::Function::New(env, RawRead));
   t.Set("sigbusSlots", Napi::Function::New(env, SigbusSlots));
   t.Set("guestCopy", Napi::Function::New(env, GuestCopyTest));
+  t.Set("guestLostList", Napi::Function::New(env, GuestLostList));
   exports.Set("testing", t);
 }
 

@@ -40,6 +40,7 @@ void Machine::Loop(int i) {
   while (s.state.load() == kRunning && EnterGate(v.run, &quit_)) {
     // Broadcast pieces other vCPUs asked for, then the AOs that waited (MCIP, a full bank).
     mce_.BeforeRun(i, v.fd);
+    if (poll_wanted_[i].load()) RaisePoll(i);
     s.runs++;
     int r = RunVcpu(v.fd, v.run, slot);
     if (r < 0) {
@@ -80,6 +81,8 @@ void Machine::Loop(int i) {
         goto out;
       case KVM_EXIT_INTR:
         s.eintr++;
+        break;
+      case KVM_EXIT_IRQ_WINDOW_OPEN:  // asked for by RaisePoll: the poll goes in before the next run
         break;
       case KVM_EXIT_SHUTDOWN:
         Fatal(i, kFatal, "guest triple fault (KVM_EXIT_SHUTDOWN): " + DescribeVcpu(v.fd));

@@ -18,7 +18,9 @@
 #include "kvm_vm.h"
 #include "mce.h"
 #include "mce_delivery.h"
+#include "ram_exit.h"
 #include "proto.h"
+#include "slot_hole.h"
 #include "vcpu_thread.h"
 
 namespace ras_vmm {
@@ -30,7 +32,7 @@ struct VcpuStats {
   std::atomic<uint64_t> eintr{0}, eintr_sigbus{0}, injected{0}, deferred{0}, inject_failed{0};
   std::atomic<uint64_t> injected_ao{0}, pieces{0}, merged{0}, disabled{0}, shutdown{0}, mmio_rewound{0}, hwpoison{0};
   std::atomic<uint64_t> healthy{0}, recovering{0}, lost{0}, not_ram{0};
-  std::atomic<uint64_t> passes{0}, verified{0}, wrong_bytes{0}, filled{0}, guest_mces{0};
+  std::atomic<uint64_t> passes{0}, verified{0}, wrong_bytes{0}, filled{0}, guest_mces{0}, polls_raised{0};
   std::atomic<int> state{kRunning};
   std::atomic<bool> done{false};
   std::mutex mu;
@@ -44,10 +46,14 @@ struct Config {
   const hugetlb_ras_api* api = nullptr;
   int wait_ms = HUGETLB_RAS_WAIT_MS_DEFAULT;
   int pass_event_ms = 200;
+  // A VMM that takes a lost frame out of KVM's memory slots (slot_hole.h): every later guest
+  // access to it is an MMIO exit. Only for data slots: the first region (code, page tables) stays.
+  bool unmap_lost = false;
+  uint64_t probe = 0;       // tests: the guest's vCPU 0 probes this frame once it is lost (proto.h)
   uint64_t mc_touch = 0;    // tests: a GPA the guest's #MC handler reads before clearing MCIP  // at most one PASS event per vCPU per this many ms (counters are exact)
 };
 
-class Machine {
+class Machine : public GuestMemoryOwner {
  public:
   using Sink = std::function<void(Event&&)>;
   Machine() = default;
@@ -72,17 +78,21 @@ class Machine {
   // Returns true when it told the guest something (a machine check decided for this exit).
   bool OnEfault(int i);
   void OnSigbus(int i, uint64_t hva);
-  // Asks the engine until it has an answer that is not RECOVERING; records stalls. False when
-  // there is no answer (stop requested, still recovering after wait_ms: the access re-faults).
-  bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st);
-  // A machine check for the frame this vCPU's access named (AR) or one it did not (AO).
-  void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole);
+  // GuestMemoryOwner (ram_exit.h): Check records stalls as events.
+  bool Check(int i, int path, bool by_hva, uint64_t addr, hugetlb_ras_status* st) override;
+  void Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) override;
   bool DrainNextLost(int i);
+  // AMD: after a deferred (action-optional) error went into vCPU i's bank, the guest's poll
+  // interrupt (RAS_GUEST_POLL_VECTOR) through KVM_INTERRUPT when it can take one, else an
+  // interrupt window is asked for. On vCPU i's thread, before KVM_RUN.
+  void RaisePoll(int i);
+  // With cfg_.unmap_lost: the frame out of KVM's slots (not out of the first region).
+  void Unmap(int i, uint64_t gpa);
   void Outcome(int i, const ras_vmm::Outcome& o);
   void Nudge(int i);
   bool OursHva(uint64_t hva) const;
   void Post(Event&& e);
-  void Fatal(int i, int state, const std::string& why);
+  void Fatal(int i, int state, const std::string& why) override;
 
   Vm vm_;
   Config cfg_;
@@ -95,6 +105,8 @@ class Machine {
   Sink sink_;
   Delivery mce_;
   std::vector<int> slot_;     // each vCPU thread's sigbus slot
+  std::unique_ptr<std::atomic<bool>[]> poll_wanted_;
+  SlotHoles holes_;  // per vCPU: a deferred error waits for its poll
   std::mutex lost_mu_;        // the frames a machine check was injected for (AR or AO)
   std::set<uint64_t> injected_;
   std::atomic<uint64_t> dup_{0};  // AR for a frame already injected (another access to it)

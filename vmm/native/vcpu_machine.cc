@@ -55,6 +55,7 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
   gc->seed = cfg.seed;
   gc->stop = 0;
   gc->mc_touch = cfg.mc_touch;
+  gc->probe = cfg.probe;
   gc->nranges = cfg.ranges.size();
   for (size_t i = 0; i < cfg.ranges.size(); i++) gc->ranges[i] = cfg.ranges[i];
   vcpus_.resize(cfg.vcpus);
@@ -64,6 +65,8 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
   }
   last_pass_event_ns_.assign(cfg.vcpus, 0);
   slot_.assign(cfg.vcpus, -1);
+  poll_wanted_.reset(new std::atomic<bool>[cfg.vcpus]);
+  for (int i = 0; i < cfg.vcpus; i++) poll_wanted_[i] = false;
   mce_.Init(
       mce::ModelOf(vm_), vm_.mcg_cap, cfg.vcpus, [this](int k) { Nudge(k); },
       [this](int k, const ras_vmm::Outcome& o) { Outcome(k, o); });

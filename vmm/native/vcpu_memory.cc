@@ -5,6 +5,7 @@
 // reach the vCPUs (AR now, AO when the guest can take it, Intel broadcast or LMCE) is mce_delivery.
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "vcpu_loop.h"
 
@@ -54,7 +55,16 @@ void Machine::Lost(int i, uint64_t gpa, bool ar, int path, int code, int whole) 
     std::lock_guard<std::mutex> lock(lost_mu_);
     if (!injected_.insert(gpa).second) dup_++;
   }
+  if (!whole) Unmap(i, gpa);
   mce_.Deliver(i, vcpus_[i].fd, gpa, ar, path, code, whole);
+}
+
+void Machine::Unmap(int i, uint64_t gpa) {
+  if (!cfg_.unmap_lost || gpa < RAS_GUEST_SYSTEM_END) return;
+  const Slot* s = SlotOf(vm_, gpa);
+  if (!s || s->gpa == 0) return;  // the first region holds the guest's code and page tables
+  std::string why;
+  if (holes_.Punch(&vm_, gpa, &why) != 0) Fatal(i, kError, why);
 }
 
 void Machine::Outcome(int i, const ras_vmm::Outcome& o) {
@@ -63,6 +73,9 @@ void Machine::Outcome(int i, const ras_vmm::Outcome& o) {
   CountOutcome(s, o);
   if (d.verdict == mce::kDisabled && o.ar)
     Fatal(i, kFatal, "the guest turned uncorrected machine-check reporting off (MCG_CTL/MCi_CTL): a lost frame it touched cannot be reported");
+  // A deferred error (AMD's action-optional) raises no #MC: the guest polls on its interrupt.
+  if (!o.ar && !o.piece && d.verdict == mce::kInject && o.err == 0 && (d.inj.status & mce::MCI_STATUS_DEFERRED))
+    poll_wanted_[i] = true;
   uint64_t flags = OutcomeFlags(o);
   Event e{kEvInjected, i, {o.gpa, static_cast<uint64_t>(o.path), d.inj.status, d.inj.mcg_status, d.inj.misc, flags,
                            static_cast<uint64_t>(o.code), static_cast<uint64_t>(o.err)},
@@ -98,6 +111,7 @@ bool Machine::DrainNextLost(int i) {
         std::lock_guard<std::mutex> lock(lost_mu_);
         injected_.insert(gpa);
       }
+      Unmap(i, gpa);
       mce_.Deliver(i, vcpus_[i].fd, gpa, false, kPathNextLost, buf[k].code ? buf[k].code : 5, 0);
       told = true;
     }
@@ -105,84 +119,32 @@ bool Machine::DrainNextLost(int i) {
   return told;
 }
 
+void Machine::RaisePoll(int i) {
+  kvm_run* run = vcpus_[i].run;
+  // Both fields are KVM's answer at the last exit (an EFAULT included): IF set, no event pending.
+  if (run->ready_for_interrupt_injection && run->if_flag) {
+    kvm_interrupt irq = {RAS_GUEST_POLL_VECTOR};
+    if (ioctl(vcpus_[i].fd, KVM_INTERRUPT, &irq) == 0) {
+      poll_wanted_[i] = false;
+      run->request_interrupt_window = 0;
+      stats_[i]->polls_raised++;
+      return;
+    }
+  }
+  run->request_interrupt_window = 1;  // KVM_EXIT_IRQ_WINDOW_OPEN when the guest can take it
+}
+
 bool Machine::OnEfault(int i) {
   if (!cfg_.api) {
     Fatal(i, kError, "KVM_RUN failed with EFAULT and there is no engine API to ask (QEMU would abort)");
     return true;
   }
-  kvm_run* run = vcpus_[i].run;
-  if (run->exit_reason == KVM_EXIT_MEMORY_FAULT) {  // zeroed before KVM_RUN: never a stale one
-    hugetlb_ras_status st;
-    if (!Check(i, kPathMemoryFault, false, MemoryFaultGpa(run), &st)) return true;
-    if (st.state == HUGETLB_RAS_LOST) {
-      Lost(i, st.gpa, true, kPathMemoryFault, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
-      return true;
-    }
-    if (st.state == HUGETLB_RAS_HEALTHY) return true;
-  }
+  if (SettleMemoryFault(this, i, vcpus_[i].run)) return true;
   return DrainNextLost(i);
 }
 
 void Machine::OnMmio(int i) {
-  VcpuStats& s = *stats_[i];
-  kvm_run* run = vcpus_[i].run;
-  auto& mmio = run->mmio;
-  uint32_t len = mmio.len > 8 ? 8 : mmio.len;
-  const Slot* slot = SlotOf(vm_, mmio.phys_addr, len);
-  if (!slot) {
-    s.mmio_outside++;  // no device here: reads see all ones
-    if (!mmio.is_write) memset(mmio.data, 0xff, len);
-    return;
-  }
-  s.mmio_in_ram++;
-  if (!cfg_.api) {
-    Fatal(i, kError, "MMIO exit inside guest RAM and no engine API to ask");
-    return;
-  }
-  hugetlb_ras_status st;
-  uint64_t gpa = mmio.phys_addr;
-  bool write = mmio.is_write;
-  if (!Check(i, kPathMmio, false, gpa, &st)) {
-    // No answer (stop, or still recovering): KVM retires the access at the next KVM_RUN; a read
-    // is put back so that it re-executes and asks again.
-    if (!write) RewindMmioRead(vcpus_[i].fd, run, slot_[i]);
-    return;
-  }
-  uint8_t* hva = slot->hva + (gpa - slot->gpa);
-  switch (st.state) {
-    case HUGETLB_RAS_HEALTHY:
-      // Readable RAM: KVM cannot retry the access, so complete it with the RAM's own bytes.
-    {
-      // Through the engine's guarded copy where it has one: a frame lost since the answer is a bit
-      // (then the LOST path below), not a fault; else directly (sigbus.h ends the VMM cleanly).
-      int rc = GuestCopy(cfg_.api, gpa, mmio.data, len, write, cfg_.wait_ms);
-      if (rc == -ENOSYS) {
-        if (write) memcpy(hva, mmio.data, len);
-        else memcpy(mmio.data, hva, len);
-        return;
-      }
-      if (rc == 0) return;
-      if (rc < 0) return Fatal(i, kError, "copy of an MMIO access to guest RAM failed: " + std::to_string(rc));
-      st.state = HUGETLB_RAS_LOST;
-      st.gpa = gpa & ~0xfffull;
-    }
-      [[fallthrough]];
-    case HUGETLB_RAS_LOST:
-      if (write) {
-        // KVM already advanced RIP past the store: there is no instruction to fault. The store
-        // is dropped (the frame is lost); the guest learns of the frame by an AO, once.
-        if (mce_.FirstAo(st.gpa)) Lost(i, st.gpa, false, kPathMmio, 5, static_cast<int>(st.whole_huge_page));
-        return;
-      }
-      // Complete without entering the guest, put the registers back, then the AR: taken on the
-      // instruction that touched the frame (EIPV right), which re-executes after the handler.
-      if (RewindMmioRead(vcpus_[i].fd, run, slot_[i])) s.mmio_rewound++;
-      Lost(i, st.gpa, true, kPathMmio, st.code ? st.code : 4, static_cast<int>(st.whole_huge_page));
-      return;
-    default:
-      Fatal(i, kError, "MMIO exit inside guest RAM that the engine calls " + std::string(StateName(st.state)));
-      return;
-  }
+  OnMmioExit(MmioExit(this, i, kError, vm_, vcpus_[i], slot_[i], *stats_[i]), cfg_.api, cfg_.wait_ms, &mce_);
 }
 
 }  // namespace ras_vmm

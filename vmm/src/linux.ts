@@ -4,72 +4,21 @@
 // let the guest kernel handle the machine check for the lost 4 KiB, watch the walker carry on.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { RasEngine, type EngineOptions, type InjectMode, type Region, type RecoveredEvent } from '../../src/index';
-import { EV_ERROR, EV_INJECTED, EV_STALL, PATH_NAMES, decodeMceFlags, packageRoot, vmmNative, type NativeVmEvent } from './native';
+import { EV_ERROR, EV_INJECTED, EV_STALL, PATH_NAMES, decodeMceFlags, vmmNative, type NativeVmEvent } from './native';
+import { findKernel, initramfs, linuxRegions } from './linux-image';
+import type { LinuxVmStats, NativeLinuxVm } from './linux-native';
 import { lockGuestRam } from './memlock';
-import { MiB, type VmmRegionSpec } from './vmm';
+import { type VmmRegionSpec } from './vmm';
+
+export { findKernel, initramfs, linuxRegions };
+export type { LinuxVmStats };
 
 export const EV_CONSOLE = 10;
 export const EV_EXIT = 11;
 
-export interface LinuxVmStats {
-  runs: number; pio: number; pioOther: number; mmioInRam: number; mmioRewound: number; mmioOutside: number;
-  efault: number; efaultUnresolved: number; eintr: number; eintrSigbus: number;
-  injected: number; injectedAo: number; deferred: number; injectFailed: number; duplicate: number;
-  broadcastPieces: number; merged: number; disabled: number; shutdown: number; hwpoison: number; vcpusEntered: number;
-  healthy: number; recovering: number; lost: number; notRam: number; consoleBytes: number; controlReads: number;
-  state: 'running' | 'reset' | 'triple-fault' | 'error' | 'kicked';
-  done: boolean;
-  error?: string;
-}
-
-interface NativeLinuxVm {
-  start(cb: (events: NativeVmEvent[]) => void): void;
-  requestStop(): void;
-  injectMce(gpa: bigint, actionRequired: boolean): void;
-  kick(): void;
-  done(): boolean;
-  join(): LinuxVmStats;
-  stats(): LinuxVmStats;
-  dispose(): void;
-  info(): { vendor: string; mcgCap: bigint; vcpus: number; bootProtocol: number; entry: bigint; entry64: boolean; initrdGpa: bigint; initrdSize: number; kernelSize: number; e820Ram: { gpa: bigint; size: number }[] };
-}
-
 const hex = (v: bigint | number) => '0x' + v.toString(16);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Guest RAM for the Linux guest: two regions of 2 MiB pages (the e820 map has one RAM entry each). */
-export function linuxRegions(lowMiB = 160, highMiB = 64): VmmRegionSpec[] {
-  return [
-    { name: 'low', pageSize: '2M', size: lowMiB * MiB, guestPhysAddr: 0n },
-    { name: 'high', pageSize: '2M', size: highMiB * MiB, guestPhysAddr: 0x10000000n },
-  ];
-}
-
-/** Debian's 6.12 vmlinuz: $RAS_LINUX_KERNEL, else the newest the lab cached (lab/cache/kernels/6.12). */
-export function findKernel(): string | undefined {
-  const env = process.env.RAS_LINUX_KERNEL;
-  if (env) return fs.existsSync(env) ? env : undefined;
-  const dir = path.join(packageRoot(), 'lab', 'cache', 'kernels', '6.12');
-  if (!fs.existsSync(dir)) return undefined;
-  const builds = fs.readdirSync(dir).filter((d) => fs.existsSync(path.join(dir, d, 'vmlinuz'))).sort();
-  return builds.length ? path.join(dir, builds[builds.length - 1], 'vmlinuz') : undefined;
-}
-
-/** The guest's initramfs: $RAS_LINUX_INITRD, else built by vmm/linux/build-initramfs.sh into build/linux/ when stale. */
-export function initramfs(): string {
-  const env = process.env.RAS_LINUX_INITRD;
-  if (env) return env;
-  const root = packageRoot();
-  const src = path.join(root, 'vmm', 'linux');
-  const out = path.join(root, 'build', 'linux', 'initramfs.cpio');
-  const newest = Math.max(...fs.readdirSync(src).map((f) => fs.statSync(path.join(src, f)).mtimeMs));
-  if (!fs.existsSync(out) || fs.statSync(out).mtimeMs < newest) {
-    execFileSync('bash', [path.join(src, 'build-initramfs.sh'), path.dirname(out)], { stdio: ['ignore', 'ignore', 'inherit'] });
-  }
-  return out;
-}
 
 export interface ConsoleLine { ms: number; text: string }
 export interface WalkerTarget { name: string; page: number; pfn: bigint; gpa: bigint }

@@ -16,6 +16,8 @@ export interface NativeVmOptions {
   waitMs?: number;
   passEventMs?: number;
   mcTouchGpa?: bigint;
+  unmapLost?: boolean;
+  probeGpa?: bigint;
 }
 
 /** One event from a vCPU thread; v holds the raw values (see vmm/native/vcpu_loop.h). */

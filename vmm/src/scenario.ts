@@ -31,6 +31,10 @@ export interface ScenarioOptions {
   /** Tests: a frame the guest's #MC handler reads before it clears MCIP (poison it too: a machine
    * check inside a machine check, which hardware answers with a shutdown). */
   mcTouch?: PoisonTarget;
+  /** Take each lost frame out of KVM's memory slots (ReferenceVmm's unmapLost). */
+  unmapLost?: boolean;
+  /** Tests: a frame the guest's vCPU 0 probes (load, store, RMW) once it knows it lost. */
+  probe?: PoisonTarget;
   log?: (msg: string) => void;
   onVmm?: (vmm: ReferenceVmm) => void;
 }
@@ -74,7 +78,13 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     dir1G: o.dir1G,
     seed: o.seed,
     memLock: o.memLock,
+    unmapLost: o.unmapLost,
   };
+  if (o.probe) {
+    const spec = vopts.regions!.find((r) => r.name === o.probe!.region);
+    if (!spec) throw new Error(`probe: no region ${o.probe.region}`);
+    vopts.probeGpa = BigInt(spec.guestPhysAddr) + BigInt(o.probe.offset);
+  }
   if (o.mcTouch) {
     const spec = vopts.regions!.find((r) => r.name === o.mcTouch!.region);
     if (!spec) throw new Error(`mcTouch: no region ${o.mcTouch.region}`);

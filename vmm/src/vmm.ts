@@ -58,6 +58,10 @@ export interface ReferenceVmmOptions {
   useApi?: boolean;
   /** Tests: a GPA the guest's #MC handler reads before it clears MCIP (a machine check inside one). */
   mcTouchGpa?: bigint;
+  /** Take each lost frame out of KVM's memory slots (not in the first region): later guest accesses are MMIO exits. */
+  unmapLost?: boolean;
+  /** Tests: a GPA the guest's vCPU 0 probes (load, store, read-modify-write) once it knows it lost. */
+  probeGpa?: bigint;
   /** Lock the guest RAM: mlock ('on') or mlock2(MLOCK_ONFAULT) ('on-fault'), QEMU's -overcommit mem-lock. */
   memLock?: MemLock;
 }
@@ -84,6 +88,8 @@ export interface GuestMce {
   rip: bigint;
   /** The guest's verifier was interrupted and skipped the frame. */
   skipped: boolean;
+  /** Where the guest was interrupted: RAS_SITE_* of vmm/guest/proto.h (1 verifier, 2|0x10 probe load, rax intact, 3 probe RMW, 4 after the probe store). */
+  site: number;
 }
 
 export interface Injection {
@@ -222,6 +228,8 @@ export class ReferenceVmm {
         waitMs: opts.waitMs,
         passEventMs: opts.passEventMs,
         mcTouchGpa: opts.mcTouchGpa,
+        unmapLost: opts.unmapLost,
+        probeGpa: opts.probeGpa,
       });
       return new ReferenceVmm(engine, vm, vcpus, regions, files, api !== 0n);
     } catch (e) {
@@ -258,6 +266,7 @@ export class ReferenceVmm {
             bank: Number(v[5]),
             rip: v[6],
             skipped: v[7] === 1n,
+            site: Number(v[7]),
           });
           break;
         }
