@@ -71,6 +71,7 @@
       "target_name": "ras_vmm",
       "sources": [
         "vmm/native/addon.cc",
+        "vmm/native/dirty_log.cc",
         "vmm/native/kvm_vm.cc",
         "vmm/native/linux_addon.cc",
         "vmm/native/linux_boot.cc",
@@ -79,6 +80,7 @@
         "vmm/native/linux_vm.cc",
         "vmm/native/mce.cc",
         "vmm/native/mce_delivery.cc",
+        "vmm/native/migration_addon.cc",
         "vmm/native/napi_util.cc",
         "vmm/native/serial.cc",
         "vmm/native/sigbus.cc",
@@ -86,6 +88,7 @@
         "vmm/native/vcpu_loop.cc",
         "vmm/native/vcpu_machine.cc",
         "vmm/native/vcpu_memory.cc",
+        "vmm/native/vcpu_state.cc",
         "vmm/native/vcpu_thread.cc"
       ],
       "include_dirs": ["vmm/guest"],

@@ -45,6 +45,7 @@ struct Config {
   int wait_ms = HUGETLB_RAS_WAIT_MS_DEFAULT;
   int pass_event_ms = 200;
   uint64_t mc_touch = 0;    // tests: a GPA the guest's #MC handler reads before clearing MCIP  // at most one PASS event per vCPU per this many ms (counters are exact)
+  bool restore = false;     // a migration destination: RAM and vCPU state come from the stream, nothing is booted
 };
 
 class Machine {
@@ -64,8 +65,14 @@ class Machine {
   VcpuStats& stats(int i) { return *stats_[i]; }
   const Vm& vm() const { return vm_; }
   uint64_t duplicate_injections() const { return dup_.load(); }
+  // Migration (vmm/native/migration_addon.cc): the vCPU fds and kvm_runs while the threads are
+  // joined, the VM for its dirty log, and a restart of joined threads (a migration that failed).
+  const Vcpu& vcpu(int i) const { return vcpus_[i]; }
+  Vm* mutable_vm() { return &vm_; }
+  void PrepareRestart();
 
  private:
+  bool CreateVcpus();
   void Loop(int i);
   bool OnPio(int i);
   void OnMmio(int i);
