@@ -784,6 +784,8 @@ require('./cases-restart').register(def);
 require('./cases-locked').register(def);
 // What operators see with real poison: metrics textfile, QMP-shaped log, status socket (o1).
 require('./cases-ops').register(def, { reportReached });
+// The reference VMM migrates with lost frames: live, pre-copy poison, snapshot, unprivileged (g1..g4, 6.12).
+require('./cases-migrate').register(def);
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).
