@@ -185,6 +185,27 @@ function register(def) {
       t.check('the demo says every lost frame travelled and the guest saw no wrong byte', /result: every frame lost at the source is lost at the destination/.test(r.stdout || ''), (r.stderr || '').slice(-2000));
     },
   });
+  def({
+    id: 'g6',
+    name: 'the downtime benchmark (bench/migrate.ts) on the lab KVM, numbers noted, nothing timed is asserted (manual: LAB_CASES=g6)',
+    kernels: ['6.12'],
+    manual: true,
+    timeout: 900,
+    async run(t) {
+      prepare(t, false);
+      const root = fs.mkdtempSync('/tmp/lab-bench-');
+      fs.symlinkSync('/mnt/huge2m', path.join(root, '2M'));
+      t.onCleanup(() => fs.rmSync(root, { recursive: true, force: true }));
+      const r = require('child_process').spawnSync(process.execPath, [path.resolve(__dirname, '..', '..', 'dist', 'bench', 'migrate.js'), process.env.LAB_BENCH_REPS || '3'], {
+        env: { ...process.env, HUGETLB_RAS_DIR: root },
+        encoding: 'utf8',
+        timeout: 850000,
+      });
+      for (const l of (r.stdout || '').split('\n')) if (l.trim()) t.log(`bench: ${l}`);
+      t.note('bench output', (r.stdout || '').split('\n'));
+      t.eq('the benchmark ran', r.status, 0);
+    },
+  });
   for (const [id, name, o] of cases) def({ id, name: `reference VMM migrates (issue 22 #3), ${name}`, kernels: ['6.12'], timeout: 420, run: (t) => migrateCase(t, o) });
 }
 
