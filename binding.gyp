@@ -39,6 +39,7 @@
         "native/binding/drain.cc",
         "native/binding/errors.cc",
         "native/binding/handover.cc",
+        "native/binding/import.cc",
         "native/binding/inject.cc",
         "native/binding/lazy.cc",
         "native/binding/memprops.cc",

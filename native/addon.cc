@@ -36,6 +36,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ras::binding::RegisterTesting(env, exports);
   ras::binding::RegisterDrain(env, exports);
   ras::binding::RegisterLock(env, exports);
+  ras::binding::RegisterImport(env, exports);
   ras::capi::Register(env, exports);                  // nativeApi, uffdInfo
   ras::testing::RegisterForeignThread(env, exports);  // test-only: threads the engine does not know
   ras::testing::RegisterPrevHandler(env, exports);    // test-only: dispositions installed before ours

@@ -1,7 +1,6 @@
 // The engine: the facade a VMM holds. It owns regions, the policy, the ledger, the journal and the
 // events; the native worker thread does the recovery the policy armed, and the pipeline (src/pipeline/)
 // dispatches its events, records losses, replays the journal, sizes the reserve and resets.
-import * as fs from 'node:fs';
 import { checkUint, invalidArg, outOfRange, RasError } from './errors';
 import { RasEvents, type ResetEvent } from './events';
 import { hwpoisonIsUsable, hwpoisonUnavailable, uffdInfo, uffdUnavailable } from './guards';
@@ -9,13 +8,17 @@ import { Journal } from './ledger/file';
 import { Ledger, type LostPage } from './ledger/ledger';
 import type { JournalReplay } from './ledger/records';
 import { native, type NativeEvent } from './native';
-import { checkEngineOptions, checkInjectOptions, checkKeys, checkRegionSpec, type EngineOptions, type InjectOptions } from './options';
-import { chooseGuard, GUARD_CODES, ineligibleReason, kernelReadsAroundPoison, reasonCode, type Guard } from './policy';
+import { checkEngineOptions, checkInjectOptions, checkKeys, type EngineOptions, type InjectOptions } from './options';
+import { chooseGuard, kernelReadsAroundPoison, type Guard } from './policy';
 import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
 import { attach, attached, detach } from './pipeline/engines';
 import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult } from './pipeline/handover';
-import { carryOver, checkIdentity, checkRenamed, consumeHandovers, reportBadRecords, reprotectFromJournal } from './pipeline/replay';
+import { carryOver, reportBadRecords } from './pipeline/replay';
+import { mapRegion } from './pipeline/map';
+import { exportLost } from './migration/export';
+import { importLost } from './migration/import';
+import type { ImportResult, LostManifest } from './migration/manifest';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
 import { finishInFlight } from './pipeline/close';
@@ -24,7 +27,6 @@ import { Idle } from './pipeline/idle';
 import type { EngineState } from './pipeline/state';
 import { engineStats, type EngineStats } from './pipeline/stats';
 export type { EngineStats } from './pipeline/stats';
-import { hugePagePoolError } from './pool';
 import { openOutputs, type Outputs } from './outputs';
 
 /** The longest delay a Node timer keeps (a longer one fires after 1 ms). */
@@ -117,55 +119,27 @@ export class RasEngine extends RasEvents {
 
   mapRegion(spec: RegionSpec): Region {
     this.checkOpen();
-    checkNotHandedOver(this.state, 'mapRegion');
     const elsewhere = [...attached()].filter((e) => e !== this).flatMap((e) => [...e.mappedRegions()]);
-    const s = checkRegionSpec(spec, [...this.regions.values()], elsewhere);
-    // Decided before the mapping exists: the region goes live with its policy armed.
-    const reason = ineligibleReason({ share: s.share, consumers: s.consumers, kernelReadsAround: this.readsAround });
-    let mapped: ReturnType<typeof native.mapRegion>;
-    try {
-      mapped = native.mapRegion(s.path, s.size, s.offset, reasonCode(reason), GUARD_CODES[this.guard], s.guestPhysAddr);
-    } catch (err) {
-      throw hugePagePoolError(err, s.name, s.path, s.size);
-    }
-    const region = new Region(
-      mapped.id,
-      s.name,
-      s.path,
-      mapped.address,
-      s.size,
-      s.offset,
-      mapped.hugePageSize,
-      s.guestPhysAddr,
-      s.share,
-      s.consumers,
-      reason,
-      mapped.bookkeepingBytes,
-      `${mapped.dev}:${mapped.ino}`,
-    );
-    let handedOver: ReturnType<typeof consumeHandovers>;
-    try {
-      if (this.journal) checkRenamed(this.state, s.name, s.path, s.offset, s.size, mapped); // before anything is journaled
-      this.journal?.checkRegion({
-        name: s.name,
-        path: s.path,
-        size: s.size,
-        offset: s.offset,
-        guestPhysAddr: s.guestPhysAddr,
-        hugePageSize: mapped.hugePageSize,
-      });
-      if (this.journal) checkIdentity(this.state, s.name, s.path, mapped);
-      handedOver = consumeHandovers(this.state, s.name); // journaled before the pages are re-split
-    } catch (err) {
-      native.unmapRegion(mapped.id);
-      if (mapped.created) fs.rmSync(s.path, { force: true });
-      else if (fs.statSync(s.path).size > mapped.originalSize) fs.truncateSync(s.path, mapped.originalSize);
-      throw err;
-    }
-    this.regions.set(mapped.id, region);
-    applyReserve();
-    reprotectFromJournal(this.state, region, handedOver);
-    return region;
+    return mapRegion(this.state, spec, elsewhere, this.readsAround, (r) => this.regions.set(r.id, r));
+  }
+
+  /**
+   * The lost-frame manifest of every region this engine maps (src/migration/): what a VMM puts in its
+   * migration stream or beside its snapshot. Plain JSON (no bigint).
+   */
+  exportLost(): LostManifest {
+    this.checkOpen();
+    return exportLost(this.regions.values(), this.ledger);
+  }
+
+  /**
+   * On a migration destination, after mapRegion and before the guest runs: makes the manifest's
+   * frames lost here (journaled first, cause 'imported'). All or nothing: ERR_BAD_MANIFEST changes nothing.
+   */
+  importLost(manifest: unknown): ImportResult {
+    this.checkOpen();
+    checkNotHandedOver(this.state, 'importLost');
+    return importLost(this.state, manifest);
   }
 
   /** Unmaps a region (its lost pages are forgotten by the ledger, not by the journal). */

@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'ERR_SIZE_ALIGNMENT'
   | 'ERR_REGION_OVERLAP'
   | 'ERR_REGION_EXISTS'
+  | 'ERR_BAD_MANIFEST'
   // state
   | 'ERR_ENGINE_CLOSED'
   | 'ERR_REGION_CLOSED'

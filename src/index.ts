@@ -6,7 +6,8 @@ export type { PoisonEvent, PoisonAccessor, RecoveredEvent, RefusedEvent, LostEve
 export type { JournalStats } from './pipeline/durable';
 export type { HandoverResult, HandedOverHugePage, NotHandedOverHugePage } from './pipeline/handover';
 export type { StaleHugePage } from './pipeline/state';
-export type { LostPage } from './ledger/ledger';
+export type { LostPage, LostCause } from './ledger/ledger';
+export type { LostManifest, ManifestRegion, ManifestFrame, ImportResult } from './migration/manifest';
 export type { Consumer, GuardMode, RefuseReason } from './policy';
 export { kernelReadsAroundPoison } from './policy';
 export { Journal } from './ledger/file';

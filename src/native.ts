@@ -65,6 +65,21 @@ export interface NativeRecoverOutcome {
   syscall?: string;
 }
 
+export interface NativeImported {
+  /** Still under recovery after the wait (or the engine is paused): nothing done. */
+  busy: boolean;
+  /** The whole huge page is lost now (asked for, or the split failed). */
+  whole: boolean;
+  splitFailed: boolean;
+  /** Why the split failed (a RefuseCode). */
+  reason: number;
+  guard: number;
+  /** Subpages newly lost here (after a split: every lost subpage of the page), sorted. */
+  lostSubpages: number[];
+  errno?: number;
+  syscall?: string;
+}
+
 export interface NativeRestore {
   restored: boolean;
   skipped: boolean;
@@ -223,6 +238,8 @@ interface Addon {
   injectSimulated(id: number, offset: number, ao: boolean, sendSignal: boolean): NativeInject;
   recoverNow(id: number, page: number, knownLostSubpages: number[]): NativeRecoverOutcome;
   markLost(id: number, page: number): void;
+  /** A migration's lost frames on one huge page (native/binding/import.cc): split, guarded in place, or lost whole. */
+  importFrames(id: number, page: number, subpages: number[], whole: boolean, timeoutMs: number): NativeImported;
   restoreHugePage(id: number, page: number): NativeRestore;
   /** Writes a split page's current data back into a fresh huge page of its file (native/split/handover.h). */
   handoverPage(id: number, page: number): NativeHandover;

@@ -21,6 +21,7 @@ void RegisterMemProps(Napi::Env env, Napi::Object exports);       // memprops.cc
 void RegisterTesting(Napi::Env env, Napi::Object exports);        // testing.cc: fill/verifyPattern, vCPU load
 void RegisterLock(Napi::Env env, Napi::Object exports);           // lock.cc: lockFile, unlockFile (the journal's lock)
 void RegisterDrain(Napi::Env env, Napi::Object exports);          // drain.cc: drain (close() in flight)
+void RegisterImport(Napi::Env env, Napi::Object exports);         // import.cc: importFrames (a migration's lost frames)
 
 // lifecycle.cc, for the other groups
 bool EngineOpen();  // an engine of this process is open

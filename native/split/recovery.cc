@@ -128,7 +128,8 @@ void Readers::Stop() {
 
 void SetReadThreads(int n) { g_read_threads.store(std::max(1, std::min(n, kMaxReaders))); }
 
-Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers) {
+Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers,
+                      bool never_hwpoison) {
   uint64_t t0 = MonotonicNs();
   Outcome out;
   mapping::Block block;
@@ -174,6 +175,7 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   // allows it; else SwapIn guards them (guard markers or PROT_NONE), a fault KVM cannot resolve.
   int guard = rb.lost.empty() ? HUGETLB_RAS_GUARD_NONE : HUGETLB_RAS_GUARD_FAULT;
   int wanted = props::ChosenGuard(r);  // not the weakest in use: one fallback is not for good
+  if (never_hwpoison && wanted == HUGETLB_RAS_GUARD_HWPOISON) wanted = HUGETLB_RAS_GUARD_FAULT;
   if (!rb.lost.empty() && wanted == HUGETLB_RAS_GUARD_UFFD) {
     guard = HUGETLB_RAS_GUARD_UFFD;
     for (size_t i = 0; i < rb.lost.size(); i++) {

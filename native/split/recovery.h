@@ -43,7 +43,11 @@ class Readers {
 
 // The caller owns the page (state kRecovering). `known_lost`: subpages to treat as lost even if
 // they read back (a journal from before a restart says so). `readers` may be null (one thread).
-Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers);
+// `never_hwpoison`: the subpages are healthy memory made lost on purpose (a migration's imported
+// frames): a region that guards with MADV_HWPOISON gets the fault guard for them instead, since
+// poisoning would retire a healthy physical page.
+Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers,
+                      bool never_hwpoison = false);
 
 // A subpage of a split huge page reported after the split: is it lost? (EIO from the file.)
 bool SubpageUnreadable(Region& r, uintptr_t addr);

@@ -6,10 +6,11 @@
  * page lost in memory that was already split; replayed: known lost from the journal after a restart;
  * stale: after a restart, a whole huge page that was split before it and not handed over: its data in
  * the file is as of the poison, not current, so it is kept inaccessible (never journaled: replay
- * decides it from the journal each time).
+ * decides it from the journal each time); imported: lost at a migration's source, made lost here by
+ * importLost() (its bytes are healthy here: guarded, never poisoned).
  */
-export type LostCause = 'recovered' | 'refused' | 'split-poison' | 'replayed' | 'stale';
-export const LOST_CAUSES: readonly LostCause[] = ['recovered', 'refused', 'split-poison', 'replayed', 'stale'];
+export type LostCause = 'recovered' | 'refused' | 'split-poison' | 'replayed' | 'stale' | 'imported';
+export const LOST_CAUSES: readonly LostCause[] = ['recovered', 'refused', 'split-poison', 'replayed', 'stale', 'imported'];
 
 export interface LostPage {
   region: string;
@@ -71,6 +72,12 @@ export class Ledger {
     return m ? this.covering(m, offset, 1) !== undefined : false;
   }
 
+  /** True if one entry holds all of [offset, offset+size) of a region. */
+  covers(region: string, offset: number, size: number): boolean {
+    const m = this.regions.get(region);
+    return m ? this.covering(m, offset, size) !== undefined : false;
+  }
+
   /** Forgets the losses inside [offset, offset+size) of a region; returns how many. */
   clearRange(region: string, offset: number, size: number): number {
     const m = this.regions.get(region);
@@ -87,6 +94,14 @@ export class Ledger {
     let n = 0;
     for (const m of this.regions.values()) n += m.count;
     return n;
+  }
+
+  /** A region's losses, ascending by offset. */
+  ofRegion(region: string): LostPage[] {
+    const m = this.regions.get(region);
+    const out: LostPage[] = [];
+    if (m) for (const g of m.groups.values()) for (const p of g.values()) out.push(p);
+    return out.sort((a, b) => a.offset - b.offset);
   }
 
   all(): LostPage[] {

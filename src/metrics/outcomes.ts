@@ -6,7 +6,7 @@ import { SUBPAGE } from '../constants';
 import type { RasEngine } from '../engine';
 import type { LostEvent, PoisonEvent, RecoveredEvent, RefusedEvent } from '../events';
 
-/** recovered: contained to 4 KiB frames; refused: the whole huge page lost; already_lost: a lost frame touched again; imported: a loss read from the journal. */
+/** recovered: contained to 4 KiB frames; refused: the whole huge page lost; already_lost: a lost frame touched again; imported: a loss read from the journal or a migration's manifest (importLost). */
 export type Outcome = 'recovered' | 'refused' | 'already_lost' | 'imported';
 export const OUTCOMES: readonly Outcome[] = ['recovered', 'refused', 'already_lost', 'imported'];
 export type ErrorKind = 'AR' | 'AO' | 'unknown';
@@ -95,7 +95,7 @@ export function trackOutcomes(engine: RasEngine, on: (r: OutcomeRecord) => void)
       const kind = pendingSub.get(key) ?? 'unknown';
       pendingSub.delete(key);
       on({ region: e.region, kind, outcome: 'recovered', pageSize: pageSizeOf(e.region), frames: [e.guestPhysAddr], frameSize: e.size, guestPhysAddr: e.guestPhysAddr, cause: e.cause });
-    } else if (e.cause === 'replayed' || e.cause === 'stale') {
+    } else if (e.cause === 'replayed' || e.cause === 'stale' || e.cause === 'imported') {
       on({ region: e.region, kind: 'unknown', outcome: 'imported', pageSize: pageSizeOf(e.region), frames: [e.guestPhysAddr], frameSize: e.size, guestPhysAddr: e.guestPhysAddr, cause: e.cause });
     }
   };
