@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { hugeFile, MiB, openEngine, seededBytes, SUB } from './helpers';
 import { REC, StreamReader, StreamWriter, parseRam, parseState, MAGIC } from '../vmm/src/migration/stream';
 import { dirtyRuns, countBits, emptyCount, receiveFrames, sendFrames } from '../vmm/src/migration/ram';
+import { exportLost, importLost, lostFrames } from '../vmm/src/migration/lost';
 
 async function collect(bytes: Buffer): Promise<{ type: number; payload: Buffer }[]> {
   const p = new PassThrough();
@@ -121,5 +122,53 @@ describe('guest RAM through the stream (guarded copy)', () => {
       if (!got.subarray(off, off + SUB).equals(want)) throw new Error(`frame at ${off} differs`);
     }
     expect(() => receiveFrames([b], gpa + BigInt(4 * MiB), Buffer.alloc(SUB))).toThrow(/in no region/);
+  });
+
+  it('the manifest travels in the stream: imported at the destination before the data, the data then skips those frames, a later manifest adds the frames lost since', async () => {
+    const src = openEngine();
+    const gpa = 0x3000000n;
+    const a = src.mapRegion({ name: 'src', path: hugeFile('migrate-m-src'), size: 2 * MiB, guestPhysAddr: gpa });
+    const data = seededBytes(21, a.size);
+    a.write(0, data);
+    src.injectPoison(a, 5 * SUB, { mode: 'simulate' });
+    await src.whenIdle({ timeoutMs: 10_000 });
+    const s = sink();
+    const w = new StreamWriter(s.out);
+    await w.header();
+    await w.json(REC.MANIFEST, exportLost(src));
+    await sendFrames(w, a, 0, a.size / 4096, true, emptyCount());
+    // Lost after its data was sent (between rounds): only the final manifest says so.
+    src.injectPoison(a, 300 * SUB, { mode: 'simulate' });
+    await src.whenIdle({ timeoutMs: 10_000 });
+    await w.json(REC.MANIFEST, exportLost(src));
+    s.out.end();
+    const dst = openEngine();
+    const b = dst.mapRegion({ name: 'dst', path: hugeFile('migrate-m-dst'), size: 2 * MiB, guestPhysAddr: gpa });
+    const imports = [];
+    let skipped: number[] = [];
+    for (const r of await collect(s.bytes())) {
+      if (r.type === REC.MANIFEST) {
+        const m = JSON.parse(r.payload.toString());
+        imports.push({ frames: lostFrames(m), ...importLost(dst, m) });
+      } else {
+        const { gpa: g, data: d } = parseRam(r.payload);
+        skipped = skipped.concat(receiveFrames([b], g, d));
+      }
+    }
+    expect(imports).toEqual([
+      { frames: 1, imported: 1, alreadyLost: 0 },
+      { frames: 2, imported: 1, alreadyLost: 1 },
+    ]);
+    expect(skipped).toEqual([]); // the lost frame was never in the stream
+    expect(dst.lostPages().map((l) => [l.guestPhysAddr, l.cause])).toEqual([
+      [gpa + BigInt(5 * SUB), 'imported'],
+      [gpa + BigInt(300 * SUB), 'imported'],
+    ]);
+    const r = b.readAvailable(0, b.size);
+    expect(r.lostOffsets).toEqual([5 * SUB, 300 * SUB]);
+    for (let off = 0; off < b.size; off += SUB) {
+      if (off === 5 * SUB || off === 300 * SUB) continue;
+      if (!r.data.subarray(off, off + SUB).equals(data.subarray(off, off + SUB))) throw new Error(`frame ${off} differs`);
+    }
   });
 });
