@@ -96,7 +96,9 @@ export async function migrateOut(vmm: ReferenceVmm, out: Writable, opts: Migrate
   }
   const st = vmm.machine.saveState();
   await w.state(st.vcpus, st.vm);
-  // The final manifest, read after the last data: a frame lost at any time before this is in it.
+  // The final manifest, read after the last data and after every reported loss was dealt with: a
+  // frame lost at any time before this is in it.
+  await vmm.engine.whenIdle({ timeoutMs: 120_000 });
   const manifest = exportLost(vmm.engine);
   await w.json(REC.MANIFEST, manifest);
   const endAtMs = wallMs();
