@@ -45,7 +45,16 @@ function side(t, role, opts, uid, onLine) {
     let buf = '';
     let err = '';
     let result = null;
-    child.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
+    let ebuf = '';
+    child.stderr.on('data', (d) => {
+      err = (err + d).slice(-4000);
+      ebuf += d;
+      let i;
+      while ((i = ebuf.indexOf('\n')) >= 0) {
+        t.log(`${role} stderr: ${ebuf.slice(0, i)}`);
+        ebuf = ebuf.slice(i + 1);
+      }
+    });
     child.stdout.on('data', (d) => {
       buf += d;
       let i;
@@ -53,6 +62,7 @@ function side(t, role, opts, uid, onLine) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
+        else if (line.startsWith('GUEST ') && / PASS /.test(line)) onLine?.(line);
         else if (line.startsWith('POISON-READY ')) {
           const info = JSON.parse(line.slice(13));
           const done = [];
@@ -76,9 +86,10 @@ function side(t, role, opts, uid, onLine) {
       }
     });
     const watchdog = setTimeout(() => {
-      t.check(`the ${role} process finished within 240 s`, false, {});
+      t.check(`the ${role} process finished within 200 s`, false, {});
       child.kill('SIGKILL');
-    }, 240000);
+    }, 200000);
+    t.onCleanup(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'));
     child.on('exit', (code, signal) => {
       clearTimeout(watchdog);
       resolve({ result, code, signal, stderr: err });
@@ -174,12 +185,24 @@ function register(def) {
       const root = fs.mkdtempSync('/tmp/lab-demo-');
       fs.symlinkSync('/mnt/huge2m', path.join(root, '2M'));
       t.onCleanup(() => fs.rmSync(root, { recursive: true, force: true }));
-      const r = require('child_process').spawnSync(process.execPath, [path.resolve(__dirname, '..', '..', 'dist', 'src', 'cli.js'), 'demo', '--migrate'], {
-        env: { ...process.env, HUGETLB_RAS_DIR: root },
-        encoding: 'utf8',
-        timeout: 400000,
+      const r = await new Promise((resolve) => {
+        const c = spawn(process.execPath, [path.resolve(__dirname, '..', '..', 'dist', 'src', 'cli.js'), 'demo', '--migrate'], { env: { ...process.env, HUGETLB_RAS_DIR: root } });
+        let stdout = '';
+        let stderr = '';
+        c.stdout.on('data', (d) => {
+          stdout += d;
+          t.log(`demo: ${String(d).trimEnd()}`);
+        });
+        c.stderr.on('data', (d) => {
+          stderr += d;
+          t.log(`demo stderr: ${String(d).trimEnd()}`);
+        });
+        const wd = setTimeout(() => c.kill('SIGKILL'), 300000);
+        c.on('exit', (status) => {
+          clearTimeout(wd);
+          resolve({ status, stdout, stderr });
+        });
       });
-      for (const l of (r.stdout || '').split('\n')) if (l.trim()) t.log(`demo: ${l}`);
       t.note('demo output', (r.stdout || '').split('\n'));
       t.eq('the demo exits 0', r.status, 0);
       t.check('the demo says every lost frame travelled and the guest saw no wrong byte', /result: every frame lost at the source is lost at the destination/.test(r.stdout || ''), (r.stderr || '').slice(-2000));

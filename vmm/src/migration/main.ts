@@ -172,21 +172,25 @@ async function dest(o: DestOptions): Promise<unknown> {
   };
 }
 
+// Exits once the line is written: a VMM whose vCPU threads still run (a failed migration resumes the
+// source's guest) would otherwise keep the process alive after RESULT.
+function finish(line: string, code: number): void {
+  lines.close();
+  process.stdin.destroy();
+  process.stdout.write(line + '\n', () => process.exit(code));
+}
+
 async function main(): Promise<void> {
   const role = process.argv[2];
   const o = JSON.parse(process.argv[3] ?? '{}', (_k, v) => (typeof v === 'string' && /^0x[0-9a-f]+n$/.test(v) ? BigInt(v.slice(0, -1)) : v));
   if (o.regions) for (const r of o.regions) r.guestPhysAddr = BigInt(r.guestPhysAddr);
-  try {
-    const r = role === 'source' ? await source(o as SourceOptions) : role === 'dest' ? await dest(o as DestOptions) : null;
-    if (r === null) throw new Error(`role must be source or dest, not ${role}`);
-    out(`RESULT ${toJson(r)}`);
-  } finally {
-    lines.close();
-    process.stdin.destroy();
-  }
+  const r = role === 'source' ? await source(o as SourceOptions) : role === 'dest' ? await dest(o as DestOptions) : null;
+  if (r === null) throw new Error(`role must be source or dest, not ${role}`);
+  finish(`RESULT ${toJson(r)}`, 0);
 }
 
 main().catch((e) => {
-  out(`RESULT ${JSON.stringify({ ok: false, error: String(e && e.stack ? e.stack : e) })}`);
-  process.exitCode = 1;
+  const text = String(e && e.stack ? e.stack : e);
+  process.stderr.write(`migration ${process.argv[2]}: ${text}\n`);
+  finish(`RESULT ${JSON.stringify({ ok: false, error: text })}`, 1);
 });
