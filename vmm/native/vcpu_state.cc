@@ -21,6 +21,12 @@ struct MsrList {
   uint32_t indices[1024];
 };
 constexpr unsigned long kIoctlGetMsrIndexList = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x02, 4);
+// struct kvm_xsave ends in a flexible array too: C++ makes it 4100 bytes, and KVM answers EINVAL to
+// the ioctl numbers that encode that size (seen in the lab). The XSAVE area is 4096 bytes in C.
+constexpr size_t kXsaveSize = 4096;
+constexpr unsigned long kIoctlGetXsave = _IOC(_IOC_READ, KVMIO, 0xa4, kXsaveSize);
+constexpr unsigned long kIoctlSetXsave = _IOC(_IOC_WRITE, KVMIO, 0xa5, kXsaveSize);
+constexpr unsigned long kIoctlGetXsave2 = _IOC(_IOC_READ, KVMIO, 0xcf, kXsaveSize);
 
 bool Fail(std::string* err, const char* what) {
   *err = std::string(what) + ": " + strerror(errno);
@@ -91,13 +97,10 @@ bool Set(int fd, unsigned long req, const std::vector<Rec>& recs, uint32_t tag, 
   return true;
 }
 
+// KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) on the VM: the bytes KVM_GET_XSAVE2 / KVM_SET_XSAVE move.
 int XsaveSize(const Vm& vm) {
-#ifdef KVM_CAP_XSAVE2
   int n = ioctl(vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
-  if (n > static_cast<int>(sizeof(kvm_xsave))) return n;
-#endif
-  (void)vm;
-  return static_cast<int>(sizeof(kvm_xsave));
+  return n > static_cast<int>(kXsaveSize) ? n : static_cast<int>(kXsaveSize);
 }
 
 bool ReadMsr(int fd, uint32_t index, uint64_t* value) {
@@ -135,11 +138,7 @@ bool SaveVcpu(const Vm& vm, int fd, bool irqchip, std::vector<uint8_t>* out, std
   if (ioctl(vm.fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0) {
     int n = XsaveSize(vm);
     std::vector<uint8_t> x(static_cast<size_t>(n), 0);
-#ifdef KVM_GET_XSAVE2
-    unsigned long req = n > static_cast<int>(sizeof(kvm_xsave)) ? KVM_GET_XSAVE2 : KVM_GET_XSAVE;
-#else
-    unsigned long req = KVM_GET_XSAVE;
-#endif
+    unsigned long req = n > static_cast<int>(kXsaveSize) ? kIoctlGetXsave2 : kIoctlGetXsave;
     if (ioctl(fd, req, x.data()) != 0) return Fail(err, "KVM_GET_XSAVE");
     Put(out, kXsave, x.data(), x.size());
   } else if (!Get<kvm_fpu>(fd, KVM_GET_FPU, kFpu, out, err, "KVM_GET_FPU")) {
@@ -183,13 +182,13 @@ bool RestoreVcpu(const Vm& vm, int fd, bool irqchip, const uint8_t* data, size_t
   if (!Set<kvm_regs>(fd, KVM_SET_REGS, recs, kRegs, true, err, "KVM_SET_REGS")) return false;
   if (const Rec* x = Find(recs, kXsave)) {
     int n = XsaveSize(vm);
-    if (x->n > static_cast<uint32_t>(n) || x->n < sizeof(kvm_xsave)) {
+    if (x->n > static_cast<uint32_t>(n) || x->n < kXsaveSize) {
       *err = "state: an XSAVE area of " + std::to_string(x->n) + " bytes, this KVM's is " + std::to_string(n);
       return false;
     }
     std::vector<uint8_t> b(static_cast<size_t>(n), 0);
     memcpy(b.data(), x->p, x->n);
-    if (ioctl(fd, KVM_SET_XSAVE, b.data()) != 0) return Fail(err, "KVM_SET_XSAVE");
+    if (ioctl(fd, kIoctlSetXsave, b.data()) != 0) return Fail(err, "KVM_SET_XSAVE");
   } else if (!Set<kvm_fpu>(fd, KVM_SET_FPU, recs, kFpu, true, err, "KVM_SET_FPU")) {
     return false;
   }
