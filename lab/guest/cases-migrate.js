@@ -135,6 +135,8 @@ async function migrateCase(t, { before = [], precopy = [], stopped = [], snapsho
     s = await side(t, 'source', src, uid);
     d = await dp;
   }
+  t.note('source result', s.result && { ...s.result, firstManifest: undefined });
+  t.note('destination result', d.result);
   t.must('the source VMM finished and reported', s.result && s.result.ok && s.code === 0, { code: s.code, signal: s.signal, result: s.result, stderr: s.stderr });
   t.must('the destination VMM finished and reported', d.result && d.result.ok && d.code === 0, { code: d.code, signal: d.signal, result: d.result, stderr: d.stderr });
   const S = s.result;

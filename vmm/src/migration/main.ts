@@ -145,8 +145,13 @@ async function dest(o: DestOptions): Promise<unknown> {
   const p0 = vmm.passes();
   const want = o.passes ?? 2;
   await vmm.waitFor(`${want} more passes on every vCPU after the move`, () => vmm.passes().every((p, i) => p >= p0[i] + want), timeout);
+  // The frames lost with the guest stopped: its first touch of each is here. Waited for, not
+  // required: the result says what came (the lab case asserts it).
+  let expectTimedOut = false;
   if (o.expectMces?.length)
-    await vmm.waitFor('the machine checks expected here', () => o.expectMces!.every((g) => vmm.guestMces().some((m) => hex(m.gpa) === g)), timeout);
+    await vmm
+      .waitFor('the machine checks expected here', () => o.expectMces!.every((g) => vmm.guestMces().some((m) => hex(m.gpa) === g)), timeout)
+      .catch(() => (expectTimedOut = true));
   const report = await vmm.stop();
   vmm.close();
   return {
@@ -160,6 +165,8 @@ async function dest(o: DestOptions): Promise<unknown> {
     runningAtMs: res.runningAtMs,
     downtimeMs: res.runningAtMs - res.end.pausedAtMs,
     lostHere,
+    expectTimedOut,
+    guardHere: String(vmm.engine.lostPageGuard),
     guarded: guarded.sort(),
     passesAtResume: p0,
     passesAfter: report.vcpus.map((c) => c.passes),
