@@ -62,6 +62,7 @@
       "target_name": "hugetlb_ras_bench",
       "sources": [
         "native/bench/baseline.cc",
+        "native/bench/guarded_copy.cc",
         "native/binding/errors.cc",
         "native/state/sys.cc"
       ]

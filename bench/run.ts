@@ -16,9 +16,12 @@
 //                                           re-entered, against memcpy of 2 MiB
 //   scaling (bench/scale.ts)                per lost frame with 10, 1 000, 100 000 held; a restart
 //                                           replaying them; the bookkeeping of 1 TiB
+//   migration (bench/migration.ts)          the guarded copy (C API copy_from_guest, readAvailable) against
+//                                           memcpy of the same bytes; importLost of 10, 1 000, 100 000 frames
+//                                           against memcpy of the bytes split
 //   idle (bench/idle.ts)                    CPU, wake-ups and RSS of an idle engine over 60 s
 //                                           (BENCH_IDLE_S), against a bare node
-// BENCH_ONLY=scale,idle runs only those (the latency rows need the whole run to compare ratios).
+// BENCH_ONLY=scale,idle,migration runs only those (the latency rows need the whole run to compare ratios).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { RasEngine, type RecoveredEvent, type Region } from '../src/index';
@@ -27,6 +30,7 @@ import { benchNative, native } from '../src/native';
 import { benchBurst } from './burst';
 import { benchIdle, idleTable } from './idle';
 import { benchKvmStall } from './kvm';
+import { benchMigration, migrationTable } from './migration';
 import { benchScale, scaleTable } from './scale';
 import { fmt, median, quantile, svg, type Series } from './svg';
 
@@ -199,6 +203,7 @@ async function main(): Promise<void> {
     const counts = process.env.BENCH_SCALE_COUNTS?.split(',').map(Number);
     if (only.has('scale')) lines.push(...scaleTable(await benchScale(path.join(DIR, '2M'), counts), fmt));
     if (only.has('idle')) lines.push(...idleTable(await benchIdle(Number(process.env.BENCH_IDLE_S ?? 60), path.join(DIR, '2M'))));
+    if (only.has('migration')) lines.push(...migrationTable(benchMigration(path.join(DIR, '2M'), Number(process.env.BENCH_REPS_COPY ?? 10))));
     console.log(lines.join('\n'));
     return;
   }
@@ -220,6 +225,7 @@ async function main(): Promise<void> {
   const kvm = benchKvmStall(Number(process.env.BENCH_REPS_KVM ?? 10), DIR);
   const scale = await benchScale(path.join(DIR, '2M'));
   const idle = await benchIdle(Number(process.env.BENCH_IDLE_S ?? 60), path.join(DIR, '2M'));
+  const migration = benchMigration(path.join(DIR, '2M'), Number(process.env.BENCH_REPS_COPY ?? 10));
   const ratio = (a: number[], lim: number[]) => (median(a) / median(lim)).toFixed(2);
   const extra = [
     '',
@@ -242,10 +248,10 @@ async function main(): Promise<void> {
     '2024 QEMU RFC\'s approach; burst = each of 8 pages poisoned at once, first report to usable; KVM vCPU stall = the',
     'reference VMM\'s exit that found the poison to KVM_RUN re-entered.',
   ];
-  const text = table(results) + '\n' + extra.join('\n') + '\n' + [...scaleTable(scale, fmt), ...idleTable(idle)].join('\n') + '\n' + legend.join('\n');
+  const text = table(results) + '\n' + extra.join('\n') + '\n' + [...scaleTable(scale, fmt), ...migrationTable(migration), ...idleTable(idle)].join('\n') + '\n' + legend.join('\n');
   console.log(text);
   fs.mkdirSync(OUT, { recursive: true });
-  fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results, burst, kvm, scale, idle }, null, 2));
+  fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify({ date: new Date().toISOString(), vcpus, results, burst, kvm, scale, migration, idle }, null, 2));
   const panels = results
     .filter((r) => !r.skipped)
     .map((r) => ({ title: `${r.pageSize} huge page: stalls and recovery latency (log scale, ${r.reps} reps; dots = reps, bar = median)`, series: r.rows }));

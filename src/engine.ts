@@ -8,7 +8,7 @@ import { Journal } from './ledger/file';
 import { Ledger, type LostPage } from './ledger/ledger';
 import type { JournalReplay } from './ledger/records';
 import { native, type NativeEvent } from './native';
-import { checkEngineOptions, checkInjectOptions, checkKeys, type EngineOptions, type InjectOptions } from './options';
+import { checkEngineOptions, checkKeys, type EngineOptions, type InjectOptions } from './options';
 import { chooseGuard, kernelReadsAroundPoison, type Guard } from './policy';
 import { Region, type RegionSpec, type RegionUser } from './region';
 import { dispatch, routeEvent } from './pipeline/dispatch';
@@ -16,6 +16,7 @@ import { attach, attached, detach } from './pipeline/engines';
 import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult } from './pipeline/handover';
 import { carryOver, reportBadRecords } from './pipeline/replay';
 import { mapRegion } from './pipeline/map';
+import { injectPoison } from './pipeline/inject';
 import { exportLost } from './migration/export';
 import { importLost } from './migration/import';
 import type { ImportResult, LostManifest } from './migration/manifest';
@@ -157,17 +158,7 @@ export class RasEngine extends RasEvents {
 
   injectPoison(region: Region, offset: number, options: InjectOptions = {}): { mode: 'madvise' | 'simulate'; hostAddress: bigint } {
     this.ownRegion(region);
-    region.checkRange(offset, 1);
-    const { mode, kind, signal } = checkInjectOptions(options);
-    const usable = hwpoisonIsUsable();
-    const chosen = mode === 'auto' ? (usable ? 'madvise' : 'simulate') : mode;
-    if (chosen === 'madvise') {
-      if (!usable) throw hwpoisonUnavailable('needs root and CONFIG_MEMORY_FAILURE');
-      if (kind === 'AO' || !signal) throw invalidArg('kind and signal are for simulated poison only');
-      return { mode: 'madvise', hostAddress: native.injectMadvise(region.id, offset).hostAddress };
-    }
-    const r = native.injectSimulated(region.id, offset, kind === 'AO', signal);
-    return { mode: 'simulate', hostAddress: r.hostAddress };
+    return injectPoison(region, offset, options);
   }
 
   /** Holds the processing of reports (they are still captured) until resume(). */

@@ -341,6 +341,8 @@ export interface BenchAddon {
   naiveRecover(address: bigint, hugePageSize: number, path: string, fileOffset: number, poisonedFileOffsets: number[]): { ns: number; lost: number; reads: number };
   /** memcpy of `bytes` into already-faulted memory, in ns: the limit of any copy-based recovery. */
   memcpyLimit(bytes: number): number;
+  /** Per rep, ns of the C API's copy_from_guest over `bytes` at `gpa` into faulted memory, and (raw) of memcpy from `hva`. */
+  guardedCopy(api: bigint, gpa: bigint, hva: bigint, bytes: number, reps: number, raw: boolean): { copyNs: number[]; memcpyNs: number[]; lostFrames: number; rc: number };
 }
 
 let bench: BenchAddon | undefined;

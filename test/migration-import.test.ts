@@ -124,6 +124,56 @@ for (const lazy of [false, true]) {
   });
 }
 
+describe('importLost: whole pages and a split that reads a local loss', () => {
+  it('every 4 KiB frame of a huge page imported: the page is lost whole, no split, no refused event', async () => {
+    const engine = openEngine();
+    const region = engine.mapRegion({ name: 'dst', path: hugeFile('all'), size: 4 * MiB, guestPhysAddr: GPA });
+    fillPattern(region, 13);
+    const seen: string[] = [];
+    for (const name of ['lost', 'refused', 'recovered'] as const) engine.on(name, () => seen.push(name));
+    const all = Array.from({ length: 512 }, (_, i) => ({ gpa: GPA + BigInt(2 * MiB + i * SUB) }));
+    // Recorded as this engine records a whole lost page: one entry (a restart replays it as such).
+    expect(engine.importLost(manifest(all, 4 * MiB))).toEqual({ imported: 1, alreadyLost: 0 });
+    expect([...native.pageStates(region.id)]).toEqual([PageState.Normal, PageState.Lost]);
+    expect(engine.lostPages().map((p) => [p.offset, p.size, p.cause])).toEqual([[2 * MiB, 2 * MiB, 'imported']]);
+    expect(verifyPattern(region, 13).unreadableOffsets.length).toBe(512);
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    expect(seen).toEqual(['lost']);
+    expect(engine.importLost(manifest(all, 4 * MiB))).toEqual({ imported: 0, alreadyLost: 1 });
+  });
+
+  it('a subpage the split cannot read (a silent local poison) is a loss of this host; all unreadable: the page is refused whole, recorded', async () => {
+    const engine = openEngine();
+    const region = engine.mapRegion({ name: 'dst', path: hugeFile('local'), size: 4 * MiB, guestPhysAddr: GPA });
+    fillPattern(region, 14);
+    const events: LostEvent[] = [];
+    const refused: unknown[] = [];
+    engine.on('lost', (e) => events.push(e));
+    engine.on('refused', (e) => refused.push(e));
+    // Silent poison (the report would come with the next access): the split's read finds it.
+    engine.injectPoison(region, 9 * SUB, { mode: 'simulate', signal: false });
+    expect(engine.importLost(manifest([{ gpa: GPA + BigInt(5 * SUB) }], 4 * MiB))).toEqual({ imported: 1, alreadyLost: 0 });
+    expect(engine.lostPages().map((p) => [p.offset, p.cause])).toEqual([
+      [5 * SUB, 'imported'],
+      [9 * SUB, 'recovered'],
+    ]);
+    // Page 1: its last subpage silently poisoned, the other 511 imported (the first among them): nothing
+    // left to split for.
+    engine.injectPoison(region, 4 * MiB - SUB, { mode: 'simulate', signal: false });
+    const rest = Array.from({ length: 511 }, (_, i) => ({ gpa: GPA + BigInt(2 * MiB + i * SUB) }));
+    expect(engine.importLost(manifest([{ gpa: GPA + BigInt(5 * SUB) }, ...rest], 4 * MiB))).toEqual({ imported: 511, alreadyLost: 1 });
+    expect([...native.pageStates(region.id)]).toEqual([PageState.Split, PageState.Lost]);
+    expect(engine.lostPages().map((p) => [p.offset, p.size, p.cause])).toEqual([
+      [5 * SUB, SUB, 'imported'],
+      [9 * SUB, SUB, 'recovered'],
+      [2 * MiB, 2 * MiB, 'refused'],
+    ]);
+    await engine.whenIdle({ timeoutMs: 10_000 });
+    expect(events.filter((e) => e.cause === 'recovered').map((e) => e.offset)).toEqual([9 * SUB]);
+    expect(refused).toEqual([expect.objectContaining({ hugePageIndex: 1, reason: 'read-back-failed', size: 2 * MiB })]);
+  });
+});
+
 describe('importLost: a region not eligible for recovery', () => {
   it('share=on loses the whole huge page, as at the source', async () => {
     const engine = openEngine();

@@ -1,5 +1,7 @@
 #include "bench/baseline.h"
 
+#include "bench/guarded_copy.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -129,6 +131,7 @@ void Register(Napi::Env env, Napi::Object exports) {
   errors::Register(env, exports);
   exports.Set("naiveRecover", Napi::Function::New(env, NaiveRecover));
   exports.Set("memcpyLimit", Napi::Function::New(env, MemcpyLimit));
+  RegisterGuardedCopy(env, exports);
 }
 
 }  // namespace ras::baseline

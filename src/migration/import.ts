@@ -9,12 +9,11 @@
 import { SUBPAGE } from '../constants';
 import { RasError } from '../errors';
 import type { LostEvent } from '../events';
-import type { LostPage } from '../ledger/ledger';
+import type { LostCause, LostPage } from '../ledger/ledger';
 import type { LostFrame } from '../ledger/records';
 import { native, PageState } from '../native';
 import { REASON_WORDS, reasonFromCode } from '../policy';
 import type { Region } from '../region';
-import { record } from '../pipeline/record';
 import type { EngineState } from '../pipeline/state';
 import { badManifest, hex, parseManifest, type ImportResult, type ParsedRegion } from './manifest';
 
@@ -36,34 +35,14 @@ interface PageWork {
 }
 
 export function importLost(s: EngineState, manifest: unknown): ImportResult {
-  const targets = resolve(parseManifest(manifest), [...s.regions.values()]);
-  const pages = groupByPage(targets);
+  const pages = groupByPage(resolve(parseManifest(manifest), [...s.regions.values()]));
+  const targets = wholePagesWhole(pages);
   checkNotBusyWhilePaused(pages);
-  // What is new here; the rest this engine has lost already.
-  const fresh = targets.filter((t) => !s.ledger.covers(t.region.name, t.offset, t.size));
-  const result: ImportResult = { imported: fresh.length, alreadyLost: targets.length - fresh.length };
-  // Journal first (durable), then the ledger: a crash from here on replays them as lost. (Nothing new:
-  // nothing journaled; the pages are still applied, which changes nothing where they are lost already.)
-  const wallTime = new Date().toISOString();
-  const frames: LostFrame[] = new Array(fresh.length);
-  const entries: LostPage[] = new Array(fresh.length);
-  for (let i = 0; i < fresh.length; i++) {
-    const t = fresh[i];
-    const guestPhysAddr = t.region.guestPhysAddrOf(t.offset);
-    frames[i] = { region: t.region.name, guestPhysAddr, size: t.size, offset: t.offset, cause: 'imported', wallTime };
-    entries[i] = {
-      region: t.region.name,
-      guestPhysAddr,
-      hostAddress: t.region.address + BigInt(t.offset),
-      offset: t.offset,
-      size: t.size,
-      cause: 'imported',
-      hugePageIndex: Math.floor(t.offset / t.region.hugePageSize),
-      durable: false,
-    };
-  }
-  if (fresh.length > 0) s.durable.append(frames, entries);
-  for (const e of entries) s.ledger.add(e);
+  // Journal first (durable), then the ledger, what is new here (the rest this engine has lost
+  // already): a crash from here on replays them as lost. Nothing new: nothing journaled; the pages are
+  // still applied, which changes nothing where they are lost already.
+  const entries = journalThenLedger(s, targets, 'imported');
+  const result: ImportResult = { imported: entries.length, alreadyLost: targets.length - entries.length };
   const events: LostEvent[] = entries.map((e) => ({ region: e.region, guestPhysAddr: e.guestPhysAddr, hostAddress: e.hostAddress, offset: e.offset, size: e.size, cause: 'imported' }));
   const later: (() => void)[] = [];
   for (const w of pages.values()) apply(s, w, later);
@@ -134,6 +113,52 @@ function groupByPage(targets: Target[]): Map<string, PageWork> {
   return pages;
 }
 
+/**
+ * The targets page by page; a huge page whose every 4 KiB frame is imported (distinct: the manifest's
+ * frames are) is lost whole, one entry: nothing to split it for, and a restart replays it as such.
+ */
+function wholePagesWhole(pages: Map<string, PageWork>): Target[] {
+  const out: Target[] = [];
+  for (const w of pages.values()) {
+    const huge = w.region.hugePageSize;
+    if (w.whole || w.subpages.length >= huge / SUBPAGE) {
+      w.whole = true;
+      out.push({ region: w.region, offset: w.page * huge, size: huge });
+    } else for (const sp of w.subpages) out.push({ region: w.region, offset: w.page * huge + sp * SUBPAGE, size: SUBPAGE });
+  }
+  return out;
+}
+
+/** Journal first (durable, or retried: durable.ts), then the ledger; the entries, for their events. */
+function journalThenLedger(s: EngineState, items: Target[], cause: LostCause, reason?: string): LostPage[] {
+  const fresh = items.filter((t) => !s.ledger.covers(t.region.name, t.offset, t.size));
+  const wallTime = new Date().toISOString();
+  const frames: LostFrame[] = new Array(fresh.length);
+  const entries: LostPage[] = new Array(fresh.length);
+  for (let i = 0; i < fresh.length; i++) {
+    const t = fresh[i];
+    const guestPhysAddr = t.region.guestPhysAddrOf(t.offset);
+    frames[i] = { region: t.region.name, guestPhysAddr, size: t.size, offset: t.offset, cause, wallTime };
+    entries[i] = {
+      region: t.region.name,
+      guestPhysAddr,
+      hostAddress: t.region.address + BigInt(t.offset),
+      offset: t.offset,
+      size: t.size,
+      cause,
+      hugePageIndex: Math.floor(t.offset / t.region.hugePageSize),
+      durable: false,
+    };
+    if (reason !== undefined) {
+      frames[i].reason = reason;
+      entries[i].reason = reason;
+    }
+  }
+  if (fresh.length > 0) s.durable.append(frames, entries);
+  for (const e of entries) s.ledger.add(e);
+  return entries;
+}
+
 /** A paused engine leaves a page under recovery as it is: refused before anything is journaled. */
 function checkNotBusyWhilePaused(pages: Map<string, PageWork>): void {
   if (!native.counters().paused) return;
@@ -168,7 +193,7 @@ function apply(s: EngineState, w: PageWork, later: (() => void)[]): void {
   if (out.splitFailed) {
     // The split (a read of the file, replacement memory) failed: the whole huge page is lost here.
     const reason = reasonFromCode(out.reason);
-    record(s, region, [{ offset: hugeOffset, size: region.hugePageSize }], 'refused', page, reason);
+    journalThenLedger(s, [{ region, offset: hugeOffset, size: region.hugePageSize }], 'refused', reason);
     const message = REASON_WORDS[reason] + (out.errno ? ` (${out.syscall ?? '?'}: errno ${-out.errno})` : '');
     const gpa = region.guestPhysAddrOf(hugeOffset);
     later.push(() =>
@@ -179,12 +204,9 @@ function apply(s: EngineState, w: PageWork, later: (() => void)[]): void {
   // A split reads the file: a subpage the read could not get is lost here too (a loss of this host).
   const asked = new Set(w.subpages);
   const extra = w.whole ? [] : out.lostSubpages.filter((sp) => !asked.has(sp)).map((sp) => hugeOffset + sp * SUBPAGE);
-  if (extra.length > 0) {
-    record(s, region, extra.map((o) => ({ offset: o, size: SUBPAGE })), 'recovered', page);
-    for (const o of extra) {
-      const ev: LostEvent = { region: region.name, guestPhysAddr: region.guestPhysAddrOf(o), hostAddress: region.address + BigInt(o), offset: o, size: SUBPAGE, cause: 'recovered' };
-      later.push(() => s.events.deliver('lost', ev));
-    }
+  for (const e of journalThenLedger(s, extra.map((o) => ({ region, offset: o, size: SUBPAGE })), 'recovered')) {
+    const ev: LostEvent = { region: e.region, guestPhysAddr: e.guestPhysAddr, hostAddress: e.hostAddress, offset: e.offset, size: e.size, cause: 'recovered' };
+    later.push(() => s.events.deliver('lost', ev));
   }
   if (out.errno) {
     const err = new RasError(
