@@ -71,6 +71,21 @@ describe('migration stream', () => {
     expect(() => w.ram(0x800n, Buffer.alloc(SUB))).toThrow(/whole 4 KiB frames/);
   });
 
+  it('a destination refuses a stream that does not start with CONFIG, before it opens anything', async () => {
+    const { migrateIn } = await import('../vmm/src/migration/destination');
+    const s = sink();
+    const w = new StreamWriter(s.out);
+    await w.header();
+    await w.ram(0n, Buffer.alloc(SUB));
+    s.out.end();
+    const p = new PassThrough();
+    p.end(s.bytes());
+    await expect(migrateIn(p)).rejects.toThrow(/first record is not CONFIG/);
+    const empty = new PassThrough();
+    empty.end();
+    await expect(migrateIn(empty)).rejects.toThrow(/no header/);
+  });
+
   it('dirty bitmaps become runs of frames', () => {
     const b = Buffer.alloc(16);
     for (const i of [0, 1, 2, 7, 8, 63, 64, 100]) b[i >> 3] |= 1 << (i & 7);
