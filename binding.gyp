@@ -78,6 +78,7 @@
       "target_name": "ras_vmm",
       "sources": [
         "vmm/native/addon.cc",
+        "vmm/native/dirty_log.cc",
         "vmm/native/kvm_vm.cc",
         "vmm/native/linux_addon.cc",
         "vmm/native/linux_boot.cc",
@@ -87,6 +88,7 @@
         "vmm/native/mce.cc",
         "vmm/native/mce_delivery.cc",
         "vmm/native/ram_exit.cc",
+        "vmm/native/migration_addon.cc",
         "vmm/native/napi_util.cc",
         "vmm/native/serial.cc",
         "vmm/native/sigbus.cc",
@@ -95,6 +97,7 @@
         "vmm/native/vcpu_loop.cc",
         "vmm/native/vcpu_machine.cc",
         "vmm/native/vcpu_memory.cc",
+        "vmm/native/vcpu_state.cc",
         "vmm/native/vcpu_thread.cc"
       ],
       "include_dirs": ["vmm/guest"],

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // hugetlb-ras command line: `demo` (the main job, on an embedded default), `status` and `journal <path>`.
 // The reference VMM's KVM demo is the VMM's own command (hugetlb-ras-kvm-demo): not imported here.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -235,6 +236,11 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'demo' && rest.includes('--kvm')) {
     console.error('hugetlb-ras: the KVM demo is the reference VMM\'s own command: hugetlb-ras-kvm-demo [--vcpus N]');
     return 2;
+  }
+  if (cmd === 'demo' && rest.includes('--migrate')) {
+    // The migration demo is the reference VMM's command, in its own process (its SIGBUS handler first).
+    const demo = path.join(__dirname, '..', 'vmm', 'src', 'demo.js');
+    return spawnSync(process.execPath, [demo, ...rest], { stdio: 'inherit' }).status ?? 1;
   }
   if (cmd === 'status') return runStatus(rest, { out: (t) => console.log(t), err: (t) => console.error(t) });
   if (cmd === 'demo') return demo(parseDemo(rest));

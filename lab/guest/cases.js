@@ -788,6 +788,8 @@ require('./cases-locked').register(def);
 require('./cases-ops').register(def, { reportReached });
 // The engine side of a migration on a 1 GiB page: importLost splits onto THP, guards the frames (e1).
 require('./cases-migration-engine').register(def, { checkPattern, checkAlive });
+// The reference VMM migrates with lost frames: live, pre-copy poison, snapshot, unprivileged, demo, bench (g1..g6, 6.12).
+require('./cases-migrate').register(def);
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).

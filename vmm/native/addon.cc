@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "migration_addon.h"
 #include "napi_util.h"
 #include "sigbus.h"
 #include "vcpu_loop.h"
@@ -29,7 +30,10 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
                        {InstanceMethod("start", &VmWrap::Start), InstanceMethod("requestStop", &VmWrap::RequestStop),
                         InstanceMethod("kick", &VmWrap::Kick), InstanceMethod("allDone", &VmWrap::AllDone),
                         InstanceMethod("join", &VmWrap::Join), InstanceMethod("stats", &VmWrap::Stats),
-                        InstanceMethod("info", &VmWrap::Info), InstanceMethod("dispose", &VmWrap::Dispose)});
+                        InstanceMethod("info", &VmWrap::Info), InstanceMethod("dispose", &VmWrap::Dispose),
+                        InstanceMethod("pause", &VmWrap::Pause), InstanceMethod("resume", &VmWrap::Resume),
+                        InstanceMethod("saveState", &VmWrap::SaveState), InstanceMethod("restoreState", &VmWrap::RestoreState),
+                        InstanceMethod("dirtyLog", &VmWrap::DirtyLog), InstanceMethod("takeDirty", &VmWrap::TakeDirty)});
   }
 
   explicit VmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<VmWrap>(info) {
@@ -49,6 +53,7 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
     if (o.Has("mcTouchGpa") && !o.Get("mcTouchGpa").IsUndefined()) cfg.mc_touch = U64(o.Get("mcTouchGpa"), "mcTouchGpa");
     if (o.Has("probeGpa") && !o.Get("probeGpa").IsUndefined()) cfg.probe = U64(o.Get("probeGpa"), "probeGpa");
     cfg.unmap_lost = o.Has("unmapLost") && o.Get("unmapLost").ToBoolean().Value();
+    cfg.restore = o.Has("restore") && o.Get("restore").ToBoolean().Value();
     if (env.IsExceptionPending()) return;
     if (!ApiTable(env, api, &cfg.api)) return;
     std::vector<Slot> slots = Slots(o);
@@ -72,6 +77,19 @@ class VmWrap : public Napi::ObjectWrap<VmWrap> {
   Napi::Value RequestStop(const Napi::CallbackInfo& info) { return host_.RequestStop(info); }
   Napi::Value Kick(const Napi::CallbackInfo& info) { return host_.Kick(info); }
   Napi::Value Dispose(const Napi::CallbackInfo& info) { return host_.Dispose(info); }
+  // Migration (migration_addon.h): pause = kick, join, complete the last exits; resume = start again.
+  Napi::Value Pause(const Napi::CallbackInfo& info) {
+    host_.Shutdown();
+    return migration::CompleteExits(info, host_.machine.get());
+  }
+  Napi::Value Resume(const Napi::CallbackInfo& info) {
+    if (host_.machine && !host_.running()) host_.machine->PrepareRestart();
+    return host_.Start(info, "ras_vmm events");
+  }
+  Napi::Value SaveState(const Napi::CallbackInfo& info) { return migration::SaveState(info, host_.machine.get()); }
+  Napi::Value RestoreState(const Napi::CallbackInfo& info) { return migration::RestoreState(info, host_.machine.get()); }
+  Napi::Value DirtyLog(const Napi::CallbackInfo& info) { return migration::SetDirtyLog(info, host_.machine.get()); }
+  Napi::Value TakeDirty(const Napi::CallbackInfo& info) { return migration::TakeDirty(info, host_.machine.get()); }
   Napi::Value AllDone(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), !host_.machine || !host_.running() || host_.machine->AllDone());
   }

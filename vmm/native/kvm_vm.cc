@@ -174,7 +174,7 @@ bool WriteSystemArea(Vm* vm, const uint8_t* image, size_t image_len) {
   return true;
 }
 
-bool CreateVcpu(Vm* vm, int index, Vcpu* v) {
+bool CreateVcpu(Vm* vm, int index, Vcpu* v, bool boot) {
   v->index = index;
   v->fd = ioctl(vm->fd, KVM_CREATE_VCPU, index);
   if (v->fd < 0) return Fail(vm, "KVM_CREATE_VCPU");
@@ -183,7 +183,7 @@ bool CreateVcpu(Vm* vm, int index, Vcpu* v) {
   v->run = static_cast<kvm_run*>(run);
   if (!SetCpuid(vm, v)) return false;
   if (!mce::Setup(vm, v->fd)) return false;
-  return SetLongMode(vm, v);
+  return boot ? SetLongMode(vm, v) : true;
 }
 
 void CloseVcpu(Vm* vm, Vcpu* v) {

@@ -58,8 +58,9 @@ const Slot* SlotOf(const Vm& vm, uint64_t gpa, uint64_t len = 1);
 // Page tables, GDT, TSS and the guest image in the first slot (it must start at GPA 0).
 bool WriteSystemArea(Vm* vm, const uint8_t* image, size_t image_len);
 // A vCPU in 64-bit mode at the image's entry: CPUID first (KVM refuses long mode sregs before it
-// on 6.12), then MCE, sregs, regs.
-bool CreateVcpu(Vm* vm, int index, Vcpu* out);
+// on 6.12), then MCE, sregs, regs. boot false (a migration destination): CPUID and MCE only, the
+// registers come from the stream.
+bool CreateVcpu(Vm* vm, int index, Vcpu* out, bool boot = true);
 void CloseVcpu(Vm* vm, Vcpu* v);
 void CloseVm(Vm* vm);
 

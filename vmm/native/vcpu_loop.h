@@ -51,6 +51,7 @@ struct Config {
   bool unmap_lost = false;
   uint64_t probe = 0;       // tests: the guest's vCPU 0 probes this frame once it is lost (proto.h)
   uint64_t mc_touch = 0;    // tests: a GPA the guest's #MC handler reads before clearing MCIP  // at most one PASS event per vCPU per this many ms (counters are exact)
+  bool restore = false;     // a migration destination: RAM and vCPU state come from the stream, nothing is booted
 };
 
 class Machine : public GuestMemoryOwner {
@@ -70,8 +71,14 @@ class Machine : public GuestMemoryOwner {
   VcpuStats& stats(int i) { return *stats_[i]; }
   const Vm& vm() const { return vm_; }
   uint64_t duplicate_injections() const { return dup_.load(); }
+  // Migration (vmm/native/migration_addon.cc): the vCPU fds and kvm_runs while the threads are
+  // joined, the VM for its dirty log, and a restart of joined threads (a migration that failed).
+  const Vcpu& vcpu(int i) const { return vcpus_[i]; }
+  Vm* mutable_vm() { return &vm_; }
+  void PrepareRestart();
 
  private:
+  bool CreateVcpus();
   void Loop(int i);
   bool OnPio(int i);
   void OnMmio(int i);

@@ -28,7 +28,7 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
     vm_.error = "vcpus must be 1.." + std::to_string(RAS_GUEST_MAX_CPUS);
     return false;
   }
-  if (cfg.ranges.empty() || cfg.ranges.size() > RAS_GUEST_MAX_RANGES) {
+  if (!cfg.restore && (cfg.ranges.empty() || cfg.ranges.size() > RAS_GUEST_MAX_RANGES)) {
     vm_.error = "1.." + std::to_string(RAS_GUEST_MAX_RANGES) + " data ranges";
     return false;
   }
@@ -48,6 +48,7 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
     vm_.error = "data ranges hold more frames than the guest tracks";
     return false;
   }
+  if (cfg.restore) return CreateVcpus();
   if (!WriteSystemArea(&vm_, image.data(), image.size())) return false;
   auto* gc = reinterpret_cast<ras_guest_config*>(SlotOf(vm_, 0)->hva + RAS_GUEST_CONFIG);
   gc->magic = RAS_GUEST_MAGIC;
@@ -58,10 +59,15 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
   gc->probe = cfg.probe;
   gc->nranges = cfg.ranges.size();
   for (size_t i = 0; i < cfg.ranges.size(); i++) gc->ranges[i] = cfg.ranges[i];
+  return CreateVcpus();
+}
+
+bool Machine::CreateVcpus() {
+  const Config& cfg = cfg_;
   vcpus_.resize(cfg.vcpus);
   for (int i = 0; i < cfg.vcpus; i++) {
     stats_.push_back(std::make_unique<VcpuStats>());
-    if (!CreateVcpu(&vm_, i, &vcpus_[i])) return false;
+    if (!CreateVcpu(&vm_, i, &vcpus_[i], !cfg.restore)) return false;
   }
   last_pass_event_ns_.assign(cfg.vcpus, 0);
   slot_.assign(cfg.vcpus, -1);
@@ -71,6 +77,16 @@ bool Machine::Create(const Config& cfg, const std::vector<Slot>& slots, const st
       mce::ModelOf(vm_), vm_.mcg_cap, cfg.vcpus, [this](int k) { Nudge(k); },
       [this](int k, const ras_vmm::Outcome& o) { Outcome(k, o); });
   return true;
+}
+
+void Machine::PrepareRestart() {
+  threads_.clear();
+  quit_ = false;
+  go_ = false;
+  for (auto& s : stats_) {
+    s->state = kRunning;
+    s->done = false;
+  }
 }
 
 bool Machine::Start(Sink sink) {

@@ -113,7 +113,25 @@ export async function runKvmDemo(opts: KvmDemoOptions = {}): Promise<KvmDemoResu
   };
 }
 
-if (require.main === module) {
+if (require.main === module && process.argv.includes('--migrate')) {
+  // `hugetlb-ras-kvm-demo --migrate [--mode simulate|madvise]`: two VMM processes, a live migration.
+  const mi = process.argv.indexOf('--mode');
+  const mode = mi > 0 ? process.argv[mi + 1] : 'simulate';
+  if (mode !== 'simulate' && mode !== 'madvise') {
+    console.error(`--mode takes simulate or madvise, not ${mode}`);
+    process.exit(2);
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  (require('./migration/demo') as typeof import('./migration/demo')).runMigrateDemo({ mode }).then(
+    (r) => {
+      process.exitCode = r.ran && !r.ok ? 1 : 0;
+    },
+    (e) => {
+      console.error(e);
+      process.exitCode = 1;
+    },
+  );
+} else if (require.main === module) {
   // `hugetlb-ras-kvm-demo [--vcpus N] [--mem-lock on|on-fault]` (the package's bin), or `--vcpus=N`.
   const at = process.argv.indexOf('--vcpus');
   const vcpusArg = at > 0 ? process.argv[at + 1] : (process.argv.find((a) => a.startsWith('--vcpus='))?.slice(8) ?? '2');

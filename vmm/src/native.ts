@@ -18,7 +18,12 @@ export interface NativeVmOptions {
   mcTouchGpa?: bigint;
   unmapLost?: boolean;
   probeGpa?: bigint;
+  /** A migration destination: no boot (no system area, no registers); restoreState() before start(). */
+  restore?: boolean;
 }
+
+/** KVM state of a paused machine (vmm/native/vcpu_state.h records). */
+export interface NativeMachineState { vcpus: Buffer[]; vm: Buffer }
 
 /** One event from a vCPU thread; v holds the raw values (see vmm/native/vcpu_loop.h). */
 export interface NativeVmEvent { type: number; cpu: number; v: bigint[]; text?: string }
@@ -80,6 +85,17 @@ export interface NativeVm {
   info(): { vendor: string; mcgCap: bigint; cpuid1Edx: number; cpuid80000007Ebx?: number };
   /** Kicks and joins what still runs, then closes the VM's KVM fds (not left to the GC). */
   dispose(): void;
+  /** Kick, join, and a KVM_RUN with immediate_exit per vCPU (its last exit completed). */
+  pause(): void;
+  /** Starts the joined vCPU threads again. */
+  resume(cb: (events: NativeVmEvent[]) => void): void;
+  saveState(): NativeMachineState;
+  /** Before start() on a machine opened with restore: MSRs this KVM refused (none of the machine-check ones). */
+  restoreState(s: NativeMachineState): { msrFailed: number[] };
+  /** KVM_MEM_LOG_DIRTY_PAGES on every slot (or off). */
+  dirtyLog(on: boolean): void;
+  /** KVM_GET_DIRTY_LOG of every slot, in slot (= region) order: bit i of the little-endian bitmap = page i. */
+  takeDirty(): Buffer[];
 }
 
 /** v[5] of an EV_INJECTED event: whole | bank << 8 | verdict << 16 | flags << 24. */

@@ -3,8 +3,9 @@
 // loop. Uses only the package's public API.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { lockGuestRam, type MemLock } from './memlock';
-import { RasEngine, type EngineOptions, type InjectOptions, type Region, type RecoveredEvent, type RefusedEvent, type PoisonEvent } from '../../src/index';
+import { lockGuestRam } from './memlock';
+import { RasEngine, type InjectOptions, type Region } from '../../src/index';
+import { defaultRegions, type GuestMce, type ReferenceVmmOptions, type VmmRegionSpec, type VmmReport } from './vmm-types';
 import {
   EV_ERROR,
   EV_GUEST,
@@ -28,112 +29,9 @@ import {
   type VcpuPath,
 } from './native';
 
-export const MiB = 1 << 20;
-export const GiB = 1 << 30;
 const SUB = 4096n;
 
-export interface VmmRegionSpec {
-  name: string;
-  pageSize: '2M' | '1G';
-  size: number;
-  guestPhysAddr: bigint;
-  /** Parts of the region the guest fills and verifies ([offset, size) pairs); default: all of it
-   * (the first region's first 2 MiB, which holds the guest's code and tables, never). */
-  verify?: { offset: number; size: number }[];
-}
-
-export interface ReferenceVmmOptions {
-  vcpus?: number;
-  seed?: bigint;
-  regions?: VmmRegionSpec[];
-  /** hugetlbfs mounts; default $HUGETLB_RAS_DIR/{2M,1G} (/mnt/hugetlb-ras). */
-  dir2M?: string;
-  dir1G?: string;
-  engine?: EngineOptions;
-  /** How long check_* may block (ms). */
-  waitMs?: number;
-  /** Minimum interval of heartbeat (PASS) events per vCPU; the counters are always exact. */
-  passEventMs?: number;
-  /** Use the engine's C API (default true where the engine has nativeApi()). */
-  useApi?: boolean;
-  /** Tests: a GPA the guest's #MC handler reads before it clears MCIP (a machine check inside one). */
-  mcTouchGpa?: bigint;
-  /** Take each lost frame out of KVM's memory slots (not in the first region): later guest accesses are MMIO exits. */
-  unmapLost?: boolean;
-  /** Tests: a GPA the guest's vCPU 0 probes (load, store, read-modify-write) once it knows it lost. */
-  probeGpa?: bigint;
-  /** Lock the guest RAM: mlock ('on') or mlock2(MLOCK_ONFAULT) ('on-fault'), QEMU's -overcommit mem-lock. */
-  memLock?: MemLock;
-}
-
-/** The default guest RAM: two regions of 2 MiB pages and one 1 GiB page. */
-export function defaultRegions(opts: { with1G?: boolean; verify1G?: { offset: number; size: number }[] } = {}): VmmRegionSpec[] {
-  const r: VmmRegionSpec[] = [
-    { name: 'low', pageSize: '2M', size: 4 * MiB, guestPhysAddr: 0n },
-    { name: 'ram2m', pageSize: '2M', size: 8 * MiB, guestPhysAddr: 0x1000000n },
-  ];
-  if (opts.with1G !== false) r.push({ name: 'ram1g', pageSize: '1G', size: GiB, guestPhysAddr: 0x40000000n, verify: opts.verify1G });
-  return r;
-}
-
-export interface GuestMce {
-  cpu: number;
-  /** MCi_ADDR as the guest read it, and the 4 KiB frame it names. */
-  addr: bigint;
-  gpa: bigint;
-  status: bigint;
-  mcgStatus: bigint;
-  misc: bigint;
-  bank: number;
-  rip: bigint;
-  /** The guest's verifier was interrupted and skipped the frame. */
-  skipped: boolean;
-  /** Where the guest was interrupted: RAS_SITE_* of vmm/guest/proto.h (1 verifier, 2|0x10 probe load, rax intact, 3 probe RMW, 4 after the probe store). */
-  site: number;
-}
-
-export interface Injection {
-  cpu: number;
-  gpa: bigint;
-  path: VcpuPath;
-  status: bigint;
-  mcgStatus: bigint;
-  misc: bigint;
-  wholeHugePage: boolean;
-  code: number;
-  errno: number;
-  /** Action required (the vCPU's access named the frame) or optional (next_lost, a dropped store). */
-  ar: boolean;
-  bank: number;
-  /** Intel without LMCE: every other vCPU got QEMU's broadcast piece. */
-  broadcast: boolean;
-  lmce: boolean;
-}
-
-/** A machine check that was not (yet) delivered, or a broadcast piece: see vmm/native/mce_delivery.h. */
-export interface MceOutcome { cpu: number; gpa: bigint; kind: string; verdict: string; bank: number; status: bigint; mcgStatus: bigint; errno: number }
-
-export interface Stall { cpu: number; path: VcpuPath; address: bigint; byHva: boolean; ns: bigint; state: string }
-export interface WrongFrame { cpu: number; gpa: bigint; wrongBytes: number; got: bigint; expected: bigint }
-
-export interface VmmReport {
-  vcpus: NativeVmStats['vcpus'];
-  duplicateInjections: number;
-  guestMces: GuestMce[];
-  injections: Injection[];
-  /** Deferred AOs, broadcast pieces, merged pieces, disabled reporting, shutdowns. */
-  mceOutcomes: MceOutcome[];
-  stalls: Stall[];
-  wrong: WrongFrame[];
-  errors: { cpu: number; text: string }[];
-  hello: { cpu: number; mcgCap: bigint; cr4: bigint; banks: number; frames: number }[];
-  sigbus: SigbusCounters;
-  info: ReturnType<NativeVm['info']>;
-  engineGuard: string;
-  apiUsed: boolean;
-  events: { poison: PoisonEvent[]; recovered: RecoveredEvent[]; refused: RefusedEvent[] };
-  kicked: boolean;
-}
+export * from './vmm-types';
 
 export function kvmAvailable(): { ok: boolean; reason?: string } {
   if (!fs.existsSync('/dev/kvm')) return { ok: false, reason: '/dev/kvm does not exist (no KVM on this machine)' };
@@ -146,6 +44,10 @@ export class ReferenceVmm {
   readonly engine: RasEngine;
   readonly regions = new Map<string, Region>();
   readonly vcpus: number;
+  /** The regions as opened (a migration stream describes the machine with them). */
+  readonly specs: VmmRegionSpec[];
+  /** The native machine (vmm/src/migration pauses it, saves and restores its state, reads its dirty log). */
+  readonly machine: NativeVm;
   private readonly vm: NativeVm;
   private readonly files: string[] = [];
   private started = false;
@@ -154,9 +56,11 @@ export class ReferenceVmm {
   /** Called for every batch of native events (after they are recorded). */
   onEvents?: (e: NativeVmEvent[]) => void;
 
-  private constructor(engine: RasEngine, vm: NativeVm, vcpus: number, regions: Map<string, Region>, files: string[], apiUsed: boolean) {
+  private constructor(engine: RasEngine, vm: NativeVm, vcpus: number, regions: Map<string, Region>, files: string[], apiUsed: boolean, specs: VmmRegionSpec[]) {
     this.engine = engine;
     this.vm = vm;
+    this.machine = vm;
+    this.specs = specs;
     this.vcpus = vcpus;
     this.regions = regions;
     this.files = files;
@@ -203,7 +107,7 @@ export class ReferenceVmm {
         lockGuestRam(r, opts.memLock ?? 'off');
       }
       const ranges: { gpa: bigint; size: number }[] = [];
-      for (const s of specs) {
+      for (const s of opts.restore ? [] : specs) {
         const windows = s.verify ?? [{ offset: 0, size: s.size }];
         for (const w of windows) {
           let start = s.guestPhysAddr + BigInt(w.offset);
@@ -230,8 +134,9 @@ export class ReferenceVmm {
         mcTouchGpa: opts.mcTouchGpa,
         unmapLost: opts.unmapLost,
         probeGpa: opts.probeGpa,
+        restore: opts.restore === true,
       });
-      return new ReferenceVmm(engine, vm, vcpus, regions, files, api !== 0n);
+      return new ReferenceVmm(engine, vm, vcpus, regions, files, api !== 0n, specs);
     } catch (e) {
       engine.close();
       for (const f of files) fs.rmSync(f, { force: true });
@@ -241,10 +146,22 @@ export class ReferenceVmm {
 
   start(): void {
     this.started = true;
-    this.vm.start((events) => {
-      for (const e of events) this.record(e);
-      this.onEvents?.(events);
-    });
+    this.vm.start(this.sink);
+  }
+
+  private readonly sink = (events: NativeVmEvent[]): void => {
+    for (const e of events) this.record(e);
+    this.onEvents?.(events);
+  };
+
+  /** Kicks and joins the vCPU threads and completes their last exits: the state is then consistent (migration). */
+  pause(): void {
+    this.vm.pause();
+  }
+
+  /** Starts the vCPU threads again after pause() (a migration that did not hand over). */
+  resume(): void {
+    this.vm.resume(this.sink);
   }
 
   private record(e: NativeVmEvent): void {
