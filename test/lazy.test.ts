@@ -26,6 +26,8 @@ function vmFlags(addr: bigint, len: number): string[] {
   return out;
 }
 
+// The poison is silent: a page's report exists only once a vCPU thread touched it. The load runs
+// until every poisoned page was recovered (whenIdle() covers the reports captured so far only).
 async function recoverUnderLoad(engine: RasEngine, region: Region, offsets: number[], threads: number, seed: number) {
   fillPattern(region, seed);
   await until(() => engine.stats().reserveBytes >= engine.stats().reserveTarget, 60_000);
@@ -35,7 +37,8 @@ async function recoverUnderLoad(engine: RasEngine, region: Region, offsets: numb
   await sleep(10);
   // Silent poison: the vCPU threads find it, stall, and then race the fillers for the pieces.
   for (const off of offsets) engine.injectPoison(region, off, { mode: 'simulate', signal: false });
-  await until(() => got.length > 0, 60_000);
+  const pages = new Set(offsets.map((o) => Math.floor(o / region.hugePageSize))).size;
+  await until(() => got.length >= pages, 60_000);
   await engine.whenIdle({ timeoutMs: 60_000 });
   await sleep(5);
   const report = await load.stop();
