@@ -8,6 +8,7 @@
 #include "binding/binding.h"
 #include "binding/errors.h"
 #include "capture/signals.h"
+#include "simulate/simulate.h"
 #include "split/numa.h"
 #include "state/state.h"
 #include "testing/bookkeeping.h"
@@ -236,6 +237,17 @@ Napi::Value Bookkeeping(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// testPoisonFile(regionId, offset): the region's backing file is poisoned at the 4 KiB holding
+// `offset` (simulated), nothing mapped changes: hardware poison of an old huge page nobody maps.
+Napi::Value PoisonFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t off;
+  if (!r || !Uint(env, info[1], "offset", &off) || !InRange(env, *r, off, 1)) return env.Undefined();
+  simulate::PoisonFileOnly(r->dev, r->ino, r->file_offset + off);
+  return env.Undefined();
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -251,6 +263,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("testFillMapCount", Napi::Function::New(env, FillMapCount));
   exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
   exports.Set("testBookkeeping", Napi::Function::New(env, Bookkeeping));
+  exports.Set("testPoisonFile", Napi::Function::New(env, PoisonFile));
 }
 
 }  // namespace ras::binding
