@@ -22,6 +22,7 @@
         "native/split/fileio.cc",
         "native/split/handover.cc",
         "native/split/lazy.cc",
+        "native/split/lazy_close.cc",
         "native/split/lazy_fill.cc",
         "native/split/lazy_front.cc",
         "native/split/lazy_uffd.cc",

@@ -45,9 +45,6 @@ class Readers {
 // they read back (a journal from before a restart says so). `readers` may be null (one thread).
 Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers);
 
-// A subpage of a split huge page reported after the split: is it lost? (EIO from the file.)
-bool SubpageUnreadable(Region& r, uintptr_t addr);
-
 // How many threads read a huge page back (the lane's thread plus helpers; default 2). Takes
 // effect for lanes started afterwards.
 void SetReadThreads(int n);
