@@ -54,6 +54,7 @@
         "native/testing/mapcount.cc",
         "native/testing/memlock.cc",
         "native/testing/prev_handler.cc",
+        "native/testing/unmap_window.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"
       ]

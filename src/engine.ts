@@ -18,7 +18,7 @@ import { abortHandover, checkNotHandedOver, prepareHandover, type HandoverResult
 import { carryOver, checkIdentity, checkRenamed, consumeHandovers, reportBadRecords, reprotectFromJournal } from './pipeline/replay';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
-import { finishInFlight } from './pipeline/close';
+import { finishInFlight, unmapAndRecord } from './pipeline/close';
 import { DurableLog } from './pipeline/durable';
 import { Idle } from './pipeline/idle';
 import type { EngineState } from './pipeline/state';
@@ -175,7 +175,7 @@ export class RasEngine extends RasEvents {
     for (const user of [...this.users]) if (user.region === region) user.stopNow();
     finishInFlight(this.state); // a recovery in flight on it is finished or recorded, as by close()
     carryOver(this.state, region); // a later mapRegion of it applies this life's losses and split pages
-    native.unmapRegion(region.id);
+    unmapAndRecord(this.state, region); // and a loss captured after the drain, before the unmap
     region.closed = true;
     this.regions.delete(region.id);
     this.ledger.forget(region.name);
@@ -269,7 +269,7 @@ export class RasEngine extends RasEvents {
     for (const user of [...this.users]) user.stopNow();
     finishInFlight(this.state);
     for (const r of this.regions.values()) {
-      native.unmapRegion(r.id);
+      unmapAndRecord(this.state, r); // records a loss captured after the drain, before the unmap
       r.closed = true;
     }
     this.regions.clear();

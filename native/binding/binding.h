@@ -4,6 +4,9 @@
 
 #include <napi.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "state/state.h"
 
 namespace ras::binding {
@@ -24,6 +27,12 @@ void RegisterDrain(Napi::Env env, Napi::Object exports);          // drain.cc: d
 
 // lifecycle.cc, for the other groups
 bool EngineOpen();  // an engine of this process is open
-void RemoveRegion(Region& r);
+// What a region's pages were when it left the capture path for good (no handler, lane or C API
+// holds it, none can find it): a memory error captured after close()'s drain is in here.
+struct FinalView {
+  std::vector<uint8_t> states;  // PageState per huge page
+  std::vector<uint64_t> lost;   // region offsets of the lost subpages
+};
+void RemoveRegion(Region& r, FinalView* out = nullptr);
 
 }  // namespace ras::binding

@@ -14,6 +14,7 @@
 #include "testing/bookkeeping.h"
 #include "testing/mapcount.h"
 #include "testing/pattern.h"
+#include "testing/unmap_window.h"
 #include "testing/vcpu.h"
 
 namespace ras::binding {
@@ -248,6 +249,16 @@ Napi::Value PoisonFile(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// testPoisonAtUnmap(regionId, offset): testing/unmap_window.h.
+Napi::Value PoisonAtUnmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  uint64_t off;
+  if (!r || !Uint(env, info[1], "offset", &off) || !InRange(env, *r, off, 1)) return env.Undefined();
+  testing::ArmPoisonAtUnmap(r->id, off);
+  return env.Undefined();
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -264,6 +275,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
   exports.Set("testBookkeeping", Napi::Function::New(env, Bookkeeping));
   exports.Set("testPoisonFile", Napi::Function::New(env, PoisonFile));
+  exports.Set("testPoisonAtUnmap", Napi::Function::New(env, PoisonAtUnmap));
 }
 
 }  // namespace ras::binding
