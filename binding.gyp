@@ -31,6 +31,7 @@
         "native/split/props.cc",
         "native/split/recovery.cc",
         "native/split/reserve.cc",
+        "native/split/swap_uffd.cc",
         "native/split/uffd.cc",
         "native/tojs/events.cc",
         "native/binding/access.cc",
@@ -54,6 +55,7 @@
         "native/testing/mapcount.cc",
         "native/testing/memlock.cc",
         "native/testing/prev_handler.cc",
+        "native/testing/swap_hold.cc",
         "native/testing/unmap_window.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"

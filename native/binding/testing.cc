@@ -14,6 +14,7 @@
 #include "testing/bookkeeping.h"
 #include "testing/mapcount.h"
 #include "testing/pattern.h"
+#include "testing/swap_hold.h"
 #include "testing/unmap_window.h"
 #include "testing/vcpu.h"
 
@@ -259,6 +260,23 @@ Napi::Value PoisonAtUnmap(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// testHoldInSwap(set) -> state; testKernelRead(address, len) -> Buffer | errno: testing/swap_hold.h.
+Napi::Value HoldInSwap(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), testing::HoldInSwap(info[0].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Value KernelRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool lossless = false;
+  uint64_t len;
+  if (!info[0].IsBigInt() || !Uint(env, info[1], "len", &len)) return env.Undefined();
+  uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
+  Napi::Buffer<char> out = Napi::Buffer<char>::New(env, len);
+  int e = testing::KernelRead(addr, len, out.Data());
+  if (e) return Napi::Number::New(env, e);
+  return out;
+}
+
 }  // namespace
 
 void RegisterTesting(Napi::Env env, Napi::Object exports) {
@@ -276,6 +294,8 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("testBookkeeping", Napi::Function::New(env, Bookkeeping));
   exports.Set("testPoisonFile", Napi::Function::New(env, PoisonFile));
   exports.Set("testPoisonAtUnmap", Napi::Function::New(env, PoisonAtUnmap));
+  exports.Set("testHoldInSwap", Napi::Function::New(env, HoldInSwap));
+  exports.Set("testKernelRead", Napi::Function::New(env, KernelRead));
 }
 
 }  // namespace ras::binding
