@@ -250,13 +250,13 @@ Napi::Value PoisonFile(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// testPoisonAtUnmap(regionId, offset): testing/unmap_window.h.
+// testPoisonAtUnmap(regionId, offset, real): testing/unmap_window.h.
 Napi::Value PoisonAtUnmap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Region* r = RegionById(env, info[0]);
   uint64_t off;
   if (!r || !Uint(env, info[1], "offset", &off) || !InRange(env, *r, off, 1)) return env.Undefined();
-  testing::ArmPoisonAtUnmap(r->id, off);
+  testing::ArmPoisonAtUnmap(r->id, off, info.Length() > 2 && info[2].ToBoolean().Value());
   return env.Undefined();
 }
 
