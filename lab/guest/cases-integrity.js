@@ -4,7 +4,7 @@
 //              (the native test switch poisons with MADV_HWPOISON at exactly that moment): the journal
 //              has the frame when close() returns, and the next engine knows it. i1b: the same with
 //              unmapRegion() (the engine lives on).
-//   i2 (6.12, 6.1): the eager swap of a kernel without guard markers where no poison marker is used
+//   i2 (6.12), i2b (6.1): the eager swap of a kernel without guard markers where no poison marker is used
 //              (lostPageGuard 'guard'): held between the mremap and the guards (native test switch),
 //              a kernel-mode read of the healthy subpages (what KVM's access for a vCPU is) succeeds
 //              with the guest's bytes; afterwards only the lost subpage fails (EFAULT). On 6.12 with
@@ -77,7 +77,7 @@ function unmapWindow(id, how) {
 
 function swapWindow(kernel) {
   return {
-    id: 'i2',
+    id: kernel === '6.1' ? 'i2b' : 'i2',
     name: `eager swap without guard or poison markers (${kernel}, ${kernel === '6.1' ? 'simulated' : 'real'} poison): healthy memory stays readable to the kernel (as KVM) during the swap`,
     kernels: [kernel],
     async run(t) {
