@@ -785,7 +785,7 @@ require('./cases-locked').register(def);
 // What operators see with real poison: metrics textfile, QMP-shaped log, status socket (o1).
 require('./cases-ops').register(def, { reportReached });
 // Issue 19's last windows: a poison between close()'s drain and the unmap (i1, i1b on 6.12), the
-// eager swap without guard or poison markers (i2 on 6.12, i2b on 6.1).
+// eager swap without guard or poison markers (i2 on 6.12).
 require('./cases-integrity').register(def);
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
