@@ -1,9 +1,9 @@
 'use strict';
 // Lab cases for issue 19's last windows, on a real kernel.
-//   i1 (6.12): a REAL poison captured after close()'s drain settled and before the region's unmap
+//   i1 (6.12, 6.1): a REAL poison captured after close()'s drain settled and before the region's unmap
 //              (the native test switch poisons with MADV_HWPOISON at exactly that moment): the journal
-//              has the frame when close() returns, and the next engine knows it. i1b: the same with
-//              unmapRegion() (the engine lives on).
+//              has the frame when close() returns, and the next engine knows it (6.1: the huge page
+//              is refused, lost whole). i1b: the same with unmapRegion() (the engine lives on).
 //   i2 (6.12): the eager swap of a kernel without guard markers where no poison marker is used
 //              (lostPageGuard 'guard'): held between the mremap and the guards (native test switch),
 //              a kernel-mode read of the healthy subpages (what KVM's access for a vCPU is) succeeds
@@ -39,7 +39,7 @@ function unmapWindow(id, how) {
   return {
     id,
     name: `a real poison captured after the drain of ${how}() and before the unmap: journaled before ${how}() returns, known to the next engine`,
-    kernels: ['6.12'],
+    kernels: ['6.12', '6.1'],
     async run(t) {
       const gpa0 = how === 'close' ? 0x19_0000_0000n : 0x1a_0000_0000n;
       const off = HP + 27 * SUB;
