@@ -49,6 +49,7 @@
         "native/binding/recovery_reset.cc",
         "native/binding/regions.cc",
         "native/binding/testing.cc",
+        "native/binding/testing_windows.cc",
         "native/simulate/simulate.cc",
         "native/testing/bookkeeping.cc",
         "native/testing/foreign_thread.cc",

@@ -22,6 +22,7 @@ void RegisterControl(Napi::Env env, Napi::Object exports);        // control.cc:
 void RegisterLazy(Napi::Env env, Napi::Object exports);           // lazy.cc: lazyInfo, setLazyRecovery
 void RegisterMemProps(Napi::Env env, Napi::Object exports);       // memprops.cc: lockRegion, memPropsInfo
 void RegisterTesting(Napi::Env env, Napi::Object exports);        // testing.cc: fill/verifyPattern, vCPU load
+void RegisterTestingWindows(Napi::Env env, Napi::Object exports);  // testing_windows.cc: from RegisterTesting
 void RegisterLock(Napi::Env env, Napi::Object exports);           // lock.cc: lockFile, unlockFile (the journal's lock)
 void RegisterDrain(Napi::Env env, Napi::Object exports);          // drain.cc: drain (close() in flight)
 
