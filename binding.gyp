@@ -23,6 +23,7 @@
         "native/split/fileio.cc",
         "native/split/handover.cc",
         "native/split/lazy.cc",
+        "native/split/lazy_close.cc",
         "native/split/lazy_fill.cc",
         "native/split/lazy_front.cc",
         "native/split/lazy_uffd.cc",
@@ -32,6 +33,7 @@
         "native/split/props_lock.cc",
         "native/split/recovery.cc",
         "native/split/reserve.cc",
+        "native/split/swap_uffd.cc",
         "native/split/uffd.cc",
         "native/tojs/events.cc",
         "native/binding/access.cc",
@@ -51,6 +53,7 @@
         "native/binding/regions.cc",
         "native/binding/replay.cc",
         "native/binding/testing.cc",
+        "native/binding/testing_windows.cc",
         "native/simulate/simulate.cc",
         "native/testing/bookkeeping.cc",
         "native/testing/capi_calls.cc",
@@ -59,6 +62,8 @@
         "native/testing/mapcount.cc",
         "native/testing/memlock.cc",
         "native/testing/prev_handler.cc",
+        "native/testing/swap_hold.cc",
+        "native/testing/unmap_window.cc",
         "native/testing/pattern.cc",
         "native/testing/vcpu.cc"
       ]

@@ -22,7 +22,7 @@ import { importLost } from './migration/import';
 import type { ImportResult, LostManifest } from './migration/manifest';
 import { applyReserve, reserveWish, type ReserveWish } from './pipeline/reserve';
 import { resetRegion } from './pipeline/reset';
-import { finishInFlight } from './pipeline/close';
+import { finishInFlight, unmapAndRecord } from './pipeline/close';
 import { DurableLog } from './pipeline/durable';
 import { Idle } from './pipeline/idle';
 import type { EngineState } from './pipeline/state';
@@ -150,7 +150,7 @@ export class RasEngine extends RasEvents {
     for (const user of [...this.users]) if (user.region === region) user.stopNow();
     finishInFlight(this.state); // a recovery in flight on it is finished or recorded, as by close()
     carryOver(this.state, region); // a later mapRegion of it applies this life's losses and split pages
-    native.unmapRegion(region.id);
+    unmapAndRecord(this.state, region); // and a loss captured after the drain, before the unmap
     region.closed = true;
     this.regions.delete(region.id);
     this.ledger.forget(region.name);
@@ -234,7 +234,7 @@ export class RasEngine extends RasEvents {
     for (const user of [...this.users]) user.stopNow();
     finishInFlight(this.state);
     for (const r of this.regions.values()) {
-      native.unmapRegion(r.id);
+      unmapAndRecord(this.state, r); // records a loss captured after the drain, before the unmap
       r.closed = true;
     }
     this.regions.clear();

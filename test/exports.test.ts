@@ -14,9 +14,9 @@ const pkg = require('../package.json');
 describe('entry points', () => {
   it('the package root exports the product only; the test tools are in hugetlb-ras/testing', () => {
     const root = Object.keys(require('../dist/src/index.js'));
-    for (const tool of ['startVcpuLoad', 'fillPattern', 'verifyPattern']) expect(root).not.toContain(tool);
+    for (const tool of ['startVcpuLoad', 'fillPattern', 'verifyPattern', 'poisonBackingFile']) expect(root).not.toContain(tool);
     expect(root).toEqual(expect.arrayContaining(['RasEngine', 'Region', 'RasError', 'PoisonError', 'Journal', 'readJournal', 'formatJournal']));
-    expect(Object.keys(require('../dist/src/testing/index.js')).sort()).toEqual(['fillPattern', 'startVcpuLoad', 'verifyPattern']);
+    expect(Object.keys(require('../dist/src/testing/index.js')).sort()).toEqual(['fillPattern', 'poisonBackingFile', 'startVcpuLoad', 'verifyPattern']);
     expect(pkg.exports['./metrics'].default).toBe('./dist/src/metrics/index.js');
     expect(typeof require('../dist/src/metrics/index.js').registerMetrics).toBe('function');
     // prom-client is loaded when metrics are asked for, not by every VMM that loads the engine.

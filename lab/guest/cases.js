@@ -790,6 +790,9 @@ require('./cases-ops').register(def, { reportReached });
 require('./cases-migration-engine').register(def, { checkPattern, checkAlive });
 // The reference VMM migrates with lost frames: live, pre-copy poison, snapshot, unprivileged, demo, bench (g1..g6, 6.12).
 require('./cases-migrate').register(def);
+// Issue 19's last windows: a poison between close()'s drain and the unmap (i1, i1b on 6.12), the
+// eager swap without guard or poison markers (i2 on 6.12).
+require('./cases-integrity').register(def);
 
 // Cases for KERNEL (major.minor), filtered by WANTED ("1,2", "8" also selects 8b; empty: all but
 // the manual ones, which run only when named).

@@ -4,6 +4,9 @@
 
 #include <napi.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "state/state.h"
 
 namespace ras::binding {
@@ -20,12 +23,19 @@ void RegisterControl(Napi::Env env, Napi::Object exports);        // control.cc:
 void RegisterLazy(Napi::Env env, Napi::Object exports);           // lazy.cc: lazyInfo, setLazyRecovery
 void RegisterMemProps(Napi::Env env, Napi::Object exports);       // memprops.cc: lockRegion, memPropsInfo
 void RegisterTesting(Napi::Env env, Napi::Object exports);        // testing.cc: fill/verifyPattern, vCPU load
+void RegisterTestingWindows(Napi::Env env, Napi::Object exports);  // testing_windows.cc: from RegisterTesting
 void RegisterLock(Napi::Env env, Napi::Object exports);           // lock.cc: lockFile, unlockFile (the journal's lock)
 void RegisterDrain(Napi::Env env, Napi::Object exports);          // drain.cc: drain (close() in flight)
 void RegisterImport(Napi::Env env, Napi::Object exports);         // import.cc: importFrames (a migration's lost frames)
 
 // lifecycle.cc, for the other groups
 bool EngineOpen();  // an engine of this process is open
-void RemoveRegion(Region& r);
+// What a region's pages were when it left the capture path for good (no handler, lane or C API
+// holds it, none can find it): a memory error captured after close()'s drain is in here.
+struct FinalView {
+  std::vector<uint8_t> states;  // PageState per huge page
+  std::vector<uint64_t> lost;   // region offsets of the lost subpages
+};
+void RemoveRegion(Region& r, FinalView* out = nullptr);
 
 }  // namespace ras::binding

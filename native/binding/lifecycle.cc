@@ -13,6 +13,7 @@
 #include "simulate/simulate.h"
 #include "split/mapping.h"
 #include "state/state.h"
+#include "testing/unmap_window.h"
 #include "testing/vcpu.h"
 
 namespace ras::binding {
@@ -27,7 +28,8 @@ void EnvCleanup(void*);
 
 bool EngineOpen() { return g_open_engines > 0; }
 
-void RemoveRegion(Region& reg) {
+void RemoveRegion(Region& reg, FinalView* out) {
+  testing::AtUnmap(reg);  // tests only: a report captured after close()'s drain (testing/unmap_window.h)
   int slot = -1;
   for (int i = 0; i < kMaxRegions && slot < 0; i++)
     if (RegionAt(i) == &reg) slot = i;
@@ -35,6 +37,11 @@ void RemoveRegion(Region& reg) {
   // Unpublished, its waiters released (they retry and fail as they would without us), and no
   // thread (handler, lane, C API) holds it any more when this returns: it is ours to free.
   Region* r = RetireRegion(slot);
+  if (out) {
+    out->states.resize(r->pages);
+    for (uint32_t p = 0; p < r->pages; p++) out->states[p] = static_cast<uint8_t>(StateOf(r->Word(p).load()));
+    r->ForEachLost([&](uint64_t off) { out->lost.push_back(off); });
+  }
   // A deleted file's pages die with its last mapping, poisoned ones included (as in the kernel):
   // a later file that gets the same inode number must not inherit simulated poison.
   struct stat st;

@@ -107,10 +107,22 @@ Napi::Value MapRegion(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// unmapRegion(id) -> { states: Uint8Array, lost: number[] }: the region's pages as they were when it
+// left the capture path (binding.h FinalView), for close() to record what came after its drain.
 Napi::Value UnmapRegion(const Napi::CallbackInfo& info) {
-  Region* r = RegionById(info.Env(), info[0]);
-  if (r) RemoveRegion(*r);
-  return info.Env().Undefined();
+  Napi::Env env = info.Env();
+  Region* r = RegionById(env, info[0]);
+  if (!r) return env.Undefined();
+  FinalView v;
+  RemoveRegion(*r, &v);
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Uint8Array states = Napi::Uint8Array::New(env, v.states.size());
+  for (size_t i = 0; i < v.states.size(); i++) states[i] = v.states[i];
+  Napi::Array lost = Napi::Array::New(env, v.lost.size());
+  for (size_t i = 0; i < v.lost.size(); i++) lost.Set(static_cast<uint32_t>(i), static_cast<double>(v.lost[i]));
+  o.Set("states", states);
+  o.Set("lost", lost);
+  return o;
 }
 
 }  // namespace

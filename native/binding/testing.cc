@@ -253,6 +253,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("testFillMapCount", Napi::Function::New(env, FillMapCount));
   exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
   exports.Set("testBookkeeping", Napi::Function::New(env, Bookkeeping));
+  RegisterTestingWindows(env, exports);  // testing_windows.cc
 }
 
 }  // namespace ras::binding

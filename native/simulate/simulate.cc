@@ -180,6 +180,11 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
   return 0;
 }
 
+void PoisonFileOnly(uint64_t dev, uint64_t ino, uint64_t off) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_file_poison.insert(FileKey{dev, ino, off & ~(kSubpage - 1)});
+}
+
 int64_t ClampRead(uint64_t dev, uint64_t ino, uint64_t off, uint64_t len) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_file_poison.lower_bound(FileKey{dev, ino, off & ~(kSubpage - 1)});

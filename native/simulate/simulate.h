@@ -18,6 +18,11 @@ void Enable();  // installs the SIGSEGV fault hook
 // Returns 0 or an errno (syscall name in *syscall).
 int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** syscall);
 
+// Tests: the file (dev, ino) is poisoned at the 4 KiB holding `off` and nothing mapped changes, as
+// when hardware poisons a page of the old huge page that nobody maps any more (a recovery took it
+// out of the guest's mapping and reads it back): no signal, only reads of that 4 KiB fail with EIO.
+void PoisonFileOnly(uint64_t dev, uint64_t ino, uint64_t off);
+
 // For a read of [off, off+len) of the file (dev, ino): the number of bytes readable before the
 // first simulated poisoned subpage, or -1 if `off` itself lies in one (the read fails with EIO).
 int64_t ClampRead(uint64_t dev, uint64_t ino, uint64_t off, uint64_t len);

@@ -50,11 +50,6 @@ bool Pending(bool big);
 // Tests: while held, no back half starts (Stop still finishes them).
 void HoldBackHalves(bool on);
 
-// A loss found after the page went in place (marked lost by the caller): if a fill is in progress
-// on it, its marker goes in through the fill's userfaultfd (another fd cannot register the range).
-// False: no fill there (or the marker failed); guard it the usual way.
-bool PoisonInFill(Region& r, uintptr_t sub);
-
 // A fill is in progress (the reserve's refill waits: it competes for the CPU and mmap_lock).
 bool Busy();
 // close(): (region id, page) of every recovery whose back half is not done yet.

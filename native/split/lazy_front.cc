@@ -1,6 +1,5 @@
 // The front half of a lazy recovery (split/lazy.h), on the lane that owns the page: the range in
-// place, the touched 4 KiB in, then (after the release) the rest of its piece; and a loss found in
-// a page whose recovery is still in progress.
+// place, the touched 4 KiB in, then (after the release) the rest of its piece.
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -114,35 +113,6 @@ void AfterRelease() {
   if (!t_front) return;
   InstallRestOfPiece(*t_front, t_front_sub);
   t_front.reset();
-}
-
-bool PoisonInFill(Region& r, uintptr_t sub) {
-  std::shared_ptr<Job> j = FindJob(sub);
-  if (!j || j->r != &r) return false;
-  bool sealed;
-  {
-    std::lock_guard<std::mutex> lock(j->mu);
-    sealed = j->sealed;
-    if (!sealed) j->poisoning++;  // Close waits for it before it moves anything
-  }
-  if (sealed) {
-    // The block's markers are fixed and it is about to replace the range: guard it there, after.
-    WaitGone(j);
-    return false;
-  }
-  // Not under the job's lock: UFFDIO_POISON returns EAGAIN while another lane's mremap waits for the
-  // fault thread to read its event, and the fault thread takes that lock after each fill.
-  int e = lazyfd::Poison(sub, kSubpage);
-  if (e == EEXIST) {
-    // In place already: drop it, then the marker. A toucher in between waits in the kernel.
-    e = props::Drop(reinterpret_cast<void*>(sub), kSubpage);
-    if (!e) e = lazyfd::Poison(sub, kSubpage);
-  }
-  bool ok = !e || e == EEXIST;
-  std::lock_guard<std::mutex> lock(j->mu);
-  if (ok) j->lost.push_back(static_cast<uint32_t>((sub - j->dst) / kSubpage));
-  j->poisoning--;
-  return ok;
 }
 
 }  // namespace ras::lazy

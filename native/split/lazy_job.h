@@ -10,6 +10,11 @@
 // Closing claims every piece with a CAS, so after it nobody fills, drops or zeroes a piece: the
 // touchers of kClosed and kTaken pieces wait in the kernel until the block replaces the range, and
 // are woken then (UFFDIO_WAKE).
+//
+// A poison marker goes into a piece only from the thread that claimed it (its fill, or the refill
+// of a dropped page), or into a missing piece from the back half's read, whose loss any later
+// claimant's read of the file finds too: UFFDIO_COPY overwrites a marker, so nobody may place one
+// in a piece another thread is filling.
 #pragma once
 
 #include <atomic>
@@ -47,8 +52,6 @@ struct Job {
   std::atomic<int> err{0};                        // first failure
   const char* err_syscall = nullptr;
   std::mutex mu;                  // guards the fields below
-  bool sealed = false;            // the block's lost subpages are fixed: later losses wait for the end
-  uint32_t poisoning = 0;         // PoisonInFill calls past the seal check, ioctl in flight (no lock held)
   std::vector<uint32_t> lost;     // subpage indices, as found
   uint32_t reads = 0;
   uint64_t in_place_ns = 0, released_ns = 0, filled_ns = 0;
@@ -76,6 +79,9 @@ void ServeFault(Job& j, uintptr_t addr);
 // true when the whole page is read (or a read failed).
 bool ReadBlock(Job& j, uint64_t budget);
 void Close(Job& j);
+// [off, off+len) of a claimed piece from the file into place at dst: healthy runs copied in,
+// lost subpages marked. Never a hole that reads as zeros.
+void FillRange(Job& j, uint64_t off, uint64_t len);
 // Marks subpage `off` (bytes into the page) lost: recorded, a marker at dst where it is missing.
 void MarkLost(Job& j, uint64_t off);
 void Fail(Job& j, int e, const char* syscall);

@@ -10,7 +10,9 @@
 
 #include "linux_compat.h"
 #include "split/props.h"
+#include "split/swap_uffd.h"
 #include "split/uffd.h"
+#include "testing/swap_hold.h"
 #include "state/state.h"
 
 namespace ras::mapping {
@@ -92,9 +94,28 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
     lock_after(target);
     return true;
   }
-  // Kernels without guard markers: PROT_NONE would split the VMA and mremap moves one VMA only. So
-  // the block goes in PROT_NONE (a thread touching it meanwhile faults and waits for the engine),
-  // then only the healthy runs are opened.
+  // Kernels without guard markers: PROT_NONE would split the VMA and mremap moves one VMA only. With
+  // a userfaultfd the block goes in read-write, its lost subpages missing and registered, and they
+  // are guarded in place (split/swap_uffd.h): healthy memory is never inaccessible, to KVM neither.
+  int e = 0;
+  const char* sc = nullptr;
+  switch (swapfd::MoveIn(b.addr, b.size, target, lost, &e, &sc)) {
+    case swapfd::kMoved:
+      b.addr = nullptr;
+      lock_after(target);
+      return true;
+    case swapfd::kGuardFailed:
+      b.addr = nullptr;  // in place, all PROT_NONE: the caller reports the page lost
+      *fail = {e, sc};
+      return false;
+    case swapfd::kMoveFailed:
+      *fail = {e, sc};
+      return false;
+    case swapfd::kUnavailable:
+      break;
+  }
+  // No userfaultfd: the block goes in PROT_NONE (a thread touching it meanwhile faults and waits
+  // for the engine; KVM's access for a vCPU fails with EFAULT until the healthy runs are open).
   if (mprotect(b.addr, b.size, PROT_NONE) != 0) {
     *fail = {errno, "mprotect"};
     return false;
@@ -106,6 +127,7 @@ bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool 
     return false;
   }
   b.addr = nullptr;  // it lives at target now
+  testing::AtSwapWindow();  // tests only: testing/swap_hold.h
   lock_after(target);
   char* base = reinterpret_cast<char*>(target);
   uint64_t subpages = b.size / kSubpage;

@@ -18,8 +18,10 @@ void Unmap(void* addr, uint64_t size);
 // Put `b` in place of [target, target+b.size) in one mremap, without any moment where the range is
 // unmapped or shows partial data or a lost subpage. `lost` (sorted subpage indices in the block) are
 // guarded first (guard markers, Linux >= 6.13) unless `lost_already_poisoned` (MADV_HWPOISON).
-// Older kernels: the block goes in PROT_NONE and only the healthy runs are opened after the move;
-// if opening one fails (map entries exhausted) the whole range is PROT_NONE again on return.
+// Older kernels: the block goes in read-write with its lost subpages missing and registered with a
+// userfaultfd, and they are made PROT_NONE in place (split/swap_uffd.h); without a userfaultfd it goes
+// in PROT_NONE and only the healthy runs are opened after the move. If a guard fails (map entries
+// exhausted) the whole range is PROT_NONE on return.
 // `lock`: the replacement is locked before it goes in (props.h), or right after where RLIMIT_MEMLOCK
 // has no room for both.
 bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,

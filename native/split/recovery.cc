@@ -230,11 +230,4 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   return out;
 }
 
-bool SubpageUnreadable(Region& r, uintptr_t addr) {
-  char buf[kSubpage];
-  uint64_t off = r.file_offset + ((addr & ~(kSubpage - 1)) - r.start);
-  fileio::ReadBack rb = fileio::ReadAround(r.fd, r.dev, r.ino, off, buf, kSubpage, kSubpage, 0);
-  return !rb.lost.empty();
-}
-
 }  // namespace ras::recovery

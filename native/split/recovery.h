@@ -49,9 +49,6 @@ class Readers {
 Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& known_lost, Readers* readers,
                       bool never_hwpoison = false);
 
-// A subpage of a split huge page reported after the split: is it lost? (EIO from the file.)
-bool SubpageUnreadable(Region& r, uintptr_t addr);
-
 // How many threads read a huge page back (the lane's thread plus helpers; default 2). Takes
 // effect for lanes started afterwards.
 void SetReadThreads(int n);

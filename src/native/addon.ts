@@ -23,7 +23,8 @@ export interface Addon {
   drain(timeoutMs: number): { events: NativeEvent[]; settled: boolean; inFlight: [number, number][] };
   /** The policy is armed before the region goes live. guard: enum hugetlb_ras_guard. */
   mapRegion(path: string, size: number, offset: number, refuseReason: number, guard: number, guestPhysAddr: bigint): NativeMapped;
-  unmapRegion(id: number): void;
+  /** The page states and lost subpages as they were when the region left the capture path (regions.cc). */
+  unmapRegion(id: number): { states: Uint8Array; lost: number[] } | undefined;
   read(id: number, offset: number, length: number): Buffer | NativeFault;
   write(id: number, offset: number, bytes: Buffer): NativeFault | undefined;
   readAvailable(id: number, offset: number, length: number): { data: Buffer; lost: number[] } | NativeFault;
