@@ -102,6 +102,7 @@ async function benchSize(label: string, huge: number, dir: string, reps: number,
     lazyFront: S('lazy: front half on the lane (in place, touched piece in)'),
     lazyInPlace: S('lazy: SIGBUS to in place (vCPUs released)'),
     lazyWhole: S('lazy: whole page usable again'),
+    lazyBlockFault: S('lazy: of that, the back half faulting in a block not from the reserve'),
     naive: S('naive (QEMU RFC): MAP_FIXED+populate, 4 KiB preads'),
   };
   const res: SizeResult = {
@@ -150,6 +151,7 @@ async function benchSize(label: string, huge: number, dir: string, reps: number,
         rows.lazyInPlace.ns.push(Number(lazy.last.totalNs));
         rows.lazyFront.ns.push(Number(lazy.last.durationNs));
         rows.lazyWhole.ns.push(Number(lazy.last.filledNs));
+        if (!lazy.last.usedReserve) rows.lazyBlockFault.ns.push(Number(lazy.last.blockFaultNs));
         res.hugeShare.lazy.push(lazy.share);
       }
       rows.naive.ns.push(naive.ns);

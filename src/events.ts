@@ -56,6 +56,13 @@ export interface RecoveredEvent {
   path: 'eager' | 'lazy';
   /** From the first report to the whole huge page in place (equals totalNs on the eager path). */
   filledNs: bigint;
+  /**
+   * Lazy path: of filledNs, the time the back half spent faulting in its block (the memory the page
+   * is read into) because the reserve had none (`usedReserve` false). 0n from the reserve, 0n on the
+   * eager path (there the fault-in is inside durationNs), and 0n on a kernel without
+   * MADV_POPULATE_WRITE (5.14), where the read faults the block.
+   */
+  blockFaultNs: bigint;
   readCalls: number;
   usedReserve: boolean;
   /** How the lost subpages are kept inaccessible (see `Guard`). */

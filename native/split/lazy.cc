@@ -118,6 +118,7 @@ void Finalize(Job& j) {
   ev.outcome.ns = j.in_place_ns;
   ev.done_ns = j.released_ns;
   ev.filled_ns = j.filled_ns;
+  ev.block_fault_ns = j.block_fault_ns;
   tojs::Post(batch);
   GlobalCounters().processed.fetch_add(1);
   j.ref.reset();

@@ -55,6 +55,7 @@ struct Job {
   std::vector<uint32_t> lost;     // subpage indices, as found
   uint32_t reads = 0;
   uint64_t in_place_ns = 0, released_ns = 0, filled_ns = 0;
+  uint64_t block_fault_ns = 0;  // ReadBlock faulting a block that did not come from the reserve
   bool used_reserve = false;
   bool in_place_finish = false;   // the block could not be swapped in: the range was filled in place
   int read_err = 0;               // ReadBlock's failure that is not a lost subpage

@@ -110,6 +110,7 @@ bool BuildEvent(napi_env env, const Event& e, napi_value* out) {
     o.Bool("usedReserve", e.outcome.used_reserve);
     o.Str("path", e.outcome.path == recovery::kPathLazy ? "lazy" : "eager");
     o.Big("filledNs", e.filled_ns ? e.filled_ns : e.done_ns);
+    o.Big("blockFaultNs", e.block_fault_ns);
     o.I32("guard", e.outcome.guard);
     o.I32("guardErrno", e.outcome.guard_errno);
     if (e.outcome.guard_syscall) o.Str("guardSyscall", e.outcome.guard_syscall);

@@ -26,6 +26,7 @@ struct Event {
   uint32_t page_state = 0;  // of the huge page when the worker took the report
   uint64_t done_ns = 0;     // when the huge page was usable again (vCPUs released)
   uint64_t filled_ns = 0;   // when all of it was in place (lazy path; else done_ns)
+  uint64_t block_fault_ns = 0;  // lazy back half: faulting in a block not from the reserve
 };
 
 // On the JS thread, before the lanes start. The function receives arrays of events.

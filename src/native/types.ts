@@ -42,6 +42,8 @@ export interface NativeEvent {
   path?: 'eager' | 'lazy';
   /** CLOCK_MONOTONIC when every piece was in place (lazy path; doneNs otherwise). */
   filledNs?: bigint;
+  /** Lazy back half: ns spent faulting in a block not from the reserve. */
+  blockFaultNs?: bigint;
   /** enum hugetlb_ras_guard: how the lost subpages were kept out. */
   guard?: number;
   /** errno of the region's preferred guard when it failed (it fell back to a fault guard). */

@@ -133,6 +133,7 @@ function onEvent(s: EngineState, region: Region, e: NativeEvent): void {
         usedReserve: e.usedReserve ?? false,
         path: e.path ?? 'eager',
         filledNs: (e.filledNs ?? e.doneNs ?? e.timeNs) - e.timeNs,
+        blockFaultNs: e.blockFaultNs ?? 0n,
         guard,
         ...(guard === 'guard' ? { kvmWarning: KVM_FAULT_GUARD_WARNING } : {}),
         ...(e.guardErrno ? { guardErrno: -e.guardErrno, guardSyscall: e.guardSyscall } : {}),
