@@ -65,6 +65,7 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
   for (size_t j = 0; j < out.lost.size(); j++) lost.Set(static_cast<uint32_t>(j), out.lost[j]);
   o.Set("lostSubpages", lost);
   o.Set("bytes", static_cast<double>(out.bytes));
+  o.Set("reads", out.reads);
   o.Set("durationNs", Napi::BigInt::New(env, out.ns));
   o.Set("errno", out.err);
   if (out.syscall) o.Set("syscall", out.syscall);

@@ -105,6 +105,28 @@ fileio::ReadBack ReadPage(Region& r, uint32_t page, char* dst, ReaderPool* reade
   }
   return all;
 }
+// The page's subpages that are not `skip`ped, run by run, on this thread (lost indices page-relative).
+fileio::ReadBack ReadSkipping(Region& r, uint32_t page, char* dst, const std::vector<bool>& skip) {
+  uint64_t off = r.file_offset + (static_cast<uint64_t>(page) << r.huge_shift);
+  uint32_t n = static_cast<uint32_t>(skip.size());
+  fileio::ReadBack all;
+  for (uint32_t a = 0; a < n && !all.err;) {
+    if (skip[a]) {
+      a++;
+      continue;
+    }
+    uint32_t b = a;
+    while (b < n && !skip[b]) b++;
+    uint64_t at = static_cast<uint64_t>(a) * kSubpage;
+    fileio::ReadBack p = fileio::ReadAround(r.fd, r.dev, r.ino, off + at, dst + at, static_cast<uint64_t>(b - a) * kSubpage, kChunk, a);
+    all.bytes += p.bytes;
+    all.calls += p.calls;
+    all.lost.insert(all.lost.end(), p.lost.begin(), p.lost.end());
+    all.err = p.err;
+    a = b;
+  }
+  return all;
+}
 }  // namespace
 
 Readers::~Readers() { Stop(); }
@@ -146,21 +168,27 @@ Outcome SplitHugePage(Region& r, uint32_t page, const std::vector<uint32_t>& kno
   props::Note(r, false);  // MADV_DONTDUMP and a VMM's own userfaultfd: read off this thread (props.h)
   // Before the read faults it: the huge page's memory policy as it was (MPOL_BIND stays BIND), else its node.
   numa::PlaceLike(block.addr, block.size, numa::PolicyAt(target), numa::HugePageNode(r, page), block.from_reserve);
-  fileio::ReadBack rb = ReadPage(r, page, block.addr, readers ? readers->pool_ : nullptr);
+  uint64_t subpages = r.huge_size / kSubpage;
+  // Without a reader pool (a restart's re-split, an import, recoverNow) the subpages known lost are
+  // not read at all: on this boot the file's copy of them may be poisoned (an EIO each, the slow
+  // path of the read), and their bytes are dropped anyway. A live recovery keeps its readers.
+  std::vector<bool> known(subpages, false);
+  bool skip = false;
+  for (uint32_t s : known_lost)
+    if (s < subpages) known[s] = skip = true;  // the binding keeps only subpages of the page
+  skip = skip && !(readers && readers->pool_);
+  fileio::ReadBack rb = skip ? ReadSkipping(r, page, block.addr, known) : ReadPage(r, page, block.addr, readers ? readers->pool_ : nullptr);
   out.reads = rb.calls;
   // Which subpages the read lost, one flag each: a page with hundreds of known-lost subpages (a
   // restart replaying them) is then merged in linear time, not one search of the list per subpage.
-  uint64_t subpages = r.huge_size / kSubpage;
   std::vector<bool> read_lost(subpages, false);
   for (uint32_t s : rb.lost) read_lost[s] = true;
-  for (uint32_t s : known_lost) {
-    if (s >= subpages) continue;  // the binding keeps only subpages of the page; never index past it
-    if (!read_lost[s]) {
-      read_lost[s] = true;  // a subpage named twice is added once, as the search did
-      rb.lost.push_back(s);
-      memset(block.addr + static_cast<uint64_t>(s) * kSubpage, 0, kSubpage);
-      rb.bytes -= std::min<uint64_t>(rb.bytes, kSubpage);
-    }
+  for (uint32_t s = 0; s < subpages; s++) {
+    if (!known[s] || read_lost[s]) continue;  // a subpage named twice is added once
+    read_lost[s] = true;
+    rb.lost.push_back(s);
+    memset(block.addr + static_cast<uint64_t>(s) * kSubpage, 0, kSubpage);
+    if (!skip) rb.bytes -= std::min<uint64_t>(rb.bytes, kSubpage);  // skipped: never counted
   }
   std::sort(rb.lost.begin(), rb.lost.end());
   if (rb.err || rb.lost.size() >= subpages) {

@@ -62,6 +62,8 @@ export interface NativeRecoverOutcome {
   guard: number;
   lostSubpages: number[];
   bytes: number;
+  /** pread calls the read-back made (recoverNow). */
+  reads?: number;
   durationNs: bigint;
   errno: number;
   syscall?: string;
