@@ -196,7 +196,8 @@ export function scaleTable(s: ScaleResult, fmt: (ns: number) => string): string[
   const last = tmpfs[tmpfs.length - 1];
   if (last?.restartMs !== undefined && last.readLimitMs !== undefined && last.readFreshMs !== undefined)
     lines.push(
-      `restart: ${ms(last.restartMs)} ms (target < 1 000 ms); its re-split reads ${(PAGES * 2 * MiB) / MiB} MiB back. Limits (read(2), one thread): ` +
+      `restart: ${ms(last.restartMs)} ms (target < 1 000 ms); its re-split of the ${(PAGES * 2 * MiB) / MiB} MiB reads back only the subpages not known lost ` +
+        `(${(((PAGES * 2 * MiB) / SUB - last.lostPages) * SUB / MiB).toFixed(1)} MiB). Limits for reading all of it (read(2), one thread): ` +
         `into faulted memory ${ms(last.readLimitMs)} ms, into fresh memory ${ms(last.readFreshMs)} ms; mapRegion / those: ` +
         `${(last.mapMs! / last.readLimitMs).toFixed(2)}x, ${(last.mapMs! / last.readFreshMs).toFixed(2)}x`,
     );
