@@ -66,8 +66,22 @@ function regionName(r) {
   return r.name;
 }
 
+// Deep equality for checks: whole arrays and buffers (plain() shortens them for the log), object
+// keys in any order, bigints by value.
+function canon(v) {
+  if (typeof v === 'bigint') return '0x' + v.toString(16);
+  if (v === undefined) return null;
+  if (v === null || typeof v !== 'object') return v;
+  if (Buffer.isBuffer(v)) return `<Buffer ${v.toString('hex')}>`;
+  if (v instanceof Error) return { code: v.code, errno: v.errno, error: v.message, syscall: v.syscall };
+  if (Array.isArray(v)) return v.map(canon);
+  const o = {};
+  for (const k of Object.keys(v).sort()) o[k] = canon(v[k]);
+  return o;
+}
+
 function same(a, b) {
-  return JSON.stringify(plain(a)) === JSON.stringify(plain(b));
+  return JSON.stringify(canon(a)) === JSON.stringify(canon(b));
 }
 
 function big(v) {

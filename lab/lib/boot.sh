@@ -14,7 +14,7 @@ boot_kernel() {
   log "kernel $mm: booting $release ($pkg), limit ${LAB_TIMEOUT}s"
   timeout --kill-after=10 "$LAB_TIMEOUT" "$QEMU" \
     -nodefaults -no-user-config -display none -monitor none \
-    -accel "${LAB_ACCEL:-tcg}" -cpu max -smp 2 -m "$LAB_MEM" -no-reboot \
+    -accel "${LAB_ACCEL:-tcg,thread=single}" -cpu max -smp 2 -m "$LAB_MEM" -no-reboot \
     -kernel "$KDIR/vmlinuz" -initrd "$d/initrd.cpio" -append "$append" \
     -serial "file:$d/console.log" -serial "file:$d/results.log" \
     </dev/null >"$d/qemu.log" 2>&1 &
