@@ -208,7 +208,23 @@ bool RestoreVcpu(const Vm& vm, int fd, bool irqchip, const uint8_t* data, size_t
     return false;
   }
   if (!Set<kvm_xcrs>(fd, KVM_SET_XCRS, recs, kXcrs, false, err, "KVM_SET_XCRS")) return false;
-  if (!Set<kvm_sregs>(fd, KVM_SET_SREGS, recs, kSregs, true, err, "KVM_SET_SREGS")) return false;
+  {
+    // TR as the VMCB had it on AMD: KVM's svm_get_segment always ORs the busy bit into TR's type
+    // ("the busy flag in the tr selector isn't exposed"), so a VMCB with an available 64-bit TSS
+    // (type 9) comes back as busy (11). In long mode the processor ignores the difference; QEMU's
+    // TCG SVM (the lab's nested KVM) does not: its I/O permission check wants type 9 and answers a
+    // user-space IN/OUT with #GP, which killed the Linux guest's walker after a move. Intel's VM
+    // entry needs the busy type: left as it is there.
+    const Rec* r = Find(recs, kSregs);
+    if (!r || r->n != sizeof(kvm_sregs)) {
+      *err = "state: no KVM_SET_SREGS record of this KVM's size";
+      return false;
+    }
+    kvm_sregs sr;
+    memcpy(&sr, r->p, sizeof sr);
+    if (vm.amd && sr.tr.type == 11) sr.tr.type = 9;
+    if (ioctl(fd, KVM_SET_SREGS, &sr) != 0) return Fail(err, "KVM_SET_SREGS");
+  }
   const Rec* m = Find(recs, kMsrs);
   if (!m || m->n % sizeof(kvm_msr_entry)) {
     *err = "state: no MSR record";
