@@ -60,9 +60,14 @@ function ramDigest(regions: Iterable<Region>, dump?: string): Record<string, str
   return out;
 }
 
-/** Frames KVM itself writes for a vCPU (kvmclock, async PF, steal time, PV EOI): named by its MSRs in the state. */
+/**
+ * Frames KVM itself writes for the guest, named by the vCPUs' MSRs in the state: the wall clock
+ * (MSR_KVM_WALL_CLOCK[_NEW], a plain GPA: KVM writes it during KVM_SET_MSRS at the destination),
+ * and, where enabled (bit 0), kvmclock, async PF, steal time and PV EOI.
+ */
 function kvmOwnedFrames(vcpus: Buffer[]): string[] {
-  const msrs = new Set([0x12, 0x4b564d00, 0x4b564d01, 0x4b564d02, 0x4b564d03, 0x4b564d04]);
+  const wallClock = new Set([0x11, 0x4b564d00]);
+  const msrs = new Set([0x12, 0x4b564d01, 0x4b564d02, 0x4b564d03, 0x4b564d04]);
   const out = new Set<string>();
   for (const b of vcpus)
     for (let o = 0; o + 8 <= b.length; ) {
@@ -70,7 +75,8 @@ function kvmOwnedFrames(vcpus: Buffer[]): string[] {
       const n = b.readUInt32LE(o + 4);
       if (tag === 6)
         for (let k = o + 8; k + 16 <= o + 8 + n; k += 16)
-          if (msrs.has(b.readUInt32LE(k)) && b.readBigUInt64LE(k + 8) & 1n) out.add(hex(b.readBigUInt64LE(k + 8) & ~0xfffn));
+          if ((wallClock.has(b.readUInt32LE(k)) && b.readBigUInt64LE(k + 8)) || (msrs.has(b.readUInt32LE(k)) && b.readBigUInt64LE(k + 8) & 1n))
+            out.add(hex(b.readBigUInt64LE(k + 8) & ~0xfffn));
       o += 8 + n;
     }
   return [...out].sort();
