@@ -106,7 +106,130 @@ async function linuxCase(t, { entry, guard, reports, vcpus = 1 }) {
   }
 }
 
+// L3: the Linux guest migrates live between two VMM processes (vmm/src/linux-migrate-main.ts):
+// real poison under the walker at the source (the guest kernel recovers), then the move; the
+// walker must keep verifying at the destination with wrong=0 and its lost count as before.
+const MIGRATE_MAIN = path.join(PKG, 'dist', 'vmm', 'src', 'linux-migrate-main.js');
+
+function migrateSide(t, role, opts, onListening, onDigest) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MIGRATE_MAIN, role, JSON.stringify(opts)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: '/tmp',
+      env: { ...process.env, HOME: '/tmp', RAS_LINUX_KERNEL: KERNEL, RAS_LINUX_INITRD: INITRD, HUGETLB_RAS_DIR: '/mnt', RAS_LINUX_DIR2M: '/mnt/huge2m', RAS_LINUX_ENGINE: JSON.stringify({ reserveBytes: 0 }) },
+    });
+    let buf = '';
+    let result = null;
+    child.stderr.on('data', (d) => String(d).split('\n').filter((l) => l.trim()).forEach((l) => t.log(`${role} stderr: ${l}`)));
+    child.stdout.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
+        else if (line === 'LISTENING') onListening && onListening();
+        else if (line.startsWith('DIGEST ')) onDigest && onDigest(JSON.parse(line.slice(7)));
+        else if (line.trim()) console.log(line);
+      }
+    });
+    child.on('exit', (code, signal) => resolve({ result, code, signal }));
+  });
+}
+
+// Frames of the two RAM dumps (the regions in order, as the digests list them) that differ, with
+// the first differing 8-byte words of each.
+function ramDiff(dump, digest) {
+  const out = [];
+  try {
+    const a = fs.readFileSync(dump + '.src');
+    const b = fs.readFileSync(dump + '.dst');
+    const chunks = Object.keys(digest);
+    for (let off = 0; off < Math.min(a.length, b.length) && out.length < 16; off += 4096) {
+      if (a.subarray(off, off + 4096).equals(b.subarray(off, off + 4096))) continue;
+      const gpa = BigInt(chunks[Math.floor(off / (1 << 20))]) + BigInt(off % (1 << 20));
+      const words = [];
+      for (let w = 0; w < 4096 && words.length < 8; w += 8)
+        if (a.readBigUInt64LE(off + w) !== b.readBigUInt64LE(off + w)) words.push(`+0x${w.toString(16)}: 0x${a.readBigUInt64LE(off + w).toString(16)} -> 0x${b.readBigUInt64LE(off + w).toString(16)}`);
+      out.push({ gpa: '0x' + gpa.toString(16), words });
+    }
+    fs.rmSync(dump + '.src', { force: true });
+    fs.rmSync(dump + '.dst', { force: true });
+  } catch (e) {
+    out.push(String(e));
+  }
+  return out;
+}
+
+async function linuxMigrateCase(t, { vcpus }) {
+  t.must('/dev/kvm exists (kvm, kvm-amd loaded)', fs.existsSync('/dev/kvm'));
+  t.must(`the guest kernel is in the initramfs (${KERNEL})`, fs.existsSync(KERNEL));
+  const nr = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';
+  const before = fs.readFileSync(nr, 'utf8').trim();
+  fs.writeFileSync(nr, String(Math.max(2 * POOL_2M, Number(before)))); // two VMs at once during the move
+  t.onCleanup(() => fs.writeFileSync(nr, before));
+  const socket = '/tmp/ras-linux-migrate.sock';
+  let listening;
+  const ready = new Promise((r) => (listening = r));
+  let destDigest = null;
+  const dump = '/tmp/ras-linux-migrate-ram';
+  const destP = migrateSide(t, 'dest', { socket, timeoutMs: 180_000, dump }, () => listening(), (dg) => (destDigest = dg));
+  await Promise.race([ready, destP]);
+  // loglevel 7: the guest kernel's own line for a fault in user space (ip, error code) if one comes.
+  const src = await migrateSide(t, 'source', { socket, vcpus, mode: 'madvise', intervalMs: 2000, timeoutMs: 180_000, loglevel: 7, dump });
+  const dst = await destP;
+  const s = src.result;
+  const d = dst.result;
+  t.must('the source reported', !!s && s.ok, s || src);
+  const diff = ramDiff(dump, s.digest);
+  t.note('frames that differ between the source at the pause and the destination before it runs', diff);
+  t.note('frames KVM itself writes (wall clock, kvmclock, async PF, steal time, PV EOI: the vCPUs\' KVM MSRs)', destDigest && destDigest.kvmOwned);
+  // KVM writes those at the destination (the wall clock during KVM_SET_MSRS, the others at the first
+  // entry): not the guest's data. Run 3 of L3: only 0x3a02000 differed, the wall clock (version 2 ->
+  // 0x12, sec and nsec new), which this list missed then (no enable bit in that MSR).
+  t.eq('guest RAM at the destination before its vCPUs run is the source\'s, but for the frames KVM itself writes', diff.filter((f) => !(destDigest && destDigest.kvmOwned.includes(f.gpa))), []);
+  t.must('the destination reported', !!d && d.ok, d || dst);
+  t.note('source: poisoned target', s.target);
+  t.note('source: the guest kernel\'s lines for the pfn', s.kernelLines);
+  t.note('source: walker SIGBUS', s.walkerSigbus);
+  t.note('source: machine checks injected', s.injections);
+  t.note('source: guest lines', s.console);
+  t.note('source: walker workers at the move (last heartbeat)', s.beats);
+  t.note('stream', { rounds: s.rounds, final: s.final, stateBytes: s.stateBytes, bytes: s.bytes, manifest: s.manifest });
+  t.note('destination: imports, frames, skipped lost, MSRs refused, downtime (ms)', { imports: d.imports, frames: d.frames, skippedLost: d.skippedLost, msrFailed: d.msrFailed, downtimeMs: d.downtimeMs });
+  t.note('destination: walker workers (last heartbeat)', d.beats);
+  t.note('destination: guest lines', d.guestLines);
+  t.note('destination: machine check for the lost frame again, the guest kernel\'s answer', d.againLines);
+  t.note('destination: stats', d.stats);
+  t.check(`source: guest kernel "Memory failure: ${s.target.pfn}: recovery action for ...: Recovered"`, s.kernelLines.some((l) => l.startsWith(`Memory failure: ${s.target.pfn}: recovery action for `) && l.endsWith('Recovered')), s.kernelLines);
+  t.eq('source: the walker got BUS_MCEERR_AR for the pfn', s.walkerSigbus.map((x) => [x.kind, x.pfn]), [['BUS_MCEERR_AR', s.target.pfn]]);
+  t.eq('source: no wrong byte before the move', s.wrong, 0);
+  t.eq('the frame lost at the source is lost at the destination, and no other', d.lostHere, s.lostAtSource);
+  t.eq('the destination\'s guarded copy lists exactly that frame', d.guarded, s.lostAtSource);
+  t.check('the destination imported it (cause imported)', d.lostCauses.every((c) => c === 'imported') && d.lostCauses.length === s.lostAtSource.length, d.lostCauses);
+  t.eq('no machine-check MSR refused (the restore would have thrown); MSRs KVM refused', d.msrFailed.filter((m) => /^0x4[0-9a-f]{2}$|^0x17[9a]$/.test(m)), []);
+  const workers = Object.keys(s.beats);
+  t.check(`every walker worker (${workers.length}) kept verifying at the destination`, workers.every((w) => d.beats[w] && d.beats[w].pass > s.beats[w].pass), { before: s.beats, after: d.beats });
+  t.check('every worker\'s lost= count is as before the move', workers.every((w) => d.beats[w] && d.beats[w].lost === s.beats[w].lost), { before: s.beats, after: d.beats });
+  t.eq('the walker found no wrong byte at the destination (heartbeats and bye)', d.wrong, 0);
+  t.check('the walker said bye at the destination, lost as before', !!d.bye && d.bye.lost === Object.values(s.beats).reduce((a, b) => a + b.lost, 0), d.bye);
+  t.eq('the guest shut down by itself at the destination (i8042 reset)', d.exit && d.exit.state, 'reset');
+  t.check('the guest kernel at the destination found the frame already poisoned (its memory-failure state moved)', d.againLines.some((l) => /already (hardware )?poisoned/i.test(l)), d.againLines);
+  t.eq('no error at either side', [...(s.errors || []), ...(d.errors || [])], []);
+  t.check('no kernel complaint at the destination', !d.guestLines.some((l) => /Kernel panic|BUG: |Oops|WARNING: CPU/.test(l)), d.guestLines);
+  t.eq('source exit code 0', src.code, 0);
+  t.eq('destination exit code 0', dst.code, 0);
+}
+
 function register(def) {
+  def({
+    id: 'L3',
+    name: 'Linux guest (Debian 6.12, 4 vCPUs) migrates live between two reference VMM processes after real poison under its walker: the walker keeps verifying with wrong=0 and its lost count, the frame stays lost at the same GPA',
+    kernels: ['6.12'],
+    manual: true,
+    timeout: 900,
+    run: (t) => linuxMigrateCase(t, { vcpus: 4 }),
+  });
   const variants = [
     ['L1', { entry: 64, reports: 'AR,AO' }, '64-bit boot entry'],
     ['L1b', { entry: 32, reports: 'AR,AO' }, '32-bit boot entry'],

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "linux_vm.h"
+#include "migration_addon.h"
 #include "napi_util.h"
 
 namespace ras_vmm {
@@ -21,7 +22,10 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
                        {InstanceMethod("start", &LinuxVmWrap::Start), InstanceMethod("requestStop", &LinuxVmWrap::RequestStop),
                         InstanceMethod("injectMce", &LinuxVmWrap::InjectMce), InstanceMethod("kick", &LinuxVmWrap::Kick),
                         InstanceMethod("done", &LinuxVmWrap::Done), InstanceMethod("join", &LinuxVmWrap::Join),
-                        InstanceMethod("stats", &LinuxVmWrap::Stats), InstanceMethod("info", &LinuxVmWrap::Info), InstanceMethod("dispose", &LinuxVmWrap::Dispose)});
+                        InstanceMethod("stats", &LinuxVmWrap::Stats), InstanceMethod("info", &LinuxVmWrap::Info), InstanceMethod("dispose", &LinuxVmWrap::Dispose),
+                        InstanceMethod("pause", &LinuxVmWrap::Pause), InstanceMethod("resume", &LinuxVmWrap::Resume),
+                        InstanceMethod("saveState", &LinuxVmWrap::SaveState), InstanceMethod("restoreState", &LinuxVmWrap::RestoreState),
+                        InstanceMethod("dirtyLog", &LinuxVmWrap::DirtyLog), InstanceMethod("takeDirty", &LinuxVmWrap::TakeDirty)});
   }
 
   explicit LinuxVmWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinuxVmWrap>(info) {
@@ -39,6 +43,7 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     if (!ApiTable(env, api, &cfg.api)) return;
     std::vector<Slot> slots = Slots(o);
     if (env.IsExceptionPending()) return;
+    cfg.restore = o.Has("restore") && o.Get("restore").ToBoolean().Value();
     cfg.image.kernel = Bytes(o.Get("kernel"));
     cfg.image.initrd = Bytes(o.Get("initrd"));
     cfg.image.cmdline = o.Get("cmdline").ToString().Utf8Value();
@@ -62,6 +67,44 @@ class LinuxVmWrap : public Napi::ObjectWrap<LinuxVmWrap> {
     return env.Undefined();
   }
   Napi::Value Kick(const Napi::CallbackInfo& info) { return host_.Kick(info); }
+  // Migration (migration_addon.h), as the bare-metal Vm: pause = kick, join, complete the last
+  // exits; resume = start again. The state adds the LAPIC, PIC, IOAPIC, PIT and the devices.
+  migration::Target Target() {
+    migration::Target t;
+    LinuxMachine* m = host_.machine.get();
+    t.vm = m->mutable_vm();
+    for (int i = 0; i < m->vcpus(); i++) t.vcpus.push_back(&m->vcpu(i));
+    t.irqchip = t.pit = true;
+    t.save_devices = [m](std::vector<uint8_t>* out) { m->SaveDevices(out); };
+    t.restore_devices = [m](const uint8_t* d, size_t n, std::string* err) { return m->RestoreDevices(d, n, err); };
+    return t;
+  }
+  template <class F>
+  Napi::Value WithTarget(const Napi::CallbackInfo& info, F f) {
+    if (!host_.machine) return f(info, static_cast<const migration::Target*>(nullptr));
+    migration::Target t = Target();
+    return f(info, &t);
+  }
+  Napi::Value Pause(const Napi::CallbackInfo& info) {
+    host_.Shutdown();
+    return WithTarget(info, [](const Napi::CallbackInfo& i, const migration::Target* t) { return migration::CompleteExits(i, t); });
+  }
+  Napi::Value Resume(const Napi::CallbackInfo& info) {
+    if (host_.machine && !host_.running()) host_.machine->PrepareRestart();
+    return host_.Start(info, "ras_vmm linux events");
+  }
+  Napi::Value SaveState(const Napi::CallbackInfo& info) {
+    return WithTarget(info, [](const Napi::CallbackInfo& i, const migration::Target* t) { return migration::SaveState(i, t); });
+  }
+  Napi::Value RestoreState(const Napi::CallbackInfo& info) {
+    return WithTarget(info, [](const Napi::CallbackInfo& i, const migration::Target* t) { return migration::RestoreState(i, t); });
+  }
+  Napi::Value DirtyLog(const Napi::CallbackInfo& info) {
+    return WithTarget(info, [](const Napi::CallbackInfo& i, const migration::Target* t) { return migration::SetDirtyLog(i, t); });
+  }
+  Napi::Value TakeDirty(const Napi::CallbackInfo& info) {
+    return WithTarget(info, [](const Napi::CallbackInfo& i, const migration::Target* t) { return migration::TakeDirty(i, t); });
+  }
   Napi::Value Dispose(const Napi::CallbackInfo& info) { return host_.Dispose(info); }
   Napi::Value Done(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), !host_.machine || !host_.running() || host_.machine->Done());

@@ -12,6 +12,7 @@
 #include "../linux/proto.h"
 #include "mce.h"
 #include "sigbus.h"
+#include "vcpu_state.h"
 
 namespace ras_vmm {
 
@@ -41,8 +42,10 @@ bool LinuxMachine::Create(const LinuxConfig& cfg, const std::vector<Slot>& slots
   if (!linux_boot::SetupVm(&vm_)) return false;
   for (const Slot& s : slots)
     if (!AddSlot(&vm_, s.gpa, s.size, s.hva)) return false;
-  if (!linux_boot::Load(&vm_, cfg_.image, &loaded_)) return false;
-  if (!linux_boot::WriteMpTable(&vm_, cfg.vcpus)) return false;
+  if (!cfg.restore) {
+    if (!linux_boot::Load(&vm_, cfg_.image, &loaded_)) return false;
+    if (!linux_boot::WriteMpTable(&vm_, cfg.vcpus)) return false;
+  }
   // The images are in guest RAM now.
   cfg_.image.kernel.clear();
   cfg_.image.kernel.shrink_to_fit();
@@ -53,7 +56,12 @@ bool LinuxMachine::Create(const LinuxConfig& cfg, const std::vector<Slot>& slots
     Post(std::move(e));
   });
   vcpus_.resize(cfg.vcpus);
-  if (!linux_boot::CreateBootVcpu(&vm_, loaded_, &vcpus_[0])) return false;
+  if (cfg.restore) {
+    // CPUID, APIC id and MCE banks as at the source; the registers come from the stream.
+    if (!linux_boot::CreateApVcpu(&vm_, 0, &vcpus_[0])) return false;
+  } else if (!linux_boot::CreateBootVcpu(&vm_, loaded_, &vcpus_[0])) {
+    return false;
+  }
   for (int i = 1; i < cfg.vcpus; i++)
     if (!linux_boot::CreateApVcpu(&vm_, i, &vcpus_[i])) return false;
   slot_.assign(cfg.vcpus, -1);
@@ -109,6 +117,65 @@ void LinuxMachine::Join() {
   for (std::thread& t : threads_)
     if (t.joinable()) t.join();
   started_ = false;
+}
+
+void LinuxMachine::PrepareRestart() {
+  threads_.clear();
+  quit_ = false;
+  go_ = false;
+  stats_.state = kLxRunning;
+  stats_.done = false;
+}
+
+void LinuxMachine::SaveDevices(std::vector<uint8_t>* out) {
+  std::string uart;
+  {
+    std::lock_guard<std::mutex> lock(serial_mu_);
+    uart = serial_->Save();
+  }
+  state::PutRecord(out, state::kSerial, uart.data(), uart.size());
+  uint8_t control = control_.load();
+  state::PutRecord(out, state::kControl, &control, 1);
+  std::vector<uint64_t> frames;
+  {
+    std::lock_guard<std::mutex> lock(lost_mu_);
+    frames.assign(injected_frames_.begin(), injected_frames_.end());
+  }
+  state::PutRecord(out, state::kInjectedFrames, frames.data(), frames.size() * sizeof(uint64_t));
+}
+
+bool LinuxMachine::RestoreDevices(const uint8_t* data, size_t len, std::string* err) {
+  const uint8_t* p;
+  uint32_t n;
+  if (!state::FindRecord(data, len, state::kSerial, &p, &n)) {
+    *err = "state: no serial UART record (not a Linux VM's state)";
+    return false;
+  }
+  std::string uart(reinterpret_cast<const char*>(p), n);
+  const uint8_t* c;
+  uint32_t cn;
+  const uint8_t* f;
+  uint32_t fn;
+  if (!state::FindRecord(data, len, state::kControl, &c, &cn) || cn != 1 ||
+      !state::FindRecord(data, len, state::kInjectedFrames, &f, &fn) || fn % sizeof(uint64_t)) {
+    *err = "state: no valid control-port or injected-frames record";
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(serial_mu_);
+    if (!serial_->Restore(uart)) {
+      *err = "state: a serial UART record of " + std::to_string(n) + " bytes";
+      return false;
+    }
+  }
+  control_ = c[0];
+  std::lock_guard<std::mutex> lock(lost_mu_);
+  for (uint32_t k = 0; k < fn / sizeof(uint64_t); k++) {
+    uint64_t g;
+    memcpy(&g, f + k * sizeof g, sizeof g);
+    injected_frames_.insert(g);
+  }
+  return true;
 }
 
 void LinuxMachine::Post(Event&& e) {

@@ -40,6 +40,9 @@ struct LinuxConfig {
   const hugetlb_ras_api* api = nullptr;
   int wait_ms = HUGETLB_RAS_WAIT_MS_DEFAULT;
   linux_boot::Image image;
+  // A migration destination: the VM (irqchip, PIT, CPUID, MCE banks) and its vCPUs, nothing
+  // loaded and nothing booted; RAM and state come from the stream (vmm/src/migration).
+  bool restore = false;
 };
 
 struct LinuxStats {
@@ -66,6 +69,14 @@ class LinuxMachine : public GuestMemoryOwner {
   bool Done() const { return stats_.done.load(); }
   int vcpus() const { return static_cast<int>(vcpus_.size()); }
   void Join();
+  // After a pause (Kick, Join): the threads may Start again (a migration that did not hand over).
+  void PrepareRestart();
+  // Userspace device state for a migration stream (vcpu_state.h records: the UART, the control
+  // port's value, the frames already injected); only with the vCPU threads joined.
+  void SaveDevices(std::vector<uint8_t>* out);
+  bool RestoreDevices(const uint8_t* data, size_t len, std::string* err);
+  const Vcpu& vcpu(int i) const { return vcpus_[i]; }
+  Vm* mutable_vm() { return &vm_; }
   LinuxStats& stats() { return stats_; }
   const linux_boot::Loaded& loaded() const { return loaded_; }
   const Vm& vm() const { return vm_; }

@@ -1,5 +1,7 @@
 #include "serial.h"
 
+#include <string.h>
+
 namespace ras_vmm {
 
 namespace {
@@ -31,6 +33,21 @@ uint8_t Serial8250::In(uint16_t port) const {
   if (reg == kLsr) return kLsrIdle;
   if (reg == kLcr) return lcr_;
   return 0;
+}
+
+std::string Serial8250::Save() const {
+  std::string b(1 + sizeof bytes_, '\0');
+  b[0] = static_cast<char>(lcr_);
+  memcpy(&b[1], &bytes_, sizeof bytes_);
+  return b + line_;
+}
+
+bool Serial8250::Restore(const std::string& b) {
+  if (b.size() < 1 + sizeof bytes_ || b.size() > 1 + sizeof bytes_ + kMaxLine) return false;
+  lcr_ = static_cast<uint8_t>(b[0]);
+  memcpy(&bytes_, &b[1], sizeof bytes_);
+  line_ = b.substr(1 + sizeof bytes_);
+  return true;
 }
 
 void Serial8250::Flush() {

@@ -20,6 +20,9 @@ class Serial8250 {
   uint8_t In(uint16_t port) const;
   void Flush();  // hands a partial last line to the sink
   uint64_t bytes() const { return bytes_; }
+  // The UART's state for a migration stream: LCR, the byte count and the line not yet handed over.
+  std::string Save() const;
+  bool Restore(const std::string& b);
 
  private:
   LineSink sink_;

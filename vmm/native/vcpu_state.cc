@@ -120,7 +120,22 @@ bool WriteMsr(int fd, uint32_t index, uint64_t value) {
   return ioctl(fd, kIoctlSetMsrs, &b) == 1;
 }
 
+constexpr uint32_t kMsrTscDeadline = 0x6e0;
+
 }  // namespace
+
+void PutRecord(std::vector<uint8_t>* out, uint32_t tag, const void* p, size_t n) { Put(out, tag, p, n); }
+
+bool FindRecord(const uint8_t* data, size_t len, uint32_t tag, const uint8_t** p, uint32_t* n) {
+  std::vector<Rec> recs;
+  std::string err;
+  if (!Parse(data, len, &recs, &err)) return false;
+  const Rec* r = Find(recs, tag);
+  if (!r) return false;
+  *p = r->p;
+  *n = r->n;
+  return true;
+}
 
 std::vector<uint32_t> MceMsrs(uint64_t mcg_cap) {
   std::vector<uint32_t> v = {mce::MSR_MCG_STATUS};
@@ -193,7 +208,23 @@ bool RestoreVcpu(const Vm& vm, int fd, bool irqchip, const uint8_t* data, size_t
     return false;
   }
   if (!Set<kvm_xcrs>(fd, KVM_SET_XCRS, recs, kXcrs, false, err, "KVM_SET_XCRS")) return false;
-  if (!Set<kvm_sregs>(fd, KVM_SET_SREGS, recs, kSregs, true, err, "KVM_SET_SREGS")) return false;
+  {
+    // TR as the VMCB had it on AMD: KVM's svm_get_segment always ORs the busy bit into TR's type
+    // ("the busy flag in the tr selector isn't exposed"), so a VMCB with an available 64-bit TSS
+    // (type 9) comes back as busy (11). In long mode the processor ignores the difference; QEMU's
+    // TCG SVM (the lab's nested KVM) does not: its I/O permission check wants type 9 and answers a
+    // user-space IN/OUT with #GP, which killed the Linux guest's walker after a move. Intel's VM
+    // entry needs the busy type: left as it is there.
+    const Rec* r = Find(recs, kSregs);
+    if (!r || r->n != sizeof(kvm_sregs)) {
+      *err = "state: no KVM_SET_SREGS record of this KVM's size";
+      return false;
+    }
+    kvm_sregs sr;
+    memcpy(&sr, r->p, sizeof sr);
+    if (vm.amd && sr.tr.type == 11) sr.tr.type = 9;
+    if (ioctl(fd, KVM_SET_SREGS, &sr) != 0) return Fail(err, "KVM_SET_SREGS");
+  }
   const Rec* m = Find(recs, kMsrs);
   if (!m || m->n % sizeof(kvm_msr_entry)) {
     *err = "state: no MSR record";
@@ -212,6 +243,15 @@ bool RestoreVcpu(const Vm& vm, int fd, bool irqchip, const uint8_t* data, size_t
   }
   if (!Set<kvm_mp_state>(fd, KVM_SET_MP_STATE, recs, kMpState, false, err, "KVM_SET_MP_STATE")) return false;
   if (irqchip && !Set<kvm_lapic_state>(fd, KVM_SET_LAPIC, recs, kLapic, true, err, "KVM_SET_LAPIC")) return false;
+  // IA32_TSC_DEADLINE again, now that the LAPIC is in TSC-deadline mode: KVM drops the MSR write
+  // while the LVT timer is not in that mode (the fresh LAPIC above), and a Linux guest whose armed
+  // deadline is lost never gets its next timer tick (QEMU's kvm_put_tscdeadline_msr, same reason).
+  if (irqchip)
+    for (size_t k = 0; k < m->n / sizeof(kvm_msr_entry); k++) {
+      kvm_msr_entry e;
+      memcpy(&e, m->p + k * sizeof e, sizeof e);
+      if (e.index == kMsrTscDeadline && !WriteMsr(fd, e.index, e.data)) return Fail(err, "KVM_SET_MSRS (IA32_TSC_DEADLINE)");
+    }
   if (!Set<kvm_vcpu_events>(fd, KVM_SET_VCPU_EVENTS, recs, kEvents, true, err, "KVM_SET_VCPU_EVENTS")) return false;
   return Set<kvm_debugregs>(fd, KVM_SET_DEBUGREGS, recs, kDebugRegs, false, err, "KVM_SET_DEBUGREGS");
 }

@@ -19,7 +19,14 @@ enum Tag : uint32_t {
   kRegs = 1, kSregs = 2, kFpu = 3, kXsave = 4, kXcrs = 5, kMsrs = 6, kLapic = 7, kEvents = 8,
   kDebugRegs = 9, kMpState = 10,
   kClock = 32, kPicMaster = 33, kPicSlave = 34, kIoapic = 35, kPit = 36,
+  // Userspace device state a VMM appends to the VM's records (the Linux mode: linux_vm.cc).
+  kSerial = 64, kControl = 65, kInjectedFrames = 66,
 };
+
+// One record [u32 tag][u32 length][payload] appended to out.
+void PutRecord(std::vector<uint8_t>* out, uint32_t tag, const void* p, size_t n);
+// The first record with this tag: false when there is none or the records are truncated.
+bool FindRecord(const uint8_t* data, size_t len, uint32_t tag, const uint8_t** p, uint32_t* n);
 
 // The vCPU must be out of KVM_RUN (its thread joined) and its pending I/O completed (Complete).
 bool SaveVcpu(const Vm& vm, int vcpu_fd, bool irqchip, std::vector<uint8_t>* out, std::string* err);

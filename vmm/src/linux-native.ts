@@ -21,5 +21,12 @@ export interface NativeLinuxVm {
   join(): LinuxVmStats;
   stats(): LinuxVmStats;
   dispose(): void;
+  /** Migration (vmm/src/migration), as the bare-metal Vm: kick, join, complete the last exits. */
+  pause(): void;
+  resume(cb: (events: NativeVmEvent[]) => void): void;
+  saveState(): { vcpus: Buffer[]; vm: Buffer };
+  restoreState(s: { vcpus: Buffer[]; vm: Buffer }): { msrFailed: number[] };
+  dirtyLog(on: boolean): void;
+  takeDirty(): Buffer[];
   info(): { vendor: string; mcgCap: bigint; vcpus: number; bootProtocol: number; entry: bigint; entry64: boolean; initrdGpa: bigint; initrdSize: number; kernelSize: number; e820Ram: { gpa: bigint; size: number }[] };
 }

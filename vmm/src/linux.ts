@@ -49,6 +49,9 @@ export interface LinuxGuestOptions {
   vcpus?: number;
   /** Lock the guest RAM (mlock / mlock2(MLOCK_ONFAULT)), as QEMU's -overcommit mem-lock=on|on-fault. */
   memLock?: 'off' | 'on' | 'on-fault';
+  /** A migration destination (vmm/src/migration): no kernel loaded, nothing booted; the RAM and the
+   * state come from the stream (restoreState), then start(). */
+  restore?: boolean;
   /** Every console line, engine event and VMM action, as it happens (the demo prints them). */
   onLine?: (source: 'guest' | 'engine' | 'vmm', text: string) => void;
 }
@@ -72,17 +75,27 @@ export class LinuxGuest {
   readonly errors: string[] = [];
   bye?: { passes: number; wrong: number; lost: number };
   exit?: { state: string; ms: number };
+  /** The native machine (vmm/src/migration saves and restores its state, reads its dirty log). */
+  readonly machine: NativeLinuxVm;
+  readonly vcpus: number;
+  /** The regions as opened (a migration stream describes the machine with them). */
+  readonly specs: VmmRegionSpec[];
+  readonly streamKind = 'linux' as const;
   private readonly vm: NativeLinuxVm;
   private readonly files: string[];
-  private readonly specs: VmmRegionSpec[];
+  private readonly restored: boolean;
+  private paused = false;
   private readonly onLine: NonNullable<LinuxGuestOptions['onLine']>;
   private started = false;
   private closed = false;
   readonly t0 = Date.now();
 
-  private constructor(engine: RasEngine, vm: NativeLinuxVm, regions: Map<string, Region>, files: string[], specs: VmmRegionSpec[], cmdline: string, onLine: LinuxGuestOptions['onLine']) {
+  private constructor(engine: RasEngine, vm: NativeLinuxVm, regions: Map<string, Region>, files: string[], specs: VmmRegionSpec[], cmdline: string, onLine: LinuxGuestOptions['onLine'], vcpus: number, restored: boolean) {
     this.engine = engine;
     this.vm = vm;
+    this.machine = vm;
+    this.vcpus = vcpus;
+    this.restored = restored;
     this.regions = regions;
     this.files = files;
     this.specs = specs;
@@ -98,9 +111,9 @@ export class LinuxGuest {
   }
 
   static open(o: LinuxGuestOptions = {}): LinuxGuest {
-    const kernel = o.kernel ?? findKernel();
-    if (!kernel) throw new Error('no Linux kernel: set RAS_LINUX_KERNEL or run the lab once (lab/cache/kernels/6.12/*/vmlinuz)');
-    const initrd = o.initrd ?? initramfs();
+    const kernel = o.restore ? '' : (o.kernel ?? findKernel() ?? '');
+    if (!kernel && !o.restore) throw new Error('no Linux kernel: set RAS_LINUX_KERNEL or run the lab once (lab/cache/kernels/6.12/*/vmlinuz)');
+    const initrd = o.restore ? '' : o.initrd ?? initramfs();
     const native = vmmNative() as unknown as { installSigbusHandler(): { installed: boolean; anotherHandlerFirst: boolean }; LinuxVm: new (x: unknown) => NativeLinuxVm };
     const h = native.installSigbusHandler();
     if (h.anotherHandlerFirst) throw new Error('another SIGBUS handler owns SIGBUS: install the VMM\'s handler first, then open the engine');
@@ -129,14 +142,15 @@ export class LinuxGuest {
       const vm = new native.LinuxVm({
         api: engine.nativeApi(),
         slots: specs.map((s) => ({ gpa: s.guestPhysAddr, size: s.size, hva: regions.get(s.name)!.address })),
-        kernel: fs.readFileSync(kernel),
-        initrd: fs.readFileSync(initrd),
+        kernel: o.restore ? undefined : fs.readFileSync(kernel),
+        initrd: o.restore ? undefined : fs.readFileSync(initrd),
+        restore: o.restore === true,
         cmdline,
         entry64: (o.entry ?? 64) === 64,
         waitMs: o.waitMs,
         vcpus: o.vcpus ?? 1,
       });
-      return new LinuxGuest(engine, vm, regions, files, specs, cmdline, o.onLine);
+      return new LinuxGuest(engine, vm, regions, files, specs, cmdline, o.onLine, o.vcpus ?? 1, o.restore === true);
     } catch (e) {
       engine.close();
       for (const f of files) fs.rmSync(f, { force: true });
@@ -152,14 +166,42 @@ export class LinuxGuest {
     return this.vm.stats();
   }
 
+  region(name: string): Region {
+    const r = this.regions.get(name);
+    if (!r) throw new Error(`no region ${name}`);
+    return r;
+  }
+
+  private readonly sink = (events: NativeVmEvent[]) => {
+    for (const e of events) this.record(e);
+  };
+
+  /** Migration: the vCPUs stop (kick, join, each vCPU's last exit completed); resume() or close() next. */
+  pause(): void {
+    this.paused = true;
+    this.vm.pause();
+    this.onLine('vmm', 'vCPUs paused');
+  }
+
+  /** After pause(): the same vCPUs run again (a migration that did not hand over). */
+  resume(): void {
+    this.paused = false;
+    this.exit = undefined;
+    this.vm.resume(this.sink);
+    this.onLine('vmm', 'vCPUs resumed');
+  }
+
   start(): void {
     this.started = true;
+    if (this.restored) {
+      this.onLine('vmm', `restored ${this.vcpus} vCPUs from the stream; running`);
+      this.vm.start(this.sink);
+      return;
+    }
     const i = this.vm.info();
     this.onLine('vmm', `boot protocol 2.${(i.bootProtocol & 0xff).toString().padStart(2, '0')}, ${i.entry64 ? '64-bit' : '32-bit'} entry ${hex(i.entry)}, initrd at ${hex(i.initrdGpa)}, e820 RAM ${i.e820Ram.map((r) => `[${hex(r.gpa)}, ${hex(r.gpa + BigInt(r.size))})`).join(' ')}`);
     this.onLine('vmm', `command line: ${this.cmdline}`);
-    this.vm.start((events) => {
-      for (const e of events) this.record(e);
-    });
+    this.vm.start(this.sink);
   }
 
   private record(e: NativeVmEvent): void {
@@ -194,6 +236,8 @@ export class LinuxGuest {
     } else if (e.type === EV_ERROR) {
       this.errors.push(e.text ?? 'error');
       this.onLine('vmm', `error: ${e.text}`);
+    } else if (e.type === EV_EXIT && this.paused) {
+      // the pause's own kick: not the guest's end
     } else if (e.type === EV_EXIT) {
       const st = ['running', 'reset', 'triple-fault', 'error', 'kicked'][Number(e.v[0])] ?? 'unknown';
       this.exit = { state: st, ms: Number(e.v[1] / 1000000n) };

@@ -3,6 +3,7 @@
 // lost frames get their guard before the guest runs), writes RAM with writeAvailable (a lost frame
 // is skipped, never written with the source's zeros), restores the vCPUs and the VM, and runs.
 import type { Readable } from 'node:stream';
+import type { RasEngine, Region } from '../../../src/index';
 import { ReferenceVmm } from '../vmm';
 import type { ReferenceVmmOptions, VmmRegionSpec } from '../vmm-types';
 import { REC, StreamError, StreamReader, parseRam, parseState } from './stream';
@@ -10,8 +11,21 @@ import { receiveFrames } from './ram';
 import { importLost, lostFrames, type ImportResult, type LostManifest } from './lost';
 import { wallMs } from './source';
 
-export interface MigrateInResult {
-  vmm: ReferenceVmm;
+/** What migrateIn needs of the VMM it opens: the reference VMM (bare metal) and its Linux mode. */
+export interface RestorableVm {
+  readonly engine: RasEngine;
+  readonly regions: Map<string, Region>;
+  readonly machine: { restoreState(s: { vcpus: Buffer[]; vm: Buffer }): { msrFailed: number[] } };
+  start(): void;
+  close(): void;
+}
+
+export type StreamKind = 'bare-metal' | 'linux';
+/** Opens the destination's VMM for the stream's CONFIG: fresh regions, nothing booted. */
+export type OpenRestored<V extends RestorableVm> = (c: { kind: StreamKind; vcpus: number; regions: VmmRegionSpec[] }) => V;
+
+export interface MigrateInResult<V extends RestorableVm = ReferenceVmm> {
+  vmm: V;
   imports: (ImportResult & { frames: number })[];
   manifest: LostManifest | null;
   frames: number;
@@ -24,18 +38,26 @@ export interface MigrateInResult {
   runningAtMs: number;
 }
 
-type Config = { vcpus: number; regions: { name: string; pageSize: '2M' | '1G'; size: number; guestPhysAddr: string }[] };
+type Config = { kind?: StreamKind; vcpus: number; regions: { name: string; pageSize: '2M' | '1G'; size: number; guestPhysAddr: string }[] };
 
-export async function migrateIn(input: Readable, opts: Omit<ReferenceVmmOptions, 'regions' | 'vcpus' | 'restore'> = {}): Promise<MigrateInResult> {
+export async function migrateIn<V extends RestorableVm = ReferenceVmm>(
+  input: Readable,
+  opts: Omit<ReferenceVmmOptions, 'regions' | 'vcpus' | 'restore'> = {},
+  open?: OpenRestored<V>,
+): Promise<MigrateInResult<V>> {
   const rd = new StreamReader(input);
   await rd.header();
   const c0 = await rd.next();
   if (!c0 || c0.type !== REC.CONFIG) throw new StreamError('the first record is not CONFIG');
   const cfg = JSON.parse(c0.payload.toString('utf8')) as Config;
   const regions: VmmRegionSpec[] = cfg.regions.map((r) => ({ name: r.name, pageSize: r.pageSize, size: r.size, guestPhysAddr: BigInt(r.guestPhysAddr) }));
-  const vmm = ReferenceVmm.open({ ...opts, vcpus: cfg.vcpus, regions, restore: true });
+  const kind = cfg.kind ?? 'bare-metal';
+  let vmm: V;
+  if (open) vmm = open({ kind, vcpus: cfg.vcpus, regions });
+  else if (kind === 'bare-metal') vmm = ReferenceVmm.open({ ...opts, vcpus: cfg.vcpus, regions, restore: true }) as unknown as V;
+  else throw new StreamError(`a ${kind} VM's stream: this destination opens bare-metal VMs`);
   try {
-    const res: Omit<MigrateInResult, 'vmm' | 'runningAtMs'> = { imports: [], manifest: null, frames: 0, skippedLost: 0, msrFailed: [], bytes: 0, end: null as never };
+    const res: Omit<MigrateInResult<V>, 'vmm' | 'runningAtMs'> = { imports: [], manifest: null, frames: 0, skippedLost: 0, msrFailed: [], bytes: 0, end: null as never };
     let state = false;
     for (;;) {
       const r = await rd.next();
@@ -52,7 +74,7 @@ export async function migrateIn(input: Readable, opts: Omit<ReferenceVmmOptions,
         res.msrFailed = vmm.machine.restoreState(parseState(r.payload)).msrFailed;
         state = true;
       } else if (r.type === REC.END) {
-        res.end = JSON.parse(r.payload.toString('utf8')) as MigrateInResult['end'];
+        res.end = JSON.parse(r.payload.toString('utf8')) as MigrateInResult<V>['end'];
         break;
       } else {
         throw new StreamError(`unexpected record ${r.type}`);

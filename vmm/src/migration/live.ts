@@ -6,13 +6,18 @@ import * as net from 'node:net';
 import * as readline from 'node:readline';
 import type { ReferenceVmm } from '../vmm';
 import type { ReferenceVmmOptions } from '../vmm-types';
-import { migrateOut, type MigrateOutOptions, type MigrateOutResult } from './source';
-import { migrateIn, type MigrateInResult } from './destination';
+import { migrateOut, type MigratableVm, type MigrateOutOptions, type MigrateOutResult } from './source';
+import { migrateIn, type MigrateInResult, type OpenRestored, type RestorableVm } from './destination';
 
 type DestOptions = Omit<ReferenceVmmOptions, 'regions' | 'vcpus' | 'restore'>;
 
 /** Destination: listens on a unix socket, takes one migration, runs the VM. */
-export async function receiveMigration(socketPath: string, opts: DestOptions = {}, onListening?: () => void): Promise<MigrateInResult> {
+export async function receiveMigration<V extends RestorableVm = ReferenceVmm>(
+  socketPath: string,
+  opts: DestOptions = {},
+  onListening?: () => void,
+  open?: OpenRestored<V>,
+): Promise<MigrateInResult<V>> {
   fs.rmSync(socketPath, { force: true });
   const server = net.createServer();
   const conn = await new Promise<net.Socket>((resolve, reject) => {
@@ -22,7 +27,7 @@ export async function receiveMigration(socketPath: string, opts: DestOptions = {
   });
   server.close();
   try {
-    const res = await migrateIn(conn, opts);
+    const res = await migrateIn(conn, opts, open);
     conn.end('RESUMED\n');
     return res;
   } catch (e) {
@@ -34,7 +39,7 @@ export async function receiveMigration(socketPath: string, opts: DestOptions = {
 export interface SendResult extends MigrateOutResult { answer: string }
 
 /** Source: migrates over the socket; closes this VMM after RESUMED, resumes its guest otherwise. */
-export async function sendMigration(vmm: ReferenceVmm, socketPath: string, opts: MigrateOutOptions = {}): Promise<SendResult> {
+export async function sendMigration(vmm: MigratableVm & { close(): void; resume(): void }, socketPath: string, opts: MigrateOutOptions = {}): Promise<SendResult> {
   const sock = net.createConnection(socketPath);
   await new Promise<void>((resolve, reject) => {
     sock.once('connect', resolve);
@@ -63,7 +68,7 @@ export async function sendMigration(vmm: ReferenceVmm, socketPath: string, opts:
   return { ...res, answer: a.trim() };
 }
 
-function resumeIfPaused(vmm: ReferenceVmm): void {
+function resumeIfPaused(vmm: MigratableVm & { resume(): void }): void {
   try {
     vmm.machine.dirtyLog(false);
     vmm.resume();
@@ -73,7 +78,7 @@ function resumeIfPaused(vmm: ReferenceVmm): void {
 }
 
 /** A snapshot: the stream to a file, the guest stopped first. The VMM stays paused (close it or resume it). */
-export async function saveSnapshot(vmm: ReferenceVmm, file: string, opts: Pick<MigrateOutOptions, 'whileStopped'> = {}): Promise<MigrateOutResult> {
+export async function saveSnapshot(vmm: MigratableVm, file: string, opts: Pick<MigrateOutOptions, 'whileStopped'> = {}): Promise<MigrateOutResult> {
   const out = fs.createWriteStream(file);
   const res = await migrateOut(vmm, out, { ...opts, stopFirst: true });
   await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
@@ -81,6 +86,6 @@ export async function saveSnapshot(vmm: ReferenceVmm, file: string, opts: Pick<M
 }
 
 /** Restores a snapshot file in this (new) process and runs it. */
-export function restoreSnapshot(file: string, opts: DestOptions = {}): Promise<MigrateInResult> {
-  return migrateIn(fs.createReadStream(file), opts);
+export function restoreSnapshot<V extends RestorableVm = ReferenceVmm>(file: string, opts: DestOptions = {}, open?: OpenRestored<V>): Promise<MigrateInResult<V>> {
+  return migrateIn(fs.createReadStream(file), opts, open);
 }

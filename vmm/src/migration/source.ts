@@ -2,10 +2,24 @@
 // file): pre-copy rounds with KVM's dirty log while the guest runs, then stop, the last dirty
 // frames, the vCPU and VM state, the FINAL manifest (frames lost during pre-copy are in it) and END.
 import type { Writable } from 'node:stream';
-import type { ReferenceVmm } from '../vmm';
+import type { RasEngine, Region } from '../../../src/index';
+import type { VmmRegionSpec } from '../vmm-types';
 import { REC, StreamWriter } from './stream';
 import { countBits, dirtyRuns, emptyCount, sendFrames, type RamCount } from './ram';
 import { exportLost, lostFrames, type LostManifest } from './lost';
+
+/** What migrateOut needs of a VMM: the reference VMM (bare metal) and its Linux mode both have it. */
+export interface MigratableVm {
+  readonly engine: RasEngine;
+  readonly vcpus: number;
+  readonly specs: VmmRegionSpec[];
+  region(name: string): Region;
+  /** Stops the vCPUs: kick, join, each vCPU's last exit completed (one KVM_RUN with immediate_exit). */
+  pause(): void;
+  readonly machine: { dirtyLog(on: boolean): void; takeDirty(): Buffer[]; saveState(): { vcpus: Buffer[]; vm: Buffer } };
+  /** The machine kind in the stream's CONFIG (the destination opens the same kind); default 'bare-metal'. */
+  readonly streamKind?: 'bare-metal' | 'linux';
+}
 
 export interface MigrateOutOptions {
   /** Stop the guest first and send everything once (a snapshot); default false (live pre-copy). */
@@ -36,7 +50,7 @@ export interface MigrateOutResult {
 
 export const wallMs = (): number => performance.timeOrigin + performance.now();
 
-async function sendDirty(w: StreamWriter, vmm: ReferenceVmm, c: RamCount): Promise<number> {
+async function sendDirty(w: StreamWriter, vmm: MigratableVm, c: RamCount): Promise<number> {
   const maps = vmm.machine.takeDirty();
   let n = 0;
   vmm.specs.forEach((s, i) => {
@@ -49,10 +63,11 @@ async function sendDirty(w: StreamWriter, vmm: ReferenceVmm, c: RamCount): Promi
   return n;
 }
 
-export async function migrateOut(vmm: ReferenceVmm, out: Writable, opts: MigrateOutOptions = {}): Promise<MigrateOutResult> {
+export async function migrateOut(vmm: MigratableVm, out: Writable, opts: MigrateOutOptions = {}): Promise<MigrateOutResult> {
   const w = new StreamWriter(out);
   await w.header();
   await w.json(REC.CONFIG, {
+    kind: vmm.streamKind ?? 'bare-metal',
     vcpus: vmm.vcpus,
     regions: vmm.specs.map((s) => ({ name: s.name, pageSize: s.pageSize, size: s.size, guestPhysAddr: '0x' + s.guestPhysAddr.toString(16) })),
   });
