@@ -13,6 +13,7 @@
 // thread (-accel tcg,thread=single) the guest kernel instead crashed in its page-fault entry (GS
 // base wrong after swapgs) before any machine check, so that is no way out either.
 const fs = require('fs');
+const U = require('./util');
 const path = require('path');
 const { spawn } = require('child_process');
 
@@ -29,17 +30,10 @@ function runLinux(t, args, engine) {
       cwd: '/tmp',
       env: { ...process.env, HOME: '/tmp', RAS_LINUX_KERNEL: KERNEL, RAS_LINUX_INITRD: INITRD, HUGETLB_RAS_DIR: '/mnt', RAS_LINUX_DIR2M: '/mnt/huge2m', RAS_LINUX_ENGINE: JSON.stringify({ reserveBytes: 0, ...engine }) },
     });
-    let buf = '';
     let result = null;
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
-        else if (line.trim()) console.log(line); // guest │ / engine │ / vmm │ lines on the lab console
-      }
+    U.eachLine(child.stdout, (line) => {
+      if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
+      else if (line.trim()) console.log(line); // guest │ / engine │ / vmm │ lines on the lab console
     });
     child.on('exit', (code, signal) => resolve({ result, code, signal }));
   });
@@ -118,20 +112,13 @@ function migrateSide(t, role, opts, onListening, onDigest) {
       cwd: '/tmp',
       env: { ...process.env, HOME: '/tmp', RAS_LINUX_KERNEL: KERNEL, RAS_LINUX_INITRD: INITRD, HUGETLB_RAS_DIR: '/mnt', RAS_LINUX_DIR2M: '/mnt/huge2m', RAS_LINUX_ENGINE: JSON.stringify({ reserveBytes: 0 }) },
     });
-    let buf = '';
     let result = null;
     child.stderr.on('data', (d) => String(d).split('\n').filter((l) => l.trim()).forEach((l) => t.log(`${role} stderr: ${l}`)));
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
-        else if (line === 'LISTENING') onListening && onListening();
-        else if (line.startsWith('DIGEST ')) onDigest && onDigest(JSON.parse(line.slice(7)));
-        else if (line.trim()) console.log(line);
-      }
+    U.eachLine(child.stdout, (line) => {
+      if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
+      else if (line === 'LISTENING') onListening && onListening();
+      else if (line.startsWith('DIGEST ')) onDigest && onDigest(JSON.parse(line.slice(7)));
+      else if (line.trim()) console.log(line);
     });
     child.on('exit', (code, signal) => resolve({ result, code, signal }));
   });

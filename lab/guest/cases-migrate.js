@@ -42,7 +42,6 @@ function pfnOf(pid, addr) {
 function side(t, role, opts, uid, onLine) {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [MAIN, role, JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'pipe'], uid, gid: uid, cwd: '/tmp', env: { ...process.env, HOME: '/tmp' } });
-    let buf = '';
     let err = '';
     let result = null;
     let ebuf = '';
@@ -55,34 +54,28 @@ function side(t, role, opts, uid, onLine) {
         ebuf = ebuf.slice(i + 1);
       }
     });
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
-        else if (line.startsWith('GUEST ') && / PASS /.test(line)) onLine?.(line);
-        else if (line.startsWith('POISON-READY ')) {
-          const info = JSON.parse(line.slice(13));
-          const done = [];
-          let failed = '';
-          for (const tg of info.targets) {
-            const pfn = pfnOf(info.pid, BigInt(tg.hostAddress));
-            if (!pfn) {
-              failed = `no pfn for ${tg.hostAddress}`;
-              break;
-            }
-            const r = U.corruptPfn(pfn);
-            done.push({ gpa: tg.guestPhysAddr, pfn: hex(pfn), ...r });
-            if (!r.ok) failed = `corrupt-pfn ${hex(pfn)}: ${r.error}`;
+    U.eachLine(child.stdout, (line) => {
+      if (line.startsWith('RESULT ')) result = JSON.parse(line.slice(7));
+      else if (line.startsWith('GUEST ') && / PASS /.test(line)) onLine?.(line);
+      else if (line.startsWith('POISON-READY ')) {
+        const info = JSON.parse(line.slice(13));
+        const done = [];
+        let failed = '';
+        for (const tg of info.targets) {
+          const pfn = pfnOf(info.pid, BigInt(tg.hostAddress));
+          if (!pfn) {
+            failed = `no pfn for ${tg.hostAddress}`;
+            break;
           }
-          t.note(`${role}: corrupt-pfn`, done);
-          child.stdin.write(failed ? `FAILED ${failed}\n` : 'POISONED\n');
-        } else if (line.trim()) {
-          t.log(`${role}: ${line}`);
-          onLine?.(line);
+          const r = U.corruptPfn(pfn);
+          done.push({ gpa: tg.guestPhysAddr, pfn: hex(pfn), ...r });
+          if (!r.ok) failed = `corrupt-pfn ${hex(pfn)}: ${r.error}`;
         }
+        t.note(`${role}: corrupt-pfn`, done);
+        child.stdin.write(failed ? `FAILED ${failed}\n` : 'POISONED\n');
+      } else if (line.trim()) {
+        t.log(`${role}: ${line}`);
+        onLine?.(line);
       }
     });
     const watchdog = setTimeout(() => {

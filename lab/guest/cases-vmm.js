@@ -74,35 +74,28 @@ function runVmm(t, opts, { uid = 0, hangMs = Number(process.env.LAB_VMM_HANG_MS 
       cwd: '/tmp',
       env: { ...process.env, HOME: '/tmp' },
     });
-    let buf = '';
     let result = null;
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.startsWith('POISON-READY ')) {
-          const info = JSON.parse(line.slice(13));
-          const done = [];
-          let failed = '';
-          for (const tg of info.targets) {
-            const e = pagemapOf(info.pid, BigInt(tg.hostAddress));
-            if (!e || !e.pfn) {
-              failed = `no pfn for ${tg.hostAddress} (pagemap ${JSON.stringify(e)})`;
-              break;
-            }
-            const r = U.corruptPfn(e.pfn);
-            done.push({ gpa: tg.guestPhysAddr, hva: tg.hostAddress, pfn: hex(e.pfn), ...r });
-            if (!r.ok) failed = `corrupt-pfn ${hex(e.pfn)}: ${r.error}`;
+    U.eachLine(child.stdout, (line) => {
+      if (line.startsWith('POISON-READY ')) {
+        const info = JSON.parse(line.slice(13));
+        const done = [];
+        let failed = '';
+        for (const tg of info.targets) {
+          const e = pagemapOf(info.pid, BigInt(tg.hostAddress));
+          if (!e || !e.pfn) {
+            failed = `no pfn for ${tg.hostAddress} (pagemap ${JSON.stringify(e)})`;
+            break;
           }
-          t.note('corrupt-pfn', done);
-          child.stdin.write(failed ? `FAILED ${failed}\n` : 'POISONED\n');
-        } else if (line.startsWith('RESULT ')) {
-          result = JSON.parse(line.slice(7));
-        } else if (line.trim()) {
-          t.log(`vmm: ${line}`);
+          const r = U.corruptPfn(e.pfn);
+          done.push({ gpa: tg.guestPhysAddr, hva: tg.hostAddress, pfn: hex(e.pfn), ...r });
+          if (!r.ok) failed = `corrupt-pfn ${hex(e.pfn)}: ${r.error}`;
         }
+        t.note('corrupt-pfn', done);
+        child.stdin.write(failed ? `FAILED ${failed}\n` : 'POISONED\n');
+      } else if (line.startsWith('RESULT ')) {
+        result = JSON.parse(line.slice(7));
+      } else if (line.trim()) {
+        t.log(`vmm: ${line}`);
       }
     });
     // A VMM that neither finishes nor dies: record where its threads are, then kill it.

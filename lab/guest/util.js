@@ -493,7 +493,23 @@ function expectPoisonError(t, region, offset, gpa) {
   }
 }
 
+// Calls fn(line) for every complete line a child process writes on `stream` (a line split across
+// chunks is joined first).
+function eachLine(stream, fn) {
+  let buf = '';
+  stream.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      fn(line);
+    }
+  });
+}
+
 module.exports = {
+  eachLine,
   KiB, MiB, GiB, SUB, HUGE_DIRS,
   pkg, testing, sleep, hex, plain, same, big, frame, regionName,
   pool, meminfo, pagemapPfn, pagemapEntry, corruptPfn, CORRUPT_PFN, pread, vmas,
