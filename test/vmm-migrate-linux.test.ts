@@ -14,7 +14,7 @@ import type { VmmRegionSpec } from '../vmm/src/vmm-types';
 
 const GPA = 0x10000000n;
 
-function sourceVm(engine: RasEngine, region: Region, spec: VmmRegionSpec, state: { vcpus: Buffer[]; vm: Buffer }) {
+function sourceVm(engine: RasEngine, region: Region, spec: VmmRegionSpec, state: { vcpus: Buffer[]; vm: Buffer }, stoppedAt?: string) {
   const calls: string[] = [];
   const vm: MigratableVm = {
     engine,
@@ -26,6 +26,8 @@ function sourceVm(engine: RasEngine, region: Region, spec: VmmRegionSpec, state:
       return region;
     },
     pause: () => calls.push('pause'),
+    // stoppedAt: the guest stops by itself (a triple fault) at that call.
+    guestStopped: () => (stoppedAt && calls.includes(stoppedAt) ? 'triple-fault: guest triple fault (KVM_EXIT_SHUTDOWN) on vCPU 0' : undefined),
     machine: {
       dirtyLog: (on) => calls.push(`dirtyLog ${on}`),
       // Nothing written since the first pass.
@@ -107,4 +109,30 @@ describe('migration of a VMM other than the bare-metal one (the Linux mode)', ()
     p1.destroy();
     await o1;
   });
+
+  // L3 run 2 of the last stop: the source guest triple-faulted during pre-copy, the source migrated
+  // it anyway and the destination ran a vCPU from the reset state. A guest that stopped by itself
+  // is not handed over: the source refuses before the vCPU state, the destination gets no END.
+  for (const [at, when] of [['dirtyLog true', 'during pre-copy round 1'], ['pause', 'before the pause']] as const) {
+    it(`a guest that stopped by itself (${when}) is not migrated: no state, no END, the destination refuses`, async () => {
+      const src = openEngine();
+      const spec: VmmRegionSpec = { name: 'low', pageSize: '2M', size: 2 * MiB, guestPhysAddr: GPA };
+      const a = src.mapRegion({ name: 'low', path: hugeFile('lxmig-src3'), size: spec.size, guestPhysAddr: GPA });
+      const { vm, calls } = sourceVm(src, a, spec, { vcpus: [Buffer.from('x')], vm: Buffer.from('y') }, at);
+      const pipe = new PassThrough();
+      const dst = openEngine();
+      const started: string[] = [];
+      const inn = migrateIn(pipe, {}, (c: { regions: VmmRegionSpec[] }) => {
+        const regions = new Map<string, Region>();
+        for (const r of c.regions) regions.set(r.name, dst.mapRegion({ name: r.name, path: hugeFile('lxmig-dst3'), size: r.size, guestPhysAddr: r.guestPhysAddr }));
+        return { engine: dst, regions, machine: { restoreState: () => ({ msrFailed: [] }) }, start: () => started.push('start'), close: () => started.push('close') };
+      });
+      const out = migrateOut(vm, pipe);
+      await expect(out).rejects.toThrow(new RegExp(`the guest stopped by itself ${when} \\(triple-fault: .*\\): nothing to hand over`));
+      expect(calls).not.toContain('saveState');
+      pipe.end();
+      await expect(inn).rejects.toThrow(StreamError);
+      expect(started).not.toContain('start');
+    });
+  }
 });

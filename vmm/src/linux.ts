@@ -183,6 +183,12 @@ export class LinuxGuest {
     this.onLine('vmm', 'vCPUs paused');
   }
 
+  /** Migration: why the guest stopped by itself (triple fault, KVM error, its own reset), or undefined. */
+  guestStopped(): string | undefined {
+    const s = this.vm.stats();
+    return s.state === 'running' || s.state === 'kicked' ? undefined : s.state + (s.error ? `: ${s.error}` : '');
+  }
+
   /** After pause(): the same vCPUs run again (a migration that did not hand over). */
   resume(): void {
     this.paused = false;

@@ -159,6 +159,12 @@ export class ReferenceVmm {
     this.vm.pause();
   }
 
+  /** Migration: why a vCPU stopped on a fatal exit or an error, or undefined while the guest runs. */
+  guestStopped(): string | undefined {
+    const bad = this.vm.stats().vcpus.map((c, i) => ({ ...c, i })).filter((c) => c.state === 'fatal' || c.state === 'error');
+    return bad.length ? bad.map((c) => `vCPU ${c.i} ${c.state}${c.error ? `: ${c.error}` : ''}`).join('; ') : undefined;
+  }
+
   /** Starts the vCPU threads again after pause() (a migration that did not hand over). */
   resume(): void {
     this.vm.resume(this.sink);

@@ -69,6 +69,7 @@ export async function sendMigration(vmm: MigratableVm & { close(): void; resume(
 }
 
 function resumeIfPaused(vmm: MigratableVm & { resume(): void }): void {
+  if (vmm.guestStopped()) return; // a dead guest stays stopped: resuming would run its vCPUs from their reset state
   try {
     vmm.machine.dirtyLog(false);
     vmm.resume();

@@ -19,6 +19,14 @@ export interface MigratableVm {
   readonly machine: { dirtyLog(on: boolean): void; takeDirty(): Buffer[]; saveState(): { vcpus: Buffer[]; vm: Buffer } };
   /** The machine kind in the stream's CONFIG (the destination opens the same kind); default 'bare-metal'. */
   readonly streamKind?: 'bare-metal' | 'linux';
+  /** Why the guest stopped by itself (a triple fault, a KVM error, its own shutdown), or undefined while it runs. */
+  guestStopped(): string | undefined;
+}
+
+/** A guest that stopped by itself is not migrated: the destination would run a dead machine. */
+function mustRun(vmm: MigratableVm, when: string): void {
+  const why = vmm.guestStopped();
+  if (why) throw new Error(`the guest stopped by itself ${when} (${why}): nothing to hand over`);
 }
 
 export interface MigrateOutOptions {
@@ -72,6 +80,7 @@ export async function migrateOut(vmm: MigratableVm, out: Writable, opts: Migrate
     regions: vmm.specs.map((s) => ({ name: s.name, pageSize: s.pageSize, size: s.size, guestPhysAddr: '0x' + s.guestPhysAddr.toString(16) })),
   });
   // What is lost already travels first: the destination guards it before any data arrives.
+  mustRun(vmm, 'before the migration');
   const firstManifest = exportLost(vmm.engine);
   await w.json(REC.MANIFEST, firstManifest);
   const rounds: MigrateOutResult['rounds'] = [];
@@ -79,6 +88,7 @@ export async function migrateOut(vmm: MigratableVm, out: Writable, opts: Migrate
   if (opts.stopFirst) {
     vmm.pause();
     pausedAtMs = wallMs();
+    mustRun(vmm, 'before the pause');
   } else {
     vmm.machine.dirtyLog(true);
   }
@@ -98,11 +108,13 @@ export async function migrateOut(vmm: MigratableVm, out: Writable, opts: Migrate
       const c = emptyCount();
       const dirty = await sendDirty(w, vmm, c);
       rounds.push({ round, dirty, ram: c });
+      mustRun(vmm, `during pre-copy round ${round}`);
       await opts.afterRound?.(round);
       if (dirty <= limit) break;
     }
     vmm.pause();
     pausedAtMs = wallMs();
+    mustRun(vmm, 'before the pause');
     await opts.whileStopped?.();
     await sendDirty(w, vmm, final);
     vmm.machine.dirtyLog(false);
