@@ -9,6 +9,7 @@
         "native/capture/chain.cc",
         "native/capture/stale.cc",
         "native/capture/signals.cc",
+        "native/capture/memory_error.cc",
         "native/capture/wait.cc",
         "native/capture/access.cc",
         "native/capi/capi.cc",
