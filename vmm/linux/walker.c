@@ -163,12 +163,14 @@ static uint64_t pfn_of(int pm, const void* va) {
   return (e >> 63) ? (e & ((1ull << 55) - 1)) : 0;
 }
 
-static long mem_available_kib(void) {
+/* A /proc/meminfo line in KiB ("MemAvailable:", "HardwareCorrupted:"), -1 if absent. */
+static long meminfo_kib(const char* key) {
   FILE* f = fopen("/proc/meminfo", "r");
   char l[128];
   long v = -1;
+  size_t k = strlen(key);
   while (f && fgets(l, sizeof l, f))
-    if (sscanf(l, "MemAvailable: %ld kB", &v) == 1) break;
+    if (!strncmp(l, key, k) && sscanf(l + k, " %ld kB", &v) == 1) break;
   if (f) fclose(f);
   return v;
 }
@@ -197,7 +199,7 @@ int main(int argc, char** argv) {
   if (!have_port) say("ioperm(0x%x): %s: the VMM cannot stop me", RAS_LINUX_PORT_CONTROL, strerror(errno));
   sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (sh == MAP_FAILED) return 1;
-  long avail = mem_available_kib();
+  long avail = meminfo_kib("MemAvailable:");
   pid_t kids[MAX_WORKERS];
   for (int w = 1; w < workers; w++) {
     pid_t pid = fork();
@@ -271,8 +273,10 @@ int main(int argc, char** argv) {
     sh->w[me].passes = pass;
     sh->w[me].wrong = wrong_total;
     sh->w[me].lost = nlost;
-    say("heartbeat pass=%llu pages=%zu wrong=%llu lost=%d ms=%llu worker=%d cpu=%d", (unsigned long long)pass, npages,
-        (unsigned long long)wrong, nlost, (unsigned long long)(now_ms() - t), me, sched_getcpu());
+    /* hwcorrupted_kb: the guest kernel's own count of poisoned memory (its memory-failure state). */
+    say("heartbeat pass=%llu pages=%zu wrong=%llu lost=%d ms=%llu worker=%d cpu=%d hwcorrupted_kb=%ld", (unsigned long long)pass,
+        npages, (unsigned long long)wrong, nlost, (unsigned long long)(now_ms() - t), me, sched_getcpu(),
+        meminfo_kib("HardwareCorrupted:"));
     if (stop_requested()) break;
     struct timespec ts = {interval / 1000, (interval % 1000) * 1000000L};
     nanosleep(&ts, NULL);

@@ -8,11 +8,12 @@ import { RasEngine, type EngineOptions, type InjectMode, type Region, type Recov
 import { EV_ERROR, EV_INJECTED, EV_STALL, PATH_NAMES, decodeMceFlags, vmmNative, type NativeVmEvent } from './native';
 import { findKernel, initramfs, linuxRegions } from './linux-image';
 import type { LinuxVmStats, NativeLinuxVm } from './linux-native';
+import { GuestConsole, type ConsoleLine, type Heartbeat, type WalkerBye, type WalkerSigbus, type WalkerTarget } from './linux-console';
 import { lockGuestRam } from './memlock';
 import { type VmmRegionSpec } from './vmm';
 
 export { findKernel, initramfs, linuxRegions };
-export type { LinuxVmStats };
+export type { ConsoleLine, Heartbeat, LinuxVmStats, WalkerSigbus, WalkerTarget };
 
 export const EV_CONSOLE = 10;
 export const EV_EXIT = 11;
@@ -20,10 +21,6 @@ export const EV_EXIT = 11;
 const hex = (v: bigint | number) => '0x' + v.toString(16);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export interface ConsoleLine { ms: number; text: string }
-export interface WalkerTarget { name: string; page: number; pfn: bigint; gpa: bigint }
-export interface Heartbeat { ms: number; pass: number; pages: number; wrong: number; lost: number; worker: number; cpu: number }
-export interface WalkerSigbus { ms: number; kind: 'BUS_MCEERR_AR' | 'BUS_MCEERR_AO'; addr: bigint; lsb: number; page: number; pfn: bigint }
 export interface LinuxInjection { ms: number; cpu: number; gpa: bigint; path: string; ar: boolean; status: bigint; mcgStatus: bigint; misc: bigint; errno: number; bank: number; broadcast: boolean; lmce: boolean }
 /** Not a delivered machine check: a deferred AO, a broadcast piece, a merged piece, a shutdown. */
 export interface LinuxMceOutcome { ms: number; cpu: number; gpa: bigint; kind: string; verdict: string; bank: number; errno: number }
@@ -56,24 +53,16 @@ export interface LinuxGuestOptions {
   onLine?: (source: 'guest' | 'engine' | 'vmm', text: string) => void;
 }
 
-/** The parts of a console line after the printk timestamp. */
-function body(text: string): string {
-  return text.replace(/^\[\s*\d+\.\d+\]\s*/, '');
-}
-
 export class LinuxGuest {
   readonly engine: RasEngine;
   readonly regions = new Map<string, Region>();
   readonly cmdline: string;
-  readonly console: ConsoleLine[] = [];
-  readonly targets: WalkerTarget[] = [];
-  readonly heartbeats: Heartbeat[] = [];
-  readonly sigbus: WalkerSigbus[] = [];
+  /** The console and what the walker and the guest kernel said in it (linux-console.ts). */
+  readonly guestConsole = new GuestConsole();
   readonly injections: LinuxInjection[] = [];
   readonly mceOutcomes: LinuxMceOutcome[] = [];
   readonly recovered: RecoveredEvent[] = [];
   readonly errors: string[] = [];
-  bye?: { passes: number; wrong: number; lost: number };
   exit?: { state: string; ms: number };
   /** The native machine (vmm/src/migration saves and restores its state, reads its dirty log). */
   readonly machine: NativeLinuxVm;
@@ -109,6 +98,12 @@ export class LinuxGuest {
     engine.on('refused', (e) => this.onLine('engine', `refused ${e.region} #${e.hugePageIndex}: ${e.reason}`));
     engine.on('error', (e) => this.errors.push(`engine: ${e.message}`));
   }
+
+  get console(): ConsoleLine[] { return this.guestConsole.lines; }
+  get targets(): WalkerTarget[] { return this.guestConsole.targets; }
+  get heartbeats(): Heartbeat[] { return this.guestConsole.heartbeats; }
+  get sigbus(): WalkerSigbus[] { return this.guestConsole.sigbus; }
+  get bye(): WalkerBye | undefined { return this.guestConsole.bye; }
 
   static open(o: LinuxGuestOptions = {}): LinuxGuest {
     const kernel = o.restore ? '' : (o.kernel ?? findKernel() ?? '');
@@ -214,18 +209,8 @@ export class LinuxGuest {
     const ms = Date.now() - this.t0;
     if (e.type === EV_CONSOLE) {
       const text = e.text ?? '';
-      this.console.push({ ms, text });
+      this.guestConsole.add(ms, text);
       this.onLine('guest', text);
-      const b = body(text);
-      let m: RegExpExecArray | null;
-      if ((m = /^walker: target (\w+) page=(\d+) va=\S+ pfn=(0x[0-9a-f]+) gpa=(0x[0-9a-f]+)/.exec(b)))
-        this.targets.push({ name: m[1], page: Number(m[2]), pfn: BigInt(m[3]), gpa: BigInt(m[4]) });
-      else if ((m = /^walker: heartbeat pass=(\d+) pages=(\d+) wrong=(\d+) lost=(\d+)(?: ms=\d+ worker=(\d+) cpu=(-?\d+))?/.exec(b)))
-        this.heartbeats.push({ ms, pass: Number(m[1]), pages: Number(m[2]), wrong: Number(m[3]), lost: Number(m[4]), worker: Number(m[5] ?? 0), cpu: Number(m[6] ?? 0) });
-      else if ((m = /^walker: SIGBUS (BUS_MCEERR_A[RO]) addr=(0x[0-9a-f]+) lsb=(\d+) page=(\d+) pfn=(0x[0-9a-f]+)/.exec(b)))
-        this.sigbus.push({ ms, kind: m[1] as WalkerSigbus['kind'], addr: BigInt(m[2]), lsb: Number(m[3]), page: Number(m[4]), pfn: BigInt(m[5]) });
-      else if ((m = /^walker: bye passes=(\d+) wrong=(\d+) lost=(\d+)/.exec(b)))
-        this.bye = { passes: Number(m[1]), wrong: Number(m[2]), lost: Number(m[3]) };
     } else if (e.type === EV_INJECTED) {
       const v = e.v;
       const f = decodeMceFlags(v[5]);
@@ -285,9 +270,7 @@ export class LinuxGuest {
 
   /** Lines of the guest's own log about a pfn (memory-failure handling, the machine check). */
   kernelLinesFor(pfn: bigint): string[] {
-    const p = hex(pfn);
-    const gpa = hex(pfn << 12n);
-    return this.console.map((l) => body(l.text)).filter((t) => t.startsWith(`Memory failure: ${p}:`) || (/^mce: /.test(t) && t.includes(gpa.slice(2))));
+    return this.guestConsole.kernelLinesFor(pfn);
   }
 
   /** Asks the walker to stop; resolves with the final stats once the guest has reset (or was kicked). */
