@@ -91,6 +91,7 @@
         "vmm/native/linux_memory.cc",
         "vmm/native/linux_mptable.cc",
         "vmm/native/linux_vm.cc",
+        "vmm/native/linux_migration.cc",
         "vmm/native/mce.cc",
         "vmm/native/mce_delivery.cc",
         "vmm/native/ram_exit.cc",

@@ -74,7 +74,9 @@ bool LinuxMachine::Create(const LinuxConfig& cfg, const std::vector<Slot>& slots
 bool LinuxMachine::Start(Sink sink) {
   sink_ = std::move(sink);
   InstallWakeHandler(NudgeSignal());
+  if (cfg_.restore) TellUntold();
   if (cfg_.api) {
+    // Frames lost before this VM started are not news to it (its own are found by the guest's accesses).
     hugetlb_ras_lost buf[64];
     for (int i = 0; i < vcpus(); i++)
       while (cfg_.api->next_lost(mce_.Cursor(i), buf, 64) > 0) {
@@ -127,57 +129,6 @@ void LinuxMachine::PrepareRestart() {
   stats_.done = false;
 }
 
-void LinuxMachine::SaveDevices(std::vector<uint8_t>* out) {
-  std::string uart;
-  {
-    std::lock_guard<std::mutex> lock(serial_mu_);
-    uart = serial_->Save();
-  }
-  state::PutRecord(out, state::kSerial, uart.data(), uart.size());
-  uint8_t control = control_.load();
-  state::PutRecord(out, state::kControl, &control, 1);
-  std::vector<uint64_t> frames;
-  {
-    std::lock_guard<std::mutex> lock(lost_mu_);
-    frames.assign(injected_frames_.begin(), injected_frames_.end());
-  }
-  state::PutRecord(out, state::kInjectedFrames, frames.data(), frames.size() * sizeof(uint64_t));
-}
-
-bool LinuxMachine::RestoreDevices(const uint8_t* data, size_t len, std::string* err) {
-  const uint8_t* p;
-  uint32_t n;
-  if (!state::FindRecord(data, len, state::kSerial, &p, &n)) {
-    *err = "state: no serial UART record (not a Linux VM's state)";
-    return false;
-  }
-  std::string uart(reinterpret_cast<const char*>(p), n);
-  const uint8_t* c;
-  uint32_t cn;
-  const uint8_t* f;
-  uint32_t fn;
-  if (!state::FindRecord(data, len, state::kControl, &c, &cn) || cn != 1 ||
-      !state::FindRecord(data, len, state::kInjectedFrames, &f, &fn) || fn % sizeof(uint64_t)) {
-    *err = "state: no valid control-port or injected-frames record";
-    return false;
-  }
-  {
-    std::lock_guard<std::mutex> lock(serial_mu_);
-    if (!serial_->Restore(uart)) {
-      *err = "state: a serial UART record of " + std::to_string(n) + " bytes";
-      return false;
-    }
-  }
-  control_ = c[0];
-  std::lock_guard<std::mutex> lock(lost_mu_);
-  for (uint32_t k = 0; k < fn / sizeof(uint64_t); k++) {
-    uint64_t g;
-    memcpy(&g, f + k * sizeof g, sizeof g);
-    injected_frames_.insert(g);
-  }
-  return true;
-}
-
 void LinuxMachine::Post(Event&& e) {
   if (sink_) sink_(std::move(e));
 }
@@ -215,7 +166,7 @@ void LinuxMachine::Loop(int i) {
         reqs.swap(requests_);
       }
       for (const Request& q : reqs)
-        if (q.ar || mce_.FirstAo(q.gpa)) Lost(i, q.gpa, q.ar, 0, q.ar ? 4 : 5, 0);  // an AO once per VM
+        if (q.ar || mce_.FirstAo(q.gpa)) Lost(i, q.gpa, q.ar, q.path, q.ar ? 4 : 5, 0);  // an AO once per VM
     }
     mce_.BeforeRun(i, fd);
     s.runs++;

@@ -72,7 +72,9 @@ class LinuxMachine : public GuestMemoryOwner {
   // After a pause (Kick, Join): the threads may Start again (a migration that did not hand over).
   void PrepareRestart();
   // Userspace device state for a migration stream (vcpu_state.h records: the UART, the control
-  // port's value, the frames already injected); only with the vCPU threads joined.
+  // port's value, the frames the guest was told of); only with the vCPU threads joined. A frame
+  // whose machine check was still queued or deferred at the pause is not told: the restored VM's
+  // Start() gives it its AO there, as it does a frame lost while the guest was stopped.
   void SaveDevices(std::vector<uint8_t>* out);
   bool RestoreDevices(const uint8_t* data, size_t len, std::string* err);
   const Vcpu& vcpu(int i) const { return vcpus_[i]; }
@@ -86,7 +88,9 @@ class LinuxMachine : public GuestMemoryOwner {
   struct Request {
     uint64_t gpa;
     bool ar;
+    int path = 0;  // 0: the VMM asked (QueueMce); kPathNextLost: a restored VM's untold frame
   };
+  void TellUntold();
   void Loop(int i);
   void Nudge(int i);
   void NudgeAll();

@@ -21,6 +21,12 @@ bool Delivery::FirstAo(uint64_t gpa) {
 
 size_t Delivery::Deferred(int i) const { return vcpu_[i]->deferred.size(); }
 
+std::vector<uint64_t> Delivery::DeferredFrames(int i) const {
+  std::vector<uint64_t> out;
+  for (const Pending& p : vcpu_[i]->deferred) out.push_back(p.gpa);
+  return out;
+}
+
 bool Delivery::Attempt(int i, int fd, const Pending& p, bool ar, bool queue_if_deferred) {
   Outcome o;
   o.gpa = p.gpa;

@@ -95,6 +95,8 @@ class Delivery {
   // vCPU i's own next_lost cursor.
   uint64_t* Cursor(int i) { return &vcpu_[i]->cursor; }
   size_t Deferred(int i) const;
+  // The frames of vCPU i's AOs still waiting; only while its thread is stopped (a migration's pause).
+  std::vector<uint64_t> DeferredFrames(int i) const;
 
  private:
   struct Pending {
