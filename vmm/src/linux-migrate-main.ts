@@ -36,10 +36,12 @@ function common(role: string) {
   };
 }
 
-/** The last heartbeat of each walker worker: worker -> { lost, wrong, pass }. */
-function lastBeats(hb: Heartbeat[]): Record<number, { pass: number; lost: number; wrong: number }> {
-  const out: Record<number, { pass: number; lost: number; wrong: number }> = {};
-  for (const h of hb) out[h.worker] = { pass: h.pass, lost: h.lost, wrong: h.wrong };
+type Beat = { pass: number; lost: number; wrong: number; hwCorruptedKb?: number };
+
+/** The last heartbeat of each walker worker: worker -> { pass, lost, wrong, the guest's HardwareCorrupted }. */
+function lastBeats(hb: Heartbeat[]): Record<number, Beat> {
+  const out: Record<number, Beat> = {};
+  for (const h of hb) out[h.worker] = { pass: h.pass, lost: h.lost, wrong: h.wrong, hwCorruptedKb: h.hwCorruptedKb };
   return out;
 }
 
@@ -108,12 +110,26 @@ async function source(o: Opts): Promise<unknown> {
       lostAtSource: lostGpas(g),
     };
     let digest: Record<string, string> = {};
-    // RAM as the guest left it (nothing writes it while the vCPUs are stopped): the destination's
-    // digest before its vCPUs run must be the same.
-    const res = await sendMigration(g, o.socket, { whileStopped: () => void (digest = ramDigest(g.regions.values(), o.dump ? o.dump + '.src' : undefined)) });
+    // A second frame is lost with the guest stopped (another walker worker's target, in another huge
+    // page): nobody can tell this guest any more, so the destination must (an AO when it starts).
+    const t2 = g.targets.find((t) => t.name.slice(1) !== tg.name.slice(1) && t.gpa >> 21n !== tg.gpa >> 21n);
+    if (!t2) throw new Error(`no second walker target outside ${tg.name}'s worker and huge page: ${JSON.stringify(g.targets.map((t) => t.name))}`);
+    let lostAtPause: string[] = [];
+    const whileStopped = async (): Promise<void> => {
+      g.poison(t2.gpa, o.mode ?? 'madvise');
+      await g.engine.whenIdle({ timeoutMs: timeout });
+      lostAtPause = lostGpas(g);
+      // RAM as the guest left it (nothing writes it while the vCPUs are stopped): the destination's
+      // digest before its vCPUs run must be the same.
+      digest = ramDigest(g.regions.values(), o.dump ? o.dump + '.src' : undefined);
+    };
+    const res = await sendMigration(g, o.socket, { whileStopped });
     return {
       ok: true,
       ...atMove,
+      lostWhileStopped: { name: t2.name, worker: Number(t2.name.slice(1)), gpa: hex(t2.gpa), pfn: hex(t2.pfn) },
+      lostAtPause,
+      injectionsAtPause: g.injections.map((x) => ({ cpu: x.cpu, gpa: hex(x.gpa), ar: x.ar, path: x.path })),
       rounds: res.rounds.map((r) => ({ round: r.round, dirty: r.dirty, sent: r.ram.sent, lost: r.ram.lost })),
       final: res.final,
       manifest: res.manifest,
@@ -155,9 +171,17 @@ async function dest(o: Opts): Promise<unknown> {
     // Every worker verifies two whole passes here.
     await g.waitFor('2 heartbeats of every walker worker after the move', () => new Set(g.heartbeats.map((h) => h.worker)).size >= g.vcpus && [...new Set(g.heartbeats.map((h) => h.worker))].every((w) => g.heartbeats.filter((h) => h.worker === w).length >= 2), timeout);
     const beats = lastBeats(g.heartbeats);
+    // Frames the guest was never told of at the source (lost while it was stopped): the restored VM
+    // gives each an AO when it starts (vCPU 0, path next-lost); the guest kernel handles it.
+    const untold = g.injections.filter((x) => x.path === 'next-lost').map((x) => hex(x.gpa));
+    for (const u of untold) await g.waitFor(`the guest's memory-failure handling of ${u}`, () => g.kernelLinesFor(BigInt(u) >> 12n).some((l) => / recovery action for /.test(l)), timeout).catch(() => undefined);
+    const untoldLines = Object.fromEntries(untold.map((u) => [u, g.kernelLinesFor(BigInt(u) >> 12n)]));
+    const nb = g.heartbeats.length;
+    await g.waitFor('a heartbeat of every worker after that', () => g.heartbeats.length >= nb + g.vcpus, timeout).catch(() => undefined);
+    const beatsAfterUntold = lastBeats(g.heartbeats);
     // The guest kernel's memory-failure state moved with its RAM (PG_hwpoison of the frame's struct
-    // page): an action-optional report for the frame lost at the source finds it already poisoned.
-    const again = lostHere[0];
+    // page): an action-optional report for a frame it was told of at the source finds it already poisoned.
+    const again = lostHere.find((x) => !untold.includes(x));
     let againLines: string[] = [];
     if (again) {
       const gpa = BigInt(again);
@@ -167,6 +191,8 @@ async function dest(o: Opts): Promise<unknown> {
       const n = g.heartbeats.length;
       await g.waitFor('a heartbeat after that', () => g.heartbeats.length > n, timeout).catch(() => undefined);
     }
+    // The guest kernel's HardwareCorrupted after that: the same as before the move (nothing counted twice).
+    const hwCorruptedKbAfterAgain = g.heartbeats.at(-1)?.hwCorruptedKb;
     const stats = await g.stop();
     return {
       ok: true,
@@ -181,6 +207,10 @@ async function dest(o: Opts): Promise<unknown> {
       lostCauses: g.engine.lostPages().map((l) => l.cause),
       guarded: guarded.sort(),
       beats,
+      untold,
+      untoldLines,
+      beatsAfterUntold,
+      walkerSigbus: g.sigbus.map((x) => ({ kind: x.kind, pfn: hex(x.pfn), page: x.page })),
       heartbeats: g.heartbeats.length,
       wrong: g.heartbeats.reduce((a, h) => a + h.wrong, 0) + (g.bye?.wrong ?? 0),
       bye: g.bye,
@@ -188,6 +218,7 @@ async function dest(o: Opts): Promise<unknown> {
       stats,
       injections: g.injections.map((x) => ({ cpu: x.cpu, gpa: hex(x.gpa), ar: x.ar, path: x.path })),
       againLines,
+      hwCorruptedKbAfterAgain,
       errors: g.errors,
       guestLines: g.console.map((l) => l.text).filter((t) => /mce: |Memory failure: |walker: (SIGBUS|bye|worker \d+ done)|Kernel panic|BUG: |Oops|WARNING: CPU|watchdog|rcu: /.test(t)),
       consoleHead: g.console.slice(0, 12).map((l) => l.text),
