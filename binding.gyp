@@ -101,6 +101,7 @@
         "vmm/native/sigbus.cc",
         "vmm/native/slot_hole.cc",
         "vmm/native/testing_addon.cc",
+        "vmm/native/testing_mce.cc",
         "vmm/native/vcpu_loop.cc",
         "vmm/native/vcpu_machine.cc",
         "vmm/native/vcpu_memory.cc",
