@@ -6,28 +6,8 @@ import * as path from 'node:path';
 import { lockGuestRam } from './memlock';
 import { RasEngine, type InjectOptions, type Region } from '../../src/index';
 import { defaultRegions, type GuestMce, type ReferenceVmmOptions, type VmmRegionSpec, type VmmReport } from './vmm-types';
-import {
-  EV_ERROR,
-  EV_GUEST,
-  EV_INJECTED,
-  decodeMceFlags,
-  EV_STALL,
-  GUEST_BYE,
-  GUEST_FATAL,
-  GUEST_FILLED,
-  GUEST_HELLO,
-  GUEST_MCE,
-  GUEST_PASS,
-  GUEST_WRONG,
-  PATH_NAMES,
-  guestImage,
-  vmmNative,
-  type NativeVm,
-  type NativeVmEvent,
-  type NativeVmStats,
-  type SigbusCounters,
-  type VcpuPath,
-} from './native';
+import { guestImage, vmmNative, type NativeVm, type NativeVmEvent, type NativeVmStats } from './native';
+import { recordEvent, type EventReport } from './vmm-report';
 
 const SUB = 4096n;
 
@@ -52,7 +32,7 @@ export class ReferenceVmm {
   private readonly files: string[] = [];
   private started = false;
   private closed = false;
-  private report: Omit<VmmReport, 'vcpus' | 'duplicateInjections' | 'sigbus' | 'kicked'>;
+  private report: EventReport;
   /** Called for every batch of native events (after they are recorded). */
   onEvents?: (e: NativeVmEvent[]) => void;
 
@@ -150,7 +130,7 @@ export class ReferenceVmm {
   }
 
   private readonly sink = (events: NativeVmEvent[]): void => {
-    for (const e of events) this.record(e);
+    for (const e of events) recordEvent(this.report, e);
     this.onEvents?.(events);
   };
 
@@ -168,66 +148,6 @@ export class ReferenceVmm {
   /** Starts the vCPU threads again after pause() (a migration that did not hand over). */
   resume(): void {
     this.vm.resume(this.sink);
-  }
-
-  private record(e: NativeVmEvent): void {
-    const v = e.v;
-    if (e.type === EV_GUEST) {
-      switch (v[0]) {
-        case GUEST_HELLO:
-          this.report.hello.push({ cpu: e.cpu, mcgCap: v[1], cr4: v[2], banks: Number(v[3]), frames: Number(v[4]) });
-          break;
-        case GUEST_MCE: {
-          const lsb = Number(v[4] & 0x3fn) || 12;
-          this.report.guestMces.push({
-            cpu: e.cpu,
-            addr: v[1],
-            gpa: v[1] & ~((1n << BigInt(Math.max(lsb, 12))) - 1n),
-            status: v[2],
-            mcgStatus: v[3],
-            misc: v[4],
-            bank: Number(v[5]),
-            rip: v[6],
-            skipped: v[7] === 1n,
-            site: Number(v[7]),
-          });
-          break;
-        }
-        case GUEST_WRONG:
-          this.report.wrong.push({ cpu: e.cpu, gpa: v[1], wrongBytes: Number(v[2]), got: v[3], expected: v[4] });
-          break;
-        case GUEST_FATAL:
-          this.report.errors.push({ cpu: e.cpu, text: `guest exception ${v[1]} at rip 0x${v[2].toString(16)} (error ${v[3]}, cr2 0x${v[4].toString(16)})` });
-          break;
-        default:
-          break; // FILLED, PASS, BYE: the native counters have them
-      }
-    } else if (e.type === EV_INJECTED) {
-      const f = decodeMceFlags(v[5]);
-      if (f.verdict !== 'inject' || f.piece) {
-        this.report.mceOutcomes.push({ cpu: e.cpu, gpa: v[0], kind: e.text ?? '', verdict: f.verdict, bank: f.bank, status: v[2], mcgStatus: v[3], errno: Number(v[7]) });
-        return;
-      }
-      this.report.injections.push({
-        cpu: e.cpu,
-        gpa: v[0],
-        path: PATH_NAMES[Number(v[1])],
-        status: v[2],
-        mcgStatus: v[3],
-        misc: v[4],
-        wholeHugePage: f.wholeHugePage,
-        code: Number(v[6]),
-        errno: Number(v[7]),
-        ar: e.text === 'AR',
-        bank: f.bank,
-        broadcast: f.broadcast,
-        lmce: f.lmce,
-      });
-    } else if (e.type === EV_STALL) {
-      this.report.stalls.push({ cpu: e.cpu, path: PATH_NAMES[Number(v[0])], address: v[1], ns: v[2], state: e.text ?? '', byHva: v[4] === 1n });
-    } else if (e.type === EV_ERROR) {
-      this.report.errors.push({ cpu: e.cpu, text: e.text ?? 'error' });
-    }
   }
 
   stats(): NativeVmStats {
