@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const vmm = require(path.resolve(__dirname, '..', 'build', 'Release', 'ras_vmm.node'));
-type List = { nlost: number; listed: number; capacity: number; listEnd: number; mailboxes: number; mailboxBytesChanged: number };
+type List = { nlost: number; listed: number; capacity: number; listEnd: number; mailboxes: number; mailboxesEnd: number; image: number; mailboxSize: number; boxes: number[][]; mailboxBytesChanged: number };
 const list = (n: number): List => vmm.testing.guestLostList(n);
 
 describe('reference VMM guest: the config block\'s lost list', () => {
@@ -31,5 +31,18 @@ describe('reference VMM guest: the config block\'s lost list', () => {
       expect(r.listed).toBe(Math.min(n, cap));
       expect(r.nlost).toBe(n);
     }
+  });
+
+  // Issue 21's last note: the poll handler reported through the #MC handler's mailbox, so a #MC
+  // during the poll's report overwrote it before its `out`. Each reporter has its own now.
+  it('every vCPU has three mailboxes (main code, #MC handler, poll handler): no two share a byte, all before the guest image', () => {
+    const r = list(0);
+    const all = r.boxes.flat();
+    expect(r.boxes.every((b) => b.length === 3)).toBe(true);
+    const sorted = [...all].sort((a, b) => a - b);
+    for (let k = 1; k < sorted.length; k++) expect(sorted[k] - sorted[k - 1]).toBeGreaterThanOrEqual(r.mailboxSize);
+    expect(sorted[0]).toBe(r.mailboxes);
+    expect(sorted.at(-1)! + r.mailboxSize).toBe(r.mailboxesEnd);
+    expect(r.mailboxesEnd).toBeLessThanOrEqual(r.image);
   });
 });

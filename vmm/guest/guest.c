@@ -77,9 +77,10 @@ static inline unsigned this_cpu(void) {
   return (unsigned)((sp - RAS_GUEST_STACKS) / RAS_GUEST_STACK_SIZE);
 }
 
-/* Mailbox 2*cpu is the vCPU's main code's, 2*cpu+1 its #MC handler's (a #MC may interrupt a report). */
-static void report(unsigned cpu, int handler, u64 ev, u64 a, u64 b, u64 c, u64 d, u64 e, u64 f, u64 g) {
-  volatile struct ras_guest_mailbox *mb = (volatile struct ras_guest_mailbox *)RAS_GUEST_MAILBOX + 2 * cpu + handler;
+/* Each reporter has its own mailbox (RAS_BOX_*): a #MC may interrupt the main code's report or the
+ * poll's, and its own report must not overwrite theirs before their `out`. */
+static void report(unsigned cpu, int box, u64 ev, u64 a, u64 b, u64 c, u64 d, u64 e, u64 f, u64 g) {
+  volatile struct ras_guest_mailbox *mb = (volatile struct ras_guest_mailbox *)RAS_GUEST_MAILBOX_OF(cpu, box);
   mb->a = a;
   mb->b = b;
   mb->c = c;
@@ -88,7 +89,7 @@ static void report(unsigned cpu, int handler, u64 ev, u64 a, u64 b, u64 c, u64 d
   mb->f = f;
   mb->g = g;
   mb->event = ev;
-  uint32_t v = cpu | ((uint32_t)handler << 8);
+  uint32_t v = cpu | ((uint32_t)box << 8);
   __asm__ volatile("outl %0, %w1" ::"a"(v), "Nd"(RAS_PORT_REPORT) : "memory");
 }
 
@@ -166,11 +167,11 @@ void mc_handler(struct mc_frame *f) {
   if (CFG->mc_touch) (void)*(volatile u64 *)CFG->mc_touch;
   /* MCIP cleared before reporting: at that exit the VMM may inject the next machine check. */
   wrmsr(MSR_MCG_STATUS, 0);
-  if (n == 0) report(cpu, 1, RAS_EV_MCE, 0, 0, mcg, 0, ~0ull, rip, site);
+  if (n == 0) report(cpu, RAS_BOX_MCE, RAS_EV_MCE, 0, 0, mcg, 0, ~0ull, rip, site);
   for (int i = 0; i < n; i++)
-    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
+    report(cpu, RAS_BOX_MCE, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
   if (!(mcg & MCG_STATUS_RIPV)) {
-    report(cpu, 1, RAS_EV_FATAL, 18, rip, mcg, 0, 0, 0, 0);
+    report(cpu, RAS_BOX_MCE, RAS_EV_FATAL, 18, rip, mcg, 0, 0, 0, 0);
     for (;;) __asm__ volatile("cli; hlt");
   }
 }
@@ -189,11 +190,11 @@ void poll_handler(struct mc_frame *f) {
   u64 rip = f->rip;
   if (site == RAS_SITE_VERIFIER) f->rip = (u64)verify_frame_fail;
   for (int i = 0; i < n; i++)
-    report(cpu, 1, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
+    report(cpu, RAS_BOX_POLL, RAS_EV_MCE, seen[i].addr, seen[i].status, mcg, seen[i].misc, seen[i].bank, rip, site);
 }
 
 void fatal_handler(const u64 *f) {
-  report(this_cpu(), 1, RAS_EV_FATAL, f[0], f[2], f[1], read_cr2(), 0, 0, 0);
+  report(this_cpu(), RAS_BOX_MCE, RAS_EV_FATAL, f[0], f[2], f[1], read_cr2(), 0, 0, 0);
 }
 
 static void setup_idt(void) {
@@ -256,7 +257,7 @@ void guest_main(u64 cpu) {
     range_first[r] = acc; /* every vCPU computes the same values */
     acc += CFG->ranges[r].size >> 12;
   }
-  report(cpu, 0, RAS_EV_HELLO, cap, read_cr4(), banks, acc, 0, 0, 0);
+  report(cpu, RAS_BOX_MAIN, RAS_EV_HELLO, cap, read_cr4(), banks, acc, 0, 0, 0);
   __asm__ volatile("sti" ::: "memory"); /* the only interrupt is the VMM's poll */
 
   u64 filled = 0;
@@ -264,7 +265,7 @@ void guest_main(u64 cpu) {
     fill_frame((volatile u64 *)gpa, ras_frame_seed(gpa, seed));
     filled++;
   })
-  report(cpu, 0, RAS_EV_FILLED, filled, 0, 0, 0, 0, 0, 0);
+  report(cpu, RAS_BOX_MAIN, RAS_EV_FILLED, filled, 0, 0, 0, 0, 0, 0);
 
   u64 pass = 0, verified = 0, wrong = 0;
   int probed = 0;
@@ -291,12 +292,12 @@ void guest_main(u64 cpu) {
           want = first;
           if (got != want) break;
         }
-        report(cpu, 0, RAS_EV_WRONG, gpa, w, got, want, 0, 0, 0);
+        report(cpu, RAS_BOX_MAIN, RAS_EV_WRONG, gpa, w, got, want, 0, 0, 0);
       }
     })
     pass++;
-    report(cpu, 0, RAS_EV_PASS, pass, verified, wrong, 0, 0, 0, 0);
+    report(cpu, RAS_BOX_MAIN, RAS_EV_PASS, pass, verified, wrong, 0, 0, 0, 0);
   }
 bye:
-  report(cpu, 0, RAS_EV_BYE, pass, verified, wrong, 0, 0, 0, 0);
+  report(cpu, RAS_BOX_MAIN, RAS_EV_BYE, pass, verified, wrong, 0, 0, 0, 0);
 }

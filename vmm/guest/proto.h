@@ -8,7 +8,8 @@
  *   0x8000 GDT (null, code64 0x08, data 0x10, TSS 0x18), 0x8100 TSS
  *   0x9000..0xbfff struct ras_guest_config (the VMM's orders), then the guest's lost list, which
  *          fills the block: its capacity (RAS_GUEST_MAX_LOST) follows from this layout
- *   0xc000 mailboxes, two struct ras_guest_mailbox per vCPU (its main code's, its #MC handler's)
+ *   0xc000 mailboxes, three struct ras_guest_mailbox per vCPU (its main code's, its #MC handler's,
+ *          its poll handler's: a #MC may interrupt a report of either of the others)
  *   0x10000 the guest image (guest.bin), entry at its first byte
  *   0x100000 + cpu * RAS_GUEST_STACK_SIZE: the vCPU's stack (grows down from the slot's top)
  * Data frames (filled and verified) are only where config.ranges say: never in the first 2 MiB.
@@ -42,8 +43,13 @@
  * takes the interrupt before the instruction and learns of the frame. */
 #define RAS_GUEST_POLL_VECTOR 0xf4
 
-/* One port: the guest writes its mailbox, then `out RAS_PORT_REPORT, eax` with eax = cpu index. */
+/* One port: the guest writes its mailbox, then `out RAS_PORT_REPORT, eax` with eax = cpu index |
+ * box << 8 (RAS_BOX_*). */
 #define RAS_PORT_REPORT 0x510
+#define RAS_BOX_MAIN 0
+#define RAS_BOX_MCE 1  /* the #MC handler's (and the fatal-exception handler's) */
+#define RAS_BOX_POLL 2 /* the deferred-error poll's (RAS_GUEST_POLL_VECTOR) */
+#define RAS_BOXES 3
 
 enum ras_guest_event {
   RAS_EV_HELLO = 1,  /* a = MCG_CAP, b = CR4 after enabling MCE, c = banks enabled */
@@ -101,7 +107,8 @@ struct ras_guest_config {
 /* The list's slots: what is left of the config block after the fixed fields. */
 #define RAS_GUEST_MAX_LOST \
   ((RAS_GUEST_MAILBOX - RAS_GUEST_CONFIG - __builtin_offsetof(struct ras_guest_config, lost)) / sizeof(uint64_t))
-#define RAS_GUEST_MAILBOX_END (RAS_GUEST_MAILBOX + 2 * RAS_GUEST_MAX_CPUS * sizeof(struct ras_guest_mailbox))
+#define RAS_GUEST_MAILBOX_OF(cpu, box) (RAS_GUEST_MAILBOX + (RAS_BOXES * (uint64_t)(cpu) + (box)) * sizeof(struct ras_guest_mailbox))
+#define RAS_GUEST_MAILBOX_END RAS_GUEST_MAILBOX_OF(RAS_GUEST_MAX_CPUS, 0)
 
 #ifdef __cplusplus
 #define RAS_STATIC_ASSERT static_assert

@@ -198,13 +198,14 @@ Napi::Value GuestCopyTest(const Napi::CallbackInfo& info) {
 
 // guestLostList(n): the system area as the VMM lays it out (vmm/guest/proto.h), every mailbox
 // filled with 0xa5, then n frames put on the config's lost list as the guest's #MC handler does.
-// { nlost, listed, capacity, listEnd, mailboxes, mailboxBytesChanged }: listEnd is the GPA just
+// { nlost, listed, capacity, listEnd, mailboxes, mailboxesEnd, image, mailboxSize, boxes,
+// mailboxBytesChanged }: boxes[cpu] the GPAs of its main, #MC and poll mailboxes; listEnd is the GPA just
 // past the last list slot, mailboxBytesChanged the mailbox bytes that are no longer 0xa5.
 Napi::Value GuestLostList(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t n = info[0].As<Napi::Number>().Uint32Value();
   std::vector<uint8_t> ram(RAS_GUEST_SYSTEM_END, 0);
-  const uint64_t mb_bytes = 2ull * RAS_GUEST_MAX_CPUS * sizeof(ras_guest_mailbox);
+  const uint64_t mb_bytes = RAS_GUEST_MAILBOX_END - RAS_GUEST_MAILBOX;
   memset(ram.data() + RAS_GUEST_MAILBOX, 0xa5, mb_bytes);
   auto* cfg = reinterpret_cast<ras_guest_config*>(ram.data() + RAS_GUEST_CONFIG);
   for (uint32_t k = 0; k < n; k++) ras_guest_list_lost(cfg, RAS_GUEST_SYSTEM_END + (static_cast<uint64_t>(k) << 12));
@@ -219,6 +220,16 @@ Napi::Value GuestLostList(const Napi::CallbackInfo& info) {
   out.Set("capacity", static_cast<double>(RAS_GUEST_MAX_LOST));
   out.Set("listEnd", static_cast<double>(RAS_GUEST_CONFIG + offsetof(ras_guest_config, lost) + RAS_GUEST_MAX_LOST * sizeof(uint64_t)));
   out.Set("mailboxes", static_cast<double>(RAS_GUEST_MAILBOX));
+  out.Set("mailboxesEnd", static_cast<double>(RAS_GUEST_MAILBOX_END));
+  out.Set("image", static_cast<double>(RAS_GUEST_IMAGE));
+  out.Set("mailboxSize", static_cast<double>(sizeof(ras_guest_mailbox)));
+  Napi::Array boxes = Napi::Array::New(env);  // [cpu][RAS_BOX_MAIN, RAS_BOX_MCE, RAS_BOX_POLL]: GPAs
+  for (uint32_t c = 0; c < RAS_GUEST_MAX_CPUS; c++) {
+    Napi::Array b = Napi::Array::New(env, 3);
+    for (uint32_t k : {RAS_BOX_MAIN, RAS_BOX_MCE, RAS_BOX_POLL}) b.Set(k, static_cast<double>(RAS_GUEST_MAILBOX_OF(c, k)));
+    boxes.Set(c, b);
+  }
+  out.Set("boxes", boxes);
   out.Set("mailboxBytesChanged", changed);
   return out;
 }

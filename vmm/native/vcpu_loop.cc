@@ -115,12 +115,12 @@ bool Machine::OnPio(int i) {
   }
   uint32_t val;
   memcpy(&val, data, 4);
-  unsigned cpu = val & 0xff, box = (val >> 8) & 1;
-  if (cpu != static_cast<unsigned>(i)) return true;
+  unsigned cpu = val & 0xff, box = (val >> 8) & 0xff;
+  if (cpu != static_cast<unsigned>(i) || box >= RAS_BOXES) return true;
   // The mailbox is guest RAM: read through the engine's guarded copy where it has one (a lost
   // frame is then a bit, not a fault), else directly (a lost frame ends the VMM cleanly: sigbus.h).
   ras_guest_mailbox m;
-  uint64_t mb_gpa = RAS_GUEST_MAILBOX + (2 * cpu + box) * sizeof(ras_guest_mailbox);
+  uint64_t mb_gpa = RAS_GUEST_MAILBOX_OF(cpu, box);
   int rc = GuestCopy(cfg_.api, SlotOf(vm_, 0)->gpa + mb_gpa, &m, sizeof m, false, cfg_.wait_ms);
   if (rc == -ENOSYS) {
     volatile auto* mb = reinterpret_cast<volatile ras_guest_mailbox*>(SlotOf(vm_, 0)->hva + mb_gpa);
