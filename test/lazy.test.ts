@@ -35,8 +35,17 @@ async function recoverUnderLoad(engine: RasEngine, region: Region, offsets: numb
   engine.on('recovered', (e) => got.push(e));
   const load = startVcpuLoad(engine, { region, threads, seed, writeRatio: 0.25 });
   await sleep(10);
-  // Silent poison: the vCPU threads find it, stall, and then race the fillers for the pieces.
-  for (const off of offsets) engine.injectPoison(region, off, { mode: 'simulate', signal: false });
+  // Silent poison: the vCPU threads find it, stall, and then race the fillers for the pieces. Every
+  // poison is in before any recovery begins (the engine paused meanwhile): a load thread that found
+  // the first poison before the second was injected had the page recovered from a file with one
+  // poison only, and the second came as a later loss of a split page (the lz2 flake, 3 in 40 runs
+  // under load).
+  engine.pause();
+  try {
+    for (const off of offsets) engine.injectPoison(region, off, { mode: 'simulate', signal: false });
+  } finally {
+    engine.resume();
+  }
   const pages = new Set(offsets.map((o) => Math.floor(o / region.hugePageSize))).size;
   await until(() => got.length >= pages, 60_000);
   await engine.whenIdle({ timeoutMs: 60_000 });
