@@ -19,7 +19,9 @@ namespace ras::simulate {
 namespace {
 
 // Everything below is changed only under g_mu; the SIGSEGV handler reads the range tables without it.
+// Poison() also holds it from its check of a page's state to its mprotect of that page (Settle()).
 std::mutex g_mu;
+std::atomic<bool> g_used{false};  // a Poison() ever ran: Settle() has something to wait for
 
 // Poisoned 4 KiB of backing files, ordered so a read finds the first poison at or after its
 // offset in O(log n).
@@ -127,13 +129,28 @@ bool AddRange(uintptr_t start, int lsb, const Region& reg, uint64_t file_off) {
 
 void Enable() { signals::SetSimulatedFaultHook(FaultLsb); }
 
+void Settle() {
+  if (!g_used.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lock(g_mu);
+}
+
 int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** syscall) {
+  g_used.store(true, std::memory_order_release);
   uintptr_t sub = addr & ~(kSubpage - 1);
   uint32_t page = r.PageIndex(addr);
   uintptr_t page_addr = r.PageAddress(page);
   uint64_t page_file_off = r.file_offset + (page_addr - r.start);
-  uint32_t st = StateOf(r.Word(page).load());
   int lsb = static_cast<int>(r.huge_shift);
+  // The page as it is now, and for a page not yet split, held so until its mprotect is done: a
+  // recovery that moves it out of Normal meanwhile waits in Settle() before it replaces the
+  // mapping, so the mprotect below always meets the huge page it was decided for.
+  std::unique_lock<std::mutex> held(g_mu, std::defer_lock);
+  uint32_t st = StateOf(r.Word(page).load());
+  if (st != kSplit && st != kLost) {
+    held.lock();
+    st = StateOf(r.Word(page).load());
+    if (st == kSplit) held.unlock();  // split since: as a split page (its 4 KiB only)
+  }
   if (st == kSplit) {
     // Ordinary pages now: the kernel would take exactly this 4 KiB page away.
     // The range is known as poison before it becomes inaccessible: a thread faulting in between
@@ -159,12 +176,9 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
     }
     lsb = kSubpageShift;
   } else if (st != kLost) {
-    bool added = true;
-    {
-      std::lock_guard<std::mutex> lock(g_mu);
-      g_file_poison.insert(FileKey{r.dev, r.ino, r.file_offset + (sub - r.start)});
-      if (st == kNormal) added = AddRange(page_addr, lsb, r, page_file_off);
-    }
+    // g_mu is held (above).
+    g_file_poison.insert(FileKey{r.dev, r.ino, r.file_offset + (sub - r.start)});
+    bool added = st != kNormal || AddRange(page_addr, lsb, r, page_file_off);
     if (st == kNormal) {
       if (!added) {
         *syscall = "simulate";
@@ -176,6 +190,7 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
       }
     }
   }
+  if (held.owns_lock()) held.unlock();
   if (send_signal) signals::RaiseMemoryError(addr, code, lsb);
   return 0;
 }

@@ -18,6 +18,14 @@ void Enable();  // installs the SIGSEGV fault hook
 // Returns 0 or an errno (syscall name in *syscall).
 int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** syscall);
 
+// Called by whoever just moved a page out of Normal (a lane's BeginRecovery, a replay, import or
+// reset claiming it), before it replaces the page's mapping: waits for a Poison() that read the
+// page as Normal to finish its mprotect. Without it that mprotect could land on the replacement,
+// leaving healthy memory of a split page PROT_NONE (the lazy-test crash: a vCPU thread's SIGSEGV
+// in a Split page that no poison explained, chained to the default action). Free when nothing was
+// ever poisoned by simulation.
+void Settle();
+
 // Tests: the file (dev, ino) is poisoned at the 4 KiB holding `off` and nothing mapped changes, as
 // when hardware poisons a page of the old huge page that nobody maps any more (a recovery took it
 // out of the guest's mapping and reads it back): no signal, only reads of that 4 KiB fail with EIO.
