@@ -1,4 +1,5 @@
 // Test-only entry points: the pattern (fill, verify) and the native vCPU load threads.
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -8,6 +9,7 @@
 #include "binding/binding.h"
 #include "binding/errors.h"
 #include "capture/signals.h"
+#include "simulate/simulate.h"
 #include "split/numa.h"
 #include "state/state.h"
 #include "testing/bookkeeping.h"
@@ -143,8 +145,8 @@ Napi::Value Raise(const Napi::CallbackInfo& info) {
 std::mutex g_raisers_mu;
 std::vector<std::thread> g_raisers;
 
-// testRaiseInThread(address, code, lsb): one memory-error signal on a new thread (joined by
-// testJoinRaisers), e.g. into a handler that testHoldDelay keeps busy.
+// testRaiseInThread(address, code, lsb, delayMs?): one memory-error signal on a new thread (joined by
+// testJoinRaisers), e.g. into a handler that testHoldDelay keeps busy; after delayMs if given.
 Napi::Value RaiseInThread(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bool lossless = false;
@@ -152,12 +154,15 @@ Napi::Value RaiseInThread(const Napi::CallbackInfo& info) {
   if (!info[0].IsBigInt() || !Uint(env, info[1], "code", &code) || !Uint(env, info[2], "lsb", &lsb))
     return env.Undefined();
   uintptr_t addr = static_cast<uintptr_t>(info[0].As<Napi::BigInt>().Uint64Value(&lossless));
+  uint64_t delay_ms = 0;
+  if (info.Length() > 3 && !info[3].IsUndefined() && !Uint(env, info[3], "delayMs", &delay_ms)) return env.Undefined();
   // Returns once the thread is about to raise it: the test's next step races with the handler only.
   auto started = std::make_shared<std::atomic<bool>>(false);
   {
     std::lock_guard<std::mutex> lock(g_raisers_mu);
-    g_raisers.push_back(SpawnThread([addr, code, lsb, started] {
+    g_raisers.push_back(SpawnThread([addr, code, lsb, started, delay_ms] {
       started->store(true);
+      if (delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
       signals::RaiseMemoryError(addr, static_cast<int>(code), static_cast<int>(lsb));
     }));
   }
@@ -179,6 +184,13 @@ Napi::Value HoldDelay(const Napi::CallbackInfo& info) {
   uint64_t ns;
   if (!Uint(info.Env(), info[0], "ns", &ns)) return info.Env().Undefined();
   signals::SetHoldDelayForTests(ns);
+  return info.Env().Undefined();
+}
+
+Napi::Value SimPoisonHold(const Napi::CallbackInfo& info) {
+  uint64_t ns;
+  if (!Uint(info.Env(), info[0], "ns", &ns)) return info.Env().Undefined();
+  simulate::SetPoisonHoldForTests(ns);
   return info.Env().Undefined();
 }
 
@@ -250,6 +262,7 @@ void RegisterTesting(Napi::Env env, Napi::Object exports) {
   exports.Set("testRaiseInThread", Napi::Function::New(env, RaiseInThread));
   exports.Set("testJoinRaisers", Napi::Function::New(env, JoinRaisers));
   exports.Set("testHoldDelay", Napi::Function::New(env, HoldDelay));
+  exports.Set("testSimPoisonHold", Napi::Function::New(env, SimPoisonHold));
   exports.Set("testFillMapCount", Napi::Function::New(env, FillMapCount));
   exports.Set("testReleaseMapCount", Napi::Function::New(env, ReleaseMapCount));
   exports.Set("testBookkeeping", Napi::Function::New(env, Bookkeeping));

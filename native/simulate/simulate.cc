@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include <atomic>
 #include <map>
@@ -22,6 +23,7 @@ namespace {
 // Poison() also holds it from its check of a page's state to its mprotect of that page (Settle()).
 std::mutex g_mu;
 std::atomic<bool> g_used{false};  // a Poison() ever ran: Settle() has something to wait for
+std::atomic<uint64_t> g_poison_hold_ns{0};  // tests only: SetPoisonHoldForTests
 
 // Poisoned 4 KiB of backing files, ordered so a read finds the first poison at or after its
 // offset in O(log n).
@@ -129,6 +131,8 @@ bool AddRange(uintptr_t start, int lsb, const Region& reg, uint64_t file_off) {
 
 void Enable() { signals::SetSimulatedFaultHook(FaultLsb); }
 
+void SetPoisonHoldForTests(uint64_t ns) { g_poison_hold_ns.store(ns); }
+
 void Settle() {
   if (!g_used.load(std::memory_order_acquire)) return;
   std::lock_guard<std::mutex> lock(g_mu);
@@ -179,6 +183,14 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
     // g_mu is held (above).
     g_file_poison.insert(FileKey{r.dev, r.ino, r.file_offset + (sub - r.start)});
     bool added = st != kNormal || AddRange(page_addr, lsb, r, page_file_off);
+    if (uint64_t hold = g_poison_hold_ns.load(); hold && st == kNormal) {
+      struct timespec ms = {0, 1000000};
+      for (uint64_t end = MonotonicNs() + hold; MonotonicNs() < end;) {
+        uint32_t now = StateOf(r.Word(page).load());
+        if (now == kSplit || now == kLost) break;
+        nanosleep(&ms, nullptr);
+      }
+    }
     if (st == kNormal) {
       if (!added) {
         *syscall = "simulate";

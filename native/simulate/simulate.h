@@ -26,6 +26,11 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
 // ever poisoned by simulation.
 void Settle();
 
+// Tests: Poison(), between deciding on a Normal page and its mprotect, waits until the page is
+// Split or Lost or `ns` have passed (0: off): a recovery of the page brought into that window gets
+// as far as it can before the mprotect.
+void SetPoisonHoldForTests(uint64_t ns);
+
 // Tests: the file (dev, ino) is poisoned at the 4 KiB holding `off` and nothing mapped changes, as
 // when hardware poisons a page of the old huge page that nobody maps any more (a recovery took it
 // out of the guest's mapping and reads it back): no signal, only reads of that 4 KiB fail with EIO.

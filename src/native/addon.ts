@@ -58,6 +58,8 @@ export interface Addon {
   setLazyRecovery(on: boolean): void;
   /** Tests: while true, no lazy recovery's back half starts (the page stays registered, filled on touch). */
   testHoldBackHalves(on: boolean): void;
+  /** simulate::Poison sleeps this long between deciding on a Normal page and its mprotect (0: off). */
+  testSimPoisonHold(ns: number): void;
   /** Tests: the handover's pool check finds no free huge page (as an exhausted pool would). */
   testHandoverPoolEmpty(on: boolean): void;
   /** Tests: false forces the path of kernels without MADV_GUARD_INSTALL (before 6.13). */
