@@ -240,10 +240,10 @@ async function linuxMigrateCase(t, { vcpus }) {
   // The retry (bounded, logged): the SOURCE guest died by itself before anything was handed
   // over (a triple fault or KVM internal error while it booted or during pre-copy; migrateOut
   // refuses to send it), no wrong byte seen, the destination never ran. Under the lab's nested KVM
-  // on TCG that happened in 3 of 9 runs, once while the guest booted (no poison, no dirty log), and the
-  // kernel's trace showed why: a #PF with RSVD on the instruction fetch of kernel text the vCPU had
-  // run 50 us before (exit_int_info 0x80000b0e, error code 0x18), which no guest or VMM action
-  // produces; see lab/README. Any other failure, and any failure after the hand-over, counts.
+  // on TCG that happened 4 times in 26 attempts (2 while the guest booted: no poison, no dirty log),
+  // and the kernel's trace showed why: a #PF on the instruction fetch of kernel text the vCPU had
+  // run just before, right after a UART port exit, which no guest or VMM action produces; see
+  // lab/README. Any other failure, and any failure after the hand-over, counts.
   const attempts = [];
   let run;
   for (let k = 1; ; k++) {
