@@ -4,9 +4,9 @@
 // page that no poison explains. Under load a vCPU load thread then took a SIGSEGV that was chained
 // to the default action (lazy.test's "Channel closed" worker crash, 5 in about 60 runs). Here the
 // window is held open (testSimPoisonHold: Poison waits up to 3 s for the page to be split before
-// its mprotect) and a report from another thread starts the recovery inside it; the back half is
-// held, so what the front half put in place is what a reader meets. In a child: the old failure
-// may kill the process.
+// its mprotect) and a report from another thread starts the recovery inside it; on the lazy path
+// the back half is held, so what the front half put in place is what a reader meets. In a child:
+// the old failure may kill the process.
 import { describe, expect, it } from 'vitest';
 import { native } from '../src/native';
 import { hugeFile, PKG, runChild, SUB, TESTING } from './helpers';
@@ -14,14 +14,18 @@ import { hugeFile, PKG, runChild, SUB, TESTING } from './helpers';
 const lazy = native.lazyInfo();
 
 describe('simulated poison and a recovery of the same page', () => {
-  it.skipIf(!lazy.available)('a recovery that begins while a poison of the page is being put in: only the poisoned 4 KiB is unreadable, before and after the back half', () => {
+  it.each([
+    ['lazy (the back half held)', "{ reserveBytes: 'auto', lostPageGuard: 'uffd' }", true],
+    ['eager', "{ reserveBytes: 'auto', lazyRecovery: false }", false],
+  ])('%s: a recovery that begins while a poison of the page is being put in: only the poisoned 4 KiB is unreadable, then and after', (_what, opts, needsLazy) => {
+    if (needsLazy && !lazy.available) return;
     const r = runChild(`
       const { RasEngine } = ${PKG};
       const { fillPattern, verifyPattern } = ${TESTING};
       const { native } = require(process.cwd() + '/dist/src/native.js');
       const until = async (p, ms) => { const t = Date.now(); while (!p()) { if (Date.now() - t > ms) throw new Error('timeout'); await new Promise((r) => setTimeout(r, 5)); } };
       (async () => {
-        const e = RasEngine.open({ reserveBytes: 'auto', lostPageGuard: 'uffd' });
+        const e = RasEngine.open(${opts});
         const region = e.mapRegion({ name: 'sr', path: process.env.F, size: 2 << 20 });
         fillPattern(region, 5);
         await until(() => e.stats().reserveBytes >= e.stats().reserveTarget, 20000);
@@ -40,7 +44,7 @@ describe('simulated poison and a recovery of the same page', () => {
         console.log('RESULT ' + JSON.stringify({ during, after: after.unreadableOffsets, wrong: after.wrongBytes, lost: e.lostPages().map((l) => l.offset) }));
         e.close();
       })().catch((err) => { console.log('ERROR ' + err.message); process.exit(3); });
-    `, { F: hugeFile('simrace') });
+    `, { F: hugeFile(needsLazy ? 'simrace-lazy' : 'simrace-eager') });
     const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
     expect(r.signal, r.stderr.slice(-600)).toBeNull();
     expect(line, r.stdout.slice(-600) + r.stderr.slice(-600)).toBeDefined();

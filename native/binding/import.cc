@@ -21,7 +21,6 @@
 #include "split/props.h"
 #include "split/recovery.h"
 #include "state/state.h"
-#include "simulate/simulate.h"
 
 namespace ras::binding {
 
@@ -55,7 +54,6 @@ bool LoseWhole(Region& r, uint32_t page, Applied* a) {
 // Normal -> Recovering -> Split (the frames guarded) or Lost. False if the page was not Normal.
 bool SplitWithFrames(Region& r, uint32_t page, const std::vector<uint32_t>& subs, Applied* a) {
   if (!ClaimForReplay(r, page)) return false;
-  simulate::Settle();
   recovery::Outcome out = recovery::SplitHugePage(r, page, subs, nullptr, true);
   uintptr_t page_addr = r.PageAddress(page);
   if (out.ok) {

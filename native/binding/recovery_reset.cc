@@ -18,7 +18,6 @@
 #include "split/props.h"
 #include "split/recovery.h"
 #include "state/state.h"
-#include "simulate/simulate.h"
 
 namespace ras::binding {
 
@@ -44,7 +43,6 @@ Napi::Value RecoverNow(const Napi::CallbackInfo& info) {
     errors::Code(env, "ERR_PAGE_BUSY", "the huge page is already being handled").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  simulate::Settle();
   recovery::Outcome out = recovery::SplitHugePage(*r, page, known, nullptr);
   // Losses from before a restart: a vCPU loop asking next_lost() learns of them too (recorded
   // before the page shows Split, as the lanes do).

@@ -17,7 +17,6 @@
 #include "linux_compat.h"
 #include "split/recovery.h"
 #include "state/state.h"
-#include "simulate/simulate.h"
 
 namespace ras::binding {
 
@@ -112,7 +111,6 @@ Napi::Value RecoverMany(const Napi::CallbackInfo& info) {
   std::vector<ReplayJob> jobs;
   if (!ParseJobs(env, *r, info[1], info[2], &jobs)) return env.Undefined();
   for (ReplayJob& j : jobs) j.busy = !ClaimForReplay(*r, j.page);  // a page named twice: the second is busy
-  simulate::Settle();  // no simulated poison is still deciding on a page claimed here
   size_t threads = std::min<size_t>(static_cast<size_t>(recovery::ReadThreads()), jobs.size());
   std::atomic<size_t> next{0};
   std::vector<std::thread> helpers;

@@ -7,7 +7,6 @@
 #include <atomic>
 
 #include "capi/capi.h"
-#include "simulate/simulate.h"
 #include "split/lazy.h"
 
 namespace ras::lanes {
@@ -73,7 +72,6 @@ bool Process(const Report& rep, std::vector<Event>& out) {
 
   if (st == kPending) {
     BeginRecovery(r, page);
-    simulate::Settle();  // a simulated poison that read the page as Normal is done with it
     if (r.huge_size >= kSlowLaneFrom && r.refuse_reason.load() == kEligible) {
       QueueSlow(rep, page);
       return true;

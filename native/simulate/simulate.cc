@@ -20,8 +20,10 @@ namespace ras::simulate {
 namespace {
 
 // Everything below is changed only under g_mu; the SIGSEGV handler reads the range tables without it.
-// Poison() also holds it from its check of a page's state to its mprotect of that page (Settle()).
 std::mutex g_mu;
+// Held by Poison() from its check of a page's state to its mprotect of that page, and taken by
+// Settle(). Not g_mu: a recovery's file reads (ClampRead) must not wait for that mprotect.
+std::mutex g_place_mu;
 std::atomic<bool> g_used{false};  // a Poison() ever ran: Settle() has something to wait for
 std::atomic<uint64_t> g_poison_hold_ns{0};  // tests only: SetPoisonHoldForTests
 
@@ -135,7 +137,7 @@ void SetPoisonHoldForTests(uint64_t ns) { g_poison_hold_ns.store(ns); }
 
 void Settle() {
   if (!g_used.load(std::memory_order_acquire)) return;
-  std::lock_guard<std::mutex> lock(g_mu);
+  std::lock_guard<std::mutex> lock(g_place_mu);
 }
 
 int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** syscall) {
@@ -148,7 +150,7 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
   // The page as it is now, and for a page not yet split, held so until its mprotect is done: a
   // recovery that moves it out of Normal meanwhile waits in Settle() before it replaces the
   // mapping, so the mprotect below always meets the huge page it was decided for.
-  std::unique_lock<std::mutex> held(g_mu, std::defer_lock);
+  std::unique_lock<std::mutex> held(g_place_mu, std::defer_lock);
   uint32_t st = StateOf(r.Word(page).load());
   if (st != kSplit && st != kLost) {
     held.lock();
@@ -180,9 +182,13 @@ int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** s
     }
     lsb = kSubpageShift;
   } else if (st != kLost) {
-    // g_mu is held (above).
-    g_file_poison.insert(FileKey{r.dev, r.ino, r.file_offset + (sub - r.start)});
-    bool added = st != kNormal || AddRange(page_addr, lsb, r, page_file_off);
+    // g_place_mu is held (above).
+    bool added = true;
+    {
+      std::lock_guard<std::mutex> lock(g_mu);
+      g_file_poison.insert(FileKey{r.dev, r.ino, r.file_offset + (sub - r.start)});
+      if (st == kNormal) added = AddRange(page_addr, lsb, r, page_file_off);
+    }
     if (uint64_t hold = g_poison_hold_ns.load(); hold && st == kNormal) {
       struct timespec ms = {0, 1000000};
       for (uint64_t end = MonotonicNs() + hold; MonotonicNs() < end;) {

@@ -18,9 +18,12 @@ void Enable();  // installs the SIGSEGV fault hook
 // Returns 0 or an errno (syscall name in *syscall).
 int Poison(Region& r, uintptr_t addr, int code, bool send_signal, const char** syscall);
 
-// Called by whoever just moved a page out of Normal (a lane's BeginRecovery, a replay, import or
-// reset claiming it), before it replaces the page's mapping: waits for a Poison() that read the
-// page as Normal to finish its mprotect. Without it that mprotect could land on the replacement,
+// Called right before the original huge page's mapping is replaced (split::SwapIn for the eager
+// path, replay, import and reset; the lazy front half's mremap), by whoever moved the page out of
+// Normal: waits for a Poison() that read the page as Normal to finish its mprotect. As late as
+// that, the injecting thread is long done in practice and nobody waits (bench: a lane that settled
+// right after BeginRecovery, or whose file reads waited on the same lock, waited for the injecting
+// thread's mprotect, 40-90 us a recovery). Without it that mprotect could land on the replacement,
 // leaving healthy memory of a split page PROT_NONE (the lazy-test crash: a vCPU thread's SIGSEGV
 // in a Split page that no poison explained, chained to the default action). Free when nothing was
 // ever poisoned by simulation.

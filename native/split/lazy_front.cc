@@ -9,6 +9,7 @@
 #include "split/lazy_uffd.h"
 #include "split/numa.h"
 #include "split/props.h"
+#include "simulate/simulate.h"
 
 namespace ras::lazy {
 
@@ -81,6 +82,7 @@ bool Begin(Region& r, uint32_t page, const Report& rep, uint64_t t0, recovery::O
     munmap(m, j->size);
     return undo();
   }
+  simulate::Settle();  // a simulated poison that found the page Normal has made its mprotect by now
   if (mremap(m, j->size, j->size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(target)) == MAP_FAILED) {
     lazyfd::Unregister(reinterpret_cast<uintptr_t>(m), j->size);
     munmap(m, j->size);

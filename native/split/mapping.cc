@@ -14,6 +14,7 @@
 #include "split/uffd.h"
 #include "testing/swap_hold.h"
 #include "state/state.h"
+#include "simulate/simulate.h"
 
 namespace ras::mapping {
 
@@ -65,6 +66,7 @@ void UseGuardMarkers(bool on) { g_guard_forced_off.store(!on); }
 
 bool SwapIn(Block& b, uintptr_t target, const std::vector<uint32_t>& lost, bool lost_already_poisoned,
             props::Lock lock, Failure* fail) {
+  simulate::Settle();  // a simulated poison that found the page Normal has made its mprotect by now
   // Best case: the block is complete off to the side (lost subpages hwpoisoned or behind guard
   // markers, one VMA), so a single mremap replaces the huge page atomically.
   bool complete = lost_already_poisoned || lost.empty();
