@@ -66,8 +66,12 @@ void OnSigbus(int sig, siginfo_t* si, void* uc) {
   if (!mce) {
     // A poison marker on a kernel without CONFIG_MEMORY_FAILURE raises BUS_ADRERR: in a lost
     // subpage it is the engine's own guard, a memory error.
+    // Recovering too: the eager path marks the lost bits and puts the markers in the block before
+    // its swap, and publishes Split only after it; a thread touching a lost subpage in between met
+    // BUS_ADRERR with the page still Recovering and was chained to its death (the unprivileged
+    // `npm test` crash: a vCPU load thread on the lost subpage of recovery.test's load case).
     uint32_t st = StateOf(r->Word(r->PageIndex(addr)).load(std::memory_order_acquire));
-    if (st == kSplit && r->SubpageLost(addr)) {
+    if ((st == kSplit || st == kRecovering) && r->SubpageLost(addr)) {
       code = BUS_MCEERR_AR;
       lsb = kSubpageShift;
     } else {
